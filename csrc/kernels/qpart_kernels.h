@@ -1,0 +1,114 @@
+// QPART torch-free kernel core: raw-pointer kernels for the packed low-bit format.
+//
+// Everything here is plain C++17 with no torch dependency so that it builds and is
+// unit-tested on its own (CMake + GoogleTest), cross-compiles for aarch64, and sits under
+// a thin ATen glue layer (csrc/torch/). The packed format is documented in docs/FORMAT.md.
+//
+// Conventions shared by every function:
+//  * A matrix of `rows` x `k` quantization codes is stored as `rows` independent bit
+//    streams of `packed_row_bytes(k, bits)` bytes each. Code j of a row occupies stream
+//    bits [j*bits, (j+1)*bits); stream bit i is bit (i % 8) of byte i / 8 (LSB first).
+//    Padding bits at the end of a row are zero.
+//  * Rows are quantized in groups of `group_size` consecutive codes (k % group_size == 0);
+//    each group has an fp16 scale (stored as its IEEE binary16 bit pattern, uint16_t) and
+//    a uint8 zero point in [0, 2^bits - 1]. Value = (code - zero) * scale.
+//  * Functions taking [row_begin, row_end) process only those rows, so callers can split
+//    the work across threads; the results never depend on the split.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace qpart {
+namespace kernels {
+
+constexpr int kMinBits = 1;
+constexpr int kMaxBits = 8;
+
+/// Number of bytes of one packed row of `k` codes at `bits` bits (ceil(k * bits / 8)).
+inline int64_t packed_row_bytes(int64_t k, int bits) {
+  return (k * static_cast<int64_t>(bits) + 7) / 8;
+}
+
+/// Largest code at `bits` bits (2^bits - 1).
+inline int max_code(int bits) { return (1 << bits) - 1; }
+
+// ---- fp16 helpers (IEEE binary16, round to nearest even) ---------------------------------
+
+/// Converts a float to the bit pattern of the nearest binary16 value (ties to even).
+uint16_t float_to_half_bits(float value);
+/// Converts a binary16 bit pattern to float (exact).
+float half_bits_to_float(uint16_t bits);
+
+// ---- bit packing ------------------------------------------------------------------------
+
+/// Packs `rows` x `k` codes (one per byte, each < 2^bits) into dense rows.
+/// `packed` receives rows * packed_row_bytes(k, bits) bytes.
+void pack_rows(const uint8_t* codes, int64_t rows, int64_t k, int bits, uint8_t* packed);
+
+/// Unpacks dense rows back to one code per byte (`codes` receives rows * k bytes).
+void unpack_rows(const uint8_t* packed, int64_t rows, int64_t k, int bits, uint8_t* codes);
+
+// ---- quantizer ----------------------------------------------------------------------------
+
+enum class Status : int {
+  kOk = 0,
+  kNonFinite = 1,        // a NaN or Inf input value
+  kScaleOverflow = 2,    // a group's range is too wide for an fp16 scale
+};
+
+/// Computes the fp16 scale and zero point of one group of `n` floats at `bits` bits.
+/// Range [lo, hi] = [min(0, min x), max(0, max x)]; delta = (hi - lo) / (2^bits - 1) is
+/// rounded *up* to binary16 so the grid covers the range; zero = round(-lo / scale).
+/// An all-zero group gets scale 0 and zero point 0.
+Status group_params(const float* x, int64_t n, int bits, uint16_t* scale_bits, uint8_t* zero);
+
+/// Quantizes rows [row_begin, row_end) of a row-major `rows` x `k` float matrix in groups
+/// of `group_size` along k and writes their packed codes, scales and zero points
+/// (scales/zeros are `rows` x (k / group_size), row-major). On error the outputs of the
+/// failing row are unspecified and the first failing status is returned.
+Status quantize_rows(const float* x, int64_t row_begin, int64_t row_end, int64_t k,
+                     int64_t group_size, int bits, uint8_t* packed, uint16_t* scale_bits,
+                     uint8_t* zeros);
+
+/// Dequantizes rows [row_begin, row_end) of a packed matrix into `out` (row-major, k columns).
+void dequantize_rows(const uint8_t* packed, const uint16_t* scale_bits, const uint8_t* zeros,
+                     int64_t row_begin, int64_t row_end, int64_t k, int64_t group_size,
+                     int bits, float* out);
+
+// ---- packed matmul ----------------------------------------------------------------------
+
+/// y[m, n] = sum_k x[m, k] * W[n, k] + bias[n] for output columns n in [n_begin, n_end),
+/// where W (n_total x k) is packed. x is row-major m x k, y row-major m x n_total.
+/// `bias` may be null. Accumulates in fp32.
+void linear_f32(const float* x, int64_t m, int64_t k, const uint8_t* packed,
+                const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
+                int64_t n_total, int64_t group_size, int bits, int64_t n_begin,
+                int64_t n_end, float* y);
+
+/// Shape of a 2-D convolution over NCHW input, weights [c_out, c_in / groups, kh, kw]
+/// packed as c_out rows of k = (c_in / groups) * kh * kw codes in (ci, r, s) order.
+struct Conv2dShape {
+  int64_t batch, c_in, h_in, w_in;
+  int64_t c_out, kh, kw;
+  int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+  int64_t groups;
+
+  int64_t h_out() const { return (h_in + 2 * pad_h - dil_h * (kh - 1) - 1) / stride_h + 1; }
+  int64_t w_out() const { return (w_in + 2 * pad_w - dil_w * (kw - 1) - 1) / stride_w + 1; }
+  int64_t k() const { return (c_in / groups) * kh * kw; }
+};
+
+/// Number of floats of scratch space conv2d_f32 needs per (image, group) work item.
+int64_t conv2d_scratch_floats(const Conv2dShape& s);
+
+/// Packed conv2d for work items [item_begin, item_end) where item = image * groups + group;
+/// computes those output planes of y (NCHW, batch x c_out x h_out x w_out). `scratch` holds
+/// conv2d_scratch_floats(s) floats (im2col buffer). `bias` may be null.
+void conv2d_f32(const float* x, const Conv2dShape& s, const uint8_t* packed,
+                const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
+                int64_t group_size, int bits, int64_t item_begin, int64_t item_end,
+                float* scratch, float* y);
+
+}  // namespace kernels
+}  // namespace qpart

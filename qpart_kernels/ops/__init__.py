@@ -1,0 +1,34 @@
+"""The ``qpart`` custom ops: schemas, reference and fake kernels, native extension, API."""
+
+from . import fake, reference
+from .library import LIBRARY, SCHEMAS, has_native_kernel
+
+for _name in SCHEMAS:
+    LIBRARY.impl(_name, getattr(reference, _name), "CompositeExplicitAutograd")
+
+from .._extension import load_extension  # noqa: E402  (schemas must exist first)
+
+load_extension()
+
+from .api import (  # noqa: E402
+    QuantizedTensor,
+    conv2d,
+    dequantize_activation,
+    dequantize_weight,
+    linear,
+    quantize_activation,
+    quantize_weight,
+)
+
+__all__ = [
+    "QuantizedTensor",
+    "conv2d",
+    "dequantize_activation",
+    "dequantize_weight",
+    "fake",
+    "has_native_kernel",
+    "linear",
+    "quantize_activation",
+    "quantize_weight",
+    "reference",
+]

@@ -1,0 +1,113 @@
+"""Public Python API of the ``qpart`` ops: thin, documented wrappers over ``torch.ops.qpart``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+
+from . import checks
+
+
+class QuantizedTensor(NamedTuple):
+    """Packed codes (uint8), fp16 scales and uint8 zero points of a quantized tensor."""
+
+    packed: torch.Tensor
+    scales: torch.Tensor
+    zeros: torch.Tensor
+
+    def payload_bytes(self) -> int:
+        """Exact size in bytes of the packed codes, scales and zero points."""
+        return (
+            self.packed.numel()
+            + self.scales.numel() * self.scales.element_size()
+            + self.zeros.numel()
+        )
+
+
+def _pair(value: int | Sequence[int], name: str) -> list[int]:
+    if isinstance(value, int):
+        return [value, value]
+    pair = list(value)
+    if len(pair) != 2:
+        raise ValueError(f"qpart.conv2d: {name} must be an int or a pair, got {value!r}")
+    return pair
+
+
+def quantize_weight(
+    weight: torch.Tensor, bits: int, group_size: int | None = None
+) -> QuantizedTensor:
+    """Quantizes a float ``(out, in)`` weight to ``bits`` bits (1..8), densely packed.
+
+    ``group_size=None`` uses one (scale, zero) group per output row; otherwise groups of
+    ``group_size`` consecutive input columns (a multiple of 32 that divides ``in``).
+    """
+    checks.check_bits("quantize_weight", bits)
+    if group_size is None and isinstance(weight, torch.Tensor) and weight.dim() == 2:
+        group_size = weight.shape[1]
+    return QuantizedTensor(*torch.ops.qpart.quantize_weight(weight, bits, group_size))
+
+
+def dequantize_weight(
+    packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, bits: int,
+    in_features: int,
+) -> torch.Tensor:
+    """Returns the float32 ``(out, in_features)`` weight a packed weight represents."""
+    return torch.ops.qpart.dequantize_weight(packed, scales, zeros, bits, in_features)
+
+
+def linear(
+    input: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+    bits: int, bias: torch.Tensor | None = None, in_features: int | None = None,
+) -> torch.Tensor:
+    """``input @ W.T + bias`` with a packed ``(out, in_features)`` weight ``W``.
+
+    ``input`` (any leading batch dims) may be float32, float16 or bfloat16; accumulation is
+    fp32 and the result has the input's dtype. ``in_features`` defaults to
+    ``input.shape[-1]``; pass it to have a mismatched input rejected (packed rows are
+    byte-aligned, so their length alone cannot always tell).
+    """
+    checks.check_bits("linear", bits)
+    checks.check_same_device("linear", input=input, packed=packed, scales=scales,
+                             zeros=zeros, bias=bias)
+    if in_features is None:
+        in_features = input.shape[-1] if input.dim() >= 1 else 0
+    return torch.ops.qpart.linear(input, packed, scales, zeros, bias, bits, in_features)
+
+
+def conv2d(
+    input: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+    bits: int, weight_shape: Sequence[int], bias: torch.Tensor | None = None,
+    stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1, groups: int = 1,
+) -> torch.Tensor:
+    """2-D convolution of NCHW ``input`` with a packed weight.
+
+    ``weight_shape`` is the float weight's ``(out, in/groups, kh, kw)``; the packed weight
+    holds ``out`` rows of ``in/groups * kh * kw`` codes.
+    """
+    checks.check_bits("conv2d", bits)
+    checks.check_same_device("conv2d", input=input, packed=packed, scales=scales,
+                             zeros=zeros, bias=bias)
+    return torch.ops.qpart.conv2d(
+        input, packed, scales, zeros, bias, bits, [int(v) for v in weight_shape],
+        _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation"),
+        groups,
+    )
+
+
+def quantize_activation(
+    input: torch.Tensor, bits: int, per_token: bool = False
+) -> QuantizedTensor:
+    """Quantizes an activation for transfer: one group per tensor, or per row of the last dim."""
+    checks.check_bits("quantize_activation", bits)
+    return QuantizedTensor(*torch.ops.qpart.quantize_activation(input, bits, per_token))
+
+
+def dequantize_activation(
+    packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, bits: int,
+    shape: Sequence[int], dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Rebuilds an activation of ``shape`` and ``dtype`` from :func:`quantize_activation`."""
+    return torch.ops.qpart.dequantize_activation(packed, scales, zeros, bits, list(shape), dtype)

@@ -1,0 +1,52 @@
+"""The ``qpart`` op library: every schema is defined here, once, with ``bits`` an argument.
+
+Implementations are attached per dispatch key: the pure-PyTorch reference as
+``CompositeExplicitAutograd`` (the fallback on any device), fake kernels for tracing, and
+native kernels registered by the compiled extension (``qpart_kernels._C``) for CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+
+NAMESPACE = "qpart"
+
+SCHEMAS = {
+    "quantize_weight": (
+        "quantize_weight(Tensor weight, int bits, int group_size) -> (Tensor, Tensor, Tensor)"
+    ),
+    "dequantize_weight": (
+        "dequantize_weight(Tensor packed, Tensor scales, Tensor zeros, int bits, "
+        "int in_features) -> Tensor"
+    ),
+    "linear": (
+        "linear(Tensor input, Tensor packed, Tensor scales, Tensor zeros, Tensor? bias, "
+        "int bits, int in_features) -> Tensor"
+    ),
+    "conv2d": (
+        "conv2d(Tensor input, Tensor packed, Tensor scales, Tensor zeros, Tensor? bias, "
+        "int bits, int[4] weight_shape, int[2] stride, int[2] padding, int[2] dilation, "
+        "int groups) -> Tensor"
+    ),
+    "quantize_activation": (
+        "quantize_activation(Tensor input, int bits, bool per_token) -> (Tensor, Tensor, Tensor)"
+    ),
+    "dequantize_activation": (
+        "dequantize_activation(Tensor packed, Tensor scales, Tensor zeros, int bits, "
+        "int[] shape, ScalarType dtype) -> Tensor"
+    ),
+}
+
+LIBRARY = torch.library.Library(NAMESPACE, "DEF")
+for _schema in SCHEMAS.values():
+    LIBRARY.define(_schema)
+
+
+def qualified(name: str) -> str:
+    """``qpart::name`` for an op of this library."""
+    return f"{NAMESPACE}::{name}"
+
+
+def has_native_kernel(name: str, dispatch_key: str = "CPU") -> bool:
+    """Whether a native (non-reference) kernel is registered for ``name`` on a dispatch key."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key(qualified(name), dispatch_key)

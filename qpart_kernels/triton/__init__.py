@@ -1,0 +1,1 @@
+"""Triton kernels for the qpart ops (added by the Triton backend work)."""

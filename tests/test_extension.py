@@ -1,0 +1,24 @@
+"""The compiled extension is loaded and provides the CPU kernels of every op."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import qpart_kernels
+from qpart_kernels.ops import SCHEMAS, has_native_kernel
+
+REQUIRED = os.environ.get("QPART_REQUIRE_EXTENSION") == "1"
+
+
+@pytest.mark.skipif(not REQUIRED, reason="QPART_REQUIRE_EXTENSION=1 not set (pure-Python run)")
+@pytest.mark.parametrize("op", sorted(SCHEMAS))
+def test_native_cpu_kernel_registered(op):
+    assert qpart_kernels.extension_loaded()
+    assert has_native_kernel(op, "CPU"), f"qpart::{op} has no native CPU kernel"
+
+
+@pytest.mark.parametrize("op", sorted(SCHEMAS))
+def test_reference_is_the_fallback(op):
+    assert has_native_kernel(op, "CompositeExplicitAutograd")
