@@ -22,3 +22,13 @@ def test_native_cpu_kernel_registered(op):
 @pytest.mark.parametrize("op", sorted(SCHEMAS))
 def test_reference_is_the_fallback(op):
     assert has_native_kernel(op, "CompositeExplicitAutograd")
+
+
+def test_cuda_key_gets_the_configured_backend(monkeypatch):
+    from qpart_kernels.ops import CUDA_BACKEND, backends
+
+    if CUDA_BACKEND == "triton":
+        assert all(has_native_kernel(op, "CUDA") for op in SCHEMAS)
+    monkeypatch.setenv("QPART_CUDA_BACKEND", "tpu")
+    with pytest.raises(ValueError, match="QPART_CUDA_BACKEND must be one of"):
+        backends.cuda_backend()

@@ -10,6 +10,10 @@ from .._extension import load_extension  # noqa: E402  (schemas must exist first
 
 load_extension()
 
+from .backends import register_cuda_backend  # noqa: E402
+
+CUDA_BACKEND = register_cuda_backend()
+
 from .api import (  # noqa: E402
     QuantizedTensor,
     conv2d,
@@ -21,6 +25,7 @@ from .api import (  # noqa: E402
 )
 
 __all__ = [
+    "CUDA_BACKEND",
     "QuantizedTensor",
     "conv2d",
     "dequantize_activation",

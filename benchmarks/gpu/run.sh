@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# On a CUDA machine (GPU + its own torch with CUDA, nvcc, triton): build QPART against that
+# torch, run the GPU tests, and benchmark the CUDA path against cuBLAS/cuDNN fp16.
+# Results go to benchmarks/results/gpu-<device>.{md,json} (or $OUT_DIR when set).
+#   benchmarks/gpu/run.sh [--quick]
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+PY="${PYTHON:-python}"
+OUT_DIR="${OUT_DIR:-$ROOT/benchmarks/results}"
+mkdir -p "$OUT_DIR"
+
+"$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print('GPU:', torch.cuda.get_device_name())"
+echo "==> build (no build isolation, against the installed torch)"
+QPART_BUILD_EXT=required MAX_JOBS="${MAX_JOBS:-8}" "$PY" -m pip install --no-build-isolation --no-deps -q -e .
+device="$("$PY" -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-'))")"
+
+echo "==> GPU tests"
+QPART_REQUIRE_EXTENSION=1 "$PY" -m pytest -q tests/test_gpu.py tests/test_triton.py tests/test_parity.py \
+  2>&1 | tee "$OUT_DIR/gpu-$device-tests.txt"
+
+echo "==> GPU benchmarks"
+"$PY" benchmarks/gpu/bench_gpu.py --out "$OUT_DIR/gpu-$device.md" "$@"

@@ -1,0 +1,135 @@
+"""Host wrappers of the Triton kernels: validation, output allocation, grids, launches.
+
+Each function mirrors the schema of the ``qpart`` op of the same name (docs/OPS.md) and
+works on any device Triton can target; on CPU tensors it runs under the Triton
+interpreter (``TRITON_INTERPRET=1``), which is how the CPU-only CI tests these kernels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import triton
+
+from ..ops import checks
+from . import kernels
+from .configs import conv2d_config, linear_config
+
+_ELEMENT_BLOCK = 256
+
+
+def _quantize_rows(x2d: torch.Tensor, bits: int, group_size: int, op: str):
+    """Quantizes a contiguous 2-D float tensor in row groups: (packed, scales, zeros)."""
+    x = x2d.contiguous()
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"qpart.{op}: input contains NaN or Inf values")
+    rows, k = x.shape
+    n_groups = rows * (k // group_size)
+    qmax = float(2**bits - 1)
+    scales = torch.empty(rows, k // group_size, dtype=torch.float16, device=x.device)
+    zeros = torch.empty_like(scales, dtype=torch.uint8)
+    block = min(1024, triton.next_power_of_2(group_size))
+    kernels.group_params_kernel[(n_groups,)](x, scales.view(torch.int16), zeros, group_size,
+                                             qmax, BLOCK=block)
+    if bool(torch.isinf(scales).any()):
+        raise ValueError(
+            f"qpart.{op}: a group's value range is too wide for a float16 scale at {bits} bits"
+        )
+    codes = torch.empty(rows, k, dtype=torch.uint8, device=x.device)
+    grid = (n_groups, triton.cdiv(group_size, _ELEMENT_BLOCK))
+    kernels.quantize_codes_kernel[grid](x, scales, zeros, codes, group_size, qmax,
+                                        BLOCK=_ELEMENT_BLOCK)
+    row_bytes = checks.packed_row_bytes(k, bits)
+    packed = torch.empty(rows, row_bytes, dtype=torch.uint8, device=x.device)
+    kernels.pack_kernel[(rows, triton.cdiv(row_bytes, 64))](codes, packed, k, row_bytes,
+                                                           BITS=bits, BLOCK=64)
+    return packed, scales, zeros
+
+
+def _dequantize_rows(packed, scales, zeros, bits: int, k: int) -> torch.Tensor:
+    rows, groups = scales.shape
+    out = torch.empty(rows, k, dtype=torch.float32, device=packed.device)
+    grid = (rows, triton.cdiv(k, _ELEMENT_BLOCK))
+    kernels.dequantize_kernel[grid](packed.contiguous(), scales.contiguous(),
+                                    zeros.contiguous(), out, k, packed.shape[1], k // groups,
+                                    groups, BITS=bits, BLOCK=_ELEMENT_BLOCK)
+    return out
+
+
+def quantize_weight(weight: torch.Tensor, bits: int, group_size: int):
+    """Triton ``qpart.quantize_weight``."""
+    checks.check_weight("quantize_weight", weight, bits, group_size)
+    return _quantize_rows(weight.to(torch.float32), bits, group_size, "quantize_weight")
+
+
+def dequantize_weight(packed, scales, zeros, bits: int, in_features: int) -> torch.Tensor:
+    """Triton ``qpart.dequantize_weight``."""
+    checks.check_packed("dequantize_weight", packed, scales, zeros, bits, in_features)
+    return _dequantize_rows(packed, scales, zeros, bits, in_features)
+
+
+def linear(input, packed, scales, zeros, bias, bits: int, in_features: int) -> torch.Tensor:
+    """Triton ``qpart.linear``: GEMV tiles for small batches, ``tl.dot`` GEMM otherwise."""
+    checks.check_linear(input, packed, scales, zeros, bias, bits, in_features)
+    k, n = in_features, packed.shape[0]
+    x = input.reshape(-1, k).contiguous()
+    m = x.shape[0]
+    y = torch.empty(m, n, dtype=torch.float32, device=input.device)
+    if m > 0:
+        cfg = linear_config(m, n, k, input.device)
+        grid = (triton.cdiv(m, cfg.block_m), triton.cdiv(n, cfg.block_n))
+        b = bias.contiguous() if bias is not None else y
+        kernels.linear_kernel[grid](
+            x, packed.contiguous(), scales.contiguous(), zeros.contiguous(), b, y, m, n, k,
+            packed.shape[1], k // scales.shape[1], scales.shape[1], BITS=bits,
+            HAS_BIAS=bias is not None, USE_DOT=cfg.use_dot, BLOCK_M=cfg.block_m,
+            BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+        )
+    return y.reshape(*input.shape[:-1], n).to(input.dtype)
+
+
+def conv2d(input, packed, scales, zeros, bias, bits: int, weight_shape: Sequence[int],
+           stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+           groups: int) -> torch.Tensor:
+    """Triton ``qpart.conv2d`` as an implicit GEMM over the packed weight."""
+    ho, wo = checks.check_conv2d(input, packed, scales, zeros, bias, bits, weight_shape,
+                                 stride, padding, dilation, groups)
+    c_out, c_per_group, kh, kw = (int(v) for v in weight_shape)
+    batch, c_in, h, w = input.shape
+    x = input.contiguous()
+    y = torch.empty(batch, c_out, ho, wo, dtype=torch.float32, device=input.device)
+    m, k, out_per_group = batch * ho * wo, c_per_group * kh * kw, c_out // groups
+    cfg = conv2d_config(m, out_per_group, k, input.device)
+    grid = (triton.cdiv(m, cfg.block_m), triton.cdiv(out_per_group, cfg.block_n), groups)
+    b = bias.contiguous() if bias is not None else y
+    kernels.conv2d_kernel[grid](
+        x, packed.contiguous(), scales.contiguous(), zeros.contiguous(), b, y,
+        c_in, h, w, c_out, ho, wo, m, c_per_group, out_per_group, k,
+        packed.shape[1], k // scales.shape[1], scales.shape[1],
+        KH=kh, KW=kw, stride_h=stride[0], stride_w=stride[1], pad_h=padding[0],
+        pad_w=padding[1], dil_h=dilation[0], dil_w=dilation[1], BITS=bits,
+        HAS_BIAS=bias is not None, USE_DOT=cfg.use_dot, BLOCK_M=cfg.block_m,
+        BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+    )
+    return y.to(input.dtype)
+
+
+def quantize_activation(input: torch.Tensor, bits: int, per_token: bool):
+    """Triton ``qpart.quantize_activation``."""
+    from ..ops.reference import activation_rows
+
+    op = "quantize_activation"
+    checks.check_bits(op, bits)
+    checks.check_float(op, "input", input)
+    checks.check_nonempty(op, "input", input)
+    rows, k = activation_rows(input, per_token)
+    return _quantize_rows(input.reshape(rows, k).to(torch.float32), bits, k, op)
+
+
+def dequantize_activation(packed, scales, zeros, bits: int, shape: Sequence[int],
+                          dtype: torch.dtype) -> torch.Tensor:
+    """Triton ``qpart.dequantize_activation``."""
+    checks.check_output_dtype("dequantize_activation", dtype)
+    k = checks.check_activation_packed(packed, scales, zeros, bits, shape)
+    return _dequantize_rows(packed, scales, zeros, bits, k).reshape(list(shape)).to(dtype)
