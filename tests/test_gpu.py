@@ -61,3 +61,16 @@ def test_compile_fullgraph_on_cuda():
     x = torch.randn(4, 64, device="cuda")
     compiled = torch.compile(model, fullgraph=True)
     torch.testing.assert_close(compiled(x), model(x))
+
+
+def test_triton_ops_opcheck_and_compile():
+    if qk.ops.CUDA_BACKEND != "triton":
+        pytest.skip("the Triton backend is not the active CUDA backend")
+    q = tuple(qk.quantize_weight(torch.randn(48, 128, device="cuda"), 3, None))
+    x = torch.randn(5, 128, device="cuda", dtype=torch.float16)
+    torch.library.opcheck(torch.ops.qpart_triton.linear.default, (x, *q, None, 3, 128))
+
+    def f(inp):
+        return torch.relu(qk.linear(inp, *q, 3))
+
+    torch.testing.assert_close(torch.compile(f, fullgraph=True)(x), f(x))

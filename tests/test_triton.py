@@ -91,3 +91,45 @@ def test_degenerate_and_bad_input():
         triton_ops.quantize_weight(torch.tensor([[-1e30, 1e30]], device=DEVICE), 4, 2)
     with pytest.raises(ValueError, match="bits must be in 1..8"):
         triton_ops.linear(randn(1, 8), *reference.quantize_weight(randn(2, 8), 4, 8), None, 0, 8)
+
+
+def test_triton_ops_are_registered_for_torch_compile():
+    # The forward ops also exist as triton_ops (torch.compile traces into their kernels).
+    q = reference.quantize_weight(randn(6, 40), 5, 40)
+    x = randn(3, 40)
+    torch.testing.assert_close(torch.ops.qpart_triton.linear(x, *q, None, 5, 40),
+                               reference.linear(x, *q, None, 5, 40))
+    a = reference.quantize_activation(randn(2, 9), 3, False)
+    assert torch.equal(torch.ops.qpart_triton.dequantize_activation(*a, 3, [2, 9], torch.float32),
+                       reference.dequantize_activation(*a, 3, [2, 9], torch.float32))
+
+
+@pytest.mark.parametrize("split_k", [2, 3])
+def test_split_k_gemv(split_k):
+    import triton
+
+    from qpart_kernels.triton import kernels
+
+    q = reference.quantize_weight(randn(9, 160), 6, 32)
+    x, bias = randn(2, 160), randn(9)
+    y = torch.zeros(2, 9, device=DEVICE)
+    grid = (1, triton.cdiv(9, 16), split_k)
+    kernels.linear_kernel[grid](x, *q, bias, y, 2, 9, 160, q[0].shape[1], 32, 5, 2, BITS=6,
+                                HAS_BIAS=True, USE_DOT=False, BLOCK_M=2, BLOCK_N=16,
+                                BLOCK_K=32, SPLIT_K=split_k)
+    torch.testing.assert_close(y, reference.linear(x, *q, bias, 6, 160))
+
+
+def test_autotune_pruning_matches_batch_bucket():
+    from qpart_kernels.triton.configs import (
+        batch_bucket, linear_autotune_configs, prune_linear_configs)
+
+    configs = linear_autotune_configs(9)
+    assert len(configs) > len(linear_autotune_configs(8))  # Hopper searches wider than Orin
+    for m in (1, 3, 8, 15, 64, 1000):
+        kept = prune_linear_configs(configs, {"M_BUCKET": batch_bucket(m)})
+        assert kept
+        if m < 9:
+            assert all(not c.kwargs["USE_DOT"] and c.kwargs["BLOCK_M"] == batch_bucket(m) for c in kept)
+        else:
+            assert all(c.kwargs["USE_DOT"] for c in kept)

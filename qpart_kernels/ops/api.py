@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import checks
+from . import backends, checks
 
 
 class QuantizedTensor(NamedTuple):
@@ -73,6 +73,8 @@ def linear(
                              zeros=zeros, bias=bias)
     if in_features is None:
         in_features = input.shape[-1] if input.dim() >= 1 else 0
+    if input.is_cuda and backends.TRITON_OPS_LOADED:
+        return torch.ops.qpart_triton.linear(input, packed, scales, zeros, bias, bits, in_features)
     return torch.ops.qpart.linear(input, packed, scales, zeros, bias, bits, in_features)
 
 
@@ -90,11 +92,12 @@ def conv2d(
     checks.check_bits("conv2d", bits)
     checks.check_same_device("conv2d", input=input, packed=packed, scales=scales,
                              zeros=zeros, bias=bias)
-    return torch.ops.qpart.conv2d(
-        input, packed, scales, zeros, bias, bits, [int(v) for v in weight_shape],
-        _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation"),
-        groups,
-    )
+    args = (input, packed, scales, zeros, bias, bits, [int(v) for v in weight_shape],
+            _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation"),
+            groups)
+    if input.is_cuda and backends.TRITON_OPS_LOADED:
+        return torch.ops.qpart_triton.conv2d(*args)
+    return torch.ops.qpart.conv2d(*args)
 
 
 def quantize_activation(

@@ -8,8 +8,10 @@
 * ``cuda`` - the CUDA C++ kernels of the compiled extension, when it was built with them
   (they register themselves for the CUDA key; nothing is registered from Python).
 
-The Triton module is imported lazily, on the first call on a CUDA tensor, so importing
-``qpart_kernels`` never pays for importing Triton.
+With the Triton backend on a machine with a GPU, the forward-path ops are also available as
+``torch.ops.qpart_triton.*`` ``triton_op``s, which the public wrappers use for CUDA tensors
+so that ``torch.compile`` sees the Triton kernels inside them. On a machine without a GPU
+the Triton module is only imported on first use.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import os
 from .library import LIBRARY, SCHEMAS
 
 BACKENDS = ("triton", "reference", "cuda")
+
+#: True when ``torch.ops.qpart_triton.*`` exist and the wrappers route CUDA inputs to them.
+TRITON_OPS_LOADED = False
 
 
 def cuda_backend() -> str:
@@ -47,8 +52,14 @@ def _lazy_triton(name: str):
 
 def register_cuda_backend() -> str:
     """Registers the chosen CUDA implementation for every op; returns the backend name."""
+    global TRITON_OPS_LOADED
     name = cuda_backend()
     if name == "triton":
         for op in SCHEMAS:
             LIBRARY.impl(op, _lazy_triton(op), "CUDA")
+        import torch
+
+        if torch.cuda.is_available():
+            importlib.import_module("qpart_kernels.triton.ops")
+            TRITON_OPS_LOADED = True
     return name

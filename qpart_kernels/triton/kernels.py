@@ -126,20 +126,24 @@ def _weight_tile(packed_ptr, scale_ptr, zero_ptr, rows, cols, row_bytes, group_s
 
 @triton.jit
 def linear_kernel(x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, y_ptr, M, N, K,
-                  row_bytes, group_size, groups, BITS: tl.constexpr, HAS_BIAS: tl.constexpr,
-                  USE_DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                  BLOCK_K: tl.constexpr):
+                  row_bytes, group_size, groups, M_BUCKET, BITS: tl.constexpr,
+                  HAS_BIAS: tl.constexpr, USE_DOT: tl.constexpr, BLOCK_M: tl.constexpr,
+                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
     """y[M, N] = x[M, K] @ W[N, K]^T (+ bias), W packed; fp32 accumulation.
 
     ``USE_DOT`` selects the tiled GEMM (``tl.dot``, tensor cores on GPU) for larger batches;
-    otherwise a GEMV-style broadcast-multiply-reduce that suits batch 1..15.
+    otherwise a GEMV-style broadcast-multiply-reduce that suits batch 1..15. With
+    ``SPLIT_K > 1`` program axis 2 splits the reduction and partial sums are added
+    atomically into a zeroed ``y`` (more parallelism for small batches). ``M_BUCKET`` is
+    unused by the kernel: it is the batch-size bucket the autotuner keys on.
     """
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
+    pid_k = tl.program_id(2)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
+    for k0 in range(pid_k * BLOCK_K, K, BLOCK_K * SPLIT_K):
         rk = k0 + tl.arange(0, BLOCK_K)
         x_mask = (rm[:, None] < M) & (rk[None, :] < K)
         x = tl.load(x_ptr + rm[:, None].to(tl.int64) * K + rk[None, :], mask=x_mask,
@@ -152,9 +156,14 @@ def linear_kernel(x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, y_ptr, M, N,
         else:
             acc += tl.sum(x[:, None, :] * w[None, :, :], axis=2)
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
+        if pid_k == 0:
+            acc += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
     y_mask = (rm[:, None] < M) & (rn[None, :] < N)
-    tl.store(y_ptr + rm[:, None].to(tl.int64) * N + rn[None, :], acc, mask=y_mask)
+    y_offs = y_ptr + rm[:, None].to(tl.int64) * N + rn[None, :]
+    if SPLIT_K > 1:
+        tl.atomic_add(y_offs, acc, mask=y_mask)
+    else:
+        tl.store(y_offs, acc, mask=y_mask)
 
 
 @triton.jit
