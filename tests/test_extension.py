@@ -32,3 +32,20 @@ def test_cuda_key_gets_the_configured_backend(monkeypatch):
     monkeypatch.setenv("QPART_CUDA_BACKEND", "tpu")
     with pytest.raises(ValueError, match="QPART_CUDA_BACKEND must be one of"):
         backends.cuda_backend()
+
+
+def test_package_works_without_triton():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['triton'] = None\n"
+        "import torch, qpart_kernels as qk\n"
+        "assert qk.ops.CUDA_BACKEND == 'reference', qk.ops.CUDA_BACKEND\n"
+        "q = qk.quantize_weight(torch.randn(4, 16), 3)\n"
+        "print(qk.linear(torch.randn(2, 16), *q, 3).shape)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "torch.Size([2, 4])" in result.stdout
