@@ -125,6 +125,16 @@ def _weight_tile(packed_ptr, scale_ptr, zero_ptr, rows, cols, row_bytes, group_s
 
 
 @triton.jit
+def _accumulate(acc, x, w, USE_DOT: tl.constexpr):
+    """acc[BM, BN] += x[BM, BK] @ w[BN, BK]^T: a ``tl.dot`` tile or a GEMV-style reduction."""
+    if USE_DOT:
+        acc += tl.dot(x, tl.trans(w), input_precision="ieee")
+    else:
+        acc += tl.sum(x[:, None, :] * w[None, :, :], axis=2)
+    return acc
+
+
+@triton.jit
 def linear_kernel(x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, y_ptr, M, N, K,
                   row_bytes, group_size, groups, M_BUCKET, BITS: tl.constexpr,
                   HAS_BIAS: tl.constexpr, USE_DOT: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -151,10 +161,7 @@ def linear_kernel(x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, y_ptr, M, N,
         w_mask = (rn[:, None] < N) & (rk[None, :] < K)
         w = _weight_tile(packed_ptr, scale_ptr, zero_ptr, rn[:, None], rk[None, :], row_bytes,
                          group_size, groups, w_mask, BITS)
-        if USE_DOT:
-            acc += tl.dot(x, tl.trans(w), input_precision="ieee")
-        else:
-            acc += tl.sum(x[:, None, :] * w[None, :, :], axis=2)
+        acc = _accumulate(acc, x, w, USE_DOT)
     if HAS_BIAS:
         if pid_k == 0:
             acc += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
@@ -202,10 +209,7 @@ def conv2d_kernel(x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, y_ptr,
         w_mask = (rn[:, None] < out_per_group) & (rk[None, :] < K)
         w = _weight_tile(packed_ptr, scale_ptr, zero_ptr, co[:, None], rk[None, :], row_bytes,
                          group_size, groups, w_mask, BITS)
-        if USE_DOT:
-            acc += tl.dot(x, tl.trans(w), input_precision="ieee")
-        else:
-            acc += tl.sum(x[:, None, :] * w[None, :, :], axis=2)
+        acc = _accumulate(acc, x, w, USE_DOT)
     n_mask = rn < out_per_group
     if HAS_BIAS:
         acc += tl.load(bias_ptr + co, mask=n_mask, other=0.0).to(tl.float32)[None, :]
