@@ -1,4 +1,5 @@
-"""Tests of the MNIST demo: data loader, trained MLP, width sweep and the ``qpart`` CLI."""
+"""Tests of the MNIST width sweep (``qpart sweep``): data loader, trained MLP, width sweep and
+the ``qpart`` CLI."""
 
 from __future__ import annotations
 
@@ -179,7 +180,7 @@ def _table_rows(text: str) -> dict[str, list[str]]:
 
 @pytest.mark.slow
 def test_cli_demo_prints_requested_widths(model, cache_dir, capsys):
-    assert main(["demo", "--widths", "2,8", "--no-progress", "--cache-dir", cache_dir]) == 0
+    assert main(["sweep", "--widths", "2,8", "--no-progress", "--cache-dir", cache_dir]) == 0
     out = capsys.readouterr().out
     rows = _table_rows(out)
     assert set(rows) == {"fp32", "2", "8"}, out
@@ -188,11 +189,16 @@ def test_cli_demo_prints_requested_widths(model, cache_dir, capsys):
 
 
 @pytest.mark.parametrize("argv", [
-    ["demo", "--widths", "0"],
-    ["demo", "--widths", "9"],
-    ["demo", "--widths", "2,x"],
-    ["demo", "--group-size", "33"],
+    ["sweep", "--widths", "0"],
+    ["sweep", "--widths", "9"],
+    ["sweep", "--widths", "2,x"],
+    ["sweep", "--group-size", "33"],
+    ["sweep", "--seed", "-1"],
     ["demo", "--seed", "-1"],
+    ["demo", "--digits", "0"],
+    ["serve", "--port", "x"],
+    ["device", "--budget", "-1"],
+    ["device", "--weights", "1,2"],
     ["no-such-command"],
     [],
 ])
@@ -210,7 +216,8 @@ def test_cli_version_and_help(capsys):
     assert qpart.__version__ in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--help"])
-    assert "demo" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert all(cmd in text for cmd in ("demo", "serve", "device", "sweep"))
 
 
 def test_parse_widths():

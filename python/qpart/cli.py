@@ -62,8 +62,62 @@ def _seed(text: str) -> int:
     return value
 
 
-def _run_demo(args: argparse.Namespace) -> int:
+def _run_sweep(args: argparse.Namespace) -> int:
     from .demo import run_demo  # imported lazily: keeps `qpart --help` fast
+
+    run_demo(args)
+    return 0
+
+
+def _cache_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=_seed, default=0,
+                        help="seed of the data split and training (default: 0)")
+    parser.add_argument("--cache-dir", default=None, metavar="DIR",
+                        help="where trained weights and calibrations are cached (default: "
+                        "$QPART_CACHE or ~/.cache/qpart)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="hide progress bars")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sweep",
+        help="quantize a trained MNIST MLP at 1..8 bits and tabulate accuracy vs payload",
+        description="Trains (or loads from the cache) the six-layer MNIST MLP, quantizes it "
+        "at each bit-width with the QPART kernels and prints test accuracy and payload size.",
+    )
+    _cache_args(parser)
+    parser.add_argument("--group-size", type=_group_size, default=None, metavar="N",
+                        help="quantization group size, a multiple of 32 (default: one scale "
+                        "per output channel; layers it does not divide stay per-channel)")
+    parser.add_argument("--widths", type=parse_widths, default=tuple(range(1, 9)),
+                        metavar="LIST", help="bit-widths to run, e.g. '1,2,4,8' or '1-8' "
+                        "(default: 1-8)")
+    parser.set_defaults(handler=_run_sweep)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .serve_demo import run_demo
 
     run_demo(args)
     return 0
@@ -72,28 +126,145 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="quantize a trained MNIST MLP at 1..8 bits and tabulate accuracy vs payload",
-        description="Trains (or loads from the cache) the six-layer MNIST MLP, quantizes it "
-        "at each bit-width with the QPART kernels and prints test accuracy and payload size.",
+        help="end-to-end serving demo: server + four devices on loopback",
+        description="Trains or loads the MNIST MLP, calibrates it (cached), builds the "
+        "pattern table, starts the QPART server on a loopback port and runs four devices "
+        "with different profiles, channels and budgets; prints plans, payloads, predicted "
+        "vs measured accuracy loss and times.",
     )
-    parser.add_argument("--seed", type=_seed, default=0,
-                        help="seed of the data split and training (default: 0)")
-    parser.add_argument("--group-size", type=_group_size, default=None, metavar="N",
-                        help="quantization group size, a multiple of 32 (default: one scale "
-                        "per output channel; layers it does not divide stay per-channel)")
-    parser.add_argument("--widths", type=parse_widths, default=tuple(range(1, 9)),
-                        metavar="LIST", help="bit-widths to run, e.g. '1,2,4,8' or '1-8' "
-                        "(default: 1-8)")
-    parser.add_argument("--cache-dir", default=None, metavar="DIR",
-                        help="where trained weights are cached (default: $QPART_CACHE or "
-                        "~/.cache/qpart)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="hide the training progress bar")
+    _cache_args(parser)
+    parser.add_argument("--digits", type=_positive_int, default=4, metavar="N",
+                        help="test digits each device sends, one request each (default: 4)")
+    parser.add_argument("--calib-samples", type=_positive_int, default=2000, metavar="N",
+                        help="training digits used for calibration (default: 2000)")
     parser.set_defaults(handler=_run_demo)
 
 
+def _run_serve(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
+    from .registry import mnist_entry
+    from .server import ServerSettings, serve
+
+    torch.set_num_threads(args.threads)
+    entry = mnist_entry(args.cache_dir, args.seed, args.calib_samples, args.progress)
+    settings = ServerSettings(max_body_bytes=args.max_body_bytes,
+                              max_concurrency=args.max_concurrency,
+                              token=args.token or os.environ.get("QPART_TOKEN") or None)
+    print(f"qpart serve: model {entry.model_id!r} ({len(entry.table)} patterns) on "
+          f"http://{args.host}:{args.port}" + (" (bearer token required)" if settings.token
+                                                else ""), flush=True)
+    serve({entry.model_id: entry}, args.host, args.port, settings, args.log_level)
+    return 0
+
+
+def _add_serve(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="run the QPART server (HTTP, FastAPI + uvicorn)",
+        description="Serves the MNIST MLP (calibration cached on disk): /v1/health, "
+        "/v1/models, /v1/plan, /v1/segment/{plan_id}, /v1/infer/{plan_id}; OpenAPI at /docs.")
+    _cache_args(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    parser.add_argument("--port", type=_positive_int, default=8000, help="port (default: 8000)")
+    parser.add_argument("--calib-samples", type=_positive_int, default=2000, metavar="N",
+                        help="training digits used for calibration (default: 2000)")
+    parser.add_argument("--token", default=None,
+                        help="require 'Authorization: Bearer TOKEN' (default: $QPART_TOKEN; "
+                        "none = no auth)")
+    parser.add_argument("--max-body-bytes", type=_positive_int, default=4 * 1024 * 1024,
+                        metavar="N", help="largest accepted request body (default: 4 MiB)")
+    parser.add_argument("--max-concurrency", type=_positive_int, default=8, metavar="N",
+                        help="requests processed at once; others wait (default: 8)")
+    parser.add_argument("--threads", type=_positive_int, default=1, metavar="N",
+                        help="torch intra-op threads (default: 1)")
+    parser.add_argument("--log-level", default="warning",
+                        choices=["critical", "error", "warning", "info", "debug"])
+    parser.set_defaults(handler=_run_serve)
+
+
+def _run_device(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from .costs import ChannelState, DeviceProfile, ObjectiveWeights
+    from .data import load_mnist
+    from .device import DeviceClient, ServerError
+
+    t, e, c = args.weights
+    data = load_mnist(seed=args.seed)
+    xs, ys = data.x_test[:args.digits], data.y_test[:args.digits]
+    client = DeviceClient(args.url, DeviceProfile(args.cycles_per_mac, args.clock_hz),
+                          ChannelState(args.uplink_bps, args.downlink_bps),
+                          ObjectiveWeights(t, e, c), args.memory_bytes,
+                          token=args.token or os.environ.get("QPART_TOKEN") or None,
+                          cache_dir=args.segment_cache)
+    try:
+        with client:
+            for i in range(xs.shape[0]):
+                r = client.run(xs[i:i + 1], args.model, args.budget)
+                p = r.plan
+                print(json.dumps({
+                    "digit": int(ys[i]), "prediction": r.predictions[0],
+                    "plan_id": p["plan_id"], "partition_point": p["partition_point"],
+                    "bits": p["bits"], "activation_bits": p["activation_bits"],
+                    "segment_bytes_received": r.segment_bytes,
+                    "activation_bytes_sent": r.activation_bytes,
+                    "predicted_activation_bytes": r.predicted_activation_bytes,
+                    "predicted_total_time_s": p["predicted"]["total_time_s"],
+                    "measured_total_s": round(r.total_s, 6),
+                    "measured_device_s": round(r.device_s, 6),
+                    "measured_server_s": round(r.server_s, 6)}), flush=True)
+    except ServerError as exc:
+        print(f"qpart device: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"qpart device: error: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _weights(text: str) -> tuple[float, float, float]:
+    parts = text.split(",")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or any(not v >= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected three numbers >= 0 'time,energy,cost', got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _add_device(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "device", help="run a QPART device against a server (MNIST test digits as input)",
+        description="Asks the server for a plan, fetches and caches the quantized segment, "
+        "runs it on the QPART kernels, sends the packed cut activation and prints one JSON "
+        "line per digit with measured and predicted bytes and times.")
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL")
+    parser.add_argument("--model", default="mnist-mlp", help="model id (default: mnist-mlp)")
+    parser.add_argument("--budget", type=_positive_float, default=0.01,
+                        help="accuracy budget as a fraction (default: 0.01)")
+    parser.add_argument("--digits", type=_positive_int, default=4, metavar="N",
+                        help="test digits to send, one request each (default: 4)")
+    parser.add_argument("--seed", type=_seed, default=0, help="data split seed (default: 0)")
+    parser.add_argument("--clock-hz", type=_positive_float, default=200e6)
+    parser.add_argument("--cycles-per-mac", type=_positive_float, default=5.0)
+    parser.add_argument("--uplink-bps", type=_positive_float, default=200e6)
+    parser.add_argument("--downlink-bps", type=_positive_float, default=200e6)
+    parser.add_argument("--memory-bytes", type=_positive_float, default=None)
+    parser.add_argument("--weights", type=_weights, default=(1.0, 1.0, 1.0),
+                        metavar="T,E,C", help="objective weights (default: 1,1,1)")
+    parser.add_argument("--token", default=None, help="bearer token (default: $QPART_TOKEN)")
+    parser.add_argument("--segment-cache", default=None, metavar="DIR",
+                        help="keep fetched segments here (verified by sha256)")
+    parser.set_defaults(handler=_run_device)
+
+
 #: Sub-command registrars, in the order ``qpart --help`` lists them.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_demo]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_demo, _add_serve, _add_device, _add_sweep]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -151,13 +151,17 @@ def plan_request(
 
 @dataclass(frozen=True)
 class Request:
-    """An online request: accuracy budget (fraction), device, channel and weights."""
+    """An online request: accuracy budget (fraction), device, channel and weights.
+
+    ``held_segment``: ``(partition_point, bits)`` of a device segment the device already
+    holds; patterns with that segment need no weight download (``D_w`` counts as 0)."""
 
     accuracy_budget: float
     device: DeviceProfile = DeviceProfile()
     channel: ChannelState = ChannelState()
     weights: ObjectiveWeights = ObjectiveWeights()
     server: ServerProfile = ServerProfile()
+    held_segment: tuple[int, tuple[int, ...]] | None = None
 
 
 class PatternTable:
@@ -207,16 +211,24 @@ class PatternTable:
         no pattern is accurate enough, "memory" if the accurate ones do not fit)."""
         coef = cost_coefficients(request.device, request.server, request.channel,
                                  request.weights)
-        idx = self.lookup_index(coef, request.accuracy_budget, request.device.memory_bytes)
+        held = None
+        if request.held_segment is not None:
+            hp, hb = request.held_segment
+            held = np.array([pl.partition_point == hp and pl.bits == tuple(hb)
+                             for pl in self.patterns], dtype=bool)
+        idx = self.lookup_index(coef, request.accuracy_budget, request.device.memory_bytes, held)
         pl = self.patterns[idx]
-        costs = evaluate_costs(pl.device_macs, pl.server_macs, 8 * pl.weight_payload_bytes,
+        download = 0 if held is not None and held[idx] else pl.weight_payload_bytes
+        costs = evaluate_costs(pl.device_macs, pl.server_macs, 8 * download,
                                8 * pl.activation_payload_bytes, request.device, request.server,
                                request.channel, request.weights)
         return Plan(**{**{k: getattr(pl, k) for k in Plan.__dataclass_fields__}, "costs": costs})
 
     def lookup_index(self, coefficients: np.ndarray, accuracy_budget: float,
-                     memory_bytes: float = math.inf) -> int:
-        """The hot path: index of the cheapest feasible pattern for cost ``coefficients``."""
+                     memory_bytes: float = math.inf, held: np.ndarray | None = None) -> int:
+        """The hot path: index of the cheapest feasible pattern for cost ``coefficients``.
+        ``held``: optional boolean mask of patterns whose segment the device already holds
+        (their weight-download term is dropped)."""
         accurate = self.levels <= accuracy_budget * (1 + 1e-9)
         ok = accurate & (self.memory <= memory_bytes)
         if not ok.any():
@@ -230,6 +242,8 @@ class PatternTable:
                                             f"pattern meeting the accuracy budget (smallest "
                                             f"needs {need:.0f} B)")
         scores = self.features @ coefficients
+        if held is not None:
+            scores[held] -= self.features[held, 2] * coefficients[2]
         scores[~ok] = np.inf
         return int(np.argmin(scores))
 

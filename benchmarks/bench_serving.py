@@ -1,0 +1,114 @@
+"""Serving benchmarks on loopback: requests per second for plan, segment (cached = 304 and
+not), infer, and the end-to-end latency breakdown of one device request (MNIST MLP).
+
+    .venv/bin/python benchmarks/bench_serving.py [--seconds 3] [--clients 4] [--cache-dir DIR]
+
+The server runs in a separate process (``qpart serve``, one torch thread); clients are
+threads with their own ``httpx`` connection. Numbers depend on the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import torch
+
+from qpart.data import load_mnist
+from qpart.device import DeviceClient
+from qpart.costs import DeviceProfile, ObjectiveWeights
+from qpart.server import free_port
+from qpart.wire import encode_activation
+
+
+def _rate(fn, seconds: float, clients: int) -> tuple[float, float]:
+    """Requests/s and median latency (ms) of ``fn(client)`` from ``clients`` threads."""
+    lat: list[float] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def worker():
+        with httpx.Client() as c:
+            while time.monotonic() < stop:
+                t = time.perf_counter()
+                r = fn(c)
+                assert r.status_code < 400, r.text
+                with lock:
+                    lat.append(time.perf_counter() - t)
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(lat) / (time.perf_counter() - t0), 1e3 * statistics.median(lat)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--cache-dir", default=None)
+    args = ap.parse_args()
+    port = free_port()
+    cmd = [sys.executable, "-m", "qpart.cli", "serve", "--port", str(port), "--no-progress",
+           "--max-concurrency", "16"] + (["--cache-dir", args.cache_dir] if args.cache_dir else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        x = load_mnist().x_test[:1]
+        phone = DeviceClient(url, DeviceProfile(clock_hz=2e9), weights=ObjectiveWeights(1, 1, 100))
+        plan = phone.plan("mnist-mlp", 0.02)
+        seg, _ = phone.segment(plan)
+        body = encode_activation(seg.module(x), plan["activation_bits"], plan["plan_id"])
+        pid, sid = plan["plan_id"], plan["segment_id"]
+        req = {"model": "mnist-mlp", "accuracy_budget": 0.02, "device": {"clock_hz": 2e9},
+               "weights": {"time": 1, "energy": 1, "cost": 100}}
+        rows = [
+            ("plan", lambda c: c.post(f"{url}/v1/plan", json=req)),
+            ("segment (not cached, %d B)" % plan["segment_bytes"],
+             lambda c: c.get(f"{url}/v1/segment/{pid}")),
+            ("segment (cached, 304)",
+             lambda c: c.get(f"{url}/v1/segment/{pid}", headers={"If-None-Match": f'"{sid}"'})),
+            ("infer (p=%d, %d B body)" % (plan["partition_point"], len(body)),
+             lambda c: c.post(f"{url}/v1/infer/{pid}", content=body)),
+        ]
+        print(f"loopback, {args.clients} client threads, {args.seconds:.0f} s each")
+        print(f"{'endpoint':<32} {'req/s':>8} {'median ms':>10}")
+        for name, fn in rows:
+            rps, med = _rate(fn, args.seconds, args.clients)
+            print(f"{name:<32} {rps:>8.0f} {med:>10.2f}")
+        # end-to-end breakdown of one device request (a fresh device: the first request
+        # fetches the segment, the others find it cached)
+        phone.close()
+        phone = DeviceClient(url, DeviceProfile(clock_hz=2e9), weights=ObjectiveWeights(1, 1, 100))
+        res = [phone.run(x, "mnist-mlp", 0.02) for _ in range(50)]
+        med = {k: 1e3 * statistics.median(getattr(r, k) for r in res[1:])
+               for k in ("plan_s", "segment_s", "device_s", "quantize_s", "infer_s", "server_s",
+                         "total_s")}
+        print("\nend-to-end, one digit, segment cached (median of 49, ms): "
+              + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in med.items()))
+        first = res[0]
+        print(f"first request (segment fetched, {first.segment_bytes} B): total "
+              f"{1e3 * first.total_s:.2f} ms, segment {1e3 * first.segment_s:.2f} ms")
+        phone.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main()
