@@ -52,7 +52,10 @@ def _extensions():
               file=sys.stderr)
         return [], {}
 
-    sources = _rel("csrc/kernels/*.cpp") + _rel("csrc/torch/*.cpp")
+    # ISA-specific kernels (x86/, arm/) are guarded by #if on the target architecture and
+    # pick their ISA per file with #pragma GCC target; no global -m flags (runtime dispatch).
+    sources = (_rel("csrc/kernels/*.cpp") + _rel("csrc/kernels/x86/*.cpp")
+               + _rel("csrc/kernels/arm/*.cpp") + _rel("csrc/torch/*.cpp"))
     cxx_flags = ["-O3", "-g0", "-fvisibility=hidden"]
     kwargs = dict(
         name="qpart_kernels._C",
@@ -63,9 +66,16 @@ def _extensions():
     )
     cuda_sources = _rel("csrc/cuda/*.cu")
     if cuda_sources and _cuda_available(torch):
+        # CUDA: torch-free kernels (csrc/cuda/*.cu) + their ATen glue (csrc/cuda/*.cpp, only
+        # compiled here, never in a CPU-only build). torch adds -D__CUDA_NO_HALF_*__ itself.
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
         kwargs["sources"] = sources + cuda_sources + _rel("csrc/cuda/*.cpp")
-        kwargs["extra_compile_args"]["nvcc"] = ["-O3", "-std=c++20", "--expt-relaxed-constexpr"]
+        kwargs["extra_compile_args"]["nvcc"] = ["-O3", "-std=c++20", "--expt-relaxed-constexpr",
+                                                "-lineinfo"]
+        # pip's CUDA torch keeps the toolkit headers it was built with (cuBLAS, ...) here.
+        nvidia_inc = glob.glob(os.path.join(os.path.dirname(os.path.dirname(torch.__file__)),
+                                            "nvidia", "cu[0-9]*", "include"))
+        kwargs["include_dirs"] = kwargs["include_dirs"] + sorted(nvidia_inc)
         ext = cpp_extension.CUDAExtension(**kwargs)
     else:
         ext = cpp_extension.CppExtension(**kwargs)

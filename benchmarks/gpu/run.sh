@@ -16,8 +16,14 @@ QPART_BUILD_EXT=required MAX_JOBS="${MAX_JOBS:-8}" "$PY" -m pip install --no-bui
 device="$("$PY" -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-'))")"
 
 echo "==> GPU tests"
-QPART_REQUIRE_EXTENSION=1 "$PY" -m pytest -q tests/test_gpu.py tests/test_triton.py tests/test_parity.py \
+QPART_REQUIRE_EXTENSION=1 "$PY" -m pytest -q tests/test_gpu.py tests/test_cuda_backend.py tests/test_triton.py tests/test_parity.py \
   2>&1 | tee "$OUT_DIR/gpu-$device-tests.txt"
+
+if [[ "$("$PY" -c 'import qpart_kernels as q; print(q.ops.CUDA_BACKEND)')" == cuda ]]; then
+  echo "==> GPU tests on the Triton backend too"
+  QPART_CUDA_BACKEND=triton QPART_REQUIRE_EXTENSION=1 "$PY" -m pytest -q tests/test_gpu.py \
+    2>&1 | tee "$OUT_DIR/gpu-$device-tests-triton.txt"
+fi
 
 echo "==> GPU benchmarks"
 "$PY" benchmarks/gpu/bench_gpu.py --out "$OUT_DIR/gpu-$device.md" "$@"
