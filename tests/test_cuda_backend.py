@@ -33,6 +33,7 @@ def _nvcc() -> str | None:
 def test_cuda_sources_compile():
     """Every .cu compiles for sm_87 and sm_90; the glue passes -fsyntax-only (minutes)."""
     env = dict(os.environ, PYTHON=sys.executable, NVCC=_nvcc())
+    env.setdefault("JOBS", str(min(4, os.cpu_count() or 1)))
     proc = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=3600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
