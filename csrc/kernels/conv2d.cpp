@@ -32,9 +32,12 @@ void im2col(const float* image, const Conv2dShape& s, int64_t g, float* cols) {
 }  // namespace
 
 int64_t conv2d_scratch_floats(const Conv2dShape& s) {
-  return s.h_out() * s.w_out() * s.k() + s.k();
+  // im2col patches + the [pixels, c_out / groups] matmul result of one work item.
+  return s.h_out() * s.w_out() * (s.k() + s.c_out / s.groups) + s.k();
 }
 
+// Each work item: im2col, then the dispatched packed matmul (linear_f32, so the SIMD GEMM is
+// reused) over the group's output channels, then a transpose into the NCHW output planes.
 void conv2d_f32(const float* x, const Conv2dShape& s, const uint8_t* packed,
                 const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
                 int64_t group_size, int bits, int64_t item_begin, int64_t item_end,
@@ -45,21 +48,17 @@ void conv2d_f32(const float* x, const Conv2dShape& s, const uint8_t* packed,
   const int64_t groups = k / group_size;
   const int64_t row_bytes = packed_row_bytes(k, bits);
   float* cols = scratch;
-  float* w = scratch + pixels * k;
+  float* prod = scratch + pixels * k;  // [pixels, out_per_group]
   for (int64_t item = item_begin; item < item_end; ++item) {
     const int64_t b = item / s.groups, g = item % s.groups;
     im2col(x + b * s.c_in * s.h_in * s.w_in, s, g, cols);
-    for (int64_t co = g * out_per_group; co < (g + 1) * out_per_group; ++co) {
-      dequantize_rows(packed + co * row_bytes, scale_bits + co * groups, zeros + co * groups, 0,
-                      1, k, group_size, bits, w);
-      const float bias_c = bias ? bias[co] : 0.0f;
-      float* out = y + (b * s.c_out + co) * pixels;
-      for (int64_t p = 0; p < pixels; ++p) {
-        const float* col = cols + p * k;
-        float acc = 0.0f;
-        for (int64_t j = 0; j < k; ++j) acc += col[j] * w[j];
-        out[p] = acc + bias_c;
-      }
+    const int64_t co0 = g * out_per_group;
+    linear_f32(cols, pixels, k, packed + co0 * row_bytes, scale_bits + co0 * groups,
+               zeros + co0 * groups, bias ? bias + co0 : nullptr, out_per_group, group_size,
+               bits, 0, out_per_group, prod);
+    for (int64_t c = 0; c < out_per_group; ++c) {
+      float* out = y + (b * s.c_out + co0 + c) * pixels;
+      for (int64_t p = 0; p < pixels; ++p) out[p] = prod[p * out_per_group + c];
     }
   }
 }

@@ -33,6 +33,29 @@ inline int64_t packed_row_bytes(int64_t k, int bits) {
 /// Largest code at `bits` bits (2^bits - 1).
 inline int max_code(int bits) { return (1 << bits) - 1; }
 
+// ---- CPU ISA dispatch -----------------------------------------------------------------------
+//
+// linear_f32 (and, through it, conv2d_f32) picks a SIMD implementation at run time: AVX2+FMA
+// on x86-64 CPUs that report both features, NEON on aarch64 (baseline), else the portable
+// scalar code (which stays the reference). The environment variable QPART_CPU_ISA
+// (scalar|avx2|neon|auto), read on first use, or set_cpu_isa() forces a path.
+
+enum class CpuIsa : int { kScalar = 0, kAvx2 = 1, kNeon = 2 };
+
+/// Whether this build and CPU can run `isa` (scalar: always).
+bool cpu_isa_supported(CpuIsa isa);
+/// The fastest supported ISA.
+CpuIsa best_cpu_isa();
+/// The ISA the kernels use now.
+CpuIsa active_cpu_isa();
+/// Forces `isa` for subsequent calls; returns false (and changes nothing) if unsupported.
+/// Not synchronized with kernels running concurrently: switch between calls.
+bool set_cpu_isa(CpuIsa isa);
+/// "scalar", "avx2" or "neon".
+const char* cpu_isa_name(CpuIsa isa);
+/// Parses a name as above ("auto" gives best_cpu_isa()); false if unknown.
+bool parse_cpu_isa(const char* name, CpuIsa* isa);
+
 // ---- fp16 helpers (IEEE binary16, round to nearest even) ---------------------------------
 
 /// Converts a float to the bit pattern of the nearest binary16 value (ties to even).

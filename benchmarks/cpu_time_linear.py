@@ -1,0 +1,90 @@
+"""Single-thread packed linear vs fp32 F.linear and PyTorch dynamic int8, timed in *thread CPU
+time* (time.thread_time), interleaved round-robin, minimum over rounds. Less sensitive than
+wall-clock to other processes on a shared machine (it still sees their cache/DRAM traffic).
+
+    OMP_NUM_THREADS=1 python benchmarks/cpu_time_linear.py [--rounds 15] [--shape 4096x4096]
+
+Prints a markdown table per (batch, cache) with ms, speedup over fp32, GB/s of weight bytes
+and the roofline fraction (see make_results.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+import qpart_kernels as qk
+from qpart_kernels import cpu_isa
+
+COLD_BYTES = 256 * 2**20
+
+
+def copies(nbytes, cache):
+    return 1 if cache == "hot" else max(2, -(-COLD_BYTES // nbytes))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--shape", default="4096x4096")
+    ap.add_argument("--bits", default="1,2,3,4,5,6,7,8")
+    ap.add_argument("--batches", default="1,8,64")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    n, k = map(int, args.shape.split("x"))
+    w = torch.randn(n, k) / k**0.5
+    bits_list = [int(b) for b in args.bits.split(",")]
+    print(f"Single thread, CPU ISA {cpu_isa.get_cpu_isa()}, {n}x{k}, thread CPU time, "
+          f"min of {args.rounds} rounds\n")
+    qs = {(b, g): qk.quantize_weight(w, b, g) for b in bits_list for g in (None, 128)}
+    for batch in [int(b) for b in args.batches.split(",")]:
+        for cache in ("cold", "hot") if batch < 64 else ("hot",):
+            x = torch.randn(batch, k)
+            cases = []
+            ws = [w] + [w.clone() for _ in range(copies(w.numel() * 4, cache) - 1)]
+            cases.append(("fp32", "", w.numel() * 4, 1.0,
+                          lambda it=itertools.cycle(ws): F.linear(x, next(it))))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                from torch.ao.quantization import quantize_dynamic
+
+                lin = torch.nn.Linear(k, n, bias=False)
+                with torch.no_grad():
+                    lin.weight.copy_(w)
+                mods = [quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear},
+                                         dtype=torch.qint8) for _ in range(copies(n * k, cache))]
+            cases.append(("int8 dynamic (torch)", "", n * k, 4.0,
+                          lambda it=itertools.cycle(mods): next(it)(x)))
+            for (b, g), q in qs.items():
+                nb = q.payload_bytes()
+                reps = [q] + [type(q)(*(t.clone() for t in q))
+                              for _ in range(copies(nb, cache) - 1)]
+                grp = g or k
+                cases.append((f"qpart {b}-bit", "channel" if g is None else str(g), nb,
+                              32.0 / (b + 24.0 / grp),
+                              lambda it=itertools.cycle(reps), b=b: qk.linear(x, *next(it), b)))
+            best = [float("inf")] * len(cases)
+            for _ in range(args.rounds):
+                for i, c in enumerate(cases):
+                    t0 = time.thread_time()
+                    c[4]()
+                    best[i] = min(best[i], time.thread_time() - t0)
+            t32 = best[0]
+            print(f"### batch {batch}, cache-{cache}\n")
+            print("| kernel | group | ms | x fp32 | GB/s | roof % |")
+            print("|---|---|---:|---:|---:|---:|")
+            for c, t in zip(cases, best):
+                sp = t32 / t
+                print(f"| {c[0]} | {c[1]} | {t * 1e3:.3f} | {sp:.2f} | {c[2] / t / 1e9:.1f} | "
+                      f"{100 * sp / c[3]:.0f} |")
+            print()
+            del cases, ws, mods
+
+
+if __name__ == "__main__":
+    main()

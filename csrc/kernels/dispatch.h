@@ -1,0 +1,67 @@
+// Internal: per-ISA entry points behind the public kernel API (not installed, not stable).
+#pragma once
+
+#include <cstdint>
+
+#include "qpart_kernels.h"
+
+namespace qpart {
+namespace kernels {
+namespace detail {
+
+/// Portable scalar packed matmul (the reference implementation).
+void linear_f32_scalar(const float* x, int64_t m, int64_t k, const uint8_t* packed,
+                       const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
+                       int64_t n_total, int64_t group_size, int bits, int64_t n_begin,
+                       int64_t n_end, float* y);
+
+/// Arguments of the SIMD packed matmuls. group_size % 8 == 0 or group_size == k.
+/// `xsum` holds m * (k / group_size) sums of x over each group (row-major), and `scratch`
+/// at least simd_linear_scratch_floats(k) floats; both are allocated by the caller so the
+/// ISA-specific translation units instantiate no standard-library templates.
+struct LinearArgs {
+  const float* x;
+  int64_t m, k;
+  const uint8_t* packed;
+  const uint16_t* scale_bits;
+  const uint8_t* zeros;
+  const float* bias;
+  int64_t n_total, group_size;
+  int bits;
+  int64_t n_begin, n_end;
+  float* y;
+  float* xsum;
+  float* scratch;
+};
+
+/// Batch rows up to this count take the fused (GEMV-style) path; more take the blocked GEMM.
+constexpr int64_t kFusedMaxRows = 8;
+/// K block and column panel of the NEON blocked GEMM: the panel holds kGemmNc rows of kGemmKc
+/// floats with row stride kGemmLd (padded by a cache line so rows do not share L1 sets).
+constexpr int64_t kGemmKc = 256;
+constexpr int64_t kGemmNc = 24;
+constexpr int64_t kGemmLd = kGemmKc + 16;
+/// AVX2 GEMM: K block and panel width (k-major panel of kAvxKc x 16 floats + a staging area).
+constexpr int64_t kAvxKc = 256;
+constexpr int64_t kAvxNc = 16;
+constexpr int64_t kAvxMr = 6;
+/// Scratch floats for m x k inputs: NEON panel; AVX2 GEMM panel + staging rows + packed x
+/// block; or the AVX2 fused path's bit-plane-permuted copy of x (m <= kFusedMaxRows).
+inline int64_t simd_linear_scratch_floats(int64_t m, int64_t k) {
+  const int64_t neon = kGemmLd * kGemmNc;
+  const int64_t avx = 2 * kAvxKc * kAvxNc + (m + kAvxMr) * kAvxKc;
+  const int64_t fused = m <= kFusedMaxRows ? m * k : 0;
+  const int64_t most = neon > avx ? neon : avx;
+  return (most > fused ? most : fused) + 64;
+}
+
+#if defined(__x86_64__)
+void linear_f32_avx2(const LinearArgs& a);
+#endif
+#if defined(__aarch64__)
+void linear_f32_neon(const LinearArgs& a);
+#endif
+
+}  // namespace detail
+}  // namespace kernels
+}  // namespace qpart
