@@ -3,6 +3,10 @@ time* (time.thread_time), interleaved round-robin, minimum over rounds. Less sen
 wall-clock to other processes on a shared machine (it still sees their cache/DRAM traffic).
 
     OMP_NUM_THREADS=1 python benchmarks/cpu_time_linear.py [--rounds 15] [--shape 4096x4096]
+        [--bits 2,4,8] [--batches 1,8,64] [--groups channel,128] [--int8 also|only|off]
+
+``--int8 also`` adds the integer path (``int8_activations=True``: int8 activations x codes)
+next to the float path of every width; ``only`` times just the integer path.
 
 Prints a markdown table per (batch, cache) with ms, speedup over fp32, GB/s of weight bytes
 and the roofline fraction (see make_results.py).
@@ -34,6 +38,8 @@ def main():
     ap.add_argument("--shape", default="4096x4096")
     ap.add_argument("--bits", default="1,2,3,4,5,6,7,8")
     ap.add_argument("--batches", default="1,8,64")
+    ap.add_argument("--groups", default="channel,128")
+    ap.add_argument("--int8", choices=("off", "also", "only"), default="off")
     args = ap.parse_args()
     torch.set_num_threads(1)
     n, k = map(int, args.shape.split("x"))
@@ -41,7 +47,9 @@ def main():
     bits_list = [int(b) for b in args.bits.split(",")]
     print(f"Single thread, CPU ISA {cpu_isa.get_cpu_isa()}, {n}x{k}, thread CPU time, "
           f"min of {args.rounds} rounds\n")
-    qs = {(b, g): qk.quantize_weight(w, b, g) for b in bits_list for g in (None, 128)}
+    groups = [None if g == "channel" else int(g) for g in args.groups.split(",")]
+    qs = {(b, g): qk.quantize_weight(w, b, g) for b in bits_list for g in groups}
+    modes = {"off": (False,), "also": (False, True), "only": (True,)}[args.int8]
     for batch in [int(b) for b in args.batches.split(",")]:
         for cache in ("cold", "hot") if batch < 64 else ("hot",):
             x = torch.randn(batch, k)
@@ -65,9 +73,12 @@ def main():
                 reps = [q] + [type(q)(*(t.clone() for t in q))
                               for _ in range(copies(nb, cache) - 1)]
                 grp = g or k
-                cases.append((f"qpart {b}-bit", "channel" if g is None else str(g), nb,
-                              32.0 / (b + 24.0 / grp),
-                              lambda it=itertools.cycle(reps), b=b: qk.linear(x, *next(it), b)))
+                for i8 in modes:
+                    cases.append((f"qpart {b}-bit" + (" int8-act" if i8 else ""),
+                                  "channel" if g is None else str(g), nb,
+                                  32.0 / (b + 24.0 / grp),
+                                  lambda it=itertools.cycle(reps), b=b, i8=i8:
+                                  qk.linear(x, *next(it), b, int8_activations=i8)))
             best = [float("inf")] * len(cases)
             for _ in range(args.rounds):
                 for i, c in enumerate(cases):

@@ -52,3 +52,13 @@ echo "==> build (-j$JOBS)"
 cmake --build "$BUILD_DIR" -j "$JOBS"
 echo "==> ctest"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" "$@"
+if [[ "$mode" == aarch64 && $# -eq 0 ]]; then
+  # The integer path picks sdot at run time (HWCAP_ASIMDDP): check both the sdot kernel
+  # (qemu's default "max" CPU has it) and the plain-NEON fallback on a CPU model without it
+  # (cortex-a53 raises SIGILL on sdot, so a wrong dispatch fails loudly).
+  echo "==> integer path under qemu -cpu max (sdot) and -cpu cortex-a53 (no sdot)"
+  QPART_EXPECT_DOTPROD=1 qemu-aarch64 -cpu max -L /usr/aarch64-linux-gnu \
+    "$BUILD_DIR/qpart_core_tests" --gtest_filter='LinearI8.*' --gtest_brief=1
+  QPART_EXPECT_DOTPROD=0 qemu-aarch64 -cpu cortex-a53 -L /usr/aarch64-linux-gnu \
+    "$BUILD_DIR/qpart_core_tests" --gtest_filter='LinearI8.*:Simd*' --gtest_brief=1
+fi

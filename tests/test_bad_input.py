@@ -83,6 +83,12 @@ def test_direct_op_calls_raise_instead_of_crashing():
         torch.ops.qpart.linear(torch.randn(2, 64), p[:, :5], s, z, None, 4, 64)
     with pytest.raises(ValueError, match="in_features=64"):
         torch.ops.qpart.linear(torch.randn(2, 63), p, s, z, None, 4, 64)
+    with pytest.raises(ValueError, match="in_features=64"):
+        torch.ops.qpart.linear(torch.randn(2, 63), p, s, z, None, 4, 64, True)
+    with pytest.raises(ValueError, match="bits must be in 1..8"):
+        torch.ops.qpart.linear(torch.randn(2, 64), p, s, z, None, 9, 64, True)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        torch.ops.qpart.linear(torch.full((2, 64), float("nan")), p, s, z, None, 4, 64, True)
     with pytest.raises(ValueError, match="group_size"):
         torch.ops.qpart.quantize_weight(W, 4, 0)
     with pytest.raises(ValueError, match="groups per row"):

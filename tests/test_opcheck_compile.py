@@ -25,6 +25,8 @@ def op_samples():
             ("linear", (torch.randn(3, 64), *w, torch.randn(6), bits, 64)),
             ("linear", (torch.randn(2, 2, 64).to(torch.bfloat16), *w, None, bits, 64)),
             ("linear", (torch.randn(64, 3).t(), *w, None, bits, 64)),  # non-contiguous input
+            ("linear", (torch.randn(3, 64), *w, torch.randn(6), bits, 64, True)),  # int path
+            ("linear", (torch.randn(2, 2, 64).to(torch.bfloat16), *w, None, bits, 64, True)),
             ("quantize_activation", (torch.randn(2, 3, 5), bits, False)),
             ("quantize_activation", (torch.randn(4, 9), bits, True)),
         ]

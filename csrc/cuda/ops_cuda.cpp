@@ -197,8 +197,12 @@ Tensor dequantize_weight_cuda(const Tensor& packed, const Tensor& scales, const 
 
 Tensor linear_cuda(const Tensor& input, const Tensor& packed, const Tensor& scales,
                    const Tensor& zeros, const std::optional<Tensor>& bias, int64_t bits,
-                   int64_t in_features) {
+                   int64_t in_features, bool int8_activations) {
   const char* op = "linear";
+  TORCH_CHECK_NOT_IMPLEMENTED(!int8_activations,
+                              "qpart.linear: int8_activations=True has native kernels on CPU "
+                              "only; use qpart_kernels.linear(..., int8_activations=True), "
+                              "which emulates it elsewhere");
   check_cuda(op, "input", input, input.device());
   check_float(op, "input", input);
   TORCH_CHECK_VALUE(input.dim() >= 1, "qpart.linear: input must have at least one dimension");

@@ -16,7 +16,9 @@ namespace {
 bool cpu_has_avx2_fma() {
 #if defined(__GNUC__) || defined(__clang__)
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  // F16C (vcvtph2ps) is used by the integer path; every AVX2 CPU has it.
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+         __builtin_cpu_supports("f16c");
 #else
   return false;
 #endif

@@ -55,6 +55,50 @@ inline int64_t simd_linear_scratch_floats(int64_t m, int64_t k) {
   return (most > fused ? most : fused) + 64;
 }
 
+/// Arguments of the integer (int8-activation) packed matmul kernels.
+struct LinearI8Args {
+  const int8_t* q;
+  const float* x_scale;
+  const int32_t* gsum;
+  int64_t m, k;
+  const uint8_t* packed;
+  const uint16_t* scale_bits;
+  const uint8_t* zeros;
+  const float* bias;
+  int64_t n_total, group_size;
+  int bits;
+  int64_t n_begin, n_end;
+  float* y;
+};
+
+/// Layout of q for the SIMD integer kernels: for widths 1, 2 and 4, every full chunk of
+/// C = 16 * (8 / bits) codes (counted from its group's start) is reordered so that position
+/// s * 16 + i holds code (8 / bits) * i + s (bit plane s of the chunk's 16 packed bytes);
+/// every other position keeps x's order. Returns C, or 0 when q keeps x's order.
+inline int64_t i8_plane_chunk(CpuIsa isa, int bits) {
+  if (isa == CpuIsa::kScalar) return 0;
+  return (bits == 1 || bits == 2 || bits == 4) ? 16 * (8 / bits) : 0;
+}
+
+void linear_i8_scalar(const LinearI8Args& a);
+
+/// group_params after its range scan: lo = min(0, min x), hi = max(0, max x).
+Status group_params_from_range(float lo, float hi, int bits, uint16_t* scale_bits,
+                               uint8_t* zero);
+#if defined(__x86_64__)
+void linear_i8_avx2(const LinearI8Args& a);
+/// One row of quantize_activations_i8 in x's order (q, scale); false on NaN/Inf.
+bool quantize_row_i8_avx2(const float* x, int64_t k, int8_t* q, float* scale);
+/// One group of quantize_rows (scale, zero point and one code per byte), bit-exact with the
+/// scalar quantizer.
+Status quantize_group_avx2(const float* x, int64_t n, int bits, uint16_t* scale_bits,
+                           uint8_t* zero, uint8_t* codes);
+#endif
+#if defined(__aarch64__)
+void linear_i8_neon(const LinearI8Args& a);
+void linear_i8_neon_dot(const LinearI8Args& a);
+#endif
+
 #if defined(__x86_64__)
 void linear_f32_avx2(const LinearArgs& a);
 #endif

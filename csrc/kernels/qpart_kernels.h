@@ -109,6 +109,38 @@ void linear_f32(const float* x, int64_t m, int64_t k, const uint8_t* packed,
                 int64_t n_total, int64_t group_size, int bits, int64_t n_begin,
                 int64_t n_end, float* y);
 
+// ---- integer path: int8 activations x low-bit codes -------------------------------------
+//
+// Opt-in (it changes numerics): activations are quantized per row (per token), symmetric,
+// scale_x[i] = max_j |x[i, j]| / 127 (0 for an all-zero row), q = clamp(rint(x / scale_x),
+// -127, 127) with a true division and round-half-to-even (bit-exact across ISAs and with
+// the Python reference); then
+//   y[i, n] = scale_x[i] * sum_g scale_w[n, g] * (sum_{j in g} q[i, j] * code[n, j]
+//                                                 - zero[n, g] * gsum[i, g]) + bias[n]
+// where the inner sums are exact int32 (group_size <= kMaxI8GroupSize keeps them in range).
+
+/// Largest group (reduction length per scale) the integer path accepts.
+constexpr int64_t kMaxI8GroupSize = 65536;
+
+/// Quantizes the m x k activations for linear_i8 with the given `isa` (q: m * k int8 in the
+/// layout that ISA's kernel reads; scale: m floats; gsum: m * (k / group_size) int32, the
+/// sum of q over each weight group). Returns kNonFinite if x has a NaN or Inf.
+Status quantize_activations_i8(CpuIsa isa, const float* x, int64_t m, int64_t k,
+                               int64_t group_size, int bits, int8_t* q, float* scale,
+                               int32_t* gsum);
+
+/// Integer packed matmul over output columns [n_begin, n_end) (see above); q, scale and gsum
+/// come from quantize_activations_i8 called with the same isa, k, group_size and bits.
+/// `isa` must be supported (cpu_isa_supported).
+void linear_i8(CpuIsa isa, const int8_t* q, const float* scale, const int32_t* gsum,
+               int64_t m, int64_t k, const uint8_t* packed, const uint16_t* scale_bits,
+               const uint8_t* zeros, const float* bias, int64_t n_total, int64_t group_size,
+               int bits, int64_t n_begin, int64_t n_end, float* y);
+
+/// Whether the aarch64 kernel uses the dot-product extension (sdot) on this CPU; false
+/// elsewhere. QPART_NO_DOTPROD=1 forces the plain NEON fallback.
+bool cpu_has_dotprod();
+
 /// Shape of a 2-D convolution over NCHW input, weights [c_out, c_in / groups, kh, kw]
 /// packed as c_out rows of k = (c_in / groups) * kh * kw codes in (ci, r, s) order.
 struct Conv2dShape {

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "dispatch.h"
 #include "qpart_kernels.h"
 
 namespace qpart {
@@ -16,6 +17,13 @@ Status group_params(const float* x, int64_t n, int bits, uint16_t* scale_bits, u
     lo = std::min(lo, v);
     hi = std::max(hi, v);
   }
+  return detail::group_params_from_range(lo, hi, bits, scale_bits, zero);
+}
+
+namespace detail {
+
+Status group_params_from_range(float lo, float hi, int bits, uint16_t* scale_bits,
+                               uint8_t* zero) {
   if (hi == lo) {  // all zeros
     *scale_bits = 0;
     *zero = 0;
@@ -37,6 +45,8 @@ Status group_params(const float* x, int64_t n, int bits, uint16_t* scale_bits, u
   return Status::kOk;
 }
 
+}  // namespace detail
+
 Status quantize_rows(const float* x, int64_t row_begin, int64_t row_end, int64_t k,
                      int64_t group_size, int bits, uint8_t* packed, uint16_t* scale_bits,
                      uint8_t* zeros) {
@@ -44,6 +54,21 @@ Status quantize_rows(const float* x, int64_t row_begin, int64_t row_end, int64_t
   const int64_t row_bytes = packed_row_bytes(k, bits);
   const float qmax = static_cast<float>(max_code(bits));
   std::vector<uint8_t> codes(static_cast<size_t>(k));
+#if defined(__x86_64__)
+  if (active_cpu_isa() == CpuIsa::kAvx2) {
+    for (int64_t r = row_begin; r < row_end; ++r) {
+      const float* row = x + r * k;
+      for (int64_t g = 0; g < groups; ++g) {
+        const Status st = detail::quantize_group_avx2(
+            row + g * group_size, group_size, bits, &scale_bits[r * groups + g],
+            &zeros[r * groups + g], codes.data() + g * group_size);
+        if (st != Status::kOk) return st;
+      }
+      pack_rows(codes.data(), 1, k, bits, packed + r * row_bytes);
+    }
+    return Status::kOk;
+  }
+#endif
   for (int64_t r = row_begin; r < row_end; ++r) {
     const float* row = x + r * k;
     for (int64_t g = 0; g < groups; ++g) {

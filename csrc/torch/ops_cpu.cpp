@@ -153,7 +153,7 @@ Tensor dequantize_weight_cpu(const Tensor& packed, const Tensor& scales, const T
 
 Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scales,
                   const Tensor& zeros, const std::optional<Tensor>& bias, int64_t bits,
-                  int64_t in_features) {
+                  int64_t in_features, bool int8_activations) {
   const char* op = "linear";
   check_cpu(op, "input", input);
   check_float(op, "input", input);
@@ -165,6 +165,10 @@ Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
   const int64_t gs = check_packed(op, packed, scales, zeros, bits, kdim);
   const int64_t n = packed.size(0);
   check_bias(op, bias, n);
+  TORCH_CHECK_VALUE(!int8_activations || gs <= k::kMaxI8GroupSize, "qpart.linear: "
+                    "int8_activations=True needs groups of at most ", k::kMaxI8GroupSize,
+                    " inputs (exact int32 group sums), got ", gs,
+                    "; quantize the weight with a smaller group_size");
 
   std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end());
   out_shape.back() = n;
@@ -177,6 +181,34 @@ Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
     if (bias.has_value()) b = bias->to(at::kFloat).contiguous();
     const float* bias_ptr = b.defined() ? b.const_data_ptr<float>() : nullptr;
     float* y = out.mutable_data_ptr<float>();
+    if (int8_activations) {
+      // Integer path: int8 activations (quantized once per call, rows in parallel), then
+      // integer dot products over the output columns in parallel.
+      const k::CpuIsa isa = k::active_cpu_isa();
+      const int64_t groups = kdim / gs;
+      Tensor q = at::empty({m, kdim}, x.options().dtype(at::kChar));
+      Tensor xs = at::empty({m}, x.options());
+      Tensor gsum = at::empty({m, groups}, x.options().dtype(at::kInt));
+      int8_t* q_ptr = q.mutable_data_ptr<int8_t>();
+      float* xs_ptr = xs.mutable_data_ptr<float>();
+      int32_t* gsum_ptr = gsum.mutable_data_ptr<int32_t>();
+      const float* x_ptr = x.const_data_ptr<float>();
+      std::atomic<int> status{0};
+      at::parallel_for(0, m, std::max<int64_t>(1, 65536 / kdim), [&](int64_t b, int64_t e) {
+        const k::Status st = k::quantize_activations_i8(
+            isa, x_ptr + b * kdim, e - b, kdim, gs, static_cast<int>(bits), q_ptr + b * kdim,
+            xs_ptr + b, gsum_ptr + b * groups);
+        if (st != k::Status::kOk) status.store(static_cast<int>(st));
+      });
+      TORCH_CHECK_VALUE(status.load() == 0, "qpart.linear: input contains NaN or Inf values "
+                        "(int8_activations=True)");
+      at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+        k::linear_i8(isa, q_ptr, xs_ptr, gsum_ptr, m, kdim, p.const_data_ptr<uint8_t>(),
+                     scale_ptr(s), z.const_data_ptr<uint8_t>(), bias_ptr, n, gs,
+                     static_cast<int>(bits), begin, end, y);
+      });
+      return out.view(out_shape).to(input.scalar_type());
+    }
     at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
       k::linear_f32(x.const_data_ptr<float>(), m, kdim, p.const_data_ptr<uint8_t>(),
                     scale_ptr(s), z.const_data_ptr<uint8_t>(), bias_ptr, n, gs,

@@ -14,6 +14,10 @@ class QPartLinear(nn.Module):
 
     The packed weight, fp16 scales, uint8 zero points and the fp32 bias are buffers, so
     ``state_dict()`` holds exactly the payload that is shipped to a device.
+
+    ``act_int8=True`` (opt-in, changes the numerics) runs the integer path: each input row is
+    quantized to int8 per call and multiplied with the codes in integer arithmetic
+    (``qpart_kernels.linear(..., int8_activations=True)``). It is not part of the state dict.
     """
 
     def __init__(
@@ -24,6 +28,7 @@ class QPartLinear(nn.Module):
         group_size: int | None = None,
         bias: bool = True,
         device: torch.device | str | None = None,
+        act_int8: bool = False,
     ) -> None:
         super().__init__()
         checks.check_bits("QPartLinear", bits)
@@ -38,6 +43,7 @@ class QPartLinear(nn.Module):
         self.out_features = out_features
         self.bits = bits
         self.group_size = group_size
+        self.act_int8 = bool(act_int8)
         groups = in_features // group_size
         row_bytes = checks.packed_row_bytes(in_features, bits)
         self.register_buffer(
@@ -54,14 +60,15 @@ class QPartLinear(nn.Module):
 
     @classmethod
     def from_float(
-        cls, linear: nn.Linear, bits: int, group_size: int | None = None
+        cls, linear: nn.Linear, bits: int, group_size: int | None = None,
+        act_int8: bool = False,
     ) -> QPartLinear:
         """Quantizes a float ``nn.Linear`` (weights per output row or per group of inputs)."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"QPartLinear.from_float expects nn.Linear, got {type(linear).__name__}")
         weight = linear.weight.detach()
         module = cls(linear.in_features, linear.out_features, bits, group_size,
-                     bias=linear.bias is not None, device=weight.device)
+                     bias=linear.bias is not None, device=weight.device, act_int8=act_int8)
         packed, scales, zeros = ops.quantize_weight(weight, bits, module.group_size)
         module.packed_weight.copy_(packed)
         module.scales.copy_(scales)
@@ -72,7 +79,7 @@ class QPartLinear(nn.Module):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return ops.linear(input, self.packed_weight, self.scales, self.zeros, self.bits,
-                          self.bias, self.in_features)
+                          self.bias, self.in_features, int8_activations=self.act_int8)
 
     def dequantized_weight(self) -> torch.Tensor:
         """The float32 ``(out_features, in_features)`` weight this layer computes with."""
@@ -88,4 +95,5 @@ class QPartLinear(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bits={self.bits}, {grouping}, bias={self.bias is not None}"
+            + (", act_int8=True" if self.act_int8 else "")
         )

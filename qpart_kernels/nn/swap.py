@@ -13,9 +13,10 @@ QUANTIZABLE = (nn.Linear, nn.Conv2d)
 QUANTIZED = (QPartLinear, QPartConv2d)
 
 
-def _quantize_module(module: nn.Module, bits: int, group_size: int | None) -> nn.Module:
+def _quantize_module(module: nn.Module, bits: int, group_size: int | None,
+                     act_int8: bool = False) -> nn.Module:
     if isinstance(module, nn.Linear):
-        return QPartLinear.from_float(module, bits, group_size)
+        return QPartLinear.from_float(module, bits, group_size, act_int8=act_int8)
     return QPartConv2d.from_float(module, bits, group_size)
 
 
@@ -29,6 +30,7 @@ def quantize_model(
     model: nn.Module,
     bits: int | Mapping[str, int],
     group_size: int | None | Mapping[str, int | None] = None,
+    act_int8: bool | Mapping[str, bool] = False,
 ) -> nn.Module:
     """Replaces ``nn.Linear`` / ``nn.Conv2d`` modules of ``model`` in place; returns the model.
 
@@ -36,6 +38,9 @@ def quantize_model(
     ``named_modules()``) to width; modules not named stay float. ``group_size``: ``None``
     (one group per output channel), an int, or a dict from module name to either. If
     ``model`` itself is a Linear/Conv2d (name ``""``), the quantized module is returned.
+    ``act_int8``: run the quantized ``nn.Linear`` modules on the integer path (int8
+    activations, see ``QPartLinear``); a bool or a dict from module name to bool. Opt-in: it
+    changes the numerics. Conv2d modules are not affected.
     """
     modules = dict(model.named_modules())
     if isinstance(bits, Mapping):
@@ -55,7 +60,8 @@ def quantize_model(
     for name in targets:
         width = _setting(bits, name, None)
         try:
-            replacement = _quantize_module(modules[name], width, _setting(group_size, name, None))
+            replacement = _quantize_module(modules[name], width, _setting(group_size, name, None),
+                                           bool(_setting(act_int8, name, False)))
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"quantize_model: layer {name or '<root>'!r}: {exc}") from exc
         if name == "":

@@ -60,6 +60,7 @@ def dequantize_weight(
 def linear(
     input: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
     bits: int, bias: torch.Tensor | None = None, in_features: int | None = None,
+    int8_activations: bool = False,
 ) -> torch.Tensor:
     """``input @ W.T + bias`` with a packed ``(out, in_features)`` weight ``W``.
 
@@ -67,14 +68,27 @@ def linear(
     fp32 and the result has the input's dtype. ``in_features`` defaults to
     ``input.shape[-1]``; pass it to have a mismatched input rejected (packed rows are
     byte-aligned, so their length alone cannot always tell).
+
+    ``int8_activations=True`` (opt-in: it changes the numerics) quantizes each input row to
+    int8 (symmetric, ``scale = max|x| / 127``, once per call) and runs integer dot products
+    of the int8 activations with the low-bit codes (AVX2 ``vpmaddubsw``, NEON ``sdot``).
+    The native integer kernels are CPU-only; on other devices this wrapper applies the same
+    activation quantization and runs the float kernel.
     """
     checks.check_bits("linear", bits)
     checks.check_same_device("linear", input=input, packed=packed, scales=scales,
                              zeros=zeros, bias=bias)
     if in_features is None:
         in_features = input.shape[-1] if input.dim() >= 1 else 0
+    if int8_activations and input.device.type != "cpu":
+        from .reference import int8_fake_quant
+
+        input = int8_fake_quant(input).to(input.dtype)
+        int8_activations = False
     if input.is_cuda and backends.TRITON_OPS_LOADED:
         return torch.ops.qpart_triton.linear(input, packed, scales, zeros, bias, bits, in_features)
+    if int8_activations:
+        return torch.ops.qpart.linear(input, packed, scales, zeros, bias, bits, in_features, True)
     return torch.ops.qpart.linear(input, packed, scales, zeros, bias, bits, in_features)
 
 

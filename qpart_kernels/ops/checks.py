@@ -16,6 +16,9 @@ GROUP_MULTIPLE = 32
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+#: Largest weight group the integer path (``int8_activations=True``) accepts (kMaxI8GroupSize).
+MAX_INT8_GROUP_SIZE = 65536
+
 def _is_int(value: object) -> bool:
     """True for Python ints and symbolic ints (traced sizes), false for bools."""
     return isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool)
@@ -134,6 +137,7 @@ def check_linear(
     bias: torch.Tensor | None,
     bits: int,
     in_features: int,
+    int8_activations: bool = False,
 ) -> None:
     """Validates the arguments of ``qpart.linear``."""
     check_same_device("linear", input=input, packed=packed, scales=scales, zeros=zeros, bias=bias)
@@ -147,6 +151,14 @@ def check_linear(
         )
     check_packed("linear", packed, scales, zeros, bits, in_features)
     check_bias("linear", bias, packed.shape[0])
+    if int8_activations:
+        group_size = in_features // scales.shape[1]
+        if group_size > MAX_INT8_GROUP_SIZE:
+            raise ValueError(
+                f"qpart.linear: int8_activations=True needs groups of at most "
+                f"{MAX_INT8_GROUP_SIZE} inputs (exact int32 group sums), got {group_size}; "
+                "quantize the weight with a smaller group_size"
+            )
 
 
 def conv2d_output_hw(

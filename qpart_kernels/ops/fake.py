@@ -34,8 +34,9 @@ def _dequantize_weight(packed, scales, zeros, bits: int, in_features: int):
 
 
 @torch.library.register_fake(qualified("linear"))
-def _linear(input, packed, scales, zeros, bias, bits: int, in_features: int):
-    checks.check_linear(input, packed, scales, zeros, bias, bits, in_features)
+def _linear(input, packed, scales, zeros, bias, bits: int, in_features: int,
+            int8_activations: bool = False):
+    checks.check_linear(input, packed, scales, zeros, bias, bits, in_features, int8_activations)
     return input.new_empty((*input.shape[:-1], packed.shape[0]))
 
 

@@ -21,7 +21,7 @@ SCHEMAS = {
     ),
     "linear": (
         "linear(Tensor input, Tensor packed, Tensor scales, Tensor zeros, Tensor? bias, "
-        "int bits, int in_features) -> Tensor"
+        "int bits, int in_features, bool int8_activations=False) -> Tensor"
     ),
     "conv2d": (
         "conv2d(Tensor input, Tensor packed, Tensor scales, Tensor zeros, Tensor? bias, "

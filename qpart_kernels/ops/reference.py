@@ -116,6 +116,28 @@ def dequantize_weight(
     return dequantize_groups(packed, scales, zeros, bits, in_features)
 
 
+def quantize_activations_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row (last dim) symmetric int8 quantization of the integer linear path.
+
+    Returns ``(q, scale)`` with ``scale = max|x| / 127`` per row (0 for an all-zero row,
+    shape ``(..., 1)``) and ``q = clamp(round(x / scale), -127, 127)`` (round half to even,
+    true division) as float32 integers - bit-exact with the C++ quantizer. Raises on NaN/Inf.
+    """
+    x = x.to(torch.float32)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("qpart.linear: input contains NaN or Inf values (int8_activations=True)")
+    scale = x.abs().amax(dim=-1, keepdim=True) / 127.0
+    nonzero = scale > 0
+    q = torch.round(x / torch.where(nonzero, scale, torch.ones_like(scale))).clamp(-127.0, 127.0)
+    return torch.where(nonzero, q, torch.zeros_like(q)), scale
+
+
+def int8_fake_quant(x: torch.Tensor) -> torch.Tensor:
+    """``q * scale`` of :func:`quantize_activations_int8` (float32)."""
+    q, scale = quantize_activations_int8(x)
+    return q * scale
+
+
 def linear(
     input: torch.Tensor,
     packed: torch.Tensor,
@@ -124,12 +146,20 @@ def linear(
     bias: torch.Tensor | None,
     bits: int,
     in_features: int,
+    int8_activations: bool = False,
 ) -> torch.Tensor:
-    """Reference ``qpart.linear``: dequantize, then an fp32 ``F.linear``."""
-    checks.check_linear(input, packed, scales, zeros, bias, bits, in_features)
+    """Reference ``qpart.linear``: dequantize, then an fp32 ``F.linear``.
+
+    With ``int8_activations`` the input is first quantized per row to int8
+    (:func:`quantize_activations_int8`), i.e. ``F.linear(q * scale_x, W)`` - the same value
+    the integer kernels compute exactly in int32 per group, up to float rounding.
+    """
+    checks.check_linear(input, packed, scales, zeros, bias, bits, in_features,
+                        int8_activations)
     weight = dequantize_groups(packed, scales, zeros, bits, in_features)
     b = None if bias is None else bias.to(torch.float32)
-    return F.linear(input.to(torch.float32), weight, b).to(input.dtype)
+    x = int8_fake_quant(input) if int8_activations else input.to(torch.float32)
+    return F.linear(x, weight, b).to(input.dtype)
 
 
 def conv2d(

@@ -94,10 +94,16 @@ def _tuned_linear_kernel(capability_major: int):
 
 
 def linear(input: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
-           bias: torch.Tensor | None, bits: int, in_features: int) -> torch.Tensor:
+           bias: torch.Tensor | None, bits: int, in_features: int,
+           int8_activations: bool = False) -> torch.Tensor:
     """Triton ``qpart.linear``: GEMV tiles (optionally split-K) for small batches, ``tl.dot``
-    GEMM tiles otherwise; autotuned on GPU."""
-    checks.check_linear(input, packed, scales, zeros, bias, bits, in_features)
+    GEMM tiles otherwise; autotuned on GPU. ``int8_activations=True`` is not implemented
+    here (``qpart_kernels.linear`` emulates it for non-CPU inputs)."""
+    checks.check_linear(input, packed, scales, zeros, bias, bits, in_features, int8_activations)
+    if int8_activations:
+        raise NotImplementedError(
+            "qpart.linear: int8_activations=True has native kernels on CPU only; use "
+            "qpart_kernels.linear(..., int8_activations=True), which emulates it elsewhere")
     k, n = in_features, packed.shape[0]
     x = input.reshape(-1, k).contiguous()
     m = x.shape[0]
