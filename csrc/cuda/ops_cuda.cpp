@@ -22,16 +22,15 @@
 #include <tuple>
 #include <vector>
 
+#include "../torch/op_checks.h"
 #include "qpart_cuda.h"
 
 namespace qpart {
 namespace {
 
 namespace qc = ::qpart::cuda;
+namespace chk = ::qpart::op_checks;
 using at::Tensor;
-
-constexpr int kMinBits = 1;
-constexpr int kMaxBits = 8;
 
 // Compute capability major per device, 0 = not yet queried.
 std::array<std::atomic<int>, 64> g_capability{};
@@ -51,22 +50,11 @@ void check_capability(const char* op, const Tensor& t) {
               "; select another backend with QPART_CUDA_BACKEND=triton or reference");
 }
 
-void check_bits(const char* op, int64_t bits) {
-  TORCH_CHECK_VALUE(bits >= kMinBits && bits <= kMaxBits, "qpart.", op,
-                    ": bits must be in 1..8, got ", bits);
-}
-
-void check_cuda(const char* op, const char* name, const Tensor& t, const at::Device& device) {
+// The device the CUDA kernel runs on: `t` (the op's main tensor) must be a CUDA tensor.
+at::Device cuda_device(const char* op, const char* name, const Tensor& t) {
   TORCH_CHECK_VALUE(t.device().is_cuda(), "qpart.", op, ": ", name,
                     " must be a CUDA tensor for the CUDA kernel, got ", t.device());
-  TORCH_CHECK_VALUE(t.device() == device, "qpart.", op, ": ", name, " is on ", t.device(),
-                    " but the other tensors are on ", device);
-}
-
-void check_float(const char* op, const char* name, const Tensor& t) {
-  const auto st = t.scalar_type();
-  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kHalf || st == at::kBFloat16, "qpart.", op,
-                   ": ", name, " must be float32, float16 or bfloat16, got ", st);
+  return t.device();
 }
 
 qc::DType dtype_of(const Tensor& t) {
@@ -78,55 +66,6 @@ qc::DType dtype_of(const Tensor& t) {
     default:
       return qc::DType::kFloat32;
   }
-}
-
-void check_group_size(const char* op, int64_t kdim, int64_t group_size) {
-  TORCH_CHECK_VALUE(group_size > 0 && kdim % group_size == 0, "qpart.", op, ": group_size ",
-                    group_size, " must be positive and divide the reduction size ", kdim);
-  TORCH_CHECK_VALUE(group_size == kdim || group_size % 32 == 0, "qpart.", op, ": group_size ",
-                    group_size, " must be a multiple of 32 (or equal the reduction size ",
-                    kdim, " for one group per row)");
-}
-
-// Validates a packed weight of `kdim` columns and returns its group size.
-int64_t check_packed(const char* op, const Tensor& packed, const Tensor& scales,
-                     const Tensor& zeros, int64_t bits, int64_t kdim) {
-  check_bits(op, bits);
-  check_cuda(op, "packed weight", packed, packed.device());
-  check_cuda(op, "scales", scales, packed.device());
-  check_cuda(op, "zeros", zeros, packed.device());
-  TORCH_CHECK_TYPE(packed.scalar_type() == at::kByte, "qpart.", op,
-                   ": packed weight must be uint8, got ", packed.scalar_type());
-  TORCH_CHECK_TYPE(scales.scalar_type() == at::kHalf, "qpart.", op,
-                   ": scales must be float16, got ", scales.scalar_type());
-  TORCH_CHECK_TYPE(zeros.scalar_type() == at::kByte, "qpart.", op,
-                   ": zeros must be uint8, got ", zeros.scalar_type());
-  TORCH_CHECK_VALUE(packed.dim() == 2 && scales.dim() == 2 && zeros.dim() == 2, "qpart.", op,
-                    ": packed weight, scales and zeros must be 2-D");
-  TORCH_CHECK_VALUE(packed.numel() > 0, "qpart.", op, ": packed weight is empty");
-  TORCH_CHECK_VALUE(kdim > 0, "qpart.", op, ": the reduction size must be positive, got ", kdim);
-  const int64_t expected = qc::packed_row_bytes(kdim, static_cast<int>(bits));
-  TORCH_CHECK_VALUE(packed.size(1) == expected, "qpart.", op, ": packed weight has ",
-                    packed.size(1), " bytes per row but ", kdim, " columns at ", bits,
-                    " bits need ", expected);
-  TORCH_CHECK_VALUE(scales.sizes() == zeros.sizes() && scales.size(0) == packed.size(0),
-                    "qpart.", op, ": scales and zeros must both be (", packed.size(0),
-                    ", groups)");
-  const int64_t groups = scales.size(1);
-  TORCH_CHECK_VALUE(groups > 0 && kdim % groups == 0, "qpart.", op, ": ", groups,
-                    " groups per row do not divide ", kdim, " columns");
-  check_group_size(op, kdim, kdim / groups);
-  check_capability(op, packed);
-  return kdim / groups;
-}
-
-void check_bias(const char* op, const std::optional<Tensor>& bias, int64_t n,
-                const at::Device& device) {
-  if (!bias.has_value()) return;
-  check_cuda(op, "bias", *bias, device);
-  check_float(op, "bias", *bias);
-  TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == n, "qpart.", op,
-                    ": bias must have shape (", n, ",), got ", bias->sizes());
 }
 
 const uint16_t* scale_ptr(const Tensor& scales) {
@@ -175,14 +114,8 @@ Tensor dequantize_matrix(const Tensor& packed, const Tensor& scales, const Tenso
 std::tuple<Tensor, Tensor, Tensor> quantize_weight_cuda(const Tensor& weight, int64_t bits,
                                                         int64_t group_size) {
   const char* op = "quantize_weight";
-  check_bits(op, bits);
-  check_cuda(op, "weight", weight, weight.device());
-  check_float(op, "weight", weight);
-  TORCH_CHECK_VALUE(weight.dim() == 2, "qpart.", op, ": weight must be 2-D (out, in), got ",
-                    weight.sizes());
-  TORCH_CHECK_VALUE(weight.numel() > 0, "qpart.", op, ": weight is empty (shape ",
-                    weight.sizes(), ")");
-  check_group_size(op, weight.size(1), group_size);
+  cuda_device(op, "weight", weight);
+  chk::weight(op, weight, bits, group_size);
   check_capability(op, weight);
   const c10::cuda::CUDAGuard guard(weight.device());
   return quantize_matrix(op, weight, bits, group_size);
@@ -190,7 +123,9 @@ std::tuple<Tensor, Tensor, Tensor> quantize_weight_cuda(const Tensor& weight, in
 
 Tensor dequantize_weight_cuda(const Tensor& packed, const Tensor& scales, const Tensor& zeros,
                               int64_t bits, int64_t in_features) {
-  const int64_t gs = check_packed("dequantize_weight", packed, scales, zeros, bits, in_features);
+  cuda_device("dequantize_weight", "packed weight", packed);
+  const int64_t gs = chk::packed("dequantize_weight", packed, scales, zeros, bits, in_features);
+  check_capability("dequantize_weight", packed);
   const c10::cuda::CUDAGuard guard(packed.device());
   return dequantize_matrix(packed, scales, zeros, bits, in_features, gs);
 }
@@ -203,22 +138,15 @@ Tensor linear_cuda(const Tensor& input, const Tensor& packed, const Tensor& scal
                               "qpart.linear: int8_activations=True has native kernels on CPU "
                               "only; use qpart_kernels.linear(..., int8_activations=True), "
                               "which emulates it elsewhere");
-  check_cuda(op, "input", input, input.device());
-  check_float(op, "input", input);
-  TORCH_CHECK_VALUE(input.dim() >= 1, "qpart.linear: input must have at least one dimension");
-  const int64_t kdim = input.size(-1);
-  TORCH_CHECK_VALUE(kdim == in_features, "qpart.linear: input has ", kdim,
-                    " features in its last dimension but the weight has in_features=",
-                    in_features);
-  const int64_t gs = check_packed(op, packed, scales, zeros, bits, kdim);
-  check_cuda(op, "packed weight", packed, input.device());
-  const int64_t n = packed.size(0);
-  check_bias(op, bias, n, input.device());
+  cuda_device(op, "input", input);
+  const chk::LinearDims dims =
+      chk::linear(input, packed, scales, zeros, bias, bits, in_features);
+  check_capability(op, input);
+  const int64_t kdim = dims.k, n = dims.n, gs = dims.group_size, m = dims.m;
   const c10::cuda::CUDAGuard guard(input.device());
 
   std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end());
   out_shape.back() = n;
-  const int64_t m = input.numel() / kdim;
   Tensor out = at::empty({m, n}, input.options().dtype(at::kFloat));
   if (m > 0) {
     const Tensor x = input.contiguous();
@@ -240,39 +168,14 @@ Tensor conv2d_cuda(const Tensor& input, const Tensor& packed, const Tensor& scal
                    at::IntArrayRef weight_shape, at::IntArrayRef stride, at::IntArrayRef padding,
                    at::IntArrayRef dilation, int64_t groups) {
   const char* op = "conv2d";
-  check_cuda(op, "input", input, input.device());
-  check_float(op, "input", input);
-  TORCH_CHECK_VALUE(input.dim() == 4, "qpart.conv2d: input must be 4-D (N, C, H, W), got ",
-                    input.sizes());
-  TORCH_CHECK_VALUE(weight_shape.size() == 4 && weight_shape[0] >= 1 && weight_shape[1] >= 1 &&
-                        weight_shape[2] >= 1 && weight_shape[3] >= 1,
-                    "qpart.conv2d: weight_shape must be 4 positive ints (out, in/groups, kh, "
-                    "kw), got ", weight_shape);
-  TORCH_CHECK_VALUE(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
-                    "qpart.conv2d: stride, padding and dilation must be pairs");
-  TORCH_CHECK_VALUE(stride[0] >= 1 && stride[1] >= 1 && dilation[0] >= 1 && dilation[1] >= 1 &&
-                        padding[0] >= 0 && padding[1] >= 0,
-                    "qpart.conv2d: stride and dilation must be >= 1 and padding >= 0");
-  qc::Conv2dShape shape{input.size(0), input.size(1), input.size(2), input.size(3),
-                        weight_shape[0], weight_shape[2], weight_shape[3],
-                        stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-                        groups};
-  TORCH_CHECK_VALUE(groups >= 1 && shape.c_in % groups == 0, "qpart.conv2d: groups ", groups,
-                    " must be >= 1 and divide ", shape.c_in, " input channels");
-  TORCH_CHECK_VALUE(shape.c_in / groups == weight_shape[1], "qpart.conv2d: input has ",
-                    shape.c_in, " channels, so ", shape.c_in / groups,
-                    " per group, but the weight expects ", weight_shape[1], " per group");
-  const int64_t gs = check_packed(op, packed, scales, zeros, bits, shape.k());
-  check_cuda(op, "packed weight", packed, input.device());
-  TORCH_CHECK_VALUE(packed.size(0) == shape.c_out, "qpart.conv2d: packed weight has ",
-                    packed.size(0), " rows but weight_shape says ", shape.c_out);
-  TORCH_CHECK_VALUE(shape.c_out % groups == 0, "qpart.conv2d: groups ", groups,
-                    " must divide ", shape.c_out, " output channels");
-  check_bias(op, bias, shape.c_out, input.device());
-  const int64_t ho = shape.h_out(), wo = shape.w_out();
-  TORCH_CHECK_VALUE(ho > 0 && wo > 0, "qpart.conv2d: input ", input.sizes().slice(2),
-                    " is too small for kernel ", weight_shape.slice(2), " with padding ", padding,
-                    " and dilation ", dilation);
+  cuda_device(op, "input", input);
+  const chk::Conv2dDims d = chk::conv2d(input, packed, scales, zeros, bias, bits, weight_shape,
+                                        stride, padding, dilation, groups);
+  check_capability(op, input);
+  const qc::Conv2dShape shape{d.batch,  d.c_in,     d.h_in,     d.w_in,  d.c_out,
+                              d.kh,     d.kw,       d.stride_h, d.stride_w, d.pad_h,
+                              d.pad_w,  d.dil_h,    d.dil_w,    d.groups};
+  const int64_t gs = d.group_size, ho = d.h_out, wo = d.w_out;
   const c10::cuda::CUDAGuard guard(input.device());
 
   const int64_t opg = shape.c_out / groups;
@@ -302,13 +205,10 @@ Tensor conv2d_cuda(const Tensor& input, const Tensor& packed, const Tensor& scal
 std::tuple<Tensor, Tensor, Tensor> quantize_activation_cuda(const Tensor& input, int64_t bits,
                                                             bool per_token) {
   const char* op = "quantize_activation";
-  check_bits(op, bits);
-  check_cuda(op, "input", input, input.device());
-  check_float(op, "input", input);
-  TORCH_CHECK_VALUE(input.numel() > 0, "qpart.", op, ": input is empty (shape ", input.sizes(), ")");
+  cuda_device(op, "input", input);
+  const int64_t kdim = chk::quantize_activation(input, bits, per_token);
   check_capability(op, input);
   const c10::cuda::CUDAGuard guard(input.device());
-  const int64_t kdim = (per_token && input.dim() >= 1) ? input.size(-1) : input.numel();
   return quantize_matrix(op, input.reshape({input.numel() / kdim, kdim}), bits, kdim);
 }
 
@@ -316,21 +216,9 @@ Tensor dequantize_activation_cuda(const Tensor& packed, const Tensor& scales,
                                   const Tensor& zeros, int64_t bits, at::IntArrayRef shape,
                                   at::ScalarType dtype) {
   const char* op = "dequantize_activation";
-  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
-                   "qpart.", op, ": dtype must be float32, float16 or bfloat16, got ", dtype);
-  int64_t numel = 1;
-  for (int64_t d : shape) {
-    TORCH_CHECK_VALUE(d >= 0, "qpart.", op, ": shape ", shape, " has a negative size");
-    numel *= d;
-  }
-  TORCH_CHECK_VALUE(numel > 0, "qpart.", op, ": shape ", shape, " is empty");
-  TORCH_CHECK_VALUE(scales.dim() == 2 && scales.size(1) == 1, "qpart.", op,
-                    ": scales must have shape (rows, 1), got ", scales.sizes());
-  const int64_t rows = scales.size(0);
-  TORCH_CHECK_VALUE(rows > 0 && numel % rows == 0, "qpart.", op, ": ", rows,
-                    " rows do not divide the ", numel, " elements of ", shape);
-  const int64_t kdim = numel / rows;
-  check_packed(op, packed, scales, zeros, bits, kdim);
+  cuda_device(op, "packed", packed);
+  const int64_t kdim = chk::dequantize_activation(packed, scales, zeros, bits, shape, dtype);
+  check_capability(op, packed);
   const c10::cuda::CUDAGuard guard(packed.device());
   return dequantize_matrix(packed, scales, zeros, bits, kdim, kdim).view(shape).to(dtype);
 }

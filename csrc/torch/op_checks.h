@@ -1,0 +1,212 @@
+// Argument validation of the qpart ops, shared by every ATen glue layer (CPU, CUDA).
+//
+// Each check raises c10::ValueError / c10::TypeError (Python ValueError / TypeError) with
+// a message naming the op and the argument, matching qpart_kernels/ops/checks.py. The
+// checks are device-independent; a glue layer adds `on_device` for its own device.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/DeviceType.h>
+#include <c10/util/Exception.h>
+
+#include <cstdint>
+#include <optional>
+
+namespace qpart {
+namespace op_checks {
+
+using at::Tensor;
+
+constexpr int64_t kMinBits = 1;
+constexpr int64_t kMaxBits = 8;
+
+/// Bytes of one packed row of `k` codes at `bits` bits (docs/FORMAT.md).
+inline int64_t packed_row_bytes(int64_t k, int64_t bits) { return (k * bits + 7) / 8; }
+
+inline void bits(const char* op, int64_t bits) {
+  TORCH_CHECK_VALUE(bits >= kMinBits && bits <= kMaxBits, "qpart.", op,
+                    ": bits must be in 1..8, got ", bits);
+}
+
+/// `t` must live on `device` (the device whose kernel runs).
+inline void on_device(const char* op, const char* name, const Tensor& t,
+                      const at::Device& device) {
+  TORCH_CHECK_VALUE(t.device() == device, "qpart.", op, ": ", name, " must be a ",
+                    c10::DeviceTypeName(device.type()), " tensor on ", device,
+                    " like the other arguments, got ", t.device());
+}
+
+inline void float_tensor(const char* op, const char* name, const Tensor& t) {
+  const auto st = t.scalar_type();
+  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kHalf || st == at::kBFloat16, "qpart.", op,
+                   ": ", name, " must be float32, float16 or bfloat16, got ", st);
+}
+
+inline void output_dtype(const char* op, at::ScalarType dtype) {
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
+                   "qpart.", op, ": dtype must be float32, float16 or bfloat16, got ", dtype);
+}
+
+inline void group_size(const char* op, int64_t kdim, int64_t group_size) {
+  TORCH_CHECK_VALUE(group_size > 0 && kdim % group_size == 0, "qpart.", op, ": group_size ",
+                    group_size, " must be positive and divide the reduction size ", kdim);
+  TORCH_CHECK_VALUE(group_size == kdim || group_size % 32 == 0, "qpart.", op, ": group_size ",
+                    group_size, " must be a multiple of 32 (or equal the reduction size ",
+                    kdim, " for one group per row)");
+}
+
+/// A packed weight of `kdim` columns (dtypes and shapes); returns its group size.
+inline int64_t packed(const char* op, const Tensor& packed, const Tensor& scales,
+                      const Tensor& zeros, int64_t nbits, int64_t kdim) {
+  bits(op, nbits);
+  on_device(op, "scales", scales, packed.device());
+  on_device(op, "zeros", zeros, packed.device());
+  TORCH_CHECK_TYPE(packed.scalar_type() == at::kByte, "qpart.", op,
+                   ": packed weight must be uint8, got ", packed.scalar_type());
+  TORCH_CHECK_TYPE(scales.scalar_type() == at::kHalf, "qpart.", op,
+                   ": scales must be float16, got ", scales.scalar_type());
+  TORCH_CHECK_TYPE(zeros.scalar_type() == at::kByte, "qpart.", op,
+                   ": zeros must be uint8, got ", zeros.scalar_type());
+  TORCH_CHECK_VALUE(packed.dim() == 2 && scales.dim() == 2 && zeros.dim() == 2, "qpart.", op,
+                    ": packed weight, scales and zeros must be 2-D");
+  TORCH_CHECK_VALUE(packed.numel() > 0, "qpart.", op, ": packed weight is empty");
+  TORCH_CHECK_VALUE(kdim > 0, "qpart.", op, ": the reduction size must be positive, got ", kdim);
+  const int64_t expected = packed_row_bytes(kdim, nbits);
+  TORCH_CHECK_VALUE(packed.size(1) == expected, "qpart.", op, ": packed weight has ",
+                    packed.size(1), " bytes per row but ", kdim, " columns at ", nbits,
+                    " bits need ", expected);
+  TORCH_CHECK_VALUE(scales.sizes() == zeros.sizes() && scales.size(0) == packed.size(0),
+                    "qpart.", op, ": scales and zeros must both be (", packed.size(0),
+                    ", groups)");
+  const int64_t groups = scales.size(1);
+  TORCH_CHECK_VALUE(groups > 0 && kdim % groups == 0, "qpart.", op, ": ", groups,
+                    " groups per row do not divide ", kdim, " columns");
+  group_size(op, kdim, kdim / groups);
+  return kdim / groups;
+}
+
+/// An optional float bias of `n` elements on `device`.
+inline void bias(const char* op, const std::optional<Tensor>& bias, int64_t n,
+                 const at::Device& device) {
+  if (!bias.has_value()) return;
+  on_device(op, "bias", *bias, device);
+  float_tensor(op, "bias", *bias);
+  TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == n, "qpart.", op,
+                    ": bias must have shape (", n, ",), got ", bias->sizes());
+}
+
+/// A float (out, in) weight to quantize (finiteness is checked by the kernels).
+inline void weight(const char* op, const Tensor& weight, int64_t nbits, int64_t gs) {
+  bits(op, nbits);
+  float_tensor(op, "weight", weight);
+  TORCH_CHECK_VALUE(weight.dim() == 2, "qpart.", op, ": weight must be 2-D (out, in), got ",
+                    weight.sizes());
+  TORCH_CHECK_VALUE(weight.numel() > 0, "qpart.", op, ": weight is empty (shape ",
+                    weight.sizes(), ")");
+  group_size(op, weight.size(1), gs);
+}
+
+struct LinearDims {
+  int64_t m, k, n, group_size;
+};
+
+/// All arguments of qpart.linear; returns the problem size.
+inline LinearDims linear(const Tensor& input, const Tensor& packed_w, const Tensor& scales,
+                         const Tensor& zeros, const std::optional<Tensor>& bias_t,
+                         int64_t nbits, int64_t in_features) {
+  const char* op = "linear";
+  float_tensor(op, "input", input);
+  TORCH_CHECK_VALUE(input.dim() >= 1, "qpart.linear: input must have at least one dimension");
+  const int64_t kdim = input.size(-1);
+  TORCH_CHECK_VALUE(kdim == in_features, "qpart.linear: input has ", kdim,
+                    " features in its last dimension but the weight has in_features=",
+                    in_features);
+  on_device(op, "packed weight", packed_w, input.device());
+  const int64_t gs = packed(op, packed_w, scales, zeros, nbits, kdim);
+  bias(op, bias_t, packed_w.size(0), input.device());
+  return {input.numel() / kdim, kdim, packed_w.size(0), gs};
+}
+
+struct Conv2dDims {
+  int64_t batch, c_in, h_in, w_in, c_out, kh, kw;
+  int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups;
+  int64_t h_out, w_out, k, group_size;
+};
+
+/// All arguments of qpart.conv2d; returns the convolution's sizes.
+inline Conv2dDims conv2d(const Tensor& input, const Tensor& packed_w, const Tensor& scales,
+                         const Tensor& zeros, const std::optional<Tensor>& bias_t,
+                         int64_t nbits, at::IntArrayRef weight_shape, at::IntArrayRef stride,
+                         at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  const char* op = "conv2d";
+  float_tensor(op, "input", input);
+  TORCH_CHECK_VALUE(input.dim() == 4, "qpart.conv2d: input must be 4-D (N, C, H, W), got ",
+                    input.sizes());
+  TORCH_CHECK_VALUE(weight_shape.size() == 4 && weight_shape[0] >= 1 && weight_shape[1] >= 1 &&
+                        weight_shape[2] >= 1 && weight_shape[3] >= 1,
+                    "qpart.conv2d: weight_shape must be 4 positive ints (out, in/groups, kh, "
+                    "kw), got ", weight_shape);
+  TORCH_CHECK_VALUE(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
+                    "qpart.conv2d: stride, padding and dilation must be pairs");
+  TORCH_CHECK_VALUE(stride[0] >= 1 && stride[1] >= 1 && dilation[0] >= 1 && dilation[1] >= 1 &&
+                        padding[0] >= 0 && padding[1] >= 0,
+                    "qpart.conv2d: stride and dilation must be >= 1 and padding >= 0");
+  Conv2dDims d{input.size(0), input.size(1), input.size(2), input.size(3),
+               weight_shape[0], weight_shape[2], weight_shape[3],
+               stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
+               groups, 0, 0, 0, 0};
+  TORCH_CHECK_VALUE(groups >= 1 && d.c_in % groups == 0, "qpart.conv2d: groups ", groups,
+                    " must be >= 1 and divide ", d.c_in, " input channels");
+  TORCH_CHECK_VALUE(d.c_in / groups == weight_shape[1], "qpart.conv2d: input has ", d.c_in,
+                    " channels, so ", d.c_in / groups, " per group, but the weight expects ",
+                    weight_shape[1], " per group");
+  d.k = weight_shape[1] * d.kh * d.kw;
+  on_device(op, "packed weight", packed_w, input.device());
+  d.group_size = packed(op, packed_w, scales, zeros, nbits, d.k);
+  TORCH_CHECK_VALUE(packed_w.size(0) == d.c_out, "qpart.conv2d: packed weight has ",
+                    packed_w.size(0), " rows but weight_shape says ", d.c_out);
+  TORCH_CHECK_VALUE(d.c_out % groups == 0, "qpart.conv2d: groups ", groups, " must divide ",
+                    d.c_out, " output channels");
+  bias(op, bias_t, d.c_out, input.device());
+  d.h_out = (d.h_in + 2 * d.pad_h - d.dil_h * (d.kh - 1) - 1) / d.stride_h + 1;
+  d.w_out = (d.w_in + 2 * d.pad_w - d.dil_w * (d.kw - 1) - 1) / d.stride_w + 1;
+  TORCH_CHECK_VALUE(d.h_out > 0 && d.w_out > 0, "qpart.conv2d: input ", input.sizes().slice(2),
+                    " is too small for kernel ", weight_shape.slice(2), " with padding ",
+                    padding, " and dilation ", dilation);
+  return d;
+}
+
+/// Arguments of qpart.quantize_activation; returns the row length it is quantized in.
+inline int64_t quantize_activation(const Tensor& input, int64_t nbits, bool per_token) {
+  const char* op = "quantize_activation";
+  bits(op, nbits);
+  float_tensor(op, "input", input);
+  TORCH_CHECK_VALUE(input.numel() > 0, "qpart.", op, ": input is empty (shape ", input.sizes(),
+                    ")");
+  return (per_token && input.dim() >= 1) ? input.size(-1) : input.numel();
+}
+
+/// Arguments of qpart.dequantize_activation; returns the row length.
+inline int64_t dequantize_activation(const Tensor& packed_a, const Tensor& scales,
+                                     const Tensor& zeros, int64_t nbits, at::IntArrayRef shape,
+                                     at::ScalarType dtype) {
+  const char* op = "dequantize_activation";
+  output_dtype(op, dtype);
+  int64_t numel = 1;
+  for (int64_t d : shape) {
+    TORCH_CHECK_VALUE(d >= 0, "qpart.", op, ": shape ", shape, " has a negative size");
+    numel *= d;
+  }
+  TORCH_CHECK_VALUE(numel > 0, "qpart.", op, ": shape ", shape, " is empty");
+  TORCH_CHECK_VALUE(scales.dim() == 2 && scales.size(1) == 1, "qpart.", op,
+                    ": scales must have shape (rows, 1), got ", scales.sizes());
+  const int64_t rows = scales.size(0);
+  TORCH_CHECK_VALUE(rows > 0 && numel % rows == 0, "qpart.", op, ": ", rows,
+                    " rows do not divide the ", numel, " elements of ", shape);
+  const int64_t kdim = numel / rows;
+  packed(op, packed_a, scales, zeros, nbits, kdim);
+  return kdim;
+}
+
+}  // namespace op_checks
+}  // namespace qpart
