@@ -239,9 +239,9 @@ def test_health_models_and_openapi(server):
 
 @pytest.mark.slow
 def test_bounded_load_no_errors_no_lost_responses(server, entry, digits):
-    """8 concurrent devices x 20 requests each (each checks its own answer)."""
+    """16 concurrent devices x 50 requests each (each checks its own answer)."""
     x, _ = digits
-    n_clients, n_requests = 8, 20
+    n_clients, n_requests = 16, 50
     errors: list[str] = []
     answered = [0] * n_clients
     lock = threading.Lock()
