@@ -57,11 +57,18 @@ def _extensions():
     sources = (_rel("csrc/kernels/*.cpp") + _rel("csrc/kernels/x86/*.cpp")
                + _rel("csrc/kernels/arm/*.cpp") + _rel("csrc/torch/*.cpp"))
     cxx_flags = ["-O3", "-g0", "-fvisibility=hidden"]
+    link_flags = []
+    if sys.platform.startswith("linux") and torch.backends.openmp.is_available():
+        # at::parallel_for is inlined from ATen's headers; with torch's OpenMP backend it only
+        # runs in parallel when the extension itself is compiled with OpenMP.
+        cxx_flags.append("-fopenmp")
+        link_flags.append("-fopenmp")
     kwargs = dict(
         name="qpart_kernels._C",
         sources=sources,
         include_dirs=[os.path.join(ROOT, "csrc")],
         extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=link_flags,
         py_limited_api=True,
     )
     cuda_sources = _rel("csrc/cuda/*.cu")

@@ -7,7 +7,8 @@ measured in the same run (issue 8).
     python benchmarks/make_results.py benchmarks/results/cpu-linear.json > benchmarks/RESULTS.md
 
 Shapes (out x in): 4096x4096, 11008x4096 and the MNIST MLP layers (784-512-256-128-64-32-10);
-batch 1, 8 and 64; widths 1..8, per channel and group 128 (where 128 divides in_features).
+batch 1, 8 and 64; widths 1..8, per channel and group 128 (where 128 divides in_features);
+float activations and the opt-in int8 activations (``int8_activations=True``).
 ``cache=hot`` reuses one weight; ``cache=cold`` (large shapes, batch 1 and 8) rotates
 through copies totalling >= 256 MiB so each call reads its weight from DRAM.
 Every case records ``weight_bytes`` (packed codes + scales + zeros, or the fp32 / int8
@@ -102,10 +103,11 @@ def test_int8_dynamic(benchmark, n, k, batch, cache):
     benchmark(_rotating(lambda x, m: m(x), mods), x)
 
 
+@pytest.mark.parametrize("act", ["float", "int8"])
 @pytest.mark.parametrize("group", [None, 128], ids=["perchannel", "g128"])
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("n,k,batch,cache", CASES, ids=IDS)
-def test_qpart(benchmark, n, k, batch, cache, bits, group):
+def test_qpart(benchmark, n, k, batch, cache, bits, group, act):
     if group is not None and k % group:
         pytest.skip(f"group {group} does not divide {k}")
     _group(benchmark, n, k, batch, cache)
@@ -116,7 +118,9 @@ def test_qpart(benchmark, n, k, batch, cache, bits, group):
     nbytes = q.payload_bytes()
     qs = [q] + [type(q)(*(t.clone() for t in q)) for _ in range(_copies(nbytes, cache) - 1)]
     x = torch.randn(batch, k)
-    benchmark.extra_info.update(kind=f"qpart {bits}-bit", bits=bits, group=group or k,
+    int8 = act == "int8"
+    kind = f"qpart {bits}-bit" + (" int8-act" if int8 else "")
+    benchmark.extra_info.update(kind=kind, bits=bits, group=group or k,
                                 weight_bytes=nbytes, n=n, k=k, batch=batch, cache=cache,
                                 copies=len(qs), isa=cpu_isa.get_cpu_isa())
-    benchmark(_rotating(lambda x, q: qk.linear(x, *q, bits), qs), x)
+    benchmark(_rotating(lambda x, q: qk.linear(x, *q, bits, int8_activations=int8), qs), x)
