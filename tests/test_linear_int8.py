@@ -15,22 +15,6 @@ from qpart_kernels.ops import reference
 
 pytestmark = pytest.mark.skipif(not qk.extension_loaded(), reason="needs the compiled extension")
 
-ISAS = list(cpu_isa.available_cpu_isas()) if qk.extension_loaded() else []
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    with cpu_isa.cpu_isa(request.param):
-        yield request.param
-
-
-@pytest.fixture(params=[1, 2])
-def threads(request):
-    saved = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(saved)
-
 
 def _bound(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """sum |terms| of each output, the scale of its float rounding error."""
