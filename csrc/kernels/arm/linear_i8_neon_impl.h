@@ -15,20 +15,12 @@
 #include <cstring>
 
 #include "../dispatch.h"
+#include "../packed_code.h"
 
 namespace qpart {
 namespace kernels {
 namespace detail {
 namespace {
-
-inline int code_at(const uint8_t* row, int64_t j, int bits) {
-  const int64_t bit = j * bits;
-  const int64_t byte = bit >> 3;
-  const unsigned shift = static_cast<unsigned>(bit & 7);
-  unsigned window = row[byte];
-  if (shift + bits > 8) window |= static_cast<unsigned>(row[byte + 1]) << 8;
-  return static_cast<int>((window >> shift) & ((1u << bits) - 1));
-}
 
 // 16 codes starting at code j0 (a multiple of 8) of row w, as signed bytes.
 template <int BITS>

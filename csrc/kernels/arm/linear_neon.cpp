@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "../dispatch.h"
+#include "../packed_code.h"
 
 namespace qpart {
 namespace kernels {
@@ -73,15 +74,6 @@ struct Unpacker {
     return codes(tmp);
   }
 };
-
-inline int code_at(const uint8_t* row, int64_t j, int bits) {
-  const int64_t bit = j * bits;
-  const int64_t byte = bit >> 3;
-  const unsigned shift = static_cast<unsigned>(bit & 7);
-  unsigned window = row[byte];
-  if (shift + bits > 8) window |= static_cast<unsigned>(row[byte + 1]) << 8;
-  return static_cast<int>((window >> shift) & ((1u << bits) - 1));
-}
 
 inline int64_t fast_blocks(const LinearArgs& a, int64_t n, int64_t row_bytes) {
   const int64_t avail = (a.n_total - n) * row_bytes;

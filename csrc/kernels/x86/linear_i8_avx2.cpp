@@ -23,31 +23,18 @@
 #include <cstring>
 
 #include "../dispatch.h"
+#include "../packed_code.h"
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 #include <immintrin.h>
 
+#include "avx2_util.h"
+
 namespace qpart {
 namespace kernels {
 namespace detail {
 namespace {
-
-inline float hsum(__m256 v) {
-  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
-  return _mm_cvtss_f32(lo);
-}
-
-inline int code_at(const uint8_t* row, int64_t j, int bits) {
-  const int64_t bit = j * bits;
-  const int64_t byte = bit >> 3;
-  const unsigned shift = static_cast<unsigned>(bit & 7);
-  unsigned window = row[byte];
-  if (shift + bits > 8) window |= static_cast<unsigned>(row[byte + 1]) << 8;
-  return static_cast<int>((window >> shift) & ((1u << bits) - 1));
-}
 
 constexpr int64_t kPrefetch = 512;
 
