@@ -8,8 +8,9 @@ writing such a function and listing it in ``COMMANDS``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from . import __version__
 
@@ -282,17 +283,24 @@ def _schemes(text: str) -> tuple[str, ...]:
     return names
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Runs the block with ``n`` torch intra-op threads, restoring the previous count."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _run_simulate(args: argparse.Namespace) -> int:
     import time
 
-    import torch
-
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with _torch_threads(args.threads):
         return _simulate(args, time.time())
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def _simulate(args: argparse.Namespace, t0: float) -> int:
@@ -360,8 +368,6 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
 def _run_reproduce(args: argparse.Namespace) -> int:
     import shlex
 
-    import torch
-
     from .reproduce import run_reproduction
 
     parts = ["qpart", "reproduce"] + (["--quick"] if args.quick else [])
@@ -369,14 +375,10 @@ def _run_reproduce(args: argparse.Namespace) -> int:
                                  ("--seed", args.seed, 0), ("--threads", args.threads, 1)):
         if value != default:
             parts += [flag, str(value)]
-    old = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with _torch_threads(args.threads):
         res = run_reproduction(args.out, args.data_dir, quick=args.quick, seed=args.seed,
                                cache_dir=args.cache_dir, progress=args.progress,
                                command=" ".join(shlex.quote(x) for x in parts))
-    finally:
-        torch.set_num_threads(old)
     print(f"qpart reproduce: wrote {args.out}/RESULTS.md and {args.out}/figures/ in "
           f"{res['elapsed_s']:.0f} s; float accuracy {res['float_accuracy']:.2%}, max QPART loss "
           f"{res['max_qpart_loss']:.2%}, max weight payload {res['max_weight_ratio']:.1%} of fp32")
