@@ -1,4 +1,4 @@
-"""Every available CPU ISA path of the native kernels (scalar, AVX2, NEON) through the ops,
+"""Every available CPU ISA path of the native kernels (scalar, AVX2, AVX-512, NEON) through the ops,
 against the pure-PyTorch reference, with 1 and 2 threads; plus the ISA selection API."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def test_api():
         assert cpu_isa.get_cpu_isa() == "scalar"
     with pytest.raises(ValueError, match="unknown CPU ISA"):
         cpu_isa.set_cpu_isa("sse9")
-    missing = [name for name in ("avx2", "neon") if name not in isas]
+    missing = [name for name in ("avx2", "avx512", "neon") if name not in isas]
     for name in missing:
         with pytest.raises(ValueError, match="not supported"):
             cpu_isa.set_cpu_isa(name)

@@ -23,6 +23,19 @@ bool cpu_has_avx2_fma() {
   return false;
 #endif
 }
+
+// The AVX-512 kernels use VNNI (vpdpbusd) and VBMI (vpermb, vpmultishiftqb) on top of F/BW/VL;
+// the OS must also save the ZMM state (checked by the compiler runtime's cpu model).
+bool cpu_has_avx512_kernels() {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_cpu_init();
+  return cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi");
+#else
+  return false;
+#endif
+}
 #endif
 
 std::atomic<int>& isa_state() {
@@ -36,7 +49,7 @@ CpuIsa initial_isa() {
   if (env == nullptr || *env == '\0') return best;
   CpuIsa requested;
   if (!parse_cpu_isa(env, &requested)) {
-    std::fprintf(stderr, "qpart: ignoring unknown QPART_CPU_ISA='%s' (scalar|avx2|neon|auto); "
+    std::fprintf(stderr, "qpart: ignoring unknown QPART_CPU_ISA='%s' (scalar|avx2|avx512|neon|auto); "
                  "using %s\n", env, cpu_isa_name(best));
     return best;
   }
@@ -62,6 +75,14 @@ bool cpu_isa_supported(CpuIsa isa) {
       return false;
 #endif
     }
+    case CpuIsa::kAvx512: {
+#if defined(__x86_64__)
+      static const bool ok = cpu_has_avx512_kernels();
+      return ok;
+#else
+      return false;
+#endif
+    }
     case CpuIsa::kNeon:
 #if defined(__aarch64__)
       return true;
@@ -73,6 +94,7 @@ bool cpu_isa_supported(CpuIsa isa) {
 }
 
 CpuIsa best_cpu_isa() {
+  if (cpu_isa_supported(CpuIsa::kAvx512)) return CpuIsa::kAvx512;
   if (cpu_isa_supported(CpuIsa::kAvx2)) return CpuIsa::kAvx2;
   if (cpu_isa_supported(CpuIsa::kNeon)) return CpuIsa::kNeon;
   return CpuIsa::kScalar;
@@ -98,6 +120,7 @@ const char* cpu_isa_name(CpuIsa isa) {
   switch (isa) {
     case CpuIsa::kScalar: return "scalar";
     case CpuIsa::kAvx2: return "avx2";
+    case CpuIsa::kAvx512: return "avx512";
     case CpuIsa::kNeon: return "neon";
   }
   return "unknown";
@@ -107,6 +130,7 @@ bool parse_cpu_isa(const char* name, CpuIsa* isa) {
   if (name == nullptr) return false;
   if (std::strcmp(name, "scalar") == 0) *isa = CpuIsa::kScalar;
   else if (std::strcmp(name, "avx2") == 0) *isa = CpuIsa::kAvx2;
+  else if (std::strcmp(name, "avx512") == 0) *isa = CpuIsa::kAvx512;
   else if (std::strcmp(name, "neon") == 0) *isa = CpuIsa::kNeon;
   else if (std::strcmp(name, "auto") == 0) *isa = best_cpu_isa();
   else return false;

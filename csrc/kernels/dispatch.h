@@ -74,9 +74,10 @@ struct LinearI8Args {
 /// Layout of q for the SIMD integer kernels: for widths 1, 2 and 4, every full chunk of
 /// C = 16 * (8 / bits) codes (counted from its group's start) is reordered so that position
 /// s * 16 + i holds code (8 / bits) * i + s (bit plane s of the chunk's 16 packed bytes);
-/// every other position keeps x's order. Returns C, or 0 when q keeps x's order.
+/// every other position keeps x's order. Returns C, or 0 when q keeps x's order (scalar and
+/// AVX-512 kernels read q in x's order).
 inline int64_t i8_plane_chunk(CpuIsa isa, int bits) {
-  if (isa == CpuIsa::kScalar) return 0;
+  if (isa == CpuIsa::kScalar || isa == CpuIsa::kAvx512) return 0;
   return (bits == 1 || bits == 2 || bits == 4) ? 16 * (8 / bits) : 0;
 }
 
@@ -101,6 +102,12 @@ void linear_i8_neon_dot(const LinearI8Args& a);
 
 #if defined(__x86_64__)
 void linear_f32_avx2(const LinearArgs& a);
+/// AVX-512 (F/BW/VL/VNNI/VBMI) kernels, x86/linear_avx512_gemv.cpp for m <= kFusedMaxRows and
+/// x86/linear_avx512_gemm.cpp for larger m. The integer ones read q in x's order.
+void linear_f32_avx512_gemv(const LinearArgs& a);
+void linear_f32_avx512_gemm(const LinearArgs& a);
+void linear_i8_avx512_gemv(const LinearI8Args& a);
+void linear_i8_avx512_gemm(const LinearI8Args& a);
 #endif
 #if defined(__aarch64__)
 void linear_f32_neon(const LinearArgs& a);

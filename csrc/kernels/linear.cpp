@@ -51,6 +51,10 @@ void linear_f32(const float* x, int64_t m, int64_t k, const uint8_t* packed,
                                   y,       xsum.data(), scratch.data()};
 #if defined(__x86_64__)
     if (isa == CpuIsa::kAvx2) return detail::linear_f32_avx2(args);
+    if (isa == CpuIsa::kAvx512) {
+      if (m <= detail::kFusedMaxRows) return detail::linear_f32_avx512_gemv(args);
+      return detail::linear_f32_avx512_gemm(args);
+    }
 #endif
 #if defined(__aarch64__)
     if (isa == CpuIsa::kNeon) return detail::linear_f32_neon(args);

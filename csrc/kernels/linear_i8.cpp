@@ -71,7 +71,7 @@ Status quantize_activations_i8(CpuIsa isa, const float* x, int64_t m, int64_t k,
     const float* xi = x + i * k;
     int8_t* qi = q + i * k;
 #if defined(__x86_64__)
-    if (isa == CpuIsa::kAvx2) {
+    if (is_x86_simd(isa)) {
       if (!detail::quantize_row_i8_avx2(xi, k, qi, scale + i)) status = Status::kNonFinite;
     } else  // NOLINT(readability/braces)
 #endif
@@ -138,6 +138,10 @@ void linear_i8(CpuIsa isa, const int8_t* q, const float* scale, const int32_t* g
                                   n_end, y};
 #if defined(__x86_64__)
   if (isa == CpuIsa::kAvx2) return detail::linear_i8_avx2(args);
+  if (isa == CpuIsa::kAvx512) {
+    if (m <= detail::kFusedMaxRows) return detail::linear_i8_avx512_gemv(args);
+    return detail::linear_i8_avx512_gemm(args);
+  }
 #endif
 #if defined(__aarch64__)
   if (isa == CpuIsa::kNeon) {

@@ -35,12 +35,17 @@ inline int max_code(int bits) { return (1 << bits) - 1; }
 
 // ---- CPU ISA dispatch -----------------------------------------------------------------------
 //
-// linear_f32 (and, through it, conv2d_f32) picks a SIMD implementation at run time: AVX2+FMA
-// on x86-64 CPUs that report both features, NEON on aarch64 (baseline), else the portable
-// scalar code (which stays the reference). The environment variable QPART_CPU_ISA
-// (scalar|avx2|neon|auto), read on first use, or set_cpu_isa() forces a path.
+// linear_f32 (and, through it, conv2d_f32) picks a SIMD implementation at run time: on x86-64
+// AVX-512 (F, BW, VL, VNNI and VBMI, as on Ice Lake and later) or AVX2+FMA, NEON on aarch64
+// (baseline), else the portable scalar code (which stays the reference). The kAvx512 level
+// implies AVX2: ops without an AVX-512 kernel run their AVX2 one there. The environment
+// variable QPART_CPU_ISA (scalar|avx2|avx512|neon|auto), read on first use, or set_cpu_isa()
+// forces a path.
 
-enum class CpuIsa : int { kScalar = 0, kAvx2 = 1, kNeon = 2 };
+enum class CpuIsa : int { kScalar = 0, kAvx2 = 1, kNeon = 2, kAvx512 = 3 };
+
+/// Whether `isa` is one of the x86 SIMD levels (AVX2 or AVX-512, which implies AVX2).
+inline bool is_x86_simd(CpuIsa isa) { return isa == CpuIsa::kAvx2 || isa == CpuIsa::kAvx512; }
 
 /// Whether this build and CPU can run `isa` (scalar: always).
 bool cpu_isa_supported(CpuIsa isa);
@@ -51,7 +56,7 @@ CpuIsa active_cpu_isa();
 /// Forces `isa` for subsequent calls; returns false (and changes nothing) if unsupported.
 /// Not synchronized with kernels running concurrently: switch between calls.
 bool set_cpu_isa(CpuIsa isa);
-/// "scalar", "avx2" or "neon".
+/// "scalar", "avx2", "avx512" or "neon".
 const char* cpu_isa_name(CpuIsa isa);
 /// Parses a name as above ("auto" gives best_cpu_isa()); false if unknown.
 bool parse_cpu_isa(const char* name, CpuIsa* isa);

@@ -55,7 +55,7 @@ Status quantize_rows(const float* x, int64_t row_begin, int64_t row_end, int64_t
   const float qmax = static_cast<float>(max_code(bits));
   std::vector<uint8_t> codes(static_cast<size_t>(k));
 #if defined(__x86_64__)
-  if (active_cpu_isa() == CpuIsa::kAvx2) {
+  if (is_x86_simd(active_cpu_isa())) {
     for (int64_t r = row_begin; r < row_end; ++r) {
       const float* row = x + r * k;
       for (int64_t g = 0; g < groups; ++g) {

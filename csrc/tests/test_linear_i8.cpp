@@ -35,6 +35,10 @@ std::vector<Kernel> simd_kernels() {
 #if defined(__x86_64__)
   if (k::cpu_isa_supported(k::CpuIsa::kAvx2))
     out.push_back({"avx2", k::CpuIsa::kAvx2, d::linear_i8_avx2});
+  if (k::cpu_isa_supported(k::CpuIsa::kAvx512)) {
+    out.push_back({"avx512_gemv", k::CpuIsa::kAvx512, d::linear_i8_avx512_gemv});
+    out.push_back({"avx512_gemm", k::CpuIsa::kAvx512, d::linear_i8_avx512_gemm});
+  }
 #endif
 #if defined(__aarch64__)
   out.push_back({"neon", k::CpuIsa::kNeon, d::linear_i8_neon});
@@ -285,7 +289,7 @@ namespace {
 TEST(SimdQuantizer, BitExactWithScalar) {
   const k::CpuIsa saved = k::active_cpu_isa();
   std::vector<k::CpuIsa> isas;
-  for (k::CpuIsa isa : {k::CpuIsa::kAvx2, k::CpuIsa::kNeon})
+  for (k::CpuIsa isa : {k::CpuIsa::kAvx2, k::CpuIsa::kAvx512, k::CpuIsa::kNeon})
     if (k::cpu_isa_supported(isa)) isas.push_back(isa);
   for (int bits = 1; bits <= 8; ++bits) {
     for (int64_t gs : {int64_t{32}, int64_t{37}, int64_t{128}, int64_t{264}}) {

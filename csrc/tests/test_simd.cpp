@@ -20,7 +20,7 @@ using qpart_test::Packed;
 
 std::vector<k::CpuIsa> simd_isas() {
   std::vector<k::CpuIsa> out;
-  for (k::CpuIsa isa : {k::CpuIsa::kAvx2, k::CpuIsa::kNeon}) {
+  for (k::CpuIsa isa : {k::CpuIsa::kAvx2, k::CpuIsa::kAvx512, k::CpuIsa::kNeon}) {
     if (k::cpu_isa_supported(isa)) out.push_back(isa);
   }
   return out;
@@ -100,6 +100,8 @@ TEST(CpuIsa, SelectionApi) {
   EXPECT_EQ(isa, k::CpuIsa::kScalar);
   ASSERT_TRUE(k::parse_cpu_isa("avx2", &isa));
   EXPECT_EQ(isa, k::CpuIsa::kAvx2);
+  ASSERT_TRUE(k::parse_cpu_isa("avx512", &isa));
+  EXPECT_EQ(isa, k::CpuIsa::kAvx512);
   ASSERT_TRUE(k::parse_cpu_isa("neon", &isa));
   EXPECT_EQ(isa, k::CpuIsa::kNeon);
   ASSERT_TRUE(k::parse_cpu_isa("auto", &isa));
@@ -107,6 +109,12 @@ TEST(CpuIsa, SelectionApi) {
   EXPECT_FALSE(k::parse_cpu_isa("sse9", &isa));
   EXPECT_FALSE(k::parse_cpu_isa(nullptr, &isa));
   EXPECT_STREQ(k::cpu_isa_name(k::CpuIsa::kAvx2), "avx2");
+  EXPECT_STREQ(k::cpu_isa_name(k::CpuIsa::kAvx512), "avx512");
+  // AVX-512 kernels fall back on AVX2 ones, so the AVX-512 level implies AVX2.
+  if (k::cpu_isa_supported(k::CpuIsa::kAvx512)) {
+    EXPECT_TRUE(k::cpu_isa_supported(k::CpuIsa::kAvx2));
+    EXPECT_EQ(k::best_cpu_isa(), k::CpuIsa::kAvx512);
+  }
   ASSERT_TRUE(k::set_cpu_isa(k::CpuIsa::kScalar));
   EXPECT_EQ(k::active_cpu_isa(), k::CpuIsa::kScalar);
 #if defined(__x86_64__)
@@ -117,6 +125,7 @@ TEST(CpuIsa, SelectionApi) {
 #if defined(__aarch64__)
   EXPECT_TRUE(k::cpu_isa_supported(k::CpuIsa::kNeon));
   EXPECT_FALSE(k::cpu_isa_supported(k::CpuIsa::kAvx2));
+  EXPECT_FALSE(k::cpu_isa_supported(k::CpuIsa::kAvx512));
   EXPECT_EQ(k::best_cpu_isa(), k::CpuIsa::kNeon);
 #endif
 }

@@ -21,7 +21,7 @@ PyObject* py_set_cpu_isa(PyObject*, PyObject* args) {
   if (!PyArg_ParseTuple(args, "s", &name)) return nullptr;
   k::CpuIsa isa;
   if (!k::parse_cpu_isa(name, &isa)) {
-    PyErr_Format(PyExc_ValueError, "unknown CPU ISA '%s' (expected scalar, avx2, neon or auto)",
+    PyErr_Format(PyExc_ValueError, "unknown CPU ISA '%s' (expected scalar, avx2, avx512, neon or auto)",
                  name);
     return nullptr;
   }
@@ -34,7 +34,7 @@ PyObject* py_set_cpu_isa(PyObject*, PyObject* args) {
 }
 
 PyObject* py_cpu_isas(PyObject*, PyObject*) {
-  const k::CpuIsa order[] = {k::CpuIsa::kAvx2, k::CpuIsa::kNeon, k::CpuIsa::kScalar};
+  const k::CpuIsa order[] = {k::CpuIsa::kAvx512, k::CpuIsa::kAvx2, k::CpuIsa::kNeon, k::CpuIsa::kScalar};
   PyObject* list = PyList_New(0);
   if (list == nullptr) return nullptr;
   for (k::CpuIsa isa : order) {
@@ -55,7 +55,7 @@ PyObject* py_cpu_isas(PyObject*, PyObject*) {
 PyMethodDef kMethods[] = {
     {"_cpu_isa", py_cpu_isa, METH_NOARGS, "Name of the CPU ISA the kernels use now."},
     {"_set_cpu_isa", py_set_cpu_isa, METH_VARARGS,
-     "Forces a CPU ISA (scalar|avx2|neon|auto); returns the previous one."},
+     "Forces a CPU ISA (scalar|avx2|avx512|neon|auto); returns the previous one."},
     {"_cpu_isas", py_cpu_isas, METH_NOARGS, "Supported CPU ISAs, best first."},
     {nullptr, nullptr, 0, nullptr}};
 
