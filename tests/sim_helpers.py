@@ -10,7 +10,6 @@ from torch import nn
 
 from qpart.calibration import calibrate
 from qpart.models import train_classifier
-from qpart.planner import PatternTable
 from qpart.profile import profile
 from qpart.simulation import SimulationSetup
 
@@ -35,6 +34,6 @@ def tiny_setup() -> SimulationSetup:
     train_classifier(model, x_tr, y_tr, epochs=15, batch_size=64, lr=1e-2, seed=0,
                      progress=False)
     prof = profile(model, x_te[:2])
-    calib = calibrate(model, x_tr[:600], prof=prof, levels=LEVELS, seed=0, progress=False)
-    table = PatternTable.build(prof, calib)
-    return SimulationSetup(model, prof, calib, x_te, y_te, x_tr[:600], table)
+    x_acc = _blobs(600, 3)[0]  # held-out acceptance inputs (not trained on)
+    calib = calibrate(model, x_acc, prof=prof, levels=LEVELS, seed=0, progress=False)
+    return SimulationSetup(model, prof, calib, x_te, y_te, x_acc)

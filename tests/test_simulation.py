@@ -108,3 +108,41 @@ def test_cli_registers_simulate_and_reproduce():
         p.parse_args(["simulate", "--budgets", "1.5"])
     args = p.parse_args(["reproduce", "--quick", "--out", "x"])
     assert args.quick and args.out == "x"
+
+
+def test_held_weights_and_device_memory():
+    setup = tiny_setup()
+    sim = Simulator(setup, schemes=SCHEMES_FAST, levels=(0.01, 0.02), progress=False)
+    base = RequestDistribution(budgets=(0.01, 0.02))
+    mem = (2 * 1024.0, 64 * 1024.0)
+    dist = RequestDistribution(budgets=(0.01, 0.02), memory_bytes=mem)
+    reqs = dist.sample(30, 2, setup.x_eval.shape[0])
+    # the memory comes from its own stream: every other quantity is unchanged
+    for a, b in zip(base.sample(30, 2, setup.x_eval.shape[0]), reqs):
+        assert (a.device.clock_hz, a.digit, a.fading_gain) == (b.device.clock_hz, b.digit,
+                                                               b.fading_gain)
+        assert math.isinf(a.device.memory_bytes) and mem[0] <= b.device.memory_bytes <= mem[1]
+    held = sim.with_held_weights()
+    perf = held.run(reqs)
+    rows = {(r["request"], r["scheme"]): r for r in perf.rows}
+    for req in reqs:
+        ch = held.communication.channel(req)
+        for scheme in SCHEMES_FAST:
+            cfg = held.config_for(scheme, req, ch)
+            assert cfg.memory_bytes <= req.device.memory_bytes or cfg.p == 0
+            r = rows[(req.index, scheme)]
+            ref = evaluate_costs(cfg.device_macs, cfg.server_macs, 0,
+                                 8 * cfg.activation_payload_bytes, req.device, ServerProfile(),
+                                 ch, req.weights)
+            assert r["objective"] == pytest.approx(ref.objective, rel=1e-12)
+            assert r["payload_bytes"] == cfg.activation_payload_bytes
+        # QPART: the cheapest fitting pattern with the download term dropped
+        q = rows[(req.index, "qpart")]
+        fits = [pl for pl in setup.table.patterns if pl.accuracy_budget <= req.budget
+                and pl.memory_bytes <= req.device.memory_bytes]
+        best = min(evaluate_costs(pl.device_macs, pl.server_macs, 0,
+                                  8 * pl.activation_payload_bytes, req.device, ServerProfile(),
+                                  ch, req.weights).objective for pl in fits)
+        assert q["objective"] == pytest.approx(best, rel=1e-9)
+    # the original simulator still downloads the weights
+    assert not sim.communication.held_weights

@@ -46,9 +46,17 @@ def test_quick_reproduction_writes_every_table_and_figure(tmp_path, capsys):
     t4 = "\n".join(_table_rows(md, "## Table IV analogue"))
     for name in ("mnist_cnn", "digits8_cnn", "mnist_mlp", "ResNet18"):
         assert name in t4
-    for f in ("requests.csv", "summary.json", "points.json", "results.json"):
+    for f in ("requests.csv", "summary.json", "summary_held.json", "points.json",
+              "results.json"):
         assert (data / f).is_file()
     res = json.loads((data / "results.json").read_text())
+    # QPART (refined with the uniform baseline's acceptance rule and data) never loses to it
+    rows = json.loads((data / "points.json").read_text())["rows"]
+    j = {(r["scheme"], r["partition_point"]): r["objective"] for r in rows}
+    for p in range(7):
+        assert j[("qpart", p)] <= j[("uniform", p)] * (1 + 1e-9), p
+    assert res["rule_fewer_bits_points"] or res["rule_same_bits_points"]
+    assert "### The same requests with held segments" in md
     # targets that hold even at the quick size: losses within 1 %, payload <= 15 % of fp32
     assert res["max_qpart_loss"] <= 0.01
     assert res["max_weight_ratio"] <= 0.15

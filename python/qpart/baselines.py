@@ -62,6 +62,7 @@ class SchemeConfig:
     activation_bits: int | None = None
     detail: dict = field(default_factory=dict)
     module: nn.Module | None = field(default=None, repr=False, compare=False)
+    memory_bytes: int = 0
 
     @property
     def payload_bytes(self) -> int:
@@ -83,14 +84,24 @@ class SchemeConfig:
                 "fp32_weight_bytes": self.fp32_weight_bytes,
                 "fp32_activation_bytes": self.fp32_activation_bytes,
                 "bits": None if self.bits is None else list(self.bits),
-                "activation_bits": self.activation_bits, **self.detail}
+                "activation_bits": self.activation_bits, "memory_bytes": self.memory_bytes,
+                **self.detail}
+
+
+def device_memory(prof: ModelProfile, p: int, w_bytes: int) -> int:
+    """Device memory of a segment: its weights (``w_bytes``) plus the peak of live float
+    activations while it runs (one sample), as :meth:`ModelProfile.device_memory_bytes`."""
+    peak = (prof.full_device_peak_activation_elems if p == prof.num_layers
+            else prof.cuts[p].device_peak_activation_elems)
+    return int(w_bytes) + FLOAT_BYTES * peak
 
 
 def _base(prof: ModelProfile, scheme: str, p: int, w_bytes: int, a_bytes: int,
           module: nn.Module, **kw) -> SchemeConfig:
     return SchemeConfig(scheme, p, prof.device_macs(p), prof.server_macs(p), int(w_bytes),
                         int(a_bytes), fp32_weight_bytes(prof, p),
-                        prof.activation_payload_bytes(p, None), module=module, **kw)
+                        prof.activation_payload_bytes(p, None), module=module,
+                        memory_bytes=device_memory(prof, p, w_bytes), **kw)
 
 
 def no_opt_config(prof: ModelProfile, p: int) -> SchemeConfig:
@@ -310,8 +321,9 @@ def autoencoder_config(prof: ModelProfile, p: int, x_train: torch.Tensor, ratio:
     enc, dec, mse = train_autoencoder(acts, code, steps=steps, seed=seed)
     module = _AutoencodedModel(seg.device, enc, dec, seg.server, seg.cut_shape).eval()
     enc_bytes = FLOAT_BYTES * (dim * code + code)
+    w_bytes = fp32_weight_bytes(prof, p) + enc_bytes
     return SchemeConfig("autoencoder", p, prof.device_macs(p) + dim * code,
-                        prof.server_macs(p) + code * dim,
-                        fp32_weight_bytes(prof, p) + enc_bytes, FLOAT_BYTES * code,
+                        prof.server_macs(p) + code * dim, w_bytes, FLOAT_BYTES * code,
                         fp32_weight_bytes(prof, p), prof.activation_payload_bytes(p, None),
-                        module=module, detail={"code": code, "relative_mse": round(mse, 5)})
+                        module=module, detail={"code": code, "relative_mse": round(mse, 5)},
+                        memory_bytes=device_memory(prof, p, w_bytes))

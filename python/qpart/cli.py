@@ -306,27 +306,28 @@ def _run_simulate(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace, t0: float) -> int:
     import time
 
-    from .data import load_mnist
-    from .models import default_cache_dir, trained_mnist_mlp
+    from .models import default_cache_dir
     from .profile import profile
     from .registry import cached_calibration
+    from .reproduce import HOLDOUT, mnist_mlp_holdout
     from .simulation import RequestDistribution, SimulationSetup, simulate
 
     cache = args.cache_dir or default_cache_dir()
-    data = load_mnist(seed=args.seed)
-    model = trained_mnist_mlp(cache_dir=cache, seed=args.seed, progress=args.progress)
+    model, data, x_hold, _ = mnist_mlp_holdout(args.seed, cache, args.progress)
     prof = profile(model, data.x_test[:2])
-    x_cal = data.x_train[:args.calib_samples]
-    calib, _, _ = cached_calibration(model, x_cal, prof, cache, f"mnist_mlp_seed{args.seed}",
+    x_cal = x_hold[:args.calib_samples]
+    calib, _, _ = cached_calibration(model, x_cal, prof, cache,
+                                     f"mnist_mlp_seed{args.seed}_holdout{HOLDOUT}",
                                      args.seed, args.progress)
     if min(args.budgets) < min(calib.budgets):
         print(f"qpart simulate: error: budgets must be >= {min(calib.budgets):.3%}, the "
               f"smallest calibrated level", file=sys.stderr)
         return 2
     setup = SimulationSetup(model, prof, calib, data.x_test, data.y_test, x_cal)
-    dist = RequestDistribution(budgets=args.budgets)
+    memory = None if args.memory_kib is None else tuple(1024.0 * m for m in args.memory_kib)
+    dist = RequestDistribution(budgets=args.budgets, memory_bytes=memory)
     _, perf = simulate(setup, args.requests, args.seed, dist, args.schemes, args.out,
-                       args.progress)
+                       args.progress, held_weights=args.held_weights)
     print(f"qpart simulate: {args.requests} requests, seed {args.seed}, float accuracy "
           f"{setup.float_accuracy:.2%}; {time.time() - t0:.1f} s; wrote {args.out}/requests.csv "
           f"and {args.out}/summary.json")
@@ -357,12 +358,30 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
                         "uniform, pruning, autoencoder, no_opt)")
     parser.add_argument("--out", default="simulation", metavar="DIR",
                         help="output folder (default: ./simulation)")
-    parser.add_argument("--calib-samples", type=_positive_int, default=2000, metavar="N",
-                        help="training digits used for calibration and baseline tuning "
-                        "(default: 2000)")
+    parser.add_argument("--calib-samples", type=_positive_int, default=1000, metavar="N",
+                        help="held-out digits (of the 1000 the model is not trained on) "
+                        "used for calibration and as every scheme's acceptance data "
+                        "(default: 1000)")
     parser.add_argument("--threads", type=_positive_int, default=1, metavar="N",
                         help="torch intra-op threads (default: 1)")
+    parser.add_argument("--held-weights", action="store_true",
+                        help="devices hold their segments: no weight download per request "
+                        "(default: the weights are downloaded for every request, as in the paper)")
+    parser.add_argument("--memory-kib", type=_kib_range, default=None, metavar="LO,HI",
+                        help="device memory drawn log-uniformly from LO..HI KiB per request "
+                        "(default: unbounded)")
     parser.set_defaults(handler=_run_simulate)
+
+
+def _kib_range(text: str) -> tuple[float, float]:
+    """``"LO,HI"`` (KiB, 0 < LO <= HI) for ``--memory-kib``."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI in KiB, got {text!r}") from None
+    if not 0 < lo <= hi:
+        raise argparse.ArgumentTypeError(f"need 0 < LO <= HI, got {text!r}")
+    return lo, hi
 
 
 def _run_reproduce(args: argparse.Namespace) -> int:

@@ -97,6 +97,22 @@ def load_mnist(seed: int = 0, test_fraction: float = 0.2) -> MnistSplit:
     )
 
 
+def holdout_split(split: MnistSplit, n_holdout: int, seed: int = 0
+                  ) -> tuple[MnistSplit, torch.Tensor, torch.Tensor]:
+    """Moves ``n_holdout`` training samples (stratified by class, seeded) out of ``split``'s
+    training set: returns ``(reduced split, x_holdout, y_holdout)``; the test set is
+    unchanged. The held-out digits are for calibration / acceptance: the model trained on
+    the reduced split never saw them, and no decision needs the test digits."""
+    n_train = split.n_train
+    if not 0 < n_holdout < n_train:
+        raise ValueError(f"n_holdout must be in (0, {n_train}), got {n_holdout}")
+    keep, hold = stratified_split(split.y_train.numpy(), n_holdout / n_train, seed)
+    keep_t, hold_t = torch.from_numpy(keep), torch.from_numpy(hold)
+    reduced = MnistSplit(split.x_train[keep_t].contiguous(), split.y_train[keep_t].contiguous(),
+                         split.x_test, split.y_test)
+    return reduced, split.x_train[hold_t].contiguous(), split.y_train[hold_t].contiguous()
+
+
 def random_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2) -> torch.Tensor:
     """Training augmentation: translates each flattened 28x28 digit in ``x`` by an
     independent random offset of up to ``max_shift`` pixels along each axis (zero fill).

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data import N_CLASSES, N_FEATURES, load_mnist, random_shift
+from .data import N_CLASSES, N_FEATURES, holdout_split, load_mnist, random_shift
 
 #: Widths of the fully-connected layers: 784 -> 512 -> 256 -> 128 -> 64 -> 32 -> 10.
 MLP_WIDTHS = (N_FEATURES, 512, 256, 128, 64, 32, N_CLASSES)
@@ -113,29 +113,38 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "qpart"
 
 
-def cached_model_path(cache_dir: str | os.PathLike[str] | None = None, seed: int = 0) -> Path:
-    """File that :func:`trained_mnist_mlp` reads and writes for ``seed`` (may not exist yet)."""
+def cached_model_path(cache_dir: str | os.PathLike[str] | None = None, seed: int = 0,
+                      holdout: int = 0) -> Path:
+    """File that :func:`trained_mnist_mlp` reads and writes for ``seed`` (may not exist yet);
+    ``holdout > 0`` names the variant trained without that many held-out digits."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return root / f"mnist_mlp_v{CACHE_VERSION}_seed{seed}.pt"
+    suffix = f"_holdout{holdout}" if holdout else ""
+    return root / f"mnist_mlp_v{CACHE_VERSION}_seed{seed}{suffix}.pt"
 
 
 def trained_mnist_mlp(
-    cache_dir: str | os.PathLike[str] | None = None, seed: int = 0, progress: bool = True
+    cache_dir: str | os.PathLike[str] | None = None, seed: int = 0, progress: bool = True,
+    holdout: int = 0,
 ) -> nn.Sequential:
     """The MNIST MLP trained on ``load_mnist(seed)``'s training split (random-shift
     augmentation, the ``TRAIN_*`` recipe above); returned in eval mode.
+
+    ``holdout > 0``: trained without the ``holdout`` digits that
+    :func:`qpart.data.holdout_split` (same seed) sets aside for calibration (own cache file).
 
     Weights are cached as ``mnist_mlp_v{version}_seed{seed}.pt`` in ``cache_dir`` (default:
     :func:`default_cache_dir`) and loaded from there when present; otherwise the network is
     trained (a few seconds on a laptop CPU) and the file is written atomically.
     """
-    path = cached_model_path(cache_dir, seed)
+    path = cached_model_path(cache_dir, seed, holdout)
     torch.manual_seed(seed)
     model = mnist_mlp()
     if path.is_file():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.eval()
     data = load_mnist(seed=seed)
+    if holdout:
+        data = holdout_split(data, holdout, seed)[0]
     train_classifier(model, data.x_train, data.y_train, seed=seed, progress=progress,
                      augment=random_shift)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from .calibration import Calibration
 from .costs import (ChannelState, CostBreakdown, DeviceProfile, ObjectiveWeights,
                     ServerProfile, cost_coefficients, evaluate_costs)
 from .profile import ModelProfile
+
+if TYPE_CHECKING:
+    from .refinement import MeasuredRefiner
 
 TABLE_FORMAT = "qpart-pattern-table"
 TABLE_VERSION = 1
@@ -36,7 +40,9 @@ class Plan:
     width of the cut activation (``None`` at ``p = L``); payloads are exact bytes (overheads
     included); ``memory_bytes``: weights plus peak float activations on the device;
     ``predicted_noise``: ``D = sum p e^(-alpha b)/t``; ``predicted_loss``: the accuracy loss
-    the calibration maps ``D`` to; ``costs``: the objective terms for the request.
+    the calibration maps ``D`` to; ``costs``: the objective terms for the request;
+    ``measured_flip_rate``: the flip rate on the acceptance inputs when the widths were
+    refined by measurement (:mod:`qpart.refinement`), else ``None``.
     """
 
     partition_point: int
@@ -52,6 +58,7 @@ class Plan:
     device_macs: int
     server_macs: int
     costs: CostBreakdown | None = None
+    measured_flip_rate: float | None = None
 
 
 def default_bit_costs(
@@ -101,9 +108,20 @@ def solve_partition(
     return bits, b_a, alloc
 
 
+def predicted_noise(prof: ModelProfile, calib: Calibration, p: int, bits: Sequence[int],
+                    b_a: int | None) -> float:
+    """The noise model's ``D = sum_i p_i e^(-alpha_i b_i) / t_i`` of a configuration."""
+    d = sum(calib.layers[i].g * math.exp(-calib.layers[i].alpha * b) for i, b in enumerate(bits))
+    if b_a is not None and p < prof.num_layers:
+        act = calib.activations[p]
+        d += act.g * math.exp(-act.alpha * b_a)
+    return float(d)
+
+
 def make_plan(
     prof: ModelProfile, calib: Calibration, p: int, bits: Sequence[int], b_a: int | None,
     accuracy_budget: float, noise: float, device=None, server=None, channel=None, weights=None,
+    measured_flip_rate: float | None = None,
 ) -> Plan:
     """A :class:`Plan` with exact payloads and (for the given request) the cost terms."""
     w_bytes = prof.weight_payload_bytes(p, bits)
@@ -113,7 +131,8 @@ def make_plan(
                            channel or ChannelState(), weights or ObjectiveWeights())
     return Plan(p, tuple(layer.name for layer in prof.layers[:p]), tuple(int(b) for b in bits),
                 b_a, accuracy_budget, noise, calib.predicted_loss(noise), w_bytes, a_bytes,
-                prof.device_memory_bytes(p, bits), prof.device_macs(p), prof.server_macs(p), costs)
+                prof.device_memory_bytes(p, bits), prof.device_macs(p), prof.server_macs(p), costs,
+                measured_flip_rate)
 
 
 def plan_request(
@@ -185,11 +204,16 @@ class PatternTable:
         cls, prof: ModelProfile, calib: Calibration, levels: Sequence[float] | None = None, *,
         device: DeviceProfile | None = None, server: ServerProfile | None = None,
         channel: ChannelState | None = None, weights: ObjectiveWeights | None = None,
-        progress: bool = False,
+        progress: bool = False, refiner: "MeasuredRefiner | None" = None,
     ) -> "PatternTable":
         """Algorithm 1: one pattern per (valid partition point, accuracy level), widths
         optimised for the given (default: Table II) request. Levels default to the
-        calibrated ones; infeasible combinations are skipped."""
+        calibrated ones; infeasible combinations are skipped.
+
+        ``refiner``: a :class:`qpart.refinement.MeasuredRefiner` - each pattern's widths are
+        then refined by measurement on its acceptance inputs (docs/PLANNING.md §4.3); a
+        combination the noise model finds infeasible is kept if a measured candidate is
+        accepted. Without it the widths are the model's (closed form + integer greedy)."""
         from tqdm.auto import tqdm
 
         levels = sorted(calib.budgets) if levels is None else sorted(levels)
@@ -199,10 +223,21 @@ class PatternTable:
             budget = calib.budget(level)
             for p in prof.valid_points:
                 try:
-                    bits, b_a, alloc = solve_partition(prof, calib, p, budget, coef)
+                    bits, b_a, _ = solve_partition(prof, calib, p, budget, coef)
                 except InfeasibleError:
-                    continue
-                patterns.append(make_plan(prof, calib, p, bits, b_a, float(level), alloc.noise))
+                    if refiner is None:
+                        continue
+                    bits = b_a = None
+                flips = None
+                if refiner is not None:
+                    ref = refiner.refine(calib, p, float(level), coef, bits, b_a)
+                    if not ref.accepted and bits is None:
+                        continue
+                    if ref.accepted:
+                        bits, b_a, flips = ref.bits, ref.activation_bits, ref.flip_rate
+                noise = predicted_noise(prof, calib, p, bits, b_a)
+                patterns.append(make_plan(prof, calib, p, bits, b_a, float(level), noise,
+                                          measured_flip_rate=flips))
         return cls(prof, calib, patterns)
 
     def lookup(self, request: Request) -> Plan:

@@ -16,6 +16,7 @@ Every random quantity is drawn from :class:`RequestDistribution` with one seeded
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -33,10 +34,12 @@ from .baselines import (SCHEMES, SchemeConfig, autoencoder_config, closed_form_c
                         uniform_sweep)
 from .allocation import InfeasibleError
 from .calibration import Calibration
-from .costs import ChannelState, DeviceProfile, ObjectiveWeights, ServerProfile
+from .costs import (ChannelState, DeviceProfile, ObjectiveWeights, ServerProfile,
+                    cost_coefficients)
 from .models import accuracy
 from .planner import PatternTable, Request, default_bit_costs
 from .profile import ModelProfile
+from .refinement import MeasuredRefiner
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,10 @@ class RequestDistribution:
     * ``bandwidths_hz``, ``budgets``: uniform choice;
     * fading gain ``g ~ Exp(1)`` (Rayleigh), giving the up/downlink capacities with
       ``server_tx_power_w`` for the downlink;
-    * ``digit``: the evaluation sample the request classifies, uniform.
+    * ``digit``: the evaluation sample the request classifies, uniform;
+    * ``memory_bytes``: device memory, log-uniform on the interval, drawn from a second
+      stream (``default_rng([seed, 1])``) so the other draws do not depend on it
+      (``None``: unbounded).
     """
 
     clock_hz: tuple[float, float] = (100e6, 1e9)
@@ -59,12 +65,14 @@ class RequestDistribution:
     budgets: tuple[float, ...] = (0.005, 0.01, 0.02)
     server_tx_power_w: float = 10.0
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    memory_bytes: tuple[float, float] | None = None
 
     def sample(self, n: int, seed: int, n_digits: int = 1) -> list["SimRequest"]:
         """``n`` requests drawn with ``numpy.random.default_rng(seed)``."""
         if n < 1:
             raise ValueError(f"need at least one request, got {n}")
         rng = np.random.default_rng(seed)
+        mem_rng = np.random.default_rng([seed, 1])
         out = []
         for i in range(n):
             lo, hi = self.clock_hz
@@ -76,8 +84,13 @@ class RequestDistribution:
             budget = float(self.budgets[int(rng.integers(len(self.budgets)))])
             fading = float(rng.exponential(1.0))
             digit = int(rng.integers(n_digits))
-            out.append(SimRequest(i, DeviceProfile(cpm, clock, tx_power_w=ptx), dist, bw,
-                                  fading, budget, ObjectiveWeights(*self.weights), digit))
+            mem = math.inf
+            if self.memory_bytes is not None:
+                mlo, mhi = self.memory_bytes
+                mem = float(math.exp(mem_rng.uniform(math.log(mlo), math.log(mhi))))
+            out.append(SimRequest(i, DeviceProfile(cpm, clock, tx_power_w=ptx, memory_bytes=mem),
+                                  dist, bw, fading, budget, ObjectiveWeights(*self.weights),
+                                  digit))
         return out
 
 
@@ -129,19 +142,24 @@ class ExecutingModule:
 class CommunicationModule:
     """The wireless channel of each request and the transfer of the payloads."""
 
-    def __init__(self, server_tx_power_w: float = 10.0):
+    def __init__(self, server_tx_power_w: float = 10.0, held_weights: bool = False):
         self.server_tx_power_w = server_tx_power_w
+        self.held_weights = held_weights
 
     def channel(self, req: SimRequest) -> ChannelState:
         """Shannon capacities under the request's fading draw and path loss."""
         return ChannelState.rayleigh(req.distance_km, req.bandwidth_hz, req.device.tx_power_w,
                                      self.server_tx_power_w, fading_gain=req.fading_gain)
 
-    @staticmethod
-    def transfer(cfg: SchemeConfig, device: DeviceProfile, channel: ChannelState) -> dict:
-        """Weights down (``D_w/R_down``), activation up (``D_a/R_up``) and radio energy
-        ``P_tx D_a/R_up + P_rx D_w/R_down``."""
-        t_down = 8 * cfg.weight_payload_bytes / channel.downlink_bps
+    def downloaded_bytes(self, cfg: SchemeConfig) -> int:
+        """Weight bytes downloaded for a request: the segment's, or 0 when the device holds
+        its segments (``held_weights``)."""
+        return 0 if self.held_weights else cfg.weight_payload_bytes
+
+    def transfer(self, cfg: SchemeConfig, device: DeviceProfile, channel: ChannelState) -> dict:
+        """Weights down (``D_w/R_down``; 0 with ``held_weights``), activation up
+        (``D_a/R_up``) and radio energy ``P_tx D_a/R_up + P_rx D_w/R_down``."""
+        t_down = 8 * self.downloaded_bytes(cfg) / channel.downlink_bps
         t_up = 8 * cfg.activation_payload_bytes / channel.uplink_bps
         return {"tx_time_s": t_down + t_up,
                 "tx_energy_j": device.tx_power_w * t_up + device.rx_power_w * t_down}
@@ -186,7 +204,8 @@ class PerformanceModule:
             "objective": w.time * total_t + w.energy * total_e + w.cost * c["server_cost"],
             "weight_payload_bytes": cfg.weight_payload_bytes,
             "activation_payload_bytes": cfg.activation_payload_bytes,
-            "payload_bytes": cfg.payload_bytes, "accuracy": acc,
+            "payload_bytes": self.comm.downloaded_bytes(cfg) + cfg.activation_payload_bytes,
+            "accuracy": acc,
             "accuracy_loss": self.float_accuracy - acc,
             "within_budget": bool(self.float_accuracy - acc <= req.budget + 1e-9),
             "digit": req.digit, "correct": bool(int(pred) == int(self.exe.y[req.digit])),
@@ -240,10 +259,11 @@ class PerformanceModule:
 @dataclass
 class SimulationSetup:
     """What a simulation needs: the model, its profile and calibration, the evaluation and
-    training inputs. ``x_train`` (normally the calibration digits) trains the autoencoder and
-    tunes the uniform and pruning baselines with QPART's own acceptance rule: the flip rate
-    against the float model's predictions on these inputs must be ``<= calib.safety * a``
-    (``y_tune`` holds the float predictions)."""
+    training inputs. ``x_train`` (the acceptance inputs: normally held-out calibration digits
+    the model was not trained on) trains the autoencoder, refines QPART's widths (``refine``,
+    when no ``table`` is given) and tunes the uniform and pruning baselines, all with one
+    acceptance rule: the flip rate against the float model's predictions on these inputs
+    must be ``<= calib.safety * a`` (``y_tune`` holds the float predictions)."""
 
     model: nn.Module
     prof: ModelProfile
@@ -252,6 +272,7 @@ class SimulationSetup:
     y_eval: torch.Tensor
     x_train: torch.Tensor
     table: PatternTable | None = None
+    refine: bool = True
     float_accuracy: float = field(init=False)
     y_tune: torch.Tensor = field(init=False, repr=False)
 
@@ -260,7 +281,16 @@ class SimulationSetup:
         with torch.inference_mode():
             self.y_tune = self.model(self.x_train).argmax(-1)
         if self.table is None:
-            self.table = PatternTable.build(self.prof, self.calib)
+            self.table = build_table(self.prof, self.calib, self.x_train, self.refine)
+
+
+def build_table(prof: ModelProfile, calib: Calibration, x_accept: torch.Tensor,
+                refine: bool = True) -> PatternTable:
+    """QPART's pattern table (Table II costs), its widths refined by measurement on the
+    acceptance inputs ``x_accept`` with the calibration's rule (flip rate ``<= safety * a``,
+    :mod:`qpart.refinement`) unless ``refine`` is false."""
+    refiner = MeasuredRefiner(prof, x_accept, calib.safety) if refine else None
+    return PatternTable.build(prof, calib, refiner=refiner)
 
 
 class Simulator:
@@ -272,14 +302,15 @@ class Simulator:
     def __init__(self, setup: SimulationSetup, *, schemes: Sequence[str] = SCHEMES,
                  levels: Sequence[float] = (0.005, 0.01, 0.02),
                  server: ServerProfile = ServerProfile(), server_tx_power_w: float = 10.0,
-                 ae_steps: int = 600, seed: int = 0, progress: bool = True):
+                 ae_steps: int = 600, seed: int = 0, progress: bool = True,
+                 held_weights: bool = False):
         unknown = set(schemes) - set(SCHEMES)
         if unknown:
             raise ValueError(f"unknown schemes {sorted(unknown)}; known: {SCHEMES}")
         self.s, self.schemes, self.levels = setup, tuple(schemes), tuple(sorted(levels))
         self.server, self.seed, self.progress = server, seed, progress
         self.executing = ExecutingModule(setup.x_eval, setup.y_eval, server)
-        self.communication = CommunicationModule(server_tx_power_w)
+        self.communication = CommunicationModule(server_tx_power_w, held_weights)
         self.ae_steps = ae_steps
         #: configs[scheme][level] -> list over valid points (level-free schemes: key 0.0)
         self.configs: dict[str, dict[float, list[SchemeConfig]]] = {}
@@ -290,11 +321,15 @@ class Simulator:
         self._prepared = False
 
     # -- preparation -------------------------------------------------------------------
-    def qpart_for(self, p: int, bits: Sequence[int], b_a: int | None, level: float) -> SchemeConfig:
-        """The QPART configuration of a pattern (built once per distinct pattern)."""
+    def qpart_for(self, p: int, bits: Sequence[int], b_a: int | None, level: float,
+                  flip_rate: float | None = None) -> SchemeConfig:
+        """The QPART configuration of a pattern (built once per distinct pattern);
+        ``flip_rate``: its measured flip rate on the acceptance inputs, if refined."""
         key = (p, tuple(bits), b_a)
         if key not in self._qpart:
-            self._qpart[key] = quantized_config(self.s.prof, "qpart", p, bits, b_a, level=level)
+            extra = {} if flip_rate is None else {"acceptance_flip_rate": flip_rate}
+            self._qpart[key] = quantized_config(self.s.prof, "qpart", p, bits, b_a, level=level,
+                                                **extra)
         return self._qpart[key]
 
     def prepare(self) -> None:
@@ -320,6 +355,8 @@ class Simulator:
                 elif scheme == "uniform":
                     if p not in self.uniform_sweeps:
                         self.uniform_sweeps[p] = uniform_sweep(prof, p, s.x_train, s.y_tune)
+                        for cfg, acc in self.uniform_sweeps[p].values():
+                            cfg.detail["acceptance_flip_rate"] = 1.0 - acc
                     sweep = self.uniform_sweeps[p]
                     for lv in self.levels:
                         per.setdefault(lv, []).append(
@@ -330,7 +367,8 @@ class Simulator:
                                    and abs(x.accuracy_budget - lv) < 1e-12), None)
                         if pl is not None:
                             per.setdefault(lv, []).append(
-                                self.qpart_for(p, pl.bits, pl.activation_bits, lv))
+                                self.qpart_for(p, pl.bits, pl.activation_bits, lv,
+                                               pl.measured_flip_rate))
                     elif scheme == "closed_form":
                         try:
                             per.setdefault(lv, []).append(
@@ -356,18 +394,37 @@ class Simulator:
             raise ValueError(f"budget {budget} is below every simulated level {self.levels}")
         return below[-1]
 
+    def with_held_weights(self, held: bool = True) -> "Simulator":
+        """A simulator sharing this one's prepared configurations (and cached predictions)
+        whose devices hold their segments (``held``: no weight download per request)."""
+        other = copy.copy(self)
+        other.communication = CommunicationModule(self.communication.server_tx_power_w, held)
+        other.performance_probe = None
+        return other
+
     def config_for(self, scheme: str, req: SimRequest, channel: ChannelState) -> SchemeConfig:
-        """The configuration ``scheme`` uses for ``req``."""
+        """The configuration ``scheme`` uses for ``req``: the cheapest of its configurations
+        for the request's budget level that fit the device memory (QPART: the table lookup,
+        Algorithm 2, with the weight-download term dropped when the segments are held)."""
         if scheme == "qpart":
-            plan = self.s.table.lookup(Request(req.budget, req.device, channel, req.weights,
-                                               self.server))
-            return self.qpart_for(plan.partition_point, plan.bits, plan.activation_bits,
-                                  plan.accuracy_budget)
+            return self._qpart_lookup(req, channel)
         per = self.configs[scheme]
         cands = per[0.0] if 0.0 in per else per[self.level_for(req.budget)]
+        fit = [c for c in cands if c.memory_bytes <= req.device.memory_bytes]
         perf = getattr(self, "performance_probe", None) or PerformanceModule(
             self.executing, self.communication, self.s.float_accuracy)
-        return min(cands, key=lambda c: perf.evaluate(c, req, channel)["objective"])
+        return min(fit or cands[:1], key=lambda c: perf.evaluate(c, req, channel)["objective"])
+
+    def _qpart_lookup(self, req: SimRequest, channel: ChannelState) -> SchemeConfig:
+        table = self.s.table
+        if self.communication.held_weights:
+            coef = cost_coefficients(req.device, self.server, channel, req.weights)
+            pl = table.patterns[table.lookup_index(coef, req.budget, req.device.memory_bytes,
+                                                   np.ones(len(table), dtype=bool))]
+        else:
+            pl = table.lookup(Request(req.budget, req.device, channel, req.weights, self.server))
+        return self.qpart_for(pl.partition_point, pl.bits, pl.activation_bits,
+                              pl.accuracy_budget, pl.measured_flip_rate)
 
     # -- running -----------------------------------------------------------------------
     def run(self, requests: Iterable[SimRequest]) -> PerformanceModule:
@@ -431,19 +488,22 @@ class Simulator:
 def simulate(setup: SimulationSetup, n_requests: int, seed: int = 0,
              distribution: RequestDistribution = RequestDistribution(),
              schemes: Sequence[str] = SCHEMES, out_dir: str | os.PathLike[str] | None = None,
-             progress: bool = True, ae_steps: int = 600) -> tuple[Simulator, PerformanceModule]:
+             progress: bool = True, ae_steps: int = 600,
+             held_weights: bool = False) -> tuple[Simulator, PerformanceModule]:
     """Draws ``n_requests`` requests (``seed``), serves them with every scheme and (with
-    ``out_dir``) writes ``requests.csv`` and ``summary.json`` there."""
+    ``out_dir``) writes ``requests.csv`` and ``summary.json`` there. ``held_weights``: the
+    devices hold their segments (no weight download per request; device memory from the
+    distribution's ``memory_bytes`` limits which segments fit)."""
     sim = Simulator(setup, schemes=schemes or SCHEMES, levels=sorted(set(distribution.budgets)),
                     server_tx_power_w=distribution.server_tx_power_w, seed=seed,
-                    progress=progress, ae_steps=ae_steps)
+                    progress=progress, ae_steps=ae_steps, held_weights=held_weights)
     reqs = distribution.sample(n_requests, seed, n_digits=setup.x_eval.shape[0])
     perf = sim.run(reqs)
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
         perf.write_csv(os.path.join(out_dir, "requests.csv"))
         perf.write_json(os.path.join(out_dir, "summary.json"),
-                        {"seed": seed, "requests": n_requests,
+                        {"seed": seed, "requests": n_requests, "held_weights": held_weights,
                          "distribution": asdict(distribution),
                          "configs": {sc: {str(lv): [c.summary() for c in cs]
                                           for lv, cs in per.items()}
