@@ -1,0 +1,141 @@
+// Internal: the ISA-generic body of the x86 conv2d tile kernels (conv2d_avx2.cpp,
+// conv2d_avx512.cpp). Include after <immintrin.h> under the file's `#pragma GCC target`;
+// every definition has internal linkage, so each ISA gets its own copy.
+//
+// A tile is co_n output channels x p_n output pixels of one (image, group). For each depth
+// block of kConvKc:
+//   1. the tile's weight rows [k0, k0 + kc) are dequantized into an fp32 panel (row-major,
+//      row stride kConvKc; rows padded with zeros up to a multiple of kMr),
+//   2. the tile's pixels are im2col'ed into k-major panels of kNr pixels (im2col_panels),
+//   3. for every pixel panel and every kMr-row slice of the weight panel, the micro-kernel
+//      keeps kMr x kNr outputs in registers: per depth step it loads kNr / kLanes pixel
+//      vectors, broadcasts kMr weights and issues kMr * kNr / kLanes FMAs; it starts from
+//      the bias (first block) or from y (later blocks) and stores into y's NCHW planes,
+//      masked on the last, partial pixel vector.
+// The pixel panel (kConvKc x kNr floats) stays in L1 while the weight slices stream from L2.
+// Sums over depth always run in the same order, so a result never depends on the tiling of
+// other outputs or on threads.
+//
+// V (the ISA traits) provides: Vec, kLanes, kMr, kNr, zero(), set1(f), load(p), fma(a, b, c),
+// load_n(p, n) / store_n(p, v, n) (n < kLanes touches only n floats), and
+// dequant_panel<BITS>(args, tile, k0, kc, panel), which writes rows [0, co_n) of the panel:
+// the tile's channels at depth [k0, k0 + kc), exactly (code - zero) * scale.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "../conv2d_impl.h"
+
+namespace qpart {
+namespace kernels {
+namespace detail {
+namespace {
+
+template <class V, int NV>
+void conv_micro(const float* w, const float* cols, int64_t kc, int64_t rows, int64_t px,
+                float* y, int64_t ldy, const float* bias, bool first) {
+  using Vec = typename V::Vec;
+  constexpr int MR = V::kMr, L = V::kLanes, NR = V::kNr;
+  Vec acc[MR][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      if (r >= rows) {
+        acc[r][v] = V::zero();  // a zero padding row of the panel: computed, never stored
+      } else if (first) {
+        acc[r][v] = bias ? V::set1(bias[r]) : V::zero();
+      } else {
+        acc[r][v] = V::load_n(y + r * ldy + v * L, px - v * L);
+      }
+    }
+  }
+  for (int64_t kk = 0; kk < kc; ++kk) {
+    Vec b[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) b[v] = V::load(cols + kk * NR + v * L);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const Vec a = V::set1(w[r * kConvKc + kk]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(a, b[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+    if (r >= rows) break;
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) V::store_n(y + r * ldy + v * L, acc[r][v], px - v * L);
+  }
+}
+
+// Picks the micro-kernel with just enough pixel vectors for `px` (1..kNr) pixels.
+template <class V>
+void conv_micro_any(const float* w, const float* cols, int64_t kc, int64_t rows, int64_t px,
+                    float* y, int64_t ldy, const float* bias, bool first) {
+  constexpr int NV = V::kNr / V::kLanes;
+  static_assert(NV >= 1 && NV <= 3, "1 to 3 pixel vectors per micro-tile");
+  const int64_t nv = (px + V::kLanes - 1) / V::kLanes;
+  if constexpr (NV >= 3) {
+    if (nv == 3) return conv_micro<V, 3>(w, cols, kc, rows, px, y, ldy, bias, first);
+  }
+  if constexpr (NV >= 2) {
+    if (nv == 2) return conv_micro<V, 2>(w, cols, kc, rows, px, y, ldy, bias, first);
+  }
+  conv_micro<V, 1>(w, cols, kc, rows, px, y, ldy, bias, first);
+}
+
+template <class V>
+void conv_dequant_panel_any(const Conv2dArgs& a, const Conv2dTile& t, int64_t k0, int64_t kc,
+                            float* panel) {
+  switch (a.bits) {
+    case 1: return V::template dequant_panel<1>(a, t, k0, kc, panel);
+    case 2: return V::template dequant_panel<2>(a, t, k0, kc, panel);
+    case 3: return V::template dequant_panel<3>(a, t, k0, kc, panel);
+    case 4: return V::template dequant_panel<4>(a, t, k0, kc, panel);
+    case 5: return V::template dequant_panel<5>(a, t, k0, kc, panel);
+    case 6: return V::template dequant_panel<6>(a, t, k0, kc, panel);
+    case 7: return V::template dequant_panel<7>(a, t, k0, kc, panel);
+    default: return V::template dequant_panel<8>(a, t, k0, kc, panel);
+  }
+}
+
+inline float* align64(float* p) {
+  const uintptr_t u = reinterpret_cast<uintptr_t>(p);
+  return reinterpret_cast<float*>((u + 63) & ~static_cast<uintptr_t>(63));
+}
+
+template <class V>
+void conv_tile(const Conv2dArgs& a, const Conv2dTile& t, float* scratch) {
+  constexpr int64_t MR = V::kMr, NR = V::kNr;
+  const Conv2dShape& s = *a.s;
+  const int64_t k = s.k(), pixels = s.h_out() * s.w_out();
+  const int64_t rows_padded = (t.co_n + MR - 1) / MR * MR;
+  float* panel = align64(scratch);
+  float* cols = align64(panel + rows_padded * kConvKc);
+  // Padding rows stay zero for every depth block (dequant writes only rows < co_n).
+  std::memset(panel + t.co_n * kConvKc, 0,
+              static_cast<size_t>((rows_padded - t.co_n) * kConvKc) * sizeof(float));
+  const float* image = a.x + t.image * s.c_in * s.h_in * s.w_in;
+  float* y0 = a.y + (t.image * s.c_out + t.co0) * pixels + t.p0;
+  const float* bias = a.bias ? a.bias + t.co0 : nullptr;
+  for (int64_t k0 = 0; k0 < k; k0 += kConvKc) {
+    const int64_t kc = k - k0 < kConvKc ? k - k0 : kConvKc;
+    conv_dequant_panel_any<V>(a, t, k0, kc, panel);
+    im2col_panels(image, s, t.group, k0, kc, t.p0, t.p_n, NR, cols);
+    for (int64_t i = 0; i * NR < t.p_n; ++i) {
+      const int64_t px = t.p_n - i * NR < NR ? t.p_n - i * NR : NR;
+      for (int64_t r0 = 0; r0 < t.co_n; r0 += MR) {
+        conv_micro_any<V>(panel + r0 * kConvKc, cols + i * kc * NR, kc, t.co_n - r0, px,
+                          y0 + r0 * pixels + i * NR, pixels, bias ? bias + r0 : nullptr,
+                          k0 == 0);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace detail
+}  // namespace kernels
+}  // namespace qpart
