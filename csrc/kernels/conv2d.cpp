@@ -8,7 +8,6 @@
 // * every other ISA (scalar reference, NEON): per tile, a row-major im2col of its pixels,
 //   linear_f32 (so the NEON GEMM is reused) over its channels, and a transpose into NCHW.
 #include <algorithm>
-#include <cstring>
 
 #include "conv2d_impl.h"
 #include "qpart_kernels.h"
@@ -20,7 +19,7 @@ namespace {
 // Output channels per tile, and the pixel count a tile aims at (its pixels are balanced so
 // the last tile is not a sliver).
 constexpr int64_t kCoBlock = 64;
-constexpr int64_t kPxTarget = 192;
+constexpr int64_t kPxTarget = detail::kConvPxMax;  // a multiple of every SIMD width
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -96,57 +95,7 @@ detail::Conv2dTile tile_of(const Conv2dPlan& plan, const Conv2dShape& s, int64_t
   return t;
 }
 
-// Zero-fills n floats (n may be 0 or negative: nothing).
-void zero_floats(float* p, int64_t n) {
-  if (n > 0) std::memset(p, 0, static_cast<size_t>(n) * sizeof(float));
-}
-
-// One run of `n` output pixels of output row `oy`, starting at column ox, for kernel tap
-// (r, q) of one input plane: dst[t] = plane[iy, (ox + t) * sw - pw + q * dw] or 0 outside.
-void im2col_run(const float* plane, const Conv2dShape& s, int64_t oy, int64_t ox, int64_t n,
-                int64_t r, int64_t q, float* dst) {
-  const int64_t iy = oy * s.stride_h - s.pad_h + r * s.dil_h;
-  if (iy < 0 || iy >= s.h_in) return zero_floats(dst, n);
-  const float* src = plane + iy * s.w_in;
-  const int64_t ix0 = ox * s.stride_w - s.pad_w + q * s.dil_w, sw = s.stride_w;
-  // Columns t in [lo, hi) land inside the row: ix0 + t * sw in [0, w_in).
-  const int64_t lo = std::min(n, ix0 >= 0 ? 0 : ceil_div(-ix0, sw));
-  const int64_t hi = std::max(lo, std::min(n, ix0 >= s.w_in ? 0 : ceil_div(s.w_in - ix0, sw)));
-  zero_floats(dst, lo);
-  if (sw == 1) {
-    std::memcpy(dst + lo, src + ix0 + lo, static_cast<size_t>(hi - lo) * sizeof(float));
-  } else {
-    for (int64_t t = lo; t < hi; ++t) dst[t] = src[ix0 + t * sw];
-  }
-  zero_floats(dst + hi, n - hi);
-}
-
 }  // namespace
-
-namespace detail {
-
-void im2col_panels(const float* image, const Conv2dShape& s, int64_t g, int64_t k0, int64_t kc,
-                   int64_t p0, int64_t p_n, int64_t nr, float* cols) {
-  const int64_t cg = s.c_in / s.groups, taps = s.kh * s.kw, wo = s.w_out();
-  const int64_t panels = ceil_div(p_n, nr);
-  for (int64_t kk = 0; kk < kc; ++kk) {
-    const int64_t k = k0 + kk, c = k / taps, r = (k % taps) / s.kw, q = k % s.kw;
-    const float* plane = image + (g * cg + c) * s.h_in * s.w_in;
-    for (int64_t i = 0; i < panels; ++i) {
-      float* dst = cols + (i * kc + kk) * nr;
-      const int64_t pa = p0 + i * nr, pe = std::min(pa + nr, p0 + p_n);
-      // Split the panel's pixels into runs within one output row.
-      for (int64_t p = pa; p < pe;) {
-        const int64_t oy = p / wo, ox = p % wo, n = std::min(pe - p, wo - ox);
-        im2col_run(plane, s, oy, ox, n, r, q, dst + (p - pa));
-        p += n;
-      }
-      zero_floats(dst + (pe - pa), nr - (pe - pa));
-    }
-  }
-}
-
-}  // namespace detail
 
 Conv2dPlan conv2d_plan(const Conv2dShape& s, CpuIsa isa) {
   const int64_t per_group = s.c_out / s.groups, pixels = s.h_out() * s.w_out();

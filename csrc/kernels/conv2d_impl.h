@@ -32,6 +32,9 @@ struct Conv2dTile {
 /// Depth (k) block of the x86 tile kernels: the weight panel row and the im2col panel height.
 constexpr int64_t kConvKc = 128;
 
+/// Most output pixels in one tile (Conv2dPlan::px_block never exceeds it).
+constexpr int64_t kConvPxMax = 192;
+
 /// x86 register tiles: kMr output channels x kNr pixels (AVX-512: 8 x 48 = 24 zmm
 /// accumulators; AVX2: 6 x 16 = 12 ymm accumulators).
 constexpr int64_t kConvAvx512Mr = 8, kConvAvx512Nr = 48;
@@ -46,13 +49,6 @@ inline int64_t conv2d_x86_scratch_floats(int64_t co_block, int64_t px_block, int
   const int64_t px = (px_block + nr - 1) / nr * nr;
   return (rows + px) * kConvKc + 32;
 }
-
-/// im2col of depth rows [k0, k0 + kc) and output pixels [p0, p0 + p_n) of group `g` of one
-/// image into k-major panels of `nr` pixels: panel i starts at cols + i * kc * nr and its row
-/// kk holds the nr pixels p0 + i * nr + [0, nr) of depth k0 + kk (zero past p0 + p_n and in
-/// the padding). Stride-1 rows are a zero fill, a memcpy and a zero fill.
-void im2col_panels(const float* image, const Conv2dShape& s, int64_t g, int64_t k0, int64_t kc,
-                   int64_t p0, int64_t p_n, int64_t nr, float* cols);
 
 #if defined(__x86_64__)
 /// Direct NCHW tile kernels: y[co, p] = sum_k W[co, k] cols[k, p] (+ bias), K blocked by

@@ -27,10 +27,11 @@ namespace kernels {
 namespace detail {
 namespace {
 
-// Lanes [0, n) set (n clamped to 0..8), as the mask operand of vmaskmov.
+// Lanes [0, n) set (n clamped to 0..8; n <= 0: none), as the mask operand of vmaskmov.
 inline __m256i lane_mask8(int64_t n) {
   const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n < 8 ? n : 8)), iota);
+  const int clamped = static_cast<int>(n < 0 ? 0 : n < 8 ? n : 8);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(clamped), iota);
 }
 
 // Codes 0..7 of the BITS bytes at p as 8 int32 lanes.
@@ -68,6 +69,10 @@ struct Avx2 {
   static Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
   static Vec load_n(const float* p, int64_t n) {
     return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lane_mask8(n));
+  }
+  static Vec load_range(const float* p, int64_t lo, int64_t hi) {
+    const __m256i m = _mm256_andnot_si256(lane_mask8(lo), lane_mask8(hi));
+    return _mm256_maskload_ps(p, m);
   }
   static void store_n(float* p, Vec v, int64_t n) {
     if (n >= 8) {

@@ -29,7 +29,9 @@ namespace kernels {
 namespace detail {
 namespace {
 
+// Lanes [0, n) set (n clamped to 0..16).
 inline __mmask16 lane_mask16(int64_t n) {
+  if (n <= 0) return 0;
   return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1);
 }
 
@@ -45,6 +47,10 @@ struct Avx512 {
   static Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
   static Vec load_n(const float* p, int64_t n) {
     return n >= 16 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(lane_mask16(n), p);
+  }
+  static Vec load_range(const float* p, int64_t lo, int64_t hi) {
+    const __mmask16 m = lane_mask16(hi > 0 ? hi : 0) & ~lane_mask16(lo > 0 ? lo : 0);
+    return _mm512_maskz_loadu_ps(m, p);
   }
   static void store_n(float* p, Vec v, int64_t n) {
     if (n >= 16) {

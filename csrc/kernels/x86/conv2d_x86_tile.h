@@ -6,7 +6,10 @@
 // block of kConvKc:
 //   1. the tile's weight rows [k0, k0 + kc) are dequantized into an fp32 panel (row-major,
 //      row stride kConvKc; rows padded with zeros up to a multiple of kMr),
-//   2. the tile's pixels are im2col'ed into k-major panels of kNr pixels (im2col_panels),
+//   2. the tile's pixels are im2col'ed into k-major panels of kNr pixels (im2col_panels): the
+//      pixels are split once per tile into runs within one output row, and each run of a
+//      depth row is a masked vector copy of an input row segment (stride 1) with zeros for
+//      the padding,
 //   3. for every pixel panel and every kMr-row slice of the weight panel, the micro-kernel
 //      keeps kMr x kNr outputs in registers: per depth step it loads kNr / kLanes pixel
 //      vectors, broadcasts kMr weights and issues kMr * kNr / kLanes FMAs; it starts from
@@ -17,7 +20,8 @@
 // other outputs or on threads.
 //
 // V (the ISA traits) provides: Vec, kLanes, kMr, kNr, zero(), set1(f), load(p), fma(a, b, c),
-// load_n(p, n) / store_n(p, v, n) (n < kLanes touches only n floats), and
+// load_n(p, n) / store_n(p, v, n) (n < kLanes touches only n floats), load_range(p, lo, hi)
+// (lanes in [lo, hi) from p, others zero and not read), and
 // dequant_panel<BITS>(args, tile, k0, kc, panel), which writes rows [0, co_n) of the panel:
 // the tile's channels at depth [k0, k0 + kc), exactly (code - zero) * scale.
 #pragma once
@@ -31,6 +35,92 @@ namespace qpart {
 namespace kernels {
 namespace detail {
 namespace {
+
+// A run of output pixels inside one output row and one pixel panel: pixels (oy, ox .. ox + n)
+// land in panel `panel` from lane `lane` on.
+struct PixelRun {
+  int64_t oy, ox, n, panel, lane;
+};
+
+/// Most runs a tile can have: one per pixel plus one per panel boundary.
+constexpr int64_t kMaxPixelRuns = 2 * kConvPxMax + 8;
+
+// Splits the tile's pixels [p0, p0 + p_n) into runs (once per tile, not per depth row).
+inline int64_t pixel_runs(int64_t wo, int64_t p0, int64_t p_n, int64_t nr, PixelRun* runs) {
+  int64_t count = 0, oy = p0 / wo, ox = p0 % wo;
+  for (int64_t j = 0; j < p_n;) {
+    const int64_t lane = j % nr;
+    int64_t n = wo - ox;
+    if (n > nr - lane) n = nr - lane;
+    if (n > p_n - j) n = p_n - j;
+    runs[count++] = PixelRun{oy, ox, n, j / nr, lane};
+    j += n;
+    ox += n;
+    if (ox == wo) {
+      ox = 0;
+      ++oy;
+    }
+  }
+  return count;
+}
+
+// dst[t] = row[ix0 + t * sw] for t in [0, n), 0 where the column falls outside [0, w_in)
+// (row == nullptr: the whole run is padding). Stride 1 is a masked vector copy: lanes
+// outside the row are never read.
+template <class V>
+inline void im2col_run(const float* row, int64_t w_in, int64_t ix0, int64_t sw, int64_t n,
+                       float* dst) {
+  constexpr int64_t L = V::kLanes;
+  if (row == nullptr) {
+    for (int64_t t = 0; t < n; t += L) V::store_n(dst + t, V::zero(), n - t);
+    return;
+  }
+  // Columns t in [lo, hi) land inside the row: 0 <= ix0 + t * sw < w_in.
+  int64_t lo = ix0 >= 0 ? 0 : (-ix0 + sw - 1) / sw;
+  int64_t hi = ix0 >= w_in ? 0 : (w_in - ix0 + sw - 1) / sw;
+  if (lo > n) lo = n;
+  if (hi > n) hi = n;
+  if (hi < lo) hi = lo;
+  if (sw == 1) {
+    for (int64_t t = 0; t < n; t += L)
+      V::store_n(dst + t, V::load_range(row + ix0 + t, lo - t, hi - t), n - t);
+    return;
+  }
+  for (int64_t t = 0; t < lo; ++t) dst[t] = 0.0f;
+  for (int64_t t = lo; t < hi; ++t) dst[t] = row[ix0 + t * sw];
+  for (int64_t t = hi; t < n; ++t) dst[t] = 0.0f;
+}
+
+// im2col of depth rows [k0, k0 + kc) of the tile's pixels (runs) into k-major panels of kNr
+// pixels: panel i starts at cols + i * kc * kNr, its row kk holds depth k0 + kk; lanes past
+// the last pixel are zero.
+template <class V>
+void im2col_panels(const float* image, const Conv2dShape& s, int64_t g, int64_t k0, int64_t kc,
+                   const PixelRun* runs, int64_t nruns, int64_t p_n, float* cols) {
+  constexpr int64_t NR = V::kNr;
+  const int64_t cg = s.c_in / s.groups, taps = s.kh * s.kw;
+  const int64_t last = (p_n - 1) / NR, tail = p_n - last * NR;
+  int64_t c = k0 / taps, r = (k0 % taps) / s.kw, q = k0 % s.kw;  // depth k0 + kk = (c, r, q)
+  for (int64_t kk = 0; kk < kc; ++kk) {
+    const float* plane = image + (g * cg + c) * s.h_in * s.w_in;
+    float* base = cols + kk * NR;
+    for (int64_t i = 0; i < nruns; ++i) {
+      const PixelRun& u = runs[i];
+      const int64_t iy = u.oy * s.stride_h - s.pad_h + r * s.dil_h;
+      const float* row = iy >= 0 && iy < s.h_in ? plane + iy * s.w_in : nullptr;
+      im2col_run<V>(row, s.w_in, u.ox * s.stride_w - s.pad_w + q * s.dil_w, s.stride_w, u.n,
+                    base + u.panel * kc * NR + u.lane);
+    }
+    if (tail < NR) im2col_run<V>(nullptr, 0, 0, 1, NR - tail, base + last * kc * NR + tail);
+    if (++q == s.kw) {
+      q = 0;
+      if (++r == s.kh) {
+        r = 0;
+        ++c;
+      }
+    }
+  }
+}
 
 template <class V, int NV>
 void conv_micro(const float* w, const float* cols, int64_t kc, int64_t rows, int64_t px,
@@ -120,10 +210,12 @@ void conv_tile(const Conv2dArgs& a, const Conv2dTile& t, float* scratch) {
   const float* image = a.x + t.image * s.c_in * s.h_in * s.w_in;
   float* y0 = a.y + (t.image * s.c_out + t.co0) * pixels + t.p0;
   const float* bias = a.bias ? a.bias + t.co0 : nullptr;
+  PixelRun runs[kMaxPixelRuns];
+  const int64_t nruns = pixel_runs(s.w_out(), t.p0, t.p_n, NR, runs);
   for (int64_t k0 = 0; k0 < k; k0 += kConvKc) {
     const int64_t kc = k - k0 < kConvKc ? k - k0 : kConvKc;
     conv_dequant_panel_any<V>(a, t, k0, kc, panel);
-    im2col_panels(image, s, t.group, k0, kc, t.p0, t.p_n, NR, cols);
+    im2col_panels<V>(image, s, t.group, k0, kc, runs, nruns, t.p_n, cols);
     for (int64_t i = 0; i * NR < t.p_n; ++i) {
       const int64_t px = t.p_n - i * NR < NR ? t.p_n - i * NR : NR;
       for (int64_t r0 = 0; r0 < t.co_n; r0 += MR) {
