@@ -18,7 +18,7 @@ namespace {
 
 // Output channels per tile, and the pixel count a tile aims at (its pixels are balanced so
 // the last tile is not a sliver).
-constexpr int64_t kCoBlock = 64;
+constexpr int64_t kCoBlock = 128;
 constexpr int64_t kPxTarget = detail::kConvPxMax;  // a multiple of every SIMD width
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

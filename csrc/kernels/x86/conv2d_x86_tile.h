@@ -75,9 +75,10 @@ inline void im2col_run(const float* row, int64_t w_in, int64_t ix0, int64_t sw, 
     for (int64_t t = 0; t < n; t += L) V::store_n(dst + t, V::zero(), n - t);
     return;
   }
-  // Columns t in [lo, hi) land inside the row: 0 <= ix0 + t * sw < w_in.
-  int64_t lo = ix0 >= 0 ? 0 : (-ix0 + sw - 1) / sw;
-  int64_t hi = ix0 >= w_in ? 0 : (w_in - ix0 + sw - 1) / sw;
+  // Columns t in [lo, hi) land inside the row: 0 <= ix0 + t * sw < w_in (no division for
+  // stride 1: this runs once per run and depth row).
+  int64_t lo = ix0 >= 0 ? 0 : sw == 1 ? -ix0 : (-ix0 + sw - 1) / sw;
+  int64_t hi = ix0 >= w_in ? 0 : sw == 1 ? w_in - ix0 : (w_in - ix0 + sw - 1) / sw;
   if (lo > n) lo = n;
   if (hi > n) hi = n;
   if (hi < lo) hi = lo;
