@@ -39,6 +39,14 @@ int64_t pixel_block(int64_t pixels, int64_t lanes) {
   return std::max<int64_t>(1, std::min(round_up(ceil_div(pixels, tiles), lanes), pixels));
 }
 
+// Row tiles (conv2d_row_tiles): whole output rows, about kPxTarget padded-width pixels per
+// tile, balanced.
+int64_t row_block(const Conv2dShape& s) {
+  const int64_t ho = s.h_out(), wp = detail::conv2d_padded_width(s);
+  const int64_t tiles = ceil_div(ho, std::max<int64_t>(1, kPxTarget / wp));
+  return ceil_div(ho, tiles) * s.w_out();
+}
+
 // Pixels [p_begin, p_end) of one image/group as a row-major [pixels, k] matrix.
 void im2col_rows(const float* image, const Conv2dShape& s, int64_t g, int64_t p_begin,
                  int64_t p_end, float* cols) {
@@ -104,14 +112,15 @@ Conv2dPlan conv2d_plan(const Conv2dShape& s, CpuIsa isa) {
   plan.co_block = std::max<int64_t>(1, std::min(kCoBlock, per_group));
   const bool x86 = x86_tile_isa(isa);
   const int64_t lanes = !x86 ? 1 : isa == CpuIsa::kAvx512 ? 16 : 8;
-  plan.px_block = pixel_block(pixels, lanes);
+  plan.px_block = std::max<int64_t>(
+      1, x86 && detail::conv2d_row_tiles(s) ? row_block(s) : pixel_block(pixels, lanes));
   plan.co_blocks = ceil_div(per_group, plan.co_block);
   plan.px_blocks = ceil_div(pixels, plan.px_block);
   plan.items = s.batch * s.groups * plan.co_blocks * plan.px_blocks;
   if (x86) {
     const bool z = isa == CpuIsa::kAvx512;
     plan.scratch_floats = detail::conv2d_x86_scratch_floats(
-        plan.co_block, plan.px_block, z ? detail::kConvAvx512Mr : detail::kConvAvx2Mr,
+        s, plan.co_block, plan.px_block, z ? detail::kConvAvx512Mr : detail::kConvAvx2Mr,
         z ? detail::kConvAvx512Nr : detail::kConvAvx2Nr);
   } else {
     plan.scratch_floats = plan.px_block * (s.k() + plan.co_block);

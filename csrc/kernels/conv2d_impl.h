@@ -40,20 +40,38 @@ constexpr int64_t kConvPxMax = 192;
 constexpr int64_t kConvAvx512Mr = 8, kConvAvx512Nr = 48;
 constexpr int64_t kConvAvx2Mr = 6, kConvAvx2Nr = 16;
 
-/// Scratch floats of one x86 tile: the dequantized weight panel (co_block rounded up to mr
-/// rows of kConvKc) and the im2col panels (px_block rounded up to nr pixels, kConvKc deep),
-/// plus room to align both to 64 bytes.
-inline int64_t conv2d_x86_scratch_floats(int64_t co_block, int64_t px_block, int64_t mr,
-                                         int64_t nr) {
-  const int64_t rows = (co_block + mr - 1) / mr * mr;
-  const int64_t px = (px_block + nr - 1) / nr * nr;
-  return (rows + px) * kConvKc + 32;
+/// Row tiles. For stride 1 an x86 tile covers whole output rows and computes every column of
+/// the padded width (w_in + 2 * pad_w; the (kw - 1) * dil_w columns past w_out are computed
+/// and dropped), so that each depth row of its im2col panels is one contiguous slice of a
+/// zero-padded copy of the input rows: no per-pixel bounds and no row splits.
+constexpr int64_t kConvRowTileMaxWidth = 1024;
+inline int64_t conv2d_padded_width(const Conv2dShape& s) { return s.w_in + 2 * s.pad_w; }
+inline bool conv2d_row_tiles(const Conv2dShape& s) {
+  return s.stride_h == 1 && s.stride_w == 1 && conv2d_padded_width(s) <= kConvRowTileMaxWidth;
+}
+
+/// Scratch floats of one x86 tile with the plan's block sizes: the dequantized weight panel
+/// (co_block rounded up to mr rows of kConvKc) and the im2col panels (kConvKc deep); row tiles
+/// add the padded input rows of the channels one depth block touches (plus read slack for
+/// the last panel) and the [co_block, padded pixels] accumulator. 16 floats per region cover
+/// the 64-byte alignment.
+inline int64_t conv2d_x86_scratch_floats(const Conv2dShape& s, int64_t co_block,
+                                         int64_t px_block, int64_t mr, int64_t nr) {
+  const int64_t weights = (co_block + mr - 1) / mr * mr * kConvKc;
+  if (!conv2d_row_tiles(s)) return weights + (px_block + nr - 1) / nr * nr * kConvKc + 32;
+  const int64_t wp = conv2d_padded_width(s), rows = px_block / s.w_out();
+  const int64_t computed = (rows * wp + nr - 1) / nr * nr;
+  const int64_t channels = kConvKc / (s.kh * s.kw) + 2;
+  const int64_t padded_in = channels * (rows + (s.kh - 1) * s.dil_h) * wp + nr +
+                            (s.kw - 1) * s.dil_w + 16;
+  return weights + computed * kConvKc + co_block * computed + padded_in + 64;
 }
 
 #if defined(__x86_64__)
 /// Direct NCHW tile kernels: y[co, p] = sum_k W[co, k] cols[k, p] (+ bias), K blocked by
-/// kConvKc, partial sums through y in a fixed order. `scratch` holds
-/// conv2d_x86_scratch_floats(co_block, px_block, mr, nr) floats for the plan's block sizes.
+/// kConvKc, partial sums in a fixed order. `scratch` holds conv2d_x86_scratch_floats(s, ...)
+/// floats for the plan's block sizes; row tiles (conv2d_row_tiles) need t.p0 and t.p_n to be
+/// whole output rows.
 void conv2d_tile_avx2(const Conv2dArgs& a, const Conv2dTile& t, float* scratch);
 void conv2d_tile_avx512(const Conv2dArgs& a, const Conv2dTile& t, float* scratch);
 #endif

@@ -66,6 +66,8 @@ struct Avx2 {
   static Vec zero() { return _mm256_setzero_ps(); }
   static Vec set1(float f) { return _mm256_set1_ps(f); }
   static Vec load(const float* p) { return _mm256_load_ps(p); }  // panels are 64-byte aligned
+  static Vec loadu(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, Vec v) { _mm256_store_ps(p, v); }
   static Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
   static Vec load_n(const float* p, int64_t n) {
     return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lane_mask8(n));

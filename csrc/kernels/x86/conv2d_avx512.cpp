@@ -44,6 +44,8 @@ struct Avx512 {
   static Vec zero() { return _mm512_setzero_ps(); }
   static Vec set1(float f) { return _mm512_set1_ps(f); }
   static Vec load(const float* p) { return _mm512_load_ps(p); }  // panels are 64-byte aligned
+  static Vec loadu(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, Vec v) { _mm512_store_ps(p, v); }
   static Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
   static Vec load_n(const float* p, int64_t n) {
     return n >= 16 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(lane_mask16(n), p);

@@ -197,10 +197,101 @@ inline float* align64(float* p) {
   return reinterpret_cast<float*>((u + 63) & ~static_cast<uintptr_t>(63));
 }
 
+// Row tiles: input rows [iy0, iy0 + nrows) of channels [c0, c0 + nch) of one image/group,
+// each padded to wp = w_in + 2 * pad_w columns (zeros outside the image), channel-major;
+// `slack` zeros follow (the last panel of the last channel reads past its plane).
+inline void pad_rows(const float* image, const Conv2dShape& s, int64_t g, int64_t c0,
+                     int64_t nch, int64_t iy0, int64_t nrows, int64_t slack, float* xpad) {
+  const int64_t cg = s.c_in / s.groups, wp = s.w_in + 2 * s.pad_w;
+  const size_t pad_bytes = static_cast<size_t>(s.pad_w) * sizeof(float);
+  for (int64_t c = 0; c < nch; ++c) {
+    const float* plane = image + (g * cg + c0 + c) * s.h_in * s.w_in;
+    for (int64_t j = 0; j < nrows; ++j) {
+      float* dst = xpad + (c * nrows + j) * wp;
+      const int64_t iy = iy0 + j;
+      if (iy < 0 || iy >= s.h_in) {
+        std::memset(dst, 0, static_cast<size_t>(wp) * sizeof(float));
+        continue;
+      }
+      std::memset(dst, 0, pad_bytes);
+      std::memcpy(dst + s.pad_w, plane + iy * s.w_in, static_cast<size_t>(s.w_in) * sizeof(float));
+      std::memset(dst + s.pad_w + s.w_in, 0, pad_bytes);
+    }
+  }
+  std::memset(xpad + nch * nrows * wp, 0, static_cast<size_t>(slack) * sizeof(float));
+}
+
+// Row tiles: depth rows [k0, k0 + kc) of the panels are slices of the padded rows: computed
+// pixel p (= local row * wp + column) of depth (c, r, q) is xpad[c][r * dil_h * wp +
+// q * dil_w + p]. One kNr-float copy per depth row and panel.
+template <class V>
+void row_panels(const Conv2dShape& s, const float* xpad, int64_t c_first, int64_t nrows,
+                int64_t k0, int64_t kc, int64_t panels, float* cols) {
+  constexpr int64_t NR = V::kNr, L = V::kLanes;
+  const int64_t taps = s.kh * s.kw, wp = s.w_in + 2 * s.pad_w;
+  int64_t c = k0 / taps, r = (k0 % taps) / s.kw, q = k0 % s.kw;  // depth k0 + kk = (c, r, q)
+  for (int64_t kk = 0; kk < kc; ++kk) {
+    const float* src = xpad + ((c - c_first) * nrows + r * s.dil_h) * wp + q * s.dil_w;
+    for (int64_t i = 0; i < panels; ++i) {
+#pragma GCC unroll 4
+      for (int64_t v = 0; v < NR; v += L) V::store(cols + (i * kc + kk) * NR + v, V::loadu(src + i * NR + v));
+    }
+    if (++q == s.kw) {
+      q = 0;
+      if (++r == s.kh) {
+        r = 0;
+        ++c;
+      }
+    }
+  }
+}
+
+template <class V>
+void conv_tile_rows(const Conv2dArgs& a, const Conv2dTile& t, float* scratch) {
+  constexpr int64_t MR = V::kMr, NR = V::kNr;
+  const Conv2dShape& s = *a.s;
+  const int64_t k = s.k(), taps = s.kh * s.kw, wo = s.w_out(), pixels = s.h_out() * wo;
+  const int64_t wp = s.w_in + 2 * s.pad_w, rows = t.p_n / wo, oy0 = t.p0 / wo;
+  const int64_t in_rows = rows + (s.kh - 1) * s.dil_h;
+  const int64_t computed = rows * wp, ld = (computed + NR - 1) / NR * NR;
+  const int64_t panels = ld / NR, rows_padded = (t.co_n + MR - 1) / MR * MR;
+  float* panel = align64(scratch);
+  float* cols = align64(panel + rows_padded * kConvKc);
+  float* acc = align64(cols + ld * kConvKc);  // [co_n, ld] sums over the depth blocks so far
+  float* xpad = align64(acc + t.co_n * ld);
+  std::memset(panel + t.co_n * kConvKc, 0,
+              static_cast<size_t>((rows_padded - t.co_n) * kConvKc) * sizeof(float));
+  const float* image = a.x + t.image * s.c_in * s.h_in * s.w_in;
+  const float* bias = a.bias ? a.bias + t.co0 : nullptr;
+  for (int64_t k0 = 0; k0 < k; k0 += kConvKc) {
+    const int64_t kc = k - k0 < kConvKc ? k - k0 : kConvKc;
+    conv_dequant_panel_any<V>(a, t, k0, kc, panel);
+    const int64_t c_first = k0 / taps, nch = (k0 + kc - 1) / taps - c_first + 1;
+    pad_rows(image, s, t.group, c_first, nch, oy0 - s.pad_h, in_rows, NR + (s.kw - 1) * s.dil_w + 16,
+             xpad);
+    row_panels<V>(s, xpad, c_first, in_rows, k0, kc, panels, cols);
+    for (int64_t i = 0; i < panels; ++i) {
+      const int64_t px = computed - i * NR < NR ? computed - i * NR : NR;
+      for (int64_t r0 = 0; r0 < t.co_n; r0 += MR) {
+        conv_micro_any<V>(panel + r0 * kConvKc, cols + i * kc * NR, kc, t.co_n - r0, px,
+                          acc + r0 * ld + i * NR, ld, bias ? bias + r0 : nullptr, k0 == 0);
+      }
+    }
+  }
+  // Keep the w_out valid columns of every computed row.
+  for (int64_t c = 0; c < t.co_n; ++c) {
+    float* out = a.y + (t.image * s.c_out + t.co0 + c) * pixels + t.p0;
+    for (int64_t j = 0; j < rows; ++j) {
+      std::memcpy(out + j * wo, acc + c * ld + j * wp, static_cast<size_t>(wo) * sizeof(float));
+    }
+  }
+}
+
 template <class V>
 void conv_tile(const Conv2dArgs& a, const Conv2dTile& t, float* scratch) {
   constexpr int64_t MR = V::kMr, NR = V::kNr;
   const Conv2dShape& s = *a.s;
+  if (conv2d_row_tiles(s)) return conv_tile_rows<V>(a, t, scratch);
   const int64_t k = s.k(), pixels = s.h_out() * s.w_out();
   const int64_t rows_padded = (t.co_n + MR - 1) / MR * MR;
   float* panel = align64(scratch);
