@@ -103,32 +103,52 @@ detail::Conv2dTile tile_of(const Conv2dPlan& plan, const Conv2dShape& s, int64_t
   return t;
 }
 
+// The x86 tiling: channel blocks of up to kCoBlock, pixel blocks as above; with few items
+// that do not split evenly over `threads`, the channel blocks are halved (a multiple of the
+// register tile) until they do. Harmless to the values: an x86 tile's sums never depend on
+// the tile sizes.
+void x86_blocks(const Conv2dShape& s, CpuIsa isa, int threads, Conv2dPlan* plan) {
+  const int64_t per_group = s.c_out / s.groups, pixels = s.h_out() * s.w_out();
+  const bool z = isa == CpuIsa::kAvx512;
+  const int64_t mr = z ? detail::kConvAvx512Mr : detail::kConvAvx2Mr;
+  plan->px_block = std::max<int64_t>(
+      1, detail::conv2d_row_tiles(s) ? row_block(s) : pixel_block(pixels, z ? 16 : 8));
+  plan->px_blocks = ceil_div(pixels, plan->px_block);
+  int64_t co_block = std::max<int64_t>(1, std::min(kCoBlock, per_group));
+  auto items = [&](int64_t cb) { return s.batch * s.groups * ceil_div(per_group, cb) * plan->px_blocks; };
+  while (threads > 1 && items(co_block) % threads != 0 && items(co_block) < 4 * threads &&
+         co_block >= 4 * mr) {
+    co_block = round_up(ceil_div(co_block, 2), mr);
+  }
+  plan->co_block = co_block;
+  plan->co_blocks = ceil_div(per_group, co_block);
+  plan->scratch_floats = detail::conv2d_x86_scratch_floats(
+      s, co_block, plan->px_block, mr, z ? detail::kConvAvx512Nr : detail::kConvAvx2Nr);
+}
+
 }  // namespace
 
-Conv2dPlan conv2d_plan(const Conv2dShape& s, CpuIsa isa) {
+Conv2dPlan conv2d_plan(const Conv2dShape& s, CpuIsa isa, int threads) {
   const int64_t per_group = s.c_out / s.groups, pixels = s.h_out() * s.w_out();
   Conv2dPlan plan;
   plan.isa = isa;
-  plan.co_block = std::max<int64_t>(1, std::min(kCoBlock, per_group));
-  const bool x86 = x86_tile_isa(isa);
-  const int64_t lanes = !x86 ? 1 : isa == CpuIsa::kAvx512 ? 16 : 8;
-  plan.px_block = std::max<int64_t>(
-      1, x86 && detail::conv2d_row_tiles(s) ? row_block(s) : pixel_block(pixels, lanes));
-  plan.co_blocks = ceil_div(per_group, plan.co_block);
-  plan.px_blocks = ceil_div(pixels, plan.px_block);
-  plan.items = s.batch * s.groups * plan.co_blocks * plan.px_blocks;
-  if (x86) {
-    const bool z = isa == CpuIsa::kAvx512;
-    plan.scratch_floats = detail::conv2d_x86_scratch_floats(
-        s, plan.co_block, plan.px_block, z ? detail::kConvAvx512Mr : detail::kConvAvx2Mr,
-        z ? detail::kConvAvx512Nr : detail::kConvAvx2Nr);
+  if (x86_tile_isa(isa)) {
+    x86_blocks(s, isa, threads, &plan);
   } else {
+    // Fixed tiles (no thread hint): linear_f32's summation order may depend on the row count.
+    plan.co_block = std::max<int64_t>(1, std::min(kCoBlock, per_group));
+    plan.px_block = std::max<int64_t>(1, pixel_block(pixels, 1));
+    plan.co_blocks = ceil_div(per_group, plan.co_block);
+    plan.px_blocks = ceil_div(pixels, plan.px_block);
     plan.scratch_floats = plan.px_block * (s.k() + plan.co_block);
   }
+  plan.items = s.batch * s.groups * plan.co_blocks * plan.px_blocks;
   return plan;
 }
 
-Conv2dPlan conv2d_plan(const Conv2dShape& s) { return conv2d_plan(s, active_cpu_isa()); }
+Conv2dPlan conv2d_plan(const Conv2dShape& s, int threads) {
+  return conv2d_plan(s, active_cpu_isa(), threads);
+}
 
 void conv2d_f32_items(const Conv2dPlan& plan, const float* x, const Conv2dShape& s,
                       const uint8_t* packed, const uint16_t* scale_bits, const uint8_t* zeros,

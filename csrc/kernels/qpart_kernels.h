@@ -172,9 +172,11 @@ struct Conv2dPlan {
   int64_t scratch_floats;        // scratch one conv2d_f32_items call needs
 };
 
-/// The tiling for `isa` (default: active_cpu_isa()). `isa` must be supported to run it.
-Conv2dPlan conv2d_plan(const Conv2dShape& s, CpuIsa isa);
-Conv2dPlan conv2d_plan(const Conv2dShape& s);
+/// The tiling for `isa` (default: active_cpu_isa()); `isa` must be supported to run it.
+/// `threads` (how many threads will share the items) may only change the tile sizes of the
+/// x86 kernels, whose values never depend on them: the result is the same for any value.
+Conv2dPlan conv2d_plan(const Conv2dShape& s, CpuIsa isa, int threads = 1);
+Conv2dPlan conv2d_plan(const Conv2dShape& s, int threads = 1);
 
 /// Packed conv2d for the work items [item_begin, item_end) of `plan` (see Conv2dPlan): writes
 /// exactly those tiles of y (NCHW, batch x c_out x h_out x w_out). `scratch` holds

@@ -313,6 +313,16 @@ void run_conv_case(const Conv2dShape& s, int64_t group_size, int bits, bool with
   run(half, plan.items, &ysplit);
   EXPECT_EQ(ysplit, y);
 
+  // Plans sized for other thread counts give the same bits.
+  for (int threads : {2, 3, 4}) {
+    const Conv2dPlan other = conv2d_plan(s, isa, threads);
+    std::vector<float> scratch_t(static_cast<size_t>(other.scratch_floats));
+    Guarded<float> yt(std::vector<float>(y_size, kSentinel));
+    conv2d_f32_items(other, x.data(), s, packed.data(), scales.data(), zeros.data(), bias,
+                     group_size, bits, 0, other.items, scratch_t.data(), yt.data());
+    EXPECT_EQ(yt.vec(), y) << "plan for " << threads << " threads";
+  }
+
   // The (image, group) entry point runs the same tiles.
   std::vector<float> yconv(y_size, kSentinel);
   std::vector<float> scratch2(static_cast<size_t>(conv2d_scratch_floats(s)));

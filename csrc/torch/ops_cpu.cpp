@@ -161,8 +161,9 @@ Tensor conv2d_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
   Tensor out = at::empty({shape.batch, shape.c_out, ho, wo}, input.options().dtype(at::kFloat));
   // Work items are tiles of (output channels x output pixels) of every (image, group), so
   // batch 1 with one group still spreads over the threads; each output element belongs to
-  // one tile, so the result does not depend on the thread count.
-  const k::Conv2dPlan plan = k::conv2d_plan(shape);
+  // one tile, so the result does not depend on the thread count (which only sizes the tiles
+  // so that they split evenly).
+  const k::Conv2dPlan plan = k::conv2d_plan(shape, at::get_num_threads());
   if (plan.items > 0) {
     const Tensor x = input.to(at::kFloat).contiguous();
     const Tensor p = packed.contiguous(), s = scales.contiguous(), z = zeros.contiguous();
