@@ -20,6 +20,7 @@ namespace {
 // the last tile is not a sliver).
 constexpr int64_t kCoBlock = 128;
 constexpr int64_t kPxTarget = detail::kConvPxMax;  // a multiple of every SIMD width
+constexpr int64_t kRowPxTarget = 384;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -43,7 +44,7 @@ int64_t pixel_block(int64_t pixels, int64_t lanes) {
 // tile, balanced.
 int64_t row_block(const Conv2dShape& s) {
   const int64_t ho = s.h_out(), wp = detail::conv2d_padded_width(s);
-  const int64_t tiles = ceil_div(ho, std::max<int64_t>(1, kPxTarget / wp));
+  const int64_t tiles = ceil_div(ho, std::max<int64_t>(1, kRowPxTarget / wp));
   return ceil_div(ho, tiles) * s.w_out();
 }
 
