@@ -40,12 +40,24 @@ int64_t pixel_block(int64_t pixels, int64_t lanes) {
   return std::max<int64_t>(1, std::min(round_up(ceil_div(pixels, tiles), lanes), pixels));
 }
 
-// Row tiles (conv2d_row_tiles): whole output rows, about kPxTarget padded-width pixels per
-// tile, balanced.
-int64_t row_block(const Conv2dShape& s) {
+// Row tiles (conv2d_row_tiles): whole output rows, at most about kRowPxTarget padded-width
+// pixels per tile. Among those sizes, the one with the least work on the busiest of `threads`
+// threads (items per thread x computed lanes of a tile, plus a per-tile cost for the weight
+// dequantization); ties go to the larger tile.
+int64_t row_block(const Conv2dShape& s, int threads, int64_t co_items, int64_t nr) {
   const int64_t ho = s.h_out(), wp = detail::conv2d_padded_width(s);
-  const int64_t tiles = ceil_div(ho, std::max<int64_t>(1, kRowPxTarget / wp));
-  return ceil_div(ho, tiles) * s.w_out();
+  const int64_t most = std::max<int64_t>(1, std::min(ho, kRowPxTarget / wp));
+  constexpr int64_t kTileCost = 16;  // lanes
+  int64_t best_rows = most, best_cost = -1;
+  for (int64_t rows = most; rows >= 1; --rows) {
+    const int64_t items = co_items * ceil_div(ho, rows);
+    const int64_t cost = ceil_div(items, threads) * (round_up(rows * wp, nr) + kTileCost);
+    if (best_cost < 0 || cost < best_cost) {
+      best_cost = cost;
+      best_rows = rows;
+    }
+  }
+  return best_rows * s.w_out();
 }
 
 // Pixels [p_begin, p_end) of one image/group as a row-major [pixels, k] matrix.
@@ -104,19 +116,24 @@ detail::Conv2dTile tile_of(const Conv2dPlan& plan, const Conv2dShape& s, int64_t
   return t;
 }
 
-// The x86 tiling: channel blocks of up to kCoBlock, pixel blocks as above; with few items
-// that do not split evenly over `threads`, the channel blocks are halved (a multiple of the
-// register tile) until they do. Harmless to the values: an x86 tile's sums never depend on
+// The x86 tiling: channel blocks of up to kCoBlock, pixel blocks as above; if there are few
+// items that do not split evenly over `threads`, the channel blocks are halved (a multiple of
+// the register tile) until they do. Harmless to the values: an x86 tile's sums never depend on
 // the tile sizes.
 void x86_blocks(const Conv2dShape& s, CpuIsa isa, int threads, Conv2dPlan* plan) {
   const int64_t per_group = s.c_out / s.groups, pixels = s.h_out() * s.w_out();
   const bool z = isa == CpuIsa::kAvx512;
   const int64_t mr = z ? detail::kConvAvx512Mr : detail::kConvAvx2Mr;
-  plan->px_block = std::max<int64_t>(
-      1, detail::conv2d_row_tiles(s) ? row_block(s) : pixel_block(pixels, z ? 16 : 8));
-  plan->px_blocks = ceil_div(pixels, plan->px_block);
+  const int64_t nr = z ? detail::kConvAvx512Nr : detail::kConvAvx2Nr;
   int64_t co_block = std::max<int64_t>(1, std::min(kCoBlock, per_group));
-  auto items = [&](int64_t cb) { return s.batch * s.groups * ceil_div(per_group, cb) * plan->px_blocks; };
+  const int64_t co_items = s.batch * s.groups * ceil_div(per_group, co_block);
+  plan->px_block = std::max<int64_t>(1, detail::conv2d_row_tiles(s)
+                                            ? row_block(s, threads, co_items, nr)
+                                            : pixel_block(pixels, z ? 16 : 8));
+  plan->px_blocks = ceil_div(pixels, plan->px_block);
+  auto items = [&](int64_t cb) {
+    return s.batch * s.groups * ceil_div(per_group, cb) * plan->px_blocks;
+  };
   while (threads > 1 && items(co_block) % threads != 0 && items(co_block) < 4 * threads &&
          co_block >= 4 * mr) {
     co_block = round_up(ceil_div(co_block, 2), mr);
@@ -124,7 +141,7 @@ void x86_blocks(const Conv2dShape& s, CpuIsa isa, int threads, Conv2dPlan* plan)
   plan->co_block = co_block;
   plan->co_blocks = ceil_div(per_group, co_block);
   plan->scratch_floats = detail::conv2d_x86_scratch_floats(
-      s, co_block, plan->px_block, mr, z ? detail::kConvAvx512Nr : detail::kConvAvx2Nr);
+      s, co_block, plan->px_block, mr, nr);
 }
 
 }  // namespace

@@ -68,7 +68,8 @@ struct Avx512 {
                      uint8_t* codes) {
     const uint8_t* p = row + k0 * BITS / 8;
     for (int64_t j = 0; j < kc; j += 64) {
-      const __m512i c = kc - j >= 64 ? u.full(p + j * BITS / 8) : u.partial(p + j * BITS / 8, kc - j);
+      const uint8_t* src = p + j * BITS / 8;
+      const __m512i c = kc - j >= 64 ? u.full(src) : u.partial(src, kc - j);
       _mm512_store_si512(codes + j, c);
     }
   }

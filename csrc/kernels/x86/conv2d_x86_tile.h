@@ -234,7 +234,9 @@ void row_panels(const Conv2dShape& s, const float* xpad, int64_t c_first, int64_
     const float* src = xpad + ((c - c_first) * nrows + r * s.dil_h) * wp + q * s.dil_w;
     for (int64_t i = 0; i < panels; ++i) {
 #pragma GCC unroll 4
-      for (int64_t v = 0; v < NR; v += L) V::store(cols + (i * kc + kk) * NR + v, V::loadu(src + i * NR + v));
+      for (int64_t v = 0; v < NR; v += L) {
+        V::store(cols + (i * kc + kk) * NR + v, V::loadu(src + i * NR + v));
+      }
     }
     if (++q == s.kw) {
       q = 0;
@@ -267,8 +269,8 @@ void conv_tile_rows(const Conv2dArgs& a, const Conv2dTile& t, float* scratch) {
     const int64_t kc = k - k0 < kConvKc ? k - k0 : kConvKc;
     conv_dequant_panel_any<V>(a, t, k0, kc, panel);
     const int64_t c_first = k0 / taps, nch = (k0 + kc - 1) / taps - c_first + 1;
-    pad_rows(image, s, t.group, c_first, nch, oy0 - s.pad_h, in_rows, NR + (s.kw - 1) * s.dil_w + 16,
-             xpad);
+    const int64_t slack = NR + (s.kw - 1) * s.dil_w + 16;
+    pad_rows(image, s, t.group, c_first, nch, oy0 - s.pad_h, in_rows, slack, xpad);
     row_panels<V>(s, xpad, c_first, in_rows, k0, kc, panels, cols);
     for (int64_t i = 0; i < panels; ++i) {
       const int64_t px = computed - i * NR < NR ? computed - i * NR : NR;
