@@ -42,8 +42,8 @@ constexpr int64_t kConvAvx2Mr = 6, kConvAvx2Nr = 16;
 
 /// Row tiles. For stride 1 an x86 tile covers whole output rows and computes every column of
 /// the padded width (w_in + 2 * pad_w; the (kw - 1) * dil_w columns past w_out are computed
-/// and dropped), so that each depth row of its im2col panels is one contiguous slice of a
-/// zero-padded copy of the input rows: no per-pixel bounds and no row splits.
+/// and dropped), so that every depth row is the zero-padded input rows at a fixed offset:
+/// the micro-kernel reads them directly (no im2col, no per-pixel bounds).
 constexpr int64_t kConvRowTileMaxWidth = 1024;
 inline int64_t conv2d_padded_width(const Conv2dShape& s) { return s.w_in + 2 * s.pad_w; }
 inline bool conv2d_row_tiles(const Conv2dShape& s) {
@@ -51,10 +51,10 @@ inline bool conv2d_row_tiles(const Conv2dShape& s) {
 }
 
 /// Scratch floats of one x86 tile with the plan's block sizes: the dequantized weight panel
-/// (co_block rounded up to mr rows of kConvKc) and the im2col panels (kConvKc deep); row tiles
-/// add the padded input rows of the channels one depth block touches (plus read slack for
-/// the last panel) and the [co_block, padded pixels] accumulator. 16 floats per region cover
-/// the 64-byte alignment.
+/// (co_block rounded up to mr rows of kConvKc), then either the im2col panels (kConvKc deep)
+/// or, for row tiles, the padded input rows of the channels one depth block touches (plus
+/// read slack for the last panel) and the [co_block, padded pixels] accumulator. 16 floats
+/// per region cover the 64-byte alignment.
 inline int64_t conv2d_x86_scratch_floats(const Conv2dShape& s, int64_t co_block,
                                          int64_t px_block, int64_t mr, int64_t nr) {
   const int64_t weights = (co_block + mr - 1) / mr * mr * kConvKc;
@@ -64,7 +64,7 @@ inline int64_t conv2d_x86_scratch_floats(const Conv2dShape& s, int64_t co_block,
   const int64_t channels = kConvKc / (s.kh * s.kw) + 2;
   const int64_t padded_in = channels * (rows + (s.kh - 1) * s.dil_h) * wp + nr +
                             (s.kw - 1) * s.dil_w + 16;
-  return weights + computed * kConvKc + co_block * computed + padded_in + 64;
+  return weights + co_block * computed + padded_in + 48;
 }
 
 #if defined(__x86_64__)

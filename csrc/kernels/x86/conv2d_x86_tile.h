@@ -6,20 +6,28 @@
 // block of kConvKc:
 //   1. the tile's weight rows [k0, k0 + kc) are dequantized into an fp32 panel (row-major,
 //      row stride kConvKc; rows padded with zeros up to a multiple of kMr),
-//   2. the tile's pixels are im2col'ed into k-major panels of kNr pixels (im2col_panels): the
-//      pixels are split once per tile into runs within one output row, and each run of a
-//      depth row is a masked vector copy of an input row segment (stride 1) with zeros for
-//      the padding,
-//   3. for every pixel panel and every kMr-row slice of the weight panel, the micro-kernel
-//      keeps kMr x kNr outputs in registers: per depth step it loads kNr / kLanes pixel
-//      vectors, broadcasts kMr weights and issues kMr * kNr / kLanes FMAs; it starts from
-//      the bias (first block) or from y (later blocks) and stores into y's NCHW planes,
-//      masked on the last, partial pixel vector.
-// The pixel panel (kConvKc x kNr floats) stays in L1 while the weight slices stream from L2.
-// Sums over depth always run in the same order, so a result never depends on the tiling of
-// other outputs or on threads.
+//   2. the pixel source is prepared:
+//      * row tiles (stride 1, conv2d_row_tiles; the tile is whole output rows): the input
+//        rows the tile needs, of the channels the block touches, are copied once into a
+//        zero-padded buffer. Every column of the padded width wp is computed (the extra
+//        (kw - 1) * dil_w per row are dropped at the end), so pixel p = row * wp + col of
+//        depth (c, r, q) sits at a fixed offset (c, r * dil_h * wp + q * dil_w) from p:
+//        the micro-kernel reads the padded rows directly, no im2col and no bounds checks;
+//      * other strides: the pixels are im2col'ed into k-major panels of kNr pixels
+//        (im2col_panels): split once per tile into runs within one output row, each run of
+//        a depth row a (masked) copy of an input row segment with zeros for the padding,
+//   3. for every kNr-pixel panel and every kMr-row slice of the weight panel, the
+//      micro-kernel keeps kMr x kNr outputs in registers: per depth step it loads
+//      kNr / kLanes pixel vectors, broadcasts kMr weights and issues kMr * kNr / kLanes
+//      FMAs; it starts from the bias (first block) or from the partial sums (later blocks)
+//      and stores them back (into y's NCHW planes, or a [co_n, padded pixels] accumulator
+//      for row tiles), masked on the last, partial pixel vector.
+// The pixels of a panel (kConvKc x kNr floats) stay in L1 while the weight slices stream from
+// L2. Sums over depth always run in the same order, so a result never depends on the tiling
+// or on threads.
 //
-// V (the ISA traits) provides: Vec, kLanes, kMr, kNr, zero(), set1(f), load(p), fma(a, b, c),
+// V (the ISA traits) provides: Vec, kLanes, kMr, kNr, zero(), set1(f), load(p) (aligned),
+// loadu(p), fma(a, b, c),
 // load_n(p, n) / store_n(p, v, n) (n < kLanes touches only n floats), load_range(p, lo, hi)
 // (lanes in [lo, hi) from p, others zero and not read), and
 // dequant_panel<BITS>(args, tile, k0, kc, panel), which writes rows [0, co_n) of the panel:
@@ -123,11 +131,26 @@ void im2col_panels(const float* image, const Conv2dShape& s, int64_t g, int64_t 
   }
 }
 
-template <class V, int NV>
-void conv_micro(const float* w, const float* cols, int64_t kc, int64_t rows, int64_t px,
+// Where the micro-kernel reads its pixels: depth row kk of an im2col panel (aligned), or of
+// the padded input rows directly (row tiles: a per-depth offset, unaligned).
+template <class V>
+struct PanelSource {
+  static constexpr bool kAligned = true;
+  const float* cols;
+  const float* row(int64_t kk) const { return cols + kk * V::kNr; }
+};
+struct ShiftSource {
+  static constexpr bool kAligned = false;
+  const float* base;
+  const int64_t* offset;
+  const float* row(int64_t kk) const { return base + offset[kk]; }
+};
+
+template <class V, int NV, class Src>
+void conv_micro(const float* w, const Src& src, int64_t kc, int64_t rows, int64_t px,
                 float* y, int64_t ldy, const float* bias, bool first) {
   using Vec = typename V::Vec;
-  constexpr int MR = V::kMr, L = V::kLanes, NR = V::kNr;
+  constexpr int MR = V::kMr, L = V::kLanes;
   Vec acc[MR][NV];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) {
@@ -144,8 +167,11 @@ void conv_micro(const float* w, const float* cols, int64_t kc, int64_t rows, int
   }
   for (int64_t kk = 0; kk < kc; ++kk) {
     Vec b[NV];
+    const float* brow = src.row(kk);
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) b[v] = V::load(cols + kk * NR + v * L);
+    for (int v = 0; v < NV; ++v) {
+      b[v] = Src::kAligned ? V::load(brow + v * L) : V::loadu(brow + v * L);
+    }
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
       const Vec a = V::set1(w[r * kConvKc + kk]);
@@ -162,19 +188,19 @@ void conv_micro(const float* w, const float* cols, int64_t kc, int64_t rows, int
 }
 
 // Picks the micro-kernel with just enough pixel vectors for `px` (1..kNr) pixels.
-template <class V>
-void conv_micro_any(const float* w, const float* cols, int64_t kc, int64_t rows, int64_t px,
+template <class V, class Src>
+void conv_micro_any(const float* w, const Src& src, int64_t kc, int64_t rows, int64_t px,
                     float* y, int64_t ldy, const float* bias, bool first) {
   constexpr int NV = V::kNr / V::kLanes;
   static_assert(NV >= 1 && NV <= 3, "1 to 3 pixel vectors per micro-tile");
   const int64_t nv = (px + V::kLanes - 1) / V::kLanes;
   if constexpr (NV >= 3) {
-    if (nv == 3) return conv_micro<V, 3>(w, cols, kc, rows, px, y, ldy, bias, first);
+    if (nv == 3) return conv_micro<V, 3>(w, src, kc, rows, px, y, ldy, bias, first);
   }
   if constexpr (NV >= 2) {
-    if (nv == 2) return conv_micro<V, 2>(w, cols, kc, rows, px, y, ldy, bias, first);
+    if (nv == 2) return conv_micro<V, 2>(w, src, kc, rows, px, y, ldy, bias, first);
   }
-  conv_micro<V, 1>(w, cols, kc, rows, px, y, ldy, bias, first);
+  conv_micro<V, 1>(w, src, kc, rows, px, y, ldy, bias, first);
 }
 
 template <class V>
@@ -221,23 +247,15 @@ inline void pad_rows(const float* image, const Conv2dShape& s, int64_t g, int64_
   std::memset(xpad + nch * nrows * wp, 0, static_cast<size_t>(slack) * sizeof(float));
 }
 
-// Row tiles: depth rows [k0, k0 + kc) of the panels are slices of the padded rows: computed
-// pixel p (= local row * wp + column) of depth (c, r, q) is xpad[c][r * dil_h * wp +
-// q * dil_w + p]. One kNr-float copy per depth row and panel.
-template <class V>
-void row_panels(const Conv2dShape& s, const float* xpad, int64_t c_first, int64_t nrows,
-                int64_t k0, int64_t kc, int64_t panels, float* cols) {
-  constexpr int64_t NR = V::kNr, L = V::kLanes;
+// Row tiles: computed pixel p (= local row * wp + column) of depth (c, r, q) is
+// xpad[c][r * dil_h * wp + q * dil_w + p], so depth row kk of every panel is the padded rows
+// shifted by offset[kk].
+inline void row_offsets(const Conv2dShape& s, int64_t c_first, int64_t nrows, int64_t k0,
+                        int64_t kc, int64_t* offset) {
   const int64_t taps = s.kh * s.kw, wp = s.w_in + 2 * s.pad_w;
   int64_t c = k0 / taps, r = (k0 % taps) / s.kw, q = k0 % s.kw;  // depth k0 + kk = (c, r, q)
   for (int64_t kk = 0; kk < kc; ++kk) {
-    const float* src = xpad + ((c - c_first) * nrows + r * s.dil_h) * wp + q * s.dil_w;
-    for (int64_t i = 0; i < panels; ++i) {
-#pragma GCC unroll 4
-      for (int64_t v = 0; v < NR; v += L) {
-        V::store(cols + (i * kc + kk) * NR + v, V::loadu(src + i * NR + v));
-      }
-    }
+    offset[kk] = ((c - c_first) * nrows + r * s.dil_h) * wp + q * s.dil_w;
     if (++q == s.kw) {
       q = 0;
       if (++r == s.kh) {
@@ -258,25 +276,26 @@ void conv_tile_rows(const Conv2dArgs& a, const Conv2dTile& t, float* scratch) {
   const int64_t computed = rows * wp, ld = (computed + NR - 1) / NR * NR;
   const int64_t panels = ld / NR, rows_padded = (t.co_n + MR - 1) / MR * MR;
   float* panel = align64(scratch);
-  float* cols = align64(panel + rows_padded * kConvKc);
-  float* acc = align64(cols + ld * kConvKc);  // [co_n, ld] sums over the depth blocks so far
+  float* acc = align64(panel + rows_padded * kConvKc);  // [co_n, ld] sums so far
   float* xpad = align64(acc + t.co_n * ld);
   std::memset(panel + t.co_n * kConvKc, 0,
               static_cast<size_t>((rows_padded - t.co_n) * kConvKc) * sizeof(float));
   const float* image = a.x + t.image * s.c_in * s.h_in * s.w_in;
   const float* bias = a.bias ? a.bias + t.co0 : nullptr;
+  int64_t offset[kConvKc];
   for (int64_t k0 = 0; k0 < k; k0 += kConvKc) {
     const int64_t kc = k - k0 < kConvKc ? k - k0 : kConvKc;
     conv_dequant_panel_any<V>(a, t, k0, kc, panel);
     const int64_t c_first = k0 / taps, nch = (k0 + kc - 1) / taps - c_first + 1;
     const int64_t slack = NR + (s.kw - 1) * s.dil_w + 16;
     pad_rows(image, s, t.group, c_first, nch, oy0 - s.pad_h, in_rows, slack, xpad);
-    row_panels<V>(s, xpad, c_first, in_rows, k0, kc, panels, cols);
+    row_offsets(s, c_first, in_rows, k0, kc, offset);
     for (int64_t i = 0; i < panels; ++i) {
       const int64_t px = computed - i * NR < NR ? computed - i * NR : NR;
       for (int64_t r0 = 0; r0 < t.co_n; r0 += MR) {
-        conv_micro_any<V>(panel + r0 * kConvKc, cols + i * kc * NR, kc, t.co_n - r0, px,
-                          acc + r0 * ld + i * NR, ld, bias ? bias + r0 : nullptr, k0 == 0);
+        conv_micro_any<V>(panel + r0 * kConvKc, ShiftSource{xpad + i * NR, offset}, kc,
+                          t.co_n - r0, px, acc + r0 * ld + i * NR, ld,
+                          bias ? bias + r0 : nullptr, k0 == 0);
       }
     }
   }
@@ -313,8 +332,9 @@ void conv_tile(const Conv2dArgs& a, const Conv2dTile& t, float* scratch) {
     for (int64_t i = 0; i * NR < t.p_n; ++i) {
       const int64_t px = t.p_n - i * NR < NR ? t.p_n - i * NR : NR;
       for (int64_t r0 = 0; r0 < t.co_n; r0 += MR) {
-        conv_micro_any<V>(panel + r0 * kConvKc, cols + i * kc * NR, kc, t.co_n - r0, px,
-                          y0 + r0 * pixels + i * NR, pixels, bias ? bias + r0 : nullptr,
+        conv_micro_any<V>(panel + r0 * kConvKc, PanelSource<V>{cols + i * kc * NR}, kc,
+                          t.co_n - r0, px, y0 + r0 * pixels + i * NR, pixels,
+                          bias ? bias + r0 : nullptr,
                           k0 == 0);
       }
     }
