@@ -2,9 +2,9 @@
 // pixels (Conv2dPlan), so that even batch 1 with one group has several independent work
 // items for the threads.
 //
-// * x86 AVX2 / AVX-512: a direct NCHW kernel per tile (x86/conv2d_x86_tile.h): K-major
-//   im2col panels of the tile's pixels, a dequantized fp32 weight panel of its channels, and
-//   a register-tiled micro-kernel writing the output planes in place.
+// * x86 AVX2 / AVX-512: a direct NCHW kernel per tile (x86/conv2d_x86_tile.h): a dequantized
+//   fp32 weight panel of its channels times its pixels (read straight from zero-padded input
+//   rows for stride 1, from K-major im2col panels otherwise) in a register-tiled micro-kernel.
 // * every other ISA (scalar reference, NEON): per tile, a row-major im2col of its pixels,
 //   linear_f32 (so the NEON GEMM is reused) over its channels, and a transpose into NCHW.
 #include <algorithm>
@@ -17,7 +17,8 @@ namespace kernels {
 namespace {
 
 // Output channels per tile, and the pixel count a tile aims at (its pixels are balanced so
-// the last tile is not a sliver).
+// the last tile is not a sliver); row tiles (stride 1, x86) may be larger (L2-resident
+// accumulator), which halves the weight dequantizations.
 constexpr int64_t kCoBlock = 128;
 constexpr int64_t kPxTarget = detail::kConvPxMax;  // a multiple of every SIMD width
 constexpr int64_t kRowPxTarget = 384;
@@ -151,7 +152,7 @@ Conv2dPlan conv2d_plan(const Conv2dShape& s, CpuIsa isa, int threads) {
   Conv2dPlan plan;
   plan.isa = isa;
   if (x86_tile_isa(isa)) {
-    x86_blocks(s, isa, threads, &plan);
+    x86_blocks(s, isa, threads > 1 ? threads : 1, &plan);
   } else {
     // Fixed tiles (no thread hint): linear_f32's summation order may depend on the row count.
     plan.co_block = std::max<int64_t>(1, std::min(kCoBlock, per_group));
