@@ -159,12 +159,40 @@ struct Conv2dShape {
   int64_t k() const { return (c_in / groups) * kh * kw; }
 };
 
-/// Number of floats of scratch space conv2d_f32 needs per (image, group) work item.
+/// How conv2d splits its work: every (image, group) is cut into tiles of up to `co_block`
+/// output channels x `px_block` output pixels; a work item is one tile, numbered
+/// ((image * groups + group) * co_blocks + co_tile) * px_blocks + px_tile. Each output
+/// element is computed inside exactly one tile, in an order fixed by the plan alone, so the
+/// result does not depend on how the items are split across calls or threads.
+struct Conv2dPlan {
+  CpuIsa isa;                    // kernel family the tiles run with
+  int64_t co_block, px_block;    // tile size (output channels, output pixels)
+  int64_t co_blocks, px_blocks;  // tiles per (image, group) along each dimension
+  int64_t items;                 // batch * groups * co_blocks * px_blocks
+  int64_t scratch_floats;        // scratch one conv2d_f32_items call needs
+};
+
+/// The tiling for `isa` (default: active_cpu_isa()); `isa` must be supported to run it.
+/// `threads` (how many threads will share the items) may only change the tile sizes of the
+/// x86 kernels, whose values never depend on them: the result is the same for any value.
+Conv2dPlan conv2d_plan(const Conv2dShape& s, CpuIsa isa, int threads = 1);
+Conv2dPlan conv2d_plan(const Conv2dShape& s, int threads = 1);
+
+/// Packed conv2d for the work items [item_begin, item_end) of `plan` (see Conv2dPlan): writes
+/// exactly those tiles of y (NCHW, batch x c_out x h_out x w_out). `scratch` holds
+/// plan.scratch_floats floats. `bias` may be null. x86 AVX2/AVX-512 run a direct NCHW
+/// kernel (x86/conv2d_*.cpp); other ISAs run im2col + linear_f32 per tile.
+void conv2d_f32_items(const Conv2dPlan& plan, const float* x, const Conv2dShape& s,
+                      const uint8_t* packed, const uint16_t* scale_bits, const uint8_t* zeros,
+                      const float* bias, int64_t group_size, int bits, int64_t item_begin,
+                      int64_t item_end, float* scratch, float* y);
+
+/// Scratch floats conv2d_f32 needs under any ISA.
 int64_t conv2d_scratch_floats(const Conv2dShape& s);
 
-/// Packed conv2d for work items [item_begin, item_end) where item = image * groups + group;
-/// computes those output planes of y (NCHW, batch x c_out x h_out x w_out). `scratch` holds
-/// conv2d_scratch_floats(s) floats (im2col buffer). `bias` may be null.
+/// Convenience form with (image, group) work items, item = image * groups + group: runs all
+/// tiles of those items with conv2d_plan(s) (so the same values as conv2d_f32_items).
+/// `scratch` holds conv2d_scratch_floats(s) floats. `bias` may be null.
 void conv2d_f32(const float* x, const Conv2dShape& s, const uint8_t* packed,
                 const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
                 int64_t group_size, int bits, int64_t item_begin, int64_t item_end,

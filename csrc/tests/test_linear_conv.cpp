@@ -1,9 +1,13 @@
 // Packed linear and conv2d against naive double-precision references computed on the
 // dequantized weights (dequantize_rows), including output/work-item subranges.
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <stdexcept>
 #include <utility>
 #include <vector>
 
@@ -12,9 +16,14 @@
 
 namespace {
 
+using qpart::kernels::active_cpu_isa;
 using qpart::kernels::conv2d_f32;
+using qpart::kernels::conv2d_f32_items;
+using qpart::kernels::conv2d_plan;
 using qpart::kernels::conv2d_scratch_floats;
+using qpart::kernels::Conv2dPlan;
 using qpart::kernels::Conv2dShape;
+using qpart::kernels::CpuIsa;
 using qpart::kernels::linear_f32;
 using qpart::kernels::Status;
 using qpart_test::Packed;
@@ -178,56 +187,116 @@ void ref_conv2d(const std::vector<float>& x, const Conv2dShape& s, const std::ve
   }
 }
 
+// Every ISA this build and CPU can run, scalar (the reference) first.
+std::vector<CpuIsa> supported_isas() {
+  std::vector<CpuIsa> out;
+  for (CpuIsa isa : {CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kNeon}) {
+    if (qpart::kernels::cpu_isa_supported(isa)) out.push_back(isa);
+  }
+  return out;
+}
+
+// Restores the ISA active before the test.
+struct IsaGuard {
+  CpuIsa saved = active_cpu_isa();
+  ~IsaGuard() { qpart::kernels::set_cpu_isa(saved); }
+};
+
+// A copy of `v` that ends exactly where an inaccessible page starts, so a kernel reading or
+// writing one element past the end faults.
+template <typename T>
+class Guarded {
+ public:
+  explicit Guarded(const std::vector<T>& v) : n_(v.size()) {
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    const size_t bytes = (n_ * sizeof(T) + page - 1) / page * page;
+    size_ = bytes + page;
+    void* mem = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) throw std::runtime_error("mmap failed");
+    base_ = static_cast<uint8_t*>(mem);
+    if (mprotect(base_ + bytes, page, PROT_NONE) != 0) throw std::runtime_error("mprotect");
+    data_ = reinterpret_cast<T*>(base_ + bytes - n_ * sizeof(T));
+    if (n_ > 0) std::memcpy(data_, v.data(), n_ * sizeof(T));
+  }
+  ~Guarded() { munmap(base_, size_); }
+  Guarded(const Guarded&) = delete;
+  Guarded& operator=(const Guarded&) = delete;
+  T* data() { return data_; }
+  std::vector<T> vec() const { return std::vector<T>(data_, data_ + n_); }
+
+ private:
+  size_t n_, size_;
+  uint8_t* base_;
+  T* data_;
+};
+
+// Runs conv2d with `isa` on guarded buffers and checks: the double reference; that every
+// work item writes exactly its tile; that any split of the items (threads) gives the same
+// bits; and that the (image, group) convenience entry point agrees bit for bit.
 void run_conv_case(const Conv2dShape& s, int64_t group_size, int bits, bool with_bias,
-                   uint32_t seed) {
+                   uint32_t seed, CpuIsa isa) {
   SCOPED_TRACE(testing::Message()
-               << "batch=" << s.batch << " c_in=" << s.c_in << " " << s.h_in << "x" << s.w_in
+               << "isa=" << qpart::kernels::cpu_isa_name(isa) << " batch=" << s.batch
+               << " c_in=" << s.c_in << " " << s.h_in << "x" << s.w_in
                << " c_out=" << s.c_out << " kernel=" << s.kh << "x" << s.kw << " stride="
                << s.stride_h << "," << s.stride_w << " pad=" << s.pad_h << "," << s.pad_w
                << " dil=" << s.dil_h << "," << s.dil_w << " groups=" << s.groups
                << " group_size=" << group_size << " bits=" << bits << " bias=" << with_bias);
+  IsaGuard guard;
+  ASSERT_TRUE(qpart::kernels::set_cpu_isa(isa));
   const int64_t k = s.k(), ho = s.h_out(), wo = s.w_out();
   ASSERT_GT(ho, 0);
   ASSERT_GT(wo, 0);
   ASSERT_EQ(k % group_size, 0);
   const auto w_f = qpart_test::random_normal(static_cast<size_t>(s.c_out * k), seed);
-  const auto x =
+  const auto x_v =
       qpart_test::random_normal(static_cast<size_t>(s.batch * s.c_in * s.h_in * s.w_in), seed + 7);
   const auto bias_v = qpart_test::random_normal(static_cast<size_t>(s.c_out), seed + 13);
-  const float* bias = with_bias ? bias_v.data() : nullptr;
+  Guarded<float> bias_g(bias_v);
+  const float* bias = with_bias ? bias_g.data() : nullptr;
   Status st;
   const Packed p = qpart_test::quantize(w_f, s.c_out, k, group_size, bits, &st);
   ASSERT_EQ(st, Status::kOk);
   const auto w = qpart_test::dequantize(p);
+  Guarded<float> x(x_v);
+  Guarded<uint8_t> packed(p.packed);
+  Guarded<uint16_t> scales(p.scales);
+  Guarded<uint8_t> zeros(p.zeros);
 
+  const Conv2dPlan plan = conv2d_plan(s, isa);
+  ASSERT_EQ(plan.isa, isa);
   const size_t y_size = static_cast<size_t>(s.batch * s.c_out * ho * wo);
   // Scratch starts as NaN so that reading anything not written first would show.
-  std::vector<float> scratch(static_cast<size_t>(conv2d_scratch_floats(s)),
+  std::vector<float> scratch(static_cast<size_t>(plan.scratch_floats),
                              std::numeric_limits<float>::quiet_NaN());
   auto run = [&](int64_t item_begin, int64_t item_end, std::vector<float>* y) {
-    conv2d_f32(x.data(), s, p.packed.data(), p.scales.data(), p.zeros.data(), bias, group_size,
-               bits, item_begin, item_end, scratch.data(), y->data());
+    Guarded<float> yg(*y);
+    conv2d_f32_items(plan, x.data(), s, packed.data(), scales.data(), zeros.data(), bias,
+                     group_size, bits, item_begin, item_end, scratch.data(), yg.data());
+    *y = yg.vec();
   };
 
   std::vector<double> ref, abs_sum;
-  ref_conv2d(x, s, w, bias, &ref, &abs_sum);
+  ref_conv2d(x_v, s, w, with_bias ? bias_v.data() : nullptr, &ref, &abs_sum);
   std::vector<float> y(y_size, kSentinel);
-  const int64_t items = s.batch * s.groups;
-  run(0, items, &y);
+  run(0, plan.items, &y);
   for (size_t i = 0; i < y_size; ++i) {
     ASSERT_NEAR(y[i], ref[i], fp32_tolerance(abs_sum[i], k)) << "y flat index " << i;
   }
 
-  // Each single work item writes exactly its (image, group) output planes.
+  // Each work item writes exactly its tile: co_block channels x px_block pixels of one
+  // (image, group), numbered as documented in Conv2dPlan.
   const int64_t og = s.c_out / s.groups, pixels = ho * wo;
-  for (int64_t item = 0; item < items; ++item) {
+  for (int64_t item = 0; item < plan.items; ++item) {
     std::vector<float> yi(y_size, kSentinel);
     run(item, item + 1, &yi);
-    const int64_t b = item / s.groups, g = item % s.groups;
+    const int64_t pt = item % plan.px_blocks, ct = (item / plan.px_blocks) % plan.co_blocks;
+    const int64_t bg = item / (plan.px_blocks * plan.co_blocks);
     for (int64_t bb = 0; bb < s.batch; ++bb) {
       for (int64_t co = 0; co < s.c_out; ++co) {
-        const bool inside = bb == b && co / og == g;
         for (int64_t px = 0; px < pixels; ++px) {
+          const bool inside = bb * s.groups + co / og == bg && (co % og) / plan.co_block == ct &&
+                              px / plan.px_block == pt;
           const size_t idx = static_cast<size_t>((bb * s.c_out + co) * pixels + px);
           ASSERT_EQ(yi[idx], inside ? y[idx] : kSentinel)
               << "item " << item << " image " << bb << " channel " << co << " pixel " << px;
@@ -236,12 +305,36 @@ void run_conv_case(const Conv2dShape& s, int64_t group_size, int bits, bool with
     }
   }
 
-  // Splitting the items reproduces the full result bit for bit.
+  // Splitting the items (as threads do) reproduces the full result bit for bit.
   std::vector<float> ysplit(y_size, kSentinel);
-  run(0, items / 2, &ysplit);
-  run(items / 2, items / 2, &ysplit);
-  run(items / 2, items, &ysplit);
+  const int64_t half = plan.items / 2;
+  run(0, half, &ysplit);
+  run(half, half, &ysplit);
+  run(half, plan.items, &ysplit);
   EXPECT_EQ(ysplit, y);
+
+  // Plans sized for other thread counts give the same bits.
+  for (int threads : {2, 3, 4}) {
+    const Conv2dPlan other = conv2d_plan(s, isa, threads);
+    std::vector<float> scratch_t(static_cast<size_t>(other.scratch_floats));
+    Guarded<float> yt(std::vector<float>(y_size, kSentinel));
+    conv2d_f32_items(other, x.data(), s, packed.data(), scales.data(), zeros.data(), bias,
+                     group_size, bits, 0, other.items, scratch_t.data(), yt.data());
+    EXPECT_EQ(yt.vec(), y) << "plan for " << threads << " threads";
+  }
+
+  // The (image, group) entry point runs the same tiles.
+  std::vector<float> yconv(y_size, kSentinel);
+  std::vector<float> scratch2(static_cast<size_t>(conv2d_scratch_floats(s)));
+  ASSERT_GE(scratch2.size(), scratch.size());
+  conv2d_f32(x.data(), s, packed.data(), scales.data(), zeros.data(), bias, group_size, bits, 0,
+             s.batch * s.groups, scratch2.data(), yconv.data());
+  EXPECT_EQ(yconv, y);
+}
+
+void run_conv_case_all_isas(const Conv2dShape& s, int64_t group_size, int bits,
+                            bool with_bias, uint32_t seed) {
+  for (CpuIsa isa : supported_isas()) run_conv_case(s, group_size, bits, with_bias, seed, isa);
 }
 
 TEST(Conv2d, StridePaddingDilationGroups) {
@@ -252,8 +345,8 @@ TEST(Conv2d, StridePaddingDilationGroups) {
   uint32_t seed = 500;
   for (int bits = 1; bits <= 8; ++bits) {
     for (int64_t gs : {18, 9}) {
-      run_conv_case(s, gs, bits, false, seed++);
-      run_conv_case(s, gs, bits, true, seed++);
+      run_conv_case_all_isas(s, gs, bits, false, seed++);
+      run_conv_case_all_isas(s, gs, bits, true, seed++);
     }
   }
 }
@@ -279,10 +372,56 @@ TEST(Conv2d, AsymmetricShapes) {
   uint32_t seed = 900;
   for (int bits : {1, 2, 3, 4, 5, 8}) {
     for (const auto& c : cases) {
-      run_conv_case(c.shape, c.group_size, bits, false, seed++);
-      run_conv_case(c.shape, c.group_size, bits, true, seed++);
+      run_conv_case_all_isas(c.shape, c.group_size, bits, false, seed++);
+      run_conv_case_all_isas(c.shape, c.group_size, bits, true, seed++);
     }
   }
+}
+
+// Tile edges and odd shapes for every ISA and width: c_out not a multiple of the register
+// tile (and more than one channel tile), pixel counts not a multiple of the SIMD width (and
+// more than one pixel tile), depth over one K block, 7x7 and 5x3 kernels, 1 output channel,
+// 1x1 stride 1, grouped and depthwise, batch > 1.
+TEST(Conv2d, TileEdgesEveryIsa) {
+  struct Case {
+    Conv2dShape shape;
+    int64_t group_size;
+  };
+  const Case cases[] = {
+      // 3x3 pad 1: 13 channels, 99 pixels, per-channel.
+      {make_shape(1, 5, 9, 11, 13, 3, 3, 1, 1, 1, 1, 1, 1, 1), 45},
+      // stride 2, pad 2, batch 2, groups of 12.
+      {make_shape(2, 4, 13, 10, 9, 3, 3, 2, 2, 2, 2, 1, 1, 1), 12},
+      // dilation 2, pad 2.
+      {make_shape(1, 3, 12, 12, 7, 3, 3, 1, 1, 2, 2, 2, 2, 1), 27},
+      // 2 groups of 5 channels, batch 2.
+      {make_shape(2, 6, 8, 9, 10, 3, 3, 1, 1, 1, 1, 1, 1, 2), 27},
+      // depthwise 3x3.
+      {make_shape(1, 8, 10, 10, 8, 3, 3, 1, 1, 1, 1, 1, 1, 8), 9},
+      // 7x7 stride 2 pad 3 (k = 147: two depth blocks), groups of 49.
+      {make_shape(1, 3, 20, 20, 16, 7, 7, 2, 2, 3, 3, 1, 1, 1), 49},
+      // 5x3 kernel, asymmetric padding.
+      {make_shape(1, 4, 11, 9, 5, 5, 3, 1, 1, 2, 1, 1, 1, 1), 20},
+      // one output channel, 1x1.
+      {make_shape(1, 16, 6, 7, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1), 8},
+      // 1x1 stride 1, batch 2.
+      {make_shape(2, 32, 7, 9, 24, 1, 1, 1, 1, 0, 0, 1, 1, 1), 16},
+      // k = 576 (5 depth blocks), 70 channels (two channel tiles), 81 pixels, groups of 64.
+      {make_shape(1, 64, 9, 9, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1), 64},
+      // 900 pixels (several pixel tiles), 3 channels.
+      {make_shape(1, 2, 30, 30, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1), 18},
+      // batch 3, stride (1, 2), padding (0, 1), dilation (2, 1).
+      {make_shape(3, 3, 9, 12, 11, 3, 3, 1, 2, 0, 1, 2, 1, 1), 9},
+  };
+  uint32_t seed = 3000;
+  for (int bits = 1; bits <= 8; ++bits) {
+    for (const auto& c : cases) {
+      run_conv_case_all_isas(c.shape, c.group_size, bits, (seed & 1) != 0, seed);
+      ++seed;
+    }
+  }
+  // Per-channel variant of the multi-block case.
+  run_conv_case_all_isas(make_shape(1, 64, 9, 9, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1), 576, 3, true, 7);
 }
 
 }  // namespace

@@ -159,19 +159,23 @@ Tensor conv2d_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
   const int64_t gs = d.group_size, ho = d.h_out, wo = d.w_out;
 
   Tensor out = at::empty({shape.batch, shape.c_out, ho, wo}, input.options().dtype(at::kFloat));
-  const int64_t items = shape.batch * groups;
-  if (items > 0) {
+  // Work items are tiles of (output channels x output pixels) of every (image, group), so
+  // batch 1 with one group still spreads over the threads; each output element belongs to
+  // one tile, so the result does not depend on the thread count (which only sizes the tiles
+  // so that they split evenly).
+  const k::Conv2dPlan plan = k::conv2d_plan(shape, at::get_num_threads());
+  if (plan.items > 0) {
     const Tensor x = input.to(at::kFloat).contiguous();
     const Tensor p = packed.contiguous(), s = scales.contiguous(), z = zeros.contiguous();
     Tensor b;
     if (bias.has_value()) b = bias->to(at::kFloat).contiguous();
     const float* bias_ptr = b.defined() ? b.const_data_ptr<float>() : nullptr;
     float* y = out.mutable_data_ptr<float>();
-    at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> scratch(static_cast<size_t>(k::conv2d_scratch_floats(shape)));
-      k::conv2d_f32(x.const_data_ptr<float>(), shape, p.const_data_ptr<uint8_t>(), scale_ptr(s),
-                    z.const_data_ptr<uint8_t>(), bias_ptr, gs, static_cast<int>(bits), begin,
-                    end, scratch.data(), y);
+    at::parallel_for(0, plan.items, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> scratch(static_cast<size_t>(plan.scratch_floats));
+      k::conv2d_f32_items(plan, x.const_data_ptr<float>(), shape, p.const_data_ptr<uint8_t>(),
+                          scale_ptr(s), z.const_data_ptr<uint8_t>(), bias_ptr, gs,
+                          static_cast<int>(bits), begin, end, scratch.data(), y);
     });
   }
   return out.to(input.scalar_type());
