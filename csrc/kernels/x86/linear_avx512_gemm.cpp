@@ -165,73 +165,90 @@ void build_i8_panel(const LinearI8Args& a, const Unpack64<BITS>& U, int64_t n0, 
   }
 }
 
-// Broadcast of activation bytes p[0..3]; `avail` < 4 reads only that many (K tail).
-inline __m512i act4(const int8_t* p, int64_t avail) {
-  int32_t v;
-  if (avail >= 4) {
-    std::memcpy(&v, p, 4);
-  } else {
-    v = _mm_cvtsi128_si32(_mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << avail) - 1u), p));
-  }
-  return _mm512_set1_epi32(v);
-}
+// Group-end epilogue inputs for one tile: per-column scales / zero points of the group, the
+// rows' group sums (row stride gstride) and the rows' float sums (row stride kNr).
+struct I8Epilogue {
+  const float* scale;
+  const int32_t* zero;
+  const int32_t* gsum;
+  int64_t gstride;
+  float* acc;
+};
 
-// d[s] += panel quad wp (32 columns) x activation bytes p[s * ldq .. + 3] for MR rows.
+// One segment of a group for MR rows x 32 columns: dot (MR x 32 int32, carried between
+// segments) += nq panel quads from wp x activation bytes p[s * ldq + 4t ..], the last quad
+// holding only `last` (1..4) codes. With `epi`, the group ends here: acc += float(dot - zero *
+// gsum) * scale and dot restarts at 0. The accumulators live in registers for the segment
+// (every loop over them is unrolled; no pointer to them escapes).
 template <int MR>
-inline void quad_step(__m512i d[][2], const uint8_t* wp, const int8_t* p, int64_t ldq,
-                      int64_t avail) {
-  const __m512i w0 = _mm512_load_si512(wp), w1 = _mm512_load_si512(wp + 64);
+void i8_segment(const int8_t* p, int64_t ldq, const uint8_t* wp, int64_t nq, int64_t last,
+                int32_t* dot, const I8Epilogue* epi) {
+  __m512i d0[MR], d1[MR];
 #pragma GCC unroll 16
   for (int s = 0; s < MR; ++s) {
-    const __m512i x = act4(p + s * ldq, avail);
-    d[s][0] = _mm512_dpbusd_epi32(d[s][0], w0, x);
-    d[s][1] = _mm512_dpbusd_epi32(d[s][1], w1, x);
+    d0[s] = _mm512_load_si512(dot + s * kNr);
+    d1[s] = _mm512_load_si512(dot + s * kNr + 16);
+  }
+  const int64_t full = last == 4 ? nq : nq - 1;
+  for (int64_t t = 0; t < full; ++t, wp += 128, p += 4) {
+    const __m512i w0 = _mm512_load_si512(wp), w1 = _mm512_load_si512(wp + 64);
+#pragma GCC unroll 16
+    for (int s = 0; s < MR; ++s) {
+      int32_t v;
+      std::memcpy(&v, p + s * ldq, 4);
+      const __m512i x = _mm512_set1_epi32(v);
+      d0[s] = _mm512_dpbusd_epi32(d0[s], w0, x);
+      d1[s] = _mm512_dpbusd_epi32(d1[s], w1, x);
+    }
+  }
+  if (full < nq) {  // K % 4 != 0: read only the row's remaining bytes
+    const __m512i w0 = _mm512_load_si512(wp), w1 = _mm512_load_si512(wp + 64);
+    const __mmask16 mk = static_cast<__mmask16>((1u << last) - 1u);
+#pragma GCC unroll 16
+    for (int s = 0; s < MR; ++s) {
+      const __m512i x = _mm512_broadcastd_epi32(_mm_maskz_loadu_epi8(mk, p + s * ldq));
+      d0[s] = _mm512_dpbusd_epi32(d0[s], w0, x);
+      d1[s] = _mm512_dpbusd_epi32(d1[s], w1, x);
+    }
+  }
+  if (epi) {
+    const __m512 s0 = _mm512_load_ps(epi->scale), s1 = _mm512_load_ps(epi->scale + 16);
+    const __m512i z0 = _mm512_load_si512(epi->zero), z1 = _mm512_load_si512(epi->zero + 16);
+#pragma GCC unroll 16
+    for (int s = 0; s < MR; ++s) {
+      const __m512i gs = _mm512_set1_epi32(epi->gsum[s * epi->gstride]);
+      float* acc = epi->acc + s * kNr;
+      const __m512 p0 = _mm512_mul_round_ps(
+          _mm512_cvtepi32_ps(_mm512_sub_epi32(d0[s], _mm512_mullo_epi32(z0, gs))), s0, kRne);
+      const __m512 p1 = _mm512_mul_round_ps(
+          _mm512_cvtepi32_ps(_mm512_sub_epi32(d1[s], _mm512_mullo_epi32(z1, gs))), s1, kRne);
+      _mm512_store_ps(acc, _mm512_add_round_ps(_mm512_load_ps(acc), p0, kRne));
+      _mm512_store_ps(acc + 16, _mm512_add_round_ps(_mm512_load_ps(acc + 16), p1, kRne));
+      d0[s] = d1[s] = _mm512_setzero_si512();
+    }
+  }
+#pragma GCC unroll 16
+  for (int s = 0; s < MR; ++s) {
+    _mm512_store_si512(dot + s * kNr, d0[s]);
+    _mm512_store_si512(dot + s * kNr + 16, d1[s]);
   }
 }
 
-// One MR-row tile over codes [kb, ke) of the current panel: int32 dot products per group
-// (carried in w.dot across K blocks), and at each group end the scalar kernel's epilogue
-// acc += float(dot - zero * gsum) * scale into w.acc. `r` is the tile's first row within the
-// row block, i the absolute row.
+// One MR-row tile (first row r within the row block, absolute row i) over codes [kb, ke) of
+// the current panel, split at group ends.
 template <int MR>
 void i8_tile(const LinearI8Args& a, I8Work& w, int64_t r, int64_t i, int64_t kb, int64_t ke) {
-  const int64_t k = a.k, gs = a.group_size, groups = k / gs;
-  __m512i d[MR][2];
-  for (int t = 0; t < MR; ++t) {
-    d[t][0] = _mm512_load_si512(w.dot + (r + t) * kNr);
-    d[t][1] = _mm512_load_si512(w.dot + (r + t) * kNr + 16);
-  }
-  const int8_t* q = a.q + i * k;
-  const int64_t g0 = kb / gs;
+  const int64_t k = a.k, gs = a.group_size, groups = k / gs, g0 = kb / gs;
   for (int64_t t0 = kb; t0 < ke;) {
-    const int64_t g = t0 / gs;
-    const int64_t gend = (g + 1) * gs;
+    const int64_t g = t0 / gs, gend = (g + 1) * gs;
     const int64_t t1 = gend < ke ? gend : ke;
-    const uint8_t* wp = w.panel + (t0 - kb) / 4 * 128;
-    const int64_t full = t0 + (t1 - t0) / 4 * 4;  // a partial quad only ends a row (K % 4)
-    int64_t t = t0;
-    for (; t < full; t += 4, wp += 128) quad_step<MR>(d, wp, q + t, k, 4);
-    if (t < t1) quad_step<MR>(d, wp, q + t, k, t1 - t);
+    // Quads of the segment; a partial one only ends a row (K % 4 != 0).
+    const int64_t nq = (t1 - t0 + 3) / 4, last = t1 - t0 - 4 * (nq - 1);
+    const I8Epilogue epi{w.scale + (g - g0) * kNr, w.zero + (g - g0) * kNr,
+                         a.gsum + i * groups + g, groups, w.acc + r * kNr};
+    i8_segment<MR>(a.q + i * k + t0, k, w.panel + (t0 - kb) / 4 * 128, nq, last,
+                   w.dot + r * kNr, t1 == gend ? &epi : nullptr);
     t0 = t1;
-    if (t1 != gend) break;  // group continues in the next K block
-    const float* sc = w.scale + (g - g0) * kNr;
-    const int32_t* zp = w.zero + (g - g0) * kNr;
-    for (int h = 0; h < 2; ++h) {
-      const __m512 s = _mm512_load_ps(sc + 16 * h);
-      const __m512i z = _mm512_load_si512(zp + 16 * h);
-      for (int t = 0; t < MR; ++t) {
-        const __m512i zg = _mm512_mullo_epi32(z, _mm512_set1_epi32(a.gsum[(i + t) * groups + g]));
-        const __m512 p = _mm512_mul_round_ps(
-            _mm512_cvtepi32_ps(_mm512_sub_epi32(d[t][h], zg)), s, kRne);
-        float* acc = w.acc + (r + t) * kNr + 16 * h;
-        _mm512_store_ps(acc, _mm512_add_round_ps(_mm512_load_ps(acc), p, kRne));
-        d[t][h] = _mm512_setzero_si512();
-      }
-    }
-  }
-  for (int t = 0; t < MR; ++t) {
-    _mm512_store_si512(w.dot + (r + t) * kNr, d[t][0]);
-    _mm512_store_si512(w.dot + (r + t) * kNr + 16, d[t][1]);
   }
 }
 
