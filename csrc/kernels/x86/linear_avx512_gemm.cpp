@@ -175,19 +175,35 @@ struct I8Epilogue {
   float* acc;
 };
 
-// One segment of a group for MR rows x 32 columns: dot (MR x 32 int32, carried between
-// segments) += nq panel quads from wp x activation bytes p[s * ldq + 4t ..], the last quad
-// holding only `last` (1..4) codes. With `epi`, the group ends here: acc += float(dot - zero *
-// gsum) * scale and dot restarts at 0. The accumulators live in registers for the segment
-// (every loop over them is unrolled; no pointer to them escapes).
-template <int MR>
+// float(dot - zero * gsum), exactly. For group_size <= 512 every operand and the result are
+// integers below 2^24 in magnitude (|code - zero| <= 255, |q| <= 127), so one fnmadd on their
+// float images is exact; larger groups take the int32 product (vpmulld, slower).
+template <bool FLOAT_EXACT>
+__attribute__((always_inline)) inline __m512 corrected(__m512i dot, __m512i zero, __m512 zero_f,
+                                                       int32_t gsum) {
+  if (FLOAT_EXACT) {
+    return _mm512_fnmadd_ps(zero_f, _mm512_set1_ps(static_cast<float>(gsum)),
+                            _mm512_cvtepi32_ps(dot));
+  }
+  return _mm512_cvtepi32_ps(
+      _mm512_sub_epi32(dot, _mm512_mullo_epi32(zero, _mm512_set1_epi32(gsum))));
+}
+
+// One segment of a group (never crossing a group or K block end) for MR rows x 32 columns:
+// dot products += nq panel quads from wp x activation bytes p[s * ldq + 4t ..], the last quad
+// holding only `last` (1..4) codes. The accumulators live in registers for the segment (every
+// loop over them is unrolled; no pointer to them escapes): they start at 0 when the segment
+// starts its group, else from `dot` (the group's earlier K block). With `epi` the group ends
+// here: acc += float(dot - zero * gsum) * scale, in the scalar kernel's order and rounding;
+// else the partial sums go back to `dot`.
+template <int MR, bool FLOAT_EXACT>
 void i8_segment(const int8_t* p, int64_t ldq, const uint8_t* wp, int64_t nq, int64_t last,
-                int32_t* dot, const I8Epilogue* epi) {
+                bool group_start, int32_t* dot, const I8Epilogue* epi) {
   __m512i d0[MR], d1[MR];
 #pragma GCC unroll 16
   for (int s = 0; s < MR; ++s) {
-    d0[s] = _mm512_load_si512(dot + s * kNr);
-    d1[s] = _mm512_load_si512(dot + s * kNr + 16);
+    d0[s] = group_start ? _mm512_setzero_si512() : _mm512_load_si512(dot + s * kNr);
+    d1[s] = group_start ? _mm512_setzero_si512() : _mm512_load_si512(dot + s * kNr + 16);
   }
   const int64_t full = last == 4 ? nq : nq - 1;
   for (int64_t t = 0; t < full; ++t, wp += 128, p += 4) {
@@ -211,32 +227,31 @@ void i8_segment(const int8_t* p, int64_t ldq, const uint8_t* wp, int64_t nq, int
       d1[s] = _mm512_dpbusd_epi32(d1[s], w1, x);
     }
   }
-  if (epi) {
-    const __m512 s0 = _mm512_load_ps(epi->scale), s1 = _mm512_load_ps(epi->scale + 16);
-    const __m512i z0 = _mm512_load_si512(epi->zero), z1 = _mm512_load_si512(epi->zero + 16);
+  if (!epi) {
 #pragma GCC unroll 16
     for (int s = 0; s < MR; ++s) {
-      const __m512i gs = _mm512_set1_epi32(epi->gsum[s * epi->gstride]);
-      float* acc = epi->acc + s * kNr;
-      const __m512 p0 = _mm512_mul_round_ps(
-          _mm512_cvtepi32_ps(_mm512_sub_epi32(d0[s], _mm512_mullo_epi32(z0, gs))), s0, kRne);
-      const __m512 p1 = _mm512_mul_round_ps(
-          _mm512_cvtepi32_ps(_mm512_sub_epi32(d1[s], _mm512_mullo_epi32(z1, gs))), s1, kRne);
-      _mm512_store_ps(acc, _mm512_add_round_ps(_mm512_load_ps(acc), p0, kRne));
-      _mm512_store_ps(acc + 16, _mm512_add_round_ps(_mm512_load_ps(acc + 16), p1, kRne));
-      d0[s] = d1[s] = _mm512_setzero_si512();
+      _mm512_store_si512(dot + s * kNr, d0[s]);
+      _mm512_store_si512(dot + s * kNr + 16, d1[s]);
     }
+    return;
   }
+  const __m512 s0 = _mm512_load_ps(epi->scale), s1 = _mm512_load_ps(epi->scale + 16);
+  const __m512i z0 = _mm512_load_si512(epi->zero), z1 = _mm512_load_si512(epi->zero + 16);
+  const __m512 zf0 = _mm512_cvtepi32_ps(z0), zf1 = _mm512_cvtepi32_ps(z1);
 #pragma GCC unroll 16
   for (int s = 0; s < MR; ++s) {
-    _mm512_store_si512(dot + s * kNr, d0[s]);
-    _mm512_store_si512(dot + s * kNr + 16, d1[s]);
+    const int32_t gs = epi->gsum[s * epi->gstride];
+    float* acc = epi->acc + s * kNr;
+    const __m512 p0 = _mm512_mul_round_ps(corrected<FLOAT_EXACT>(d0[s], z0, zf0, gs), s0, kRne);
+    const __m512 p1 = _mm512_mul_round_ps(corrected<FLOAT_EXACT>(d1[s], z1, zf1, gs), s1, kRne);
+    _mm512_store_ps(acc, _mm512_add_round_ps(_mm512_load_ps(acc), p0, kRne));
+    _mm512_store_ps(acc + 16, _mm512_add_round_ps(_mm512_load_ps(acc + 16), p1, kRne));
   }
 }
 
 // One MR-row tile (first row r within the row block, absolute row i) over codes [kb, ke) of
 // the current panel, split at group ends.
-template <int MR>
+template <int MR, bool FLOAT_EXACT>
 void i8_tile(const LinearI8Args& a, I8Work& w, int64_t r, int64_t i, int64_t kb, int64_t ke) {
   const int64_t k = a.k, gs = a.group_size, groups = k / gs, g0 = kb / gs;
   for (int64_t t0 = kb; t0 < ke;) {
@@ -246,8 +261,8 @@ void i8_tile(const LinearI8Args& a, I8Work& w, int64_t r, int64_t i, int64_t kb,
     const int64_t nq = (t1 - t0 + 3) / 4, last = t1 - t0 - 4 * (nq - 1);
     const I8Epilogue epi{w.scale + (g - g0) * kNr, w.zero + (g - g0) * kNr,
                          a.gsum + i * groups + g, groups, w.acc + r * kNr};
-    i8_segment<MR>(a.q + i * k + t0, k, w.panel + (t0 - kb) / 4 * 128, nq, last,
-                   w.dot + r * kNr, t1 == gend ? &epi : nullptr);
+    i8_segment<MR, FLOAT_EXACT>(a.q + i * k + t0, k, w.panel + (t0 - kb) / 4 * 128, nq, last,
+                                t0 == g * gs, w.dot + r * kNr, t1 == gend ? &epi : nullptr);
     t0 = t1;
   }
 }
@@ -258,7 +273,8 @@ void i8_tile_dispatch(const LinearI8Args& a, I8Work& w, int64_t r, int64_t i, in
   if constexpr (MR > 1) {
     if (rows < MR) return i8_tile_dispatch<MR - 1>(a, w, r, i, rows, kb, ke);
   }
-  i8_tile<MR>(a, w, r, i, kb, ke);
+  if (a.group_size <= 512) return i8_tile<MR, true>(a, w, r, i, kb, ke);
+  i8_tile<MR, false>(a, w, r, i, kb, ke);
 }
 
 // y = acc * x_scale + bias for rows [i0, i0 + rows) of the panel at n0 (nc columns).
@@ -295,7 +311,6 @@ void gemm_i8(const LinearI8Args& a) {
     const int64_t rows = a.m - i0 < mc ? a.m - i0 : mc;
     for (int64_t n0 = a.n_begin; n0 < a.n_end; n0 += kNr) {
       const int nc = static_cast<int>(a.n_end - n0 < kNr ? a.n_end - n0 : kNr);
-      std::memset(w.dot, 0, sizeof(int32_t) * rows * kNr);
       std::memset(w.acc, 0, sizeof(float) * rows * kNr);
       for (int64_t kb = 0; kb < k; kb += kc) {
         const int64_t ke = kb + kc < k ? kb + kc : k;
