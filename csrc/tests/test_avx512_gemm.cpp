@@ -151,10 +151,11 @@ struct Shape {
 };
 
 // Odd K (per channel: K % 4 != 0, K % 64 != 0, several int8 / float K blocks) and grouped K
-// (groups 8 / 32 / 128, group counts odd, groups straddling float K blocks).
+// (groups 8 / 32 / 128, group counts odd, groups straddling float K blocks; group 40
+// straddles the int8 K blocks too).
 const Shape kShapes[] = {{8, 8},     {24, 24},   {100, 100}, {1030, 1030}, {4100, 4100},
                          {24, 8},    {200, 8},   {96, 32},   {1056, 32},   {384, 128},
-                         {1152, 128}, {1664, 128}};
+                         {1152, 128}, {1664, 128}, {1040, 40}};
 const int64_t kRows[] = {9, 17, 63, 65};
 
 TEST(Avx512Gemm, EveryWidthGroupAndOddShape) {

@@ -17,9 +17,9 @@
 //   the result is bit-identical to linear_i8_scalar.
 // * float (linear_f32_avx512_gemm): the quads are split into their 4 codes (shift + mask),
 //   converted and dequantized exactly as dequantize_rows ((code - zero) * scale) into a
-//   k-major fp32 panel of kF32Kc x 32 (32 KiB, L1-resident), then an MR x 32 FMA tile (2 zmm per row,
-//   x broadcast from memory) accumulates in k order; partial sums go through y between K
-//   blocks, bias is added after the last one.
+//   k-major fp32 panel of kF32Kc x 32 (32 KiB, L1-resident), then an MR x 32 FMA tile (2 zmm
+//   per row, x broadcast from memory) accumulates in k order; partial sums go through y
+//   between K blocks, bias is added after the last one.
 // Rows are processed in blocks (activations of a block stay in L2) and each output
 // element's arithmetic never depends on [n_begin, n_end) or the tiling, so results do not
 // depend on the thread split.
