@@ -45,13 +45,25 @@ constexpr int64_t kGemmLd = kGemmKc + 16;
 constexpr int64_t kAvxKc = 256;
 constexpr int64_t kAvxNc = 16;
 constexpr int64_t kAvxMr = 6;
+/// AVX-512 GEMM (x86/linear_avx512_gemm.cpp): panel width, and K block / most rows per row
+/// block of the int8 (u8 quad panel, per-thread state) and float (fp32 panel) kernels.
+constexpr int64_t kAvx512Nr = 32;
+constexpr int64_t kAvx512I8Kc = 512;
+constexpr int64_t kAvx512I8Mc = 256;
+constexpr int64_t kAvx512F32Kc = 256;
+constexpr int64_t kAvx512F32Mc = 256;
+/// Groups one float K block can touch (group_size >= 8, plus one straddling group).
+constexpr int64_t kAvx512Groups = kAvx512F32Kc / 8 + 2;
 /// Scratch floats for m x k inputs: NEON panel; AVX2 GEMM panel + staging rows + packed x
-/// block; or the AVX2 fused path's bit-plane-permuted copy of x (m <= kFusedMaxRows).
+/// block; AVX-512 GEMM panel + per-group scales and zeros; or the AVX2 fused path's
+/// bit-plane-permuted copy of x (m <= kFusedMaxRows).
 inline int64_t simd_linear_scratch_floats(int64_t m, int64_t k) {
   const int64_t neon = kGemmLd * kGemmNc;
   const int64_t avx = 2 * kAvxKc * kAvxNc + (m + kAvxMr) * kAvxKc;
+  const int64_t avx512 = (kAvx512F32Kc + 2 * kAvx512Groups) * kAvx512Nr;
   const int64_t fused = m <= kFusedMaxRows ? m * k : 0;
-  const int64_t most = neon > avx ? neon : avx;
+  int64_t most = neon > avx ? neon : avx;
+  most = most > avx512 ? most : avx512;
   return (most > fused ? most : fused) + 64;
 }
 
