@@ -1,19 +1,417 @@
-// AVX-512 packed matmul for small batches (m <= kFusedMaxRows): float and int8 activations.
-// PLACEHOLDER: forwards to the AVX2 float kernel and the scalar integer kernel until the
-// AVX-512 kernels land.
+// AVX-512 packed matmul for small batches (m <= kFusedMaxRows, GEMV-like and memory bound):
+// float and int8 activations. Compiled for AVX-512 F/BW/VL/VNNI/VBMI (plus AVX2/FMA/F16C)
+// through a target pragma and only called after run-time CPU detection (dispatch.cpp).
+//
+// Both kernels walk a tile of NR consecutive weight rows (NR independent byte streams, each
+// software-prefetched kPrefetch bytes ahead) against MR rows of x, one weight group at a time:
+// * every 64 codes (8 * BITS packed bytes) are unpacked to 64 u8 lanes in natural order by
+//   Unpack64 (vpermb + vpmultishiftqb + mask; avx512_unpack.h); a group tail (< 64 codes:
+//   per-channel rows with k % 64 != 0, or groups shorter than 64) uses masked loads, so no
+//   byte past a row's last packed byte, or past x / q, is ever read;
+// * int8 activations (q in x's natural order): vpdpbusd (u8 codes x s8 q, four products per
+//   int32 lane, no saturation at any width) into int32 accumulators; the group's exact dot is
+//   reduced horizontally, the zero point is folded in integers (dot - zero * gsum), then one
+//   convert, multiply by the group scale and add per (row, group), in the same order and with
+//   the same roundings as linear_i8_scalar, so y is bit-exact with the scalar kernel;
+// * float activations: the u8 codes of each 16-lane quarter are widened with a zero-masking
+//   vpermb (byte 16q + l -> int32 lane l), converted (vcvtdq2ps) and FMA'd with x; the zero
+//   point is folded per group as s * (sum x * code - z * sum_g x) with xsum precomputed, so
+//   the result matches linear_f32_scalar up to float reassociation.
+// The MR x NR accumulators of a group are reduced four at a time by one shuffle tree. Rows of
+// x beyond 4 are handled as further MR blocks over the same weight tile, which is then still
+// in L1/L2. The arithmetic for one output element never depends on [n_begin, n_end) or on the
+// tiling, so results do not depend on the thread split.
 #if defined(__x86_64__)
 
+#include <cstdint>
+
 #include "../dispatch.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")
+// GCC 12 reports its own _mm512_undefined_* self-initialisation (used by the unmasked
+// shuffle/permute intrinsics) as maybe-uninitialized once inlined here: a false positive.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include "avx512_unpack.h"
 
 namespace qpart {
 namespace kernels {
 namespace detail {
+namespace {
 
-void linear_f32_avx512_gemv(const LinearArgs& a) { linear_f32_avx2(a); }
-void linear_i8_avx512_gemv(const LinearI8Args& a) { linear_i8_scalar(a); }
+/// Software prefetch distance (bytes) on every weight row stream: the NR interleaved streams
+/// of a tile are more than the hardware prefetcher keeps ahead of on its own.
+constexpr int64_t kPrefetch = 512;
+
+/// The largest x row block of one tile (its accumulators must stay in the 32 zmm registers).
+constexpr int kMaxMr = 4;
+
+/// fp16 bit pattern -> float (exact).
+inline float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
+
+/// Returns v unchanged but opaque to the optimizer, so a product stays rounded to float on
+/// its own: GCC would otherwise contract `acc + p * s` into an FMA, and the scalar reference
+/// (built without FMA) rounds the product first. Keeps the integer kernel bit-exact.
+inline float rounded(float v) {
+  __asm__("" : "+v"(v));
+  return v;
+}
+
+// ---- horizontal reductions ------------------------------------------------------------------
+
+/// [sum v0, sum v1, sum v2, sum v3] (int32 lanes, wrapping adds: exact for exact sums).
+/// Folds 128-bit lanes pairwise across the four vectors, then within each lane.
+inline __m128i reduce4(__m512i v0, __m512i v1, __m512i v2, __m512i v3) {
+  const __m512i s01 = _mm512_add_epi32(_mm512_shuffle_i64x2(v0, v1, 0x44),
+                                       _mm512_shuffle_i64x2(v0, v1, 0xEE));
+  const __m512i s23 = _mm512_add_epi32(_mm512_shuffle_i64x2(v2, v3, 0x44),
+                                       _mm512_shuffle_i64x2(v2, v3, 0xEE));
+  // 128-bit lane t now holds four partial sums of v_t.
+  __m512i t = _mm512_add_epi32(_mm512_shuffle_i64x2(s01, s23, 0x88),
+                               _mm512_shuffle_i64x2(s01, s23, 0xDD));
+  t = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_BADC));
+  t = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_CDAB));
+  return _mm512_castsi512_si128(
+      _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), t));
+}
+
+/// Same for float lanes (the order of the additions is fixed, independent of the tiling).
+inline __m128 reduce4(__m512 v0, __m512 v1, __m512 v2, __m512 v3) {
+  const __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(v0, v1, 0x44),
+                                   _mm512_shuffle_f32x4(v0, v1, 0xEE));
+  const __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(v2, v3, 0x44),
+                                   _mm512_shuffle_f32x4(v2, v3, 0xEE));
+  __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88),
+                           _mm512_shuffle_f32x4(s01, s23, 0xDD));
+  t = _mm512_add_ps(t, _mm512_shuffle_ps(t, t, 0x4E));
+  t = _mm512_add_ps(t, _mm512_shuffle_ps(t, t, 0xB1));
+  return _mm512_castps512_ps128(
+      _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), t));
+}
+
+inline void store4(int32_t* p, __m128i v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), v); }
+inline void store4(float* p, __m128 v) { _mm_storeu_ps(p, v); }
+inline int32_t reduce1(__m512i v) { return _mm512_reduce_add_epi32(v); }
+inline float reduce1(__m512 v) {
+  return _mm_cvtss_f32(reduce4(v, _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()));
+}
+
+/// out[c] = horizontal sum of v[c] for c < CNT, four vectors per shuffle tree.
+template <int CNT, class V, class S>
+inline __attribute__((always_inline)) void reduce_all(const V (&v)[CNT], S (&out)[CNT]) {
+  int c = 0;
+#pragma GCC unroll 16
+  for (; c + 4 <= CNT; c += 4) store4(out + c, reduce4(v[c], v[c + 1], v[c + 2], v[c + 3]));
+#pragma GCC unroll 4
+  for (; c < CNT; ++c) out[c] = reduce1(v[c]);
+}
+
+// ---- shared tile geometry --------------------------------------------------------------------
+
+/// Pointers and sizes of one NR-row weight tile against an MR-row block of activations.
+template <int BITS, int MR, int NR, class X>
+struct Tile {
+  int64_t k, gs, groups;
+  const uint8_t* w[NR];  // weight row streams
+  const X* x[MR];        // activation rows (float or int8), natural order
+
+  Tile(const uint8_t* packed, const X* xbase, int64_t k_, int64_t gs_, int64_t i0, int64_t n0)
+      : k(k_), gs(gs_), groups(k_ / gs_) {
+    const int64_t row_bytes = packed_row_bytes(k, BITS);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) w[j] = packed + (n0 + j) * row_bytes;
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) x[i] = xbase + (i0 + i) * k;
+  }
+
+  /// Codes [kc, kc + 64) of every row (kc % 8 == 0, so they start on a byte boundary).
+  inline __attribute__((always_inline)) void codes_full(const Unpack64<BITS>& U, int64_t kc,
+                                                        __m512i (&c)[NR]) const {
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      const uint8_t* p = w[j] + kc * BITS / 8;
+      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetch), _MM_HINT_T0);
+      c[j] = U.full(p);
+    }
+  }
+
+  /// Codes [kc, kc + cnt) (cnt < 64), lanes >= cnt zero; reads only the bytes holding them.
+  inline __attribute__((always_inline)) void codes_partial(const Unpack64<BITS>& U, int64_t kc,
+                                                           int64_t cnt, __m512i (&c)[NR]) const {
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) c[j] = U.partial(w[j] + kc * BITS / 8, cnt);
+  }
+};
+
+// ---- int8 activations -----------------------------------------------------------------------
+
+/// acc[i][j] += sum over 4-lane blocks of codes[j] (u8) * q[i][kc..] (s8); lanes of q at or past
+/// `cnt` are not read (masked) when partial.
+template <int BITS, int MR, int NR>
+inline __attribute__((always_inline)) void i8_step(const Tile<BITS, MR, NR, int8_t>& t,
+                                                   const __m512i (&c)[NR], int64_t kc,
+                                                   __mmask64 lanes, __m512i (&acc)[MR][NR]) {
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    const __m512i xv = _mm512_maskz_loadu_epi8(lanes, t.x[i] + kc);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], c[j], xv);
+  }
+}
+
+/// y[i0 .. i0 + MR) x [n0 .. n0 + NR) of the integer kernel.
+template <int BITS, int MR, int NR>
+void i8_tile(const LinearI8Args& a, const Unpack64<BITS>& U, int64_t i0, int64_t n0) {
+  const Tile<BITS, MR, NR, int8_t> t(a.packed, a.q, a.k, a.group_size, i0, n0);
+  const int64_t gs = t.gs, groups = t.groups;
+  float out[MR][NR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) out[i][j] = 0.0f;
+
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512i acc[MR][NR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_si512();
+    int64_t kc = g * gs;
+    const int64_t end = kc + gs;
+    __m512i c[NR];
+    for (; kc + 64 <= end; kc += 64) {
+      t.codes_full(U, kc, c);
+      i8_step(t, c, kc, ~static_cast<__mmask64>(0), acc);
+    }
+    if (kc < end) {
+      t.codes_partial(U, kc, end - kc, c);
+      i8_step(t, c, kc, avx512_byte_mask(end - kc), acc);
+    }
+    // Exact int32 dots of the group, then the scalar kernel's epilogue, element by element.
+    alignas(16) int32_t dot[MR * NR];
+    reduce_all(reinterpret_cast<const __m512i(&)[MR * NR]>(acc), dot);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      const int64_t wg = (n0 + j) * groups + g;
+      const int32_t z = a.zeros[wg];
+      const float s = half_to_float(a.scale_bits[wg]);
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        const int32_t d = dot[i * NR + j] - z * a.gsum[(i0 + i) * groups + g];
+        out[i][j] += rounded(static_cast<float>(d) * s);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    const float sx = a.x_scale[i0 + i];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      const float b = a.bias ? a.bias[n0 + j] : 0.0f;
+      a.y[(i0 + i) * a.n_total + n0 + j] = rounded(out[i][j] * sx) + b;
+    }
+  }
+}
+
+// ---- float activations ----------------------------------------------------------------------
+
+/// acc[i][j] += x[i][kc + l] * code[j][l] for the lanes l < cnt (cnt <= 64; x read masked).
+/// Quarter u of the 64 u8 codes is widened to int32 lanes by a zero-masking vpermb (one p5 uop
+/// instead of an extract + vpmovzxbd pair).
+template <int BITS, int MR, int NR>
+inline __attribute__((always_inline)) void f32_step(const Tile<BITS, MR, NR, float>& t,
+                                                    const __m512i (&c)[NR], int64_t kc,
+                                                    int64_t cnt, const __m512i (&widen)[4],
+                                                    __m512 (&acc)[MR][NR]) {
+  constexpr __mmask64 kLow = 0x1111111111111111ull;  // byte 0 of every int32 lane
+#pragma GCC unroll 4
+  for (int u = 0; u < 4; ++u) {
+    if (16 * u >= cnt) break;
+    const __mmask16 xm = cnt >= 16 * (u + 1) ? static_cast<__mmask16>(0xFFFF)
+                                             : static_cast<__mmask16>((1u << (cnt - 16 * u)) - 1);
+    __m512 wv[NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j)
+      wv[j] = _mm512_cvtepi32_ps(_mm512_maskz_permutexvar_epi8(kLow, widen[u], c[j]));
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m512 xv = _mm512_maskz_loadu_ps(xm, t.x[i] + kc + 16 * u);
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+    }
+  }
+}
+
+/// vpermb indices moving byte 16u + l to byte 4l (the other bytes are zeroed by the mask).
+inline void widen_indices(__m512i (&widen)[4]) {
+  alignas(64) uint8_t idx[64];
+  for (int u = 0; u < 4; ++u) {
+    for (int b = 0; b < 64; ++b) idx[b] = static_cast<uint8_t>(16 * u + b / 4);
+    widen[u] = _mm512_load_si512(idx);
+  }
+}
+
+/// y[i0 .. i0 + MR) x [n0 .. n0 + NR) of the float kernel (xsum already computed).
+template <int BITS, int MR, int NR>
+void f32_tile(const LinearArgs& a, const Unpack64<BITS>& U, const __m512i (&widen)[4],
+              int64_t i0, int64_t n0) {
+  const Tile<BITS, MR, NR, float> t(a.packed, a.x, a.k, a.group_size, i0, n0);
+  const int64_t gs = t.gs, groups = t.groups;
+  float out[MR][NR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) out[i][j] = 0.0f;
+
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512 acc[MR][NR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
+    int64_t kc = g * gs;
+    const int64_t end = kc + gs;
+    __m512i c[NR];
+    for (; kc + 64 <= end; kc += 64) {
+      t.codes_full(U, kc, c);
+      f32_step(t, c, kc, 64, widen, acc);
+    }
+    if (kc < end) {
+      t.codes_partial(U, kc, end - kc, c);
+      f32_step(t, c, kc, end - kc, widen, acc);
+    }
+    alignas(16) float dot[MR * NR];
+    reduce_all(reinterpret_cast<const __m512(&)[MR * NR]>(acc), dot);
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) {
+      const int64_t wg = (n0 + j) * groups + g;
+      const float z = static_cast<float>(a.zeros[wg]);
+      const float s = half_to_float(a.scale_bits[wg]);
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i)
+        out[i][j] += s * (dot[i * NR + j] - z * a.xsum[(i0 + i) * groups + g]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j)
+      a.y[(i0 + i) * a.n_total + n0 + j] = out[i][j] + (a.bias ? a.bias[n0 + j] : 0.0f);
+}
+
+/// xsum[i * groups + g] = sum of x[i] over group g (masked tail loads, no over-read).
+void compute_xsum(const LinearArgs& a) {
+  const int64_t gs = a.group_size, groups = a.k / gs;
+  for (int64_t i = 0; i < a.m; ++i) {
+    for (int64_t g = 0; g < groups; ++g) {
+      const float* p = a.x + i * a.k + g * gs;
+      __m512 acc = _mm512_setzero_ps();
+      int64_t j = 0;
+      for (; j + 16 <= gs; j += 16) acc = _mm512_add_ps(acc, _mm512_loadu_ps(p + j));
+      if (j < gs)
+        acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << (gs - j)) - 1), p + j));
+      a.xsum[i * groups + g] = _mm512_reduce_add_ps(acc);
+    }
+  }
+}
+
+// ---- tiling over rows of x and weight rows ----------------------------------------------------
+
+/// Weight rows per tile for an x block of MR rows: enough independent streams and accumulator
+/// chains to hide the dpbusd / FMA latency while MR x NR accumulators fit in registers.
+template <int MR>
+constexpr int kNr = 4;
+
+/// Runs Fn<MR, NR>(i0, n0) over the x row blocks (kMaxMr rows, then the rest) of one tile, so
+/// a tile's weight bytes are streamed from DRAM once and re-read from L1/L2 by later blocks.
+template <int NR, class Call>
+inline void row_blocks(int64_t m, const Call& call, int64_t n0) {
+  int64_t i = 0;
+  for (; i + kMaxMr <= m; i += kMaxMr) call.template run<kMaxMr, NR>(i, n0);
+  switch (m - i) {
+    case 3: call.template run<3, NR>(i, n0); break;
+    case 2: call.template run<2, NR>(i, n0); break;
+    case 1: call.template run<1, NR>(i, n0); break;
+    default: break;
+  }
+}
+
+template <class Call>
+void columns(int64_t m, int64_t n_begin, int64_t n_end, const Call& call) {
+  constexpr int NR = kNr<1>;
+  int64_t n = n_begin;
+  for (; n + NR <= n_end; n += NR) row_blocks<NR>(m, call, n);
+  for (; n < n_end; ++n) row_blocks<1>(m, call, n);
+}
+
+template <int BITS>
+struct I8Call {
+  const LinearI8Args& a;
+  const Unpack64<BITS>& U;
+  template <int MR, int NR>
+  void run(int64_t i0, int64_t n0) const { i8_tile<BITS, MR, NR>(a, U, i0, n0); }
+};
+
+template <int BITS>
+struct F32Call {
+  const LinearArgs& a;
+  const Unpack64<BITS>& U;
+  const __m512i (&widen)[4];
+  template <int MR, int NR>
+  void run(int64_t i0, int64_t n0) const { f32_tile<BITS, MR, NR>(a, U, widen, i0, n0); }
+};
+
+template <int BITS>
+void i8_run(const LinearI8Args& a) {
+  const Unpack64<BITS> U;
+  columns(a.m, a.n_begin, a.n_end, I8Call<BITS>{a, U});
+}
+
+template <int BITS>
+void f32_run(const LinearArgs& a) {
+  const Unpack64<BITS> U;
+  __m512i widen[4];
+  widen_indices(widen);
+  compute_xsum(a);
+  columns(a.m, a.n_begin, a.n_end, F32Call<BITS>{a, U, widen});
+}
+
+}  // namespace
+
+void linear_f32_avx512_gemv(const LinearArgs& a) {
+  switch (a.bits) {
+    case 1: return f32_run<1>(a);
+    case 2: return f32_run<2>(a);
+    case 3: return f32_run<3>(a);
+    case 4: return f32_run<4>(a);
+    case 5: return f32_run<5>(a);
+    case 6: return f32_run<6>(a);
+    case 7: return f32_run<7>(a);
+    default: return f32_run<8>(a);
+  }
+}
+
+void linear_i8_avx512_gemv(const LinearI8Args& a) {
+  switch (a.bits) {
+    case 1: return i8_run<1>(a);
+    case 2: return i8_run<2>(a);
+    case 3: return i8_run<3>(a);
+    case 4: return i8_run<4>(a);
+    case 5: return i8_run<5>(a);
+    case 6: return i8_run<6>(a);
+    case 7: return i8_run<7>(a);
+    default: return i8_run<8>(a);
+  }
+}
 
 }  // namespace detail
 }  // namespace kernels
 }  // namespace qpart
+
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
 
 #endif  // __x86_64__
