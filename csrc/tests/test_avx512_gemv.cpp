@@ -121,6 +121,8 @@ void check_case(const Shape& s, bool with_bias, uint32_t seed) {
   ASSERT_EQ(st, k::Status::kOk);
   const Act act = quantize_act(x.data(), s.m, s.k, s.gs, s.bits);
 
+  std::vector<float> fwhole(static_cast<size_t>(s.m * s.n), kSentinel);
+  f32_gemv(s, x.data(), p.packed.data(), p, bias, 0, s.n, fwhole.data());
   for (const auto& [nb, ne] : ranges(s.n)) {
     SCOPED_TRACE(testing::Message() << "columns [" << nb << ", " << ne << ")");
     const std::vector<float> init(static_cast<size_t>(s.m * s.n), kSentinel);
@@ -145,6 +147,9 @@ void check_case(const Shape& s, bool with_bias, uint32_t seed) {
           ASSERT_EQ(fgot[t], kSentinel) << "float wrote outside its range at " << t;
         } else {
           ASSERT_NEAR(fgot[t], fwant[t], tol) << "float at row " << i << " col " << c;
+          // Same bits as the whole range: tiles and column tails sum in one order.
+          ASSERT_EQ(qpart_test::float_bits(fgot[t]), qpart_test::float_bits(fwhole[t]))
+              << "float depends on the column range at row " << i << " col " << c;
         }
       }
   }

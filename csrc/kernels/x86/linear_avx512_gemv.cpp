@@ -2,8 +2,11 @@
 // float and int8 activations. Compiled for AVX-512 F/BW/VL/VNNI/VBMI (plus AVX2/FMA/F16C)
 // through a target pragma and only called after run-time CPU detection (dispatch.cpp).
 //
-// Both kernels walk a tile of NR consecutive weight rows (NR independent byte streams, each
-// software-prefetched kPrefetch bytes ahead) against MR rows of x, one weight group at a time:
+// Both kernels walk a tile of NR = 4 consecutive weight rows (4 interleaved byte streams)
+// against MR <= 4 rows of x, one weight group at a time. Every stream software-prefetches the
+// same position of the next tile (NR rows further on, so one whole tile of lead time): with a
+// fixed distance of a few hundred bytes, the first lines of each tile always missed, which cost
+// up to 40 % of DRAM speed at widths 2 and 4.
 // * every 64 codes (8 * BITS packed bytes) are unpacked to 64 u8 lanes in natural order by
 //   Unpack64 (vpermb + vpmultishiftqb + mask; avx512_unpack.h); a group tail (< 64 codes:
 //   per-channel rows with k % 64 != 0, or groups shorter than 64) uses masked loads, so no
@@ -44,7 +47,7 @@ namespace {
 
 /// Software prefetch distance (bytes) on every weight row stream: the NR interleaved streams
 /// of a tile are more than the hardware prefetcher keeps ahead of on its own.
-constexpr int64_t kPrefetch = 512;
+
 
 /// The largest x row block of one tile (its accumulators must stay in the 32 zmm registers).
 constexpr int kMaxMr = 4;
@@ -59,6 +62,66 @@ inline float rounded(float v) {
   __asm__("" : "+v"(v));
   return v;
 }
+
+/// The same for four lanes.
+inline __m128 rounded(__m128 v) {
+  __asm__("" : "+v"(v));
+  return v;
+}
+
+// ---- per-group parameters of a 4-row tile ------------------------------------------------------
+
+/// r[j] lane 4l + e (row j, group 4l + e) -> out[e] lane 4l + j: unpacks within 128-bit lanes.
+inline void transpose4x16(const __m512 (&r)[4], __m512 (&out)[4]) {
+  const __m512 a = _mm512_unpacklo_ps(r[0], r[1]), b = _mm512_unpackhi_ps(r[0], r[1]);
+  const __m512 c = _mm512_unpacklo_ps(r[2], r[3]), d = _mm512_unpackhi_ps(r[2], r[3]);
+  out[0] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(c)));
+  out[1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(c)));
+  out[2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(b), _mm512_castps_pd(d)));
+  out[3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(b), _mm512_castps_pd(d)));
+}
+
+inline void transpose4x16(const __m512i (&r)[4], __m512i (&out)[4]) {
+  const __m512i a = _mm512_unpacklo_epi32(r[0], r[1]), b = _mm512_unpackhi_epi32(r[0], r[1]);
+  const __m512i c = _mm512_unpacklo_epi32(r[2], r[3]), d = _mm512_unpackhi_epi32(r[2], r[3]);
+  out[0] = _mm512_unpacklo_epi64(a, c);
+  out[1] = _mm512_unpackhi_epi64(a, c);
+  out[2] = _mm512_unpacklo_epi64(b, d);
+  out[3] = _mm512_unpackhi_epi64(b, d);
+}
+
+/// Scales (as float) and zero points of 4 weight rows for a block of 16 groups, transposed so
+/// that the 4 rows' values of one group are one 128-bit load: loaded with 4 (masked) row loads
+/// and a 4 x 16 in-register transpose instead of 2 x 4 strided scalar loads per group.
+struct GroupParams4 {
+  static constexpr int64_t kBlock = 16;
+  alignas(64) float s[64];
+  alignas(64) int32_t z[64];
+
+  /// Position of group g (of the block) in s / z: the transpose leaves group 4l + e of the
+  /// block in 128-bit lane l of output vector e.
+  static int64_t offset(int64_t g) { return ((g & 3) * 16 + ((g >> 2) & 3) * 4); }
+
+  /// Loads groups [gb, gb + min(16, groups - gb)) of rows n0 .. n0 + 3 (no over-read).
+  void load(const uint16_t* scale_bits, const uint8_t* zeros, int64_t n0, int64_t groups,
+            int64_t gb) {
+    const int64_t cnt = groups - gb < kBlock ? groups - gb : kBlock;
+    const __mmask16 m = static_cast<__mmask16>((1u << cnt) - 1);
+    __m512 sr[4], so[4];
+    __m512i zr[4], zo[4];
+    for (int j = 0; j < 4; ++j) {
+      const int64_t base = (n0 + j) * groups + gb;
+      sr[j] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, scale_bits + base));
+      zr[j] = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, zeros + base));
+    }
+    transpose4x16(sr, so);
+    transpose4x16(zr, zo);
+    for (int e = 0; e < 4; ++e) {
+      _mm512_store_ps(s + 16 * e, so[e]);
+      _mm512_store_si512(z + 16 * e, zo[e]);
+    }
+  }
+};
 
 // ---- horizontal reductions ------------------------------------------------------------------
 
@@ -92,21 +155,12 @@ inline __m128 reduce4(__m512 v0, __m512 v1, __m512 v2, __m512 v3) {
       _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), t));
 }
 
-inline void store4(int32_t* p, __m128i v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), v); }
-inline void store4(float* p, __m128 v) { _mm_storeu_ps(p, v); }
 inline int32_t reduce1(__m512i v) { return _mm512_reduce_add_epi32(v); }
+/// Lane 0 of reduce4: the same additions in the same order as in a 4-row tile, so a column's
+/// float result does not depend on whether it falls in a tile or in a column tail.
 inline float reduce1(__m512 v) {
-  return _mm_cvtss_f32(reduce4(v, _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()));
-}
-
-/// out[c] = horizontal sum of v[c] for c < CNT, four vectors per shuffle tree.
-template <int CNT, class V, class S>
-inline __attribute__((always_inline)) void reduce_all(const V (&v)[CNT], S (&out)[CNT]) {
-  int c = 0;
-#pragma GCC unroll 16
-  for (; c + 4 <= CNT; c += 4) store4(out + c, reduce4(v[c], v[c + 1], v[c + 2], v[c + 3]));
-#pragma GCC unroll 4
-  for (; c < CNT; ++c) out[c] = reduce1(v[c]);
+  const __m512 z = _mm512_setzero_ps();
+  return _mm_cvtss_f32(reduce4(v, z, z, z));
 }
 
 // ---- shared tile geometry --------------------------------------------------------------------
@@ -115,25 +169,28 @@ inline __attribute__((always_inline)) void reduce_all(const V (&v)[CNT], S (&out
 template <int BITS, int MR, int NR, class X>
 struct Tile {
   int64_t k, gs, groups;
+  int64_t ahead;  // prefetch distance: the same position in the next tile's row
   const uint8_t* w[NR];  // weight row streams
   const X* x[MR];        // activation rows (float or int8), natural order
 
   Tile(const uint8_t* packed, const X* xbase, int64_t k_, int64_t gs_, int64_t i0, int64_t n0)
       : k(k_), gs(gs_), groups(k_ / gs_) {
     const int64_t row_bytes = packed_row_bytes(k, BITS);
+    ahead = NR * row_bytes;
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) w[j] = packed + (n0 + j) * row_bytes;
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) x[i] = xbase + (i0 + i) * k;
   }
 
-  /// Codes [kc, kc + 64) of every row (kc % 8 == 0, so they start on a byte boundary).
+  /// Codes [kc, kc + 64) of every row (kc % 8 == 0, so they start on a byte boundary), and a
+  /// prefetch of the same bytes of the next tile (harmless past the end of the buffer).
   inline __attribute__((always_inline)) void codes_full(const Unpack64<BITS>& U, int64_t kc,
                                                         __m512i (&c)[NR]) const {
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) {
       const uint8_t* p = w[j] + kc * BITS / 8;
-      _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetch), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p + ahead), _MM_HINT_T0);
       c[j] = U.full(p);
     }
   }
@@ -162,16 +219,23 @@ inline __attribute__((always_inline)) void i8_step(const Tile<BITS, MR, NR, int8
   }
 }
 
-/// y[i0 .. i0 + MR) x [n0 .. n0 + NR) of the integer kernel.
+/// y[i0 .. i0 + MR) x [n0 .. n0 + NR) of the integer kernel. NR == 4 runs the epilogue on
+/// 4-lane vectors (lane j = weight row n0 + j); other NR (column tails) element by element.
+/// Either way every lane sees exactly the scalar kernel's operations in its order.
 template <int BITS, int MR, int NR>
 void i8_tile(const LinearI8Args& a, const Unpack64<BITS>& U, int64_t i0, int64_t n0) {
+  static_assert(NR == 4 || NR == 1, "4-row tiles and single-row tails");
   const Tile<BITS, MR, NR, int8_t> t(a.packed, a.q, a.k, a.group_size, i0, n0);
   const int64_t gs = t.gs, groups = t.groups;
-  float out[MR][NR];
+  float out[MR][NR];   // NR == 1
+  __m128 out4[MR];     // NR == 4
+  GroupParams4 params;
 #pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i)
+  for (int i = 0; i < MR; ++i) {
+    out4[i] = _mm_setzero_ps();
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) out[i][j] = 0.0f;
+  }
 
   for (int64_t g = 0; g < groups; ++g) {
     __m512i acc[MR][NR];
@@ -190,28 +254,40 @@ void i8_tile(const LinearI8Args& a, const Unpack64<BITS>& U, int64_t i0, int64_t
       t.codes_partial(U, kc, end - kc, c);
       i8_step(t, c, kc, avx512_byte_mask(end - kc), acc);
     }
-    // Exact int32 dots of the group, then the scalar kernel's epilogue, element by element.
-    alignas(16) int32_t dot[MR * NR];
-    reduce_all(reinterpret_cast<const __m512i(&)[MR * NR]>(acc), dot);
+    // Exact int32 dots of the group, the zero point folded in integers, then the scalar
+    // kernel's float epilogue: out += rounded(float(dot) * scale).
+    if constexpr (NR == 4) {
+      if (g % GroupParams4::kBlock == 0) params.load(a.scale_bits, a.zeros, n0, groups, g);
+      const int64_t off = GroupParams4::offset(g);
+      const __m128 s4 = _mm_load_ps(params.s + off);
+      const __m128i z4 = _mm_load_si128(reinterpret_cast<const __m128i*>(params.z + off));
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) {
-      const int64_t wg = (n0 + j) * groups + g;
+      for (int i = 0; i < MR; ++i) {
+        const __m128i dot = reduce4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
+        const __m128i zg = _mm_mullo_epi32(z4, _mm_set1_epi32(a.gsum[(i0 + i) * groups + g]));
+        const __m128 p = _mm_mul_ps(_mm_cvtepi32_ps(_mm_sub_epi32(dot, zg)), s4);
+        out4[i] = _mm_add_ps(out4[i], rounded(p));
+      }
+    } else {
+      const int64_t wg = n0 * groups + g;
       const int32_t z = a.zeros[wg];
       const float s = half_to_float(a.scale_bits[wg]);
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
-        const int32_t d = dot[i * NR + j] - z * a.gsum[(i0 + i) * groups + g];
-        out[i][j] += rounded(static_cast<float>(d) * s);
+        const int32_t d = reduce1(acc[i][0]) - z * a.gsum[(i0 + i) * groups + g];
+        out[i][0] += rounded(static_cast<float>(d) * s);
       }
     }
   }
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
     const float sx = a.x_scale[i0 + i];
-#pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) {
-      const float b = a.bias ? a.bias[n0 + j] : 0.0f;
-      a.y[(i0 + i) * a.n_total + n0 + j] = rounded(out[i][j] * sx) + b;
+    float* y = a.y + (i0 + i) * a.n_total + n0;
+    if constexpr (NR == 4) {
+      const __m128 b = a.bias ? _mm_loadu_ps(a.bias + n0) : _mm_setzero_ps();
+      _mm_storeu_ps(y, _mm_add_ps(rounded(_mm_mul_ps(out4[i], _mm_set1_ps(sx))), b));
+    } else {
+      y[0] = rounded(out[i][0] * sx) + (a.bias ? a.bias[n0] : 0.0f);
     }
   }
 }
@@ -254,17 +330,18 @@ inline void widen_indices(__m512i (&widen)[4]) {
   }
 }
 
-/// y[i0 .. i0 + MR) x [n0 .. n0 + NR) of the float kernel (xsum already computed).
+/// y[i0 .. i0 + MR) x [n0 .. n0 + NR) of the float kernel (xsum already computed); the group
+/// epilogue s * (dot - z * xsum) runs on 4-lane vectors for NR == 4 as in i8_tile.
 template <int BITS, int MR, int NR>
 void f32_tile(const LinearArgs& a, const Unpack64<BITS>& U, const __m512i (&widen)[4],
               int64_t i0, int64_t n0) {
+  static_assert(NR == 4 || NR == 1, "4-row tiles and single-row tails");
   const Tile<BITS, MR, NR, float> t(a.packed, a.x, a.k, a.group_size, i0, n0);
   const int64_t gs = t.gs, groups = t.groups;
-  float out[MR][NR];
+  __m128 out4[MR];  // lane j: weight row n0 + j (lane 0 only for NR == 1)
+  GroupParams4 params;
 #pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) out[i][j] = 0.0f;
+  for (int i = 0; i < MR; ++i) out4[i] = _mm_setzero_ps();
 
   for (int64_t g = 0; g < groups; ++g) {
     __m512 acc[MR][NR];
@@ -283,23 +360,38 @@ void f32_tile(const LinearArgs& a, const Unpack64<BITS>& U, const __m512i (&wide
       t.codes_partial(U, kc, end - kc, c);
       f32_step(t, c, kc, end - kc, widen, acc);
     }
-    alignas(16) float dot[MR * NR];
-    reduce_all(reinterpret_cast<const __m512(&)[MR * NR]>(acc), dot);
+    __m128 s4, z4;
+    if constexpr (NR == 4) {
+      if (g % GroupParams4::kBlock == 0) params.load(a.scale_bits, a.zeros, n0, groups, g);
+      const int64_t off = GroupParams4::offset(g);
+      s4 = _mm_load_ps(params.s + off);
+      z4 = _mm_cvtepi32_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(params.z + off)));
+    } else {
+      s4 = _mm_set_ss(half_to_float(a.scale_bits[n0 * groups + g]));
+      z4 = _mm_set_ss(static_cast<float>(a.zeros[n0 * groups + g]));
+    }
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) {
-      const int64_t wg = (n0 + j) * groups + g;
-      const float z = static_cast<float>(a.zeros[wg]);
-      const float s = half_to_float(a.scale_bits[wg]);
-#pragma GCC unroll 8
-      for (int i = 0; i < MR; ++i)
-        out[i][j] += s * (dot[i * NR + j] - z * a.xsum[(i0 + i) * groups + g]);
+    for (int i = 0; i < MR; ++i) {
+      __m128 dot;
+      if constexpr (NR == 4) {
+        dot = reduce4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
+      } else {
+        dot = _mm_set_ss(reduce1(acc[i][0]));
+      }
+      const __m128 xs = _mm_set1_ps(a.xsum[(i0 + i) * groups + g]);
+      out4[i] = _mm_fmadd_ps(s4, _mm_fnmadd_ps(z4, xs, dot), out4[i]);
     }
   }
 #pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j)
-      a.y[(i0 + i) * a.n_total + n0 + j] = out[i][j] + (a.bias ? a.bias[n0 + j] : 0.0f);
+  for (int i = 0; i < MR; ++i) {
+    float* y = a.y + (i0 + i) * a.n_total + n0;
+    if constexpr (NR == 4) {
+      const __m128 b = a.bias ? _mm_loadu_ps(a.bias + n0) : _mm_setzero_ps();
+      _mm_storeu_ps(y, _mm_add_ps(out4[i], b));
+    } else {
+      y[0] = _mm_cvtss_f32(out4[i]) + (a.bias ? a.bias[n0] : 0.0f);
+    }
+  }
 }
 
 /// xsum[i * groups + g] = sum of x[i] over group g (masked tail loads, no over-read).
@@ -320,9 +412,8 @@ void compute_xsum(const LinearArgs& a) {
 
 // ---- tiling over rows of x and weight rows ----------------------------------------------------
 
-/// Weight rows per tile for an x block of MR rows: enough independent streams and accumulator
-/// chains to hide the dpbusd / FMA latency while MR x NR accumulators fit in registers.
-template <int MR>
+/// Weight rows per tile: independent row streams and accumulator chains enough to hide the
+/// dpbusd / FMA latency, 4 x 4 accumulators at most, and one 4-lane vector per group epilogue.
 constexpr int kNr = 4;
 
 /// Runs Fn<MR, NR>(i0, n0) over the x row blocks (kMaxMr rows, then the rest) of one tile, so
@@ -341,7 +432,7 @@ inline void row_blocks(int64_t m, const Call& call, int64_t n0) {
 
 template <class Call>
 void columns(int64_t m, int64_t n_begin, int64_t n_end, const Call& call) {
-  constexpr int NR = kNr<1>;
+  constexpr int NR = kNr;
   int64_t n = n_begin;
   for (; n + NR <= n_end; n += NR) row_blocks<NR>(m, call, n);
   for (; n < n_end; ++n) row_blocks<1>(m, call, n);
