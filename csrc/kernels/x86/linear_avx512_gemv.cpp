@@ -189,7 +189,7 @@ struct Tile {
                                                         __m512i (&c)[NR]) const {
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) {
-      const uint8_t* p = w[j] + kc * BITS / 8;
+      const uint8_t* p = w[j] + (kc >> 3) * BITS;
       _mm_prefetch(reinterpret_cast<const char*>(p + ahead), _MM_HINT_T0);
       c[j] = U.full(p);
     }
@@ -199,7 +199,7 @@ struct Tile {
   inline __attribute__((always_inline)) void codes_partial(const Unpack64<BITS>& U, int64_t kc,
                                                            int64_t cnt, __m512i (&c)[NR]) const {
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) c[j] = U.partial(w[j] + kc * BITS / 8, cnt);
+    for (int j = 0; j < NR; ++j) c[j] = U.partial(w[j] + (kc >> 3) * BITS, cnt);
   }
 };
 
