@@ -45,10 +45,6 @@ namespace kernels {
 namespace detail {
 namespace {
 
-/// Software prefetch distance (bytes) on every weight row stream: the NR interleaved streams
-/// of a tile are more than the hardware prefetcher keeps ahead of on its own.
-
-
 /// The largest x row block of one tile (its accumulators must stay in the 32 zmm registers).
 constexpr int kMaxMr = 4;
 
