@@ -159,6 +159,52 @@ inline float reduce1(__m512 v) {
   return _mm_cvtss_f32(reduce4(v, z, z, z));
 }
 
+// ---- broadcast unpack (int8 path, widths 1, 2, 4) ----------------------------------------------
+
+/// Widths dividing 64 without vpermb per weight row: a 64-code block is BITS whole qwords, and
+/// one broadcast load (load port only) puts a copy of qword g % BITS in qword g, from which
+/// vpmultishiftqb + mask take 8 codes. The codes come out in a fixed permuted order, so the
+/// activations are permuted to match, once per step and x row (shared by the NR weight rows):
+/// at m = 1 that is 1 instead of 4 vpermb per step, on the port the unpack is bound by.
+template <int BITS>
+constexpr bool kBcast = BITS == 1 || BITS == 2 || BITS == 4;
+
+template <int BITS>
+struct Bcast64 {
+  static_assert(kBcast<BITS>, "widths 1, 2, 4");
+  __m512i ctrl, mask, xperm;
+
+  Bcast64() {
+    alignas(64) uint8_t c[64], x[64];
+    constexpr int kPerQword = 64 / BITS;  // codes per source qword
+    for (int g = 0; g < 8; ++g)
+      for (int t = 0; t < 8; ++t) {
+        const int src = g % BITS, copy = g / BITS;  // qword g = copy `copy` of qword src
+        const int code = copy * 8 + t;              // code of that qword, 0 .. kPerQword - 1
+        c[g * 8 + t] = static_cast<uint8_t>(code * BITS);
+        x[g * 8 + t] = static_cast<uint8_t>(src * kPerQword + code);  // natural position
+      }
+    ctrl = _mm512_load_si512(c);
+    xperm = _mm512_load_si512(x);
+    mask = _mm512_set1_epi8(static_cast<char>((1 << BITS) - 1));
+  }
+
+  /// The 64 codes whose 8 * BITS bytes start at p, in xperm's order; reads exactly those bytes.
+  __m512i full(const uint8_t* p) const {
+    __m512i raw;
+    if constexpr (BITS == 1) {
+      long long v;
+      __builtin_memcpy(&v, p, 8);
+      raw = _mm512_set1_epi64(v);
+    } else if constexpr (BITS == 2) {
+      raw = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    } else {
+      raw = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    }
+    return _mm512_and_si512(_mm512_multishift_epi64_epi8(ctrl, raw), mask);
+  }
+};
+
 // ---- shared tile geometry --------------------------------------------------------------------
 
 /// Pointers and sizes of one NR-row weight tile against an MR-row block of activations.
@@ -181,7 +227,8 @@ struct Tile {
 
   /// Codes [kc, kc + 64) of every row (kc % 8 == 0, so they start on a byte boundary), and a
   /// prefetch of the same bytes of the next tile (harmless past the end of the buffer).
-  inline __attribute__((always_inline)) void codes_full(const Unpack64<BITS>& U, int64_t kc,
+  template <class Unpacker>
+  inline __attribute__((always_inline)) void codes_full(const Unpacker& U, int64_t kc,
                                                         __m512i (&c)[NR]) const {
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) {
@@ -203,13 +250,16 @@ struct Tile {
 
 /// acc[i][j] += sum over 4-lane blocks of codes[j] (u8) * q[i][kc..] (s8); lanes of q at or past
 /// `cnt` are not read (masked) when partial.
-template <int BITS, int MR, int NR>
+/// With PERM, q is permuted by `xperm` first (codes from Bcast64).
+template <bool PERM, int BITS, int MR, int NR>
 inline __attribute__((always_inline)) void i8_step(const Tile<BITS, MR, NR, int8_t>& t,
                                                    const __m512i (&c)[NR], int64_t kc,
-                                                   __mmask64 lanes, __m512i (&acc)[MR][NR]) {
+                                                   __mmask64 lanes, __m512i xperm,
+                                                   __m512i (&acc)[MR][NR]) {
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
-    const __m512i xv = _mm512_maskz_loadu_epi8(lanes, t.x[i] + kc);
+    __m512i xv = _mm512_maskz_loadu_epi8(lanes, t.x[i] + kc);
+    if constexpr (PERM) xv = _mm512_permutexvar_epi8(xperm, xv);
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], c[j], xv);
   }
@@ -219,7 +269,8 @@ inline __attribute__((always_inline)) void i8_step(const Tile<BITS, MR, NR, int8
 /// 4-lane vectors (lane j = weight row n0 + j); other NR (column tails) element by element.
 /// Either way every lane sees exactly the scalar kernel's operations in its order.
 template <int BITS, int MR, int NR>
-void i8_tile(const LinearI8Args& a, const Unpack64<BITS>& U, int64_t i0, int64_t n0) {
+void i8_tile(const LinearI8Args& a, const Unpack64<BITS>& U, const Bcast64<kBcast<BITS> ? BITS : 1>& B,
+             int64_t i0, int64_t n0) {
   static_assert(NR == 4 || NR == 1, "4-row tiles and single-row tails");
   const Tile<BITS, MR, NR, int8_t> t(a.packed, a.q, a.k, a.group_size, i0, n0);
   const int64_t gs = t.gs, groups = t.groups;
@@ -242,13 +293,21 @@ void i8_tile(const LinearI8Args& a, const Unpack64<BITS>& U, int64_t i0, int64_t
     int64_t kc = g * gs;
     const int64_t end = kc + gs;
     __m512i c[NR];
-    for (; kc + 64 <= end; kc += 64) {
-      t.codes_full(U, kc, c);
-      i8_step(t, c, kc, ~static_cast<__mmask64>(0), acc);
+    const __mmask64 all = ~static_cast<__mmask64>(0);
+    if constexpr (kBcast<BITS>) {
+      for (; kc + 64 <= end; kc += 64) {
+        t.codes_full(B, kc, c);
+        i8_step<true>(t, c, kc, all, B.xperm, acc);
+      }
+    } else {
+      for (; kc + 64 <= end; kc += 64) {
+        t.codes_full(U, kc, c);
+        i8_step<false>(t, c, kc, all, U.perm, acc);
+      }
     }
-    if (kc < end) {
+    if (kc < end) {  // natural order (Unpack64) for the tail: a block's dot is order-free
       t.codes_partial(U, kc, end - kc, c);
-      i8_step(t, c, kc, avx512_byte_mask(end - kc), acc);
+      i8_step<false>(t, c, kc, avx512_byte_mask(end - kc), U.perm, acc);
     }
     // Exact int32 dots of the group, the zero point folded in integers, then the scalar
     // kernel's float epilogue: out += rounded(float(dot) * scale).
@@ -438,8 +497,9 @@ template <int BITS>
 struct I8Call {
   const LinearI8Args& a;
   const Unpack64<BITS>& U;
+  const Bcast64<kBcast<BITS> ? BITS : 1>& B;  // unused for widths 3, 5..8
   template <int MR, int NR>
-  void run(int64_t i0, int64_t n0) const { i8_tile<BITS, MR, NR>(a, U, i0, n0); }
+  void run(int64_t i0, int64_t n0) const { i8_tile<BITS, MR, NR>(a, U, B, i0, n0); }
 };
 
 template <int BITS>
@@ -454,7 +514,8 @@ struct F32Call {
 template <int BITS>
 void i8_run(const LinearI8Args& a) {
   const Unpack64<BITS> U;
-  columns(a.m, a.n_begin, a.n_end, I8Call<BITS>{a, U});
+  const Bcast64<kBcast<BITS> ? BITS : 1> B;
+  columns(a.m, a.n_begin, a.n_end, I8Call<BITS>{a, U, B});
 }
 
 template <int BITS>
