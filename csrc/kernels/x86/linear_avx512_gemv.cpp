@@ -12,7 +12,9 @@
 //   per-channel rows with k % 64 != 0, or groups shorter than 64) uses masked loads, so no
 //   byte past a row's last packed byte, or past x / q, is ever read;
 // * int8 activations (q in x's natural order): vpdpbusd (u8 codes x s8 q, four products per
-//   int32 lane, no saturation at any width) into int32 accumulators; the group's exact dot is
+//   int32 lane, no saturation at any width) into int32 accumulators. Widths 1, 2 and 4 skip
+//   the per-row vpermb: a broadcast load + vpmultishiftqb yields the codes in a fixed permuted
+//   order and the q vector is permuted to match once per step (Bcast64); the group's exact dot is
 //   reduced horizontally, the zero point is folded in integers (dot - zero * gsum), then one
 //   convert, multiply by the group scale and add per (row, group), in the same order and with
 //   the same roundings as linear_i8_scalar, so y is bit-exact with the scalar kernel;
