@@ -26,6 +26,13 @@ using at::Tensor;
 namespace chk = ::qpart::op_checks;
 const at::Device kCpu(at::kCPU);
 
+// Output columns per parallel chunk of the packed matmul: about 32k multiply-adds at least,
+// so that tiny layers (MNIST's 32 -> 10) run on the calling thread instead of paying more for
+// the thread hand-off than for the work.
+int64_t column_grain(int64_t m, int64_t kdim) {
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, m * kdim));
+}
+
 const uint16_t* scale_ptr(const Tensor& scales) {
   return reinterpret_cast<const uint16_t*>(scales.const_data_ptr<at::Half>());
 }
@@ -130,14 +137,14 @@ Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
       });
       TORCH_CHECK_VALUE(status.load() == 0, "qpart.linear: input contains NaN or Inf values "
                         "(int8_activations=True)");
-      at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, n, column_grain(m, kdim), [&](int64_t begin, int64_t end) {
         k::linear_i8(isa, q_ptr, xs_ptr, gsum_ptr, m, kdim, p.const_data_ptr<uint8_t>(),
                      scale_ptr(s), z.const_data_ptr<uint8_t>(), bias_ptr, n, gs,
                      static_cast<int>(bits), begin, end, y);
       });
       return out.view(out_shape).to(input.scalar_type());
     }
-    at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, n, column_grain(m, kdim), [&](int64_t begin, int64_t end) {
       k::linear_f32(x.const_data_ptr<float>(), m, kdim, p.const_data_ptr<uint8_t>(),
                     scale_ptr(s), z.const_data_ptr<uint8_t>(), bias_ptr, n, gs,
                     static_cast<int>(bits), begin, end, y);
