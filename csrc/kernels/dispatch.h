@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "qpart_kernels.h"
+#include "with_bits.h"
 
 namespace qpart {
 namespace kernels {

@@ -309,17 +309,7 @@ void run(const LinearArgs& a) {
 }  // namespace
 
 void linear_f32_neon(const LinearArgs& a) {
-  switch (a.bits) {
-    case 1: return run<1>(a);
-    case 2: return run<2>(a);
-    case 3: return run<3>(a);
-    case 4: return run<4>(a);
-    case 5: return run<5>(a);
-    case 6: return run<6>(a);
-    case 7: return run<7>(a);
-    case 8: return run<8>(a);
-    default: return;
-  }
+  with_bits(a.bits, [&](auto b) { run<decltype(b)::value>(a); });
 }
 
 }  // namespace detail

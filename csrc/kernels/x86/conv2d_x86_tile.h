@@ -38,6 +38,7 @@
 #include <cstring>
 
 #include "../conv2d_impl.h"
+#include "../with_bits.h"
 
 namespace qpart {
 namespace kernels {
@@ -206,16 +207,8 @@ void conv_micro_any(const float* w, const Src& src, int64_t kc, int64_t rows, in
 template <class V>
 void conv_dequant_panel_any(const Conv2dArgs& a, const Conv2dTile& t, int64_t k0, int64_t kc,
                             float* panel) {
-  switch (a.bits) {
-    case 1: return V::template dequant_panel<1>(a, t, k0, kc, panel);
-    case 2: return V::template dequant_panel<2>(a, t, k0, kc, panel);
-    case 3: return V::template dequant_panel<3>(a, t, k0, kc, panel);
-    case 4: return V::template dequant_panel<4>(a, t, k0, kc, panel);
-    case 5: return V::template dequant_panel<5>(a, t, k0, kc, panel);
-    case 6: return V::template dequant_panel<6>(a, t, k0, kc, panel);
-    case 7: return V::template dequant_panel<7>(a, t, k0, kc, panel);
-    default: return V::template dequant_panel<8>(a, t, k0, kc, panel);
-  }
+  with_bits(a.bits,
+            [&](auto b) { V::template dequant_panel<decltype(b)::value>(a, t, k0, kc, panel); });
 }
 
 inline float* align64(float* p) {

@@ -452,31 +452,11 @@ void gemm_f32(const LinearArgs& a) {
 }  // namespace
 
 void linear_f32_avx512_gemm(const LinearArgs& a) {
-  switch (a.bits) {
-    case 1: return gemm_f32<1>(a);
-    case 2: return gemm_f32<2>(a);
-    case 3: return gemm_f32<3>(a);
-    case 4: return gemm_f32<4>(a);
-    case 5: return gemm_f32<5>(a);
-    case 6: return gemm_f32<6>(a);
-    case 7: return gemm_f32<7>(a);
-    case 8: return gemm_f32<8>(a);
-    default: return;
-  }
+  with_bits(a.bits, [&](auto b) { gemm_f32<decltype(b)::value>(a); });
 }
 
 void linear_i8_avx512_gemm(const LinearI8Args& a) {
-  switch (a.bits) {
-    case 1: return gemm_i8<1>(a);
-    case 2: return gemm_i8<2>(a);
-    case 3: return gemm_i8<3>(a);
-    case 4: return gemm_i8<4>(a);
-    case 5: return gemm_i8<5>(a);
-    case 6: return gemm_i8<6>(a);
-    case 7: return gemm_i8<7>(a);
-    case 8: return gemm_i8<8>(a);
-    default: return;
-  }
+  with_bits(a.bits, [&](auto b) { gemm_i8<decltype(b)::value>(a); });
 }
 
 }  // namespace detail

@@ -532,29 +532,11 @@ void f32_run(const LinearArgs& a) {
 }  // namespace
 
 void linear_f32_avx512_gemv(const LinearArgs& a) {
-  switch (a.bits) {
-    case 1: return f32_run<1>(a);
-    case 2: return f32_run<2>(a);
-    case 3: return f32_run<3>(a);
-    case 4: return f32_run<4>(a);
-    case 5: return f32_run<5>(a);
-    case 6: return f32_run<6>(a);
-    case 7: return f32_run<7>(a);
-    default: return f32_run<8>(a);
-  }
+  with_bits(a.bits, [&](auto b) { f32_run<decltype(b)::value>(a); });
 }
 
 void linear_i8_avx512_gemv(const LinearI8Args& a) {
-  switch (a.bits) {
-    case 1: return i8_run<1>(a);
-    case 2: return i8_run<2>(a);
-    case 3: return i8_run<3>(a);
-    case 4: return i8_run<4>(a);
-    case 5: return i8_run<5>(a);
-    case 6: return i8_run<6>(a);
-    case 7: return i8_run<7>(a);
-    default: return i8_run<8>(a);
-  }
+  with_bits(a.bits, [&](auto b) { i8_run<decltype(b)::value>(a); });
 }
 
 }  // namespace detail
