@@ -4,9 +4,9 @@
 //
 // Both kernels walk a tile of NR = 4 consecutive weight rows (4 interleaved byte streams)
 // against MR <= 4 rows of x, one weight group at a time. Every stream software-prefetches the
-// same position of the next tile (NR rows further on, so one whole tile of lead time): with a
-// fixed distance of a few hundred bytes, the first lines of each tile always missed, which cost
-// up to 40 % of DRAM speed at widths 2 and 4.
+// same position two tiles further on into L2 (2 * NR rows ahead, two whole tiles of lead time):
+// with a fixed distance of a few hundred bytes, the first lines of each tile always missed,
+// which cost up to 40 % of DRAM speed at widths 2 and 4.
 // * every 64 codes (8 * BITS packed bytes) are unpacked to 64 u8 lanes in natural order by
 //   Unpack64 (vpermb + vpmultishiftqb + mask; avx512_unpack.h); a group tail (< 64 codes:
 //   per-channel rows with k % 64 != 0, or groups shorter than 64) uses masked loads, so no
@@ -213,14 +213,17 @@ struct Bcast64 {
 template <int BITS, int MR, int NR, class X>
 struct Tile {
   int64_t k, gs, groups;
-  int64_t ahead;  // prefetch distance: the same position in the next tile's row
+  int64_t ahead;  // prefetch distance: the same position two tiles ahead
   const uint8_t* w[NR];  // weight row streams
   const X* x[MR];        // activation rows (float or int8), natural order
 
   Tile(const uint8_t* packed, const X* xbase, int64_t k_, int64_t gs_, int64_t i0, int64_t n0)
       : k(k_), gs(gs_), groups(k_ / gs_) {
     const int64_t row_bytes = packed_row_bytes(k, BITS);
-    ahead = NR * row_bytes;
+    // Two tiles ahead into L2 (T1): a prefetch into L1 holds one of the few L1 fill buffers
+    // until its line arrives, which capped the stream below DRAM speed (measured: ~15 % slower
+    // at 4 and 8 bits with T0 one tile ahead).
+    ahead = 2 * NR * row_bytes;
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) w[j] = packed + (n0 + j) * row_bytes;
 #pragma GCC unroll 8
@@ -228,14 +231,14 @@ struct Tile {
   }
 
   /// Codes [kc, kc + 64) of every row (kc % 8 == 0, so they start on a byte boundary), and a
-  /// prefetch of the same bytes of the next tile (harmless past the end of the buffer).
+  /// prefetch of the same bytes two tiles ahead (harmless past the end of the buffer).
   template <class Unpacker>
   inline __attribute__((always_inline)) void codes_full(const Unpacker& U, int64_t kc,
                                                         __m512i (&c)[NR]) const {
 #pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) {
       const uint8_t* p = w[j] + (kc >> 3) * BITS;
-      _mm_prefetch(reinterpret_cast<const char*>(p + ahead), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(p + ahead), _MM_HINT_T1);
       c[j] = U.full(p);
     }
   }
