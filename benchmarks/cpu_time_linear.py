@@ -1,8 +1,10 @@
-"""Single-thread packed linear vs fp32 F.linear and PyTorch dynamic int8, timed in *thread CPU
-time* (time.thread_time), interleaved round-robin, minimum over rounds. Less sensitive than
-wall-clock to other processes on a shared machine (it still sees their cache/DRAM traffic).
+"""Packed linear vs fp32 F.linear and PyTorch dynamic int8, interleaved round-robin (every
+kernel once per round, so all see the same machine state), minimum over rounds. One thread
+(default) is timed in *thread CPU time* (time.thread_time), which is less sensitive than wall
+clock to other processes on a shared machine (it still sees their cache/DRAM traffic);
+``--threads 2`` times wall clock (time.perf_counter) and needs a quiet machine.
 
-    OMP_NUM_THREADS=1 python benchmarks/cpu_time_linear.py [--rounds 15] [--shape 4096x4096]
+    python benchmarks/cpu_time_linear.py [--rounds 15] [--threads 1] [--shape 4096x4096]
         [--bits 2,4,8] [--batches 1,8,64] [--groups channel,128] [--int8 also|only|off]
 
 ``--int8 also`` adds the integer path (``int8_activations=True``: int8 activations x codes)
@@ -40,13 +42,19 @@ def main():
     ap.add_argument("--batches", default="1,8,64")
     ap.add_argument("--groups", default="channel,128")
     ap.add_argument("--int8", choices=("off", "also", "only"), default="off")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: thread CPU time; more: wall clock)")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    if args.threads < 1:
+        ap.error("--threads must be >= 1")
+    torch.set_num_threads(args.threads)
+    clock = time.thread_time if args.threads == 1 else time.perf_counter
+    clock_name = "thread CPU time" if args.threads == 1 else "wall clock"
     n, k = map(int, args.shape.split("x"))
     w = torch.randn(n, k) / k**0.5
     bits_list = [int(b) for b in args.bits.split(",")]
-    print(f"Single thread, CPU ISA {cpu_isa.get_cpu_isa()}, {n}x{k}, thread CPU time, "
-          f"min of {args.rounds} rounds\n")
+    print(f"{args.threads} thread(s), CPU ISA {cpu_isa.get_cpu_isa()}, {n}x{k}, {clock_name}, "
+          f"min of {args.rounds} interleaved rounds\n")
     groups = [None if g == "channel" else int(g) for g in args.groups.split(",")]
     qs = {(b, g): qk.quantize_weight(w, b, g) for b in bits_list for g in groups}
     modes = {"off": (False,), "also": (False, True), "only": (True,)}[args.int8]
@@ -82,9 +90,9 @@ def main():
             best = [float("inf")] * len(cases)
             for _ in range(args.rounds):
                 for i, c in enumerate(cases):
-                    t0 = time.thread_time()
+                    t0 = clock()
                     c[4]()
-                    best[i] = min(best[i], time.thread_time() - t0)
+                    best[i] = min(best[i], clock() - t0)
             t32 = best[0]
             print(f"### batch {batch}, cache-{cache}\n")
             print("| kernel | group | ms | x fp32 | GB/s | roof % |")
