@@ -62,6 +62,9 @@ struct Avx2 {
   static constexpr int kLanes = 8;
   static constexpr int kMr = static_cast<int>(kConvAvx2Mr);
   static constexpr int kNr = static_cast<int>(kConvAvx2Nr);
+  using Code = int32_t;
+  template <int BITS>
+  using Unpacker = Unpack8<BITS>;
 
   static Vec zero() { return _mm256_setzero_ps(); }
   static Vec set1(float f) { return _mm256_set1_ps(f); }
@@ -110,21 +113,6 @@ struct Avx2 {
         _mm256_maskstore_ps(out + i, m, _mm256_mul_ps(_mm256_sub_ps(c, z), sc));
       }
       j = end;
-    }
-  }
-
-  template <int BITS>
-  static void dequant_panel(const Conv2dArgs& a, const Conv2dTile& t, int64_t k0, int64_t kc,
-                            float* panel) {
-    const Unpack8<BITS> u;
-    const int64_t k = a.s->k(), groups = k / a.group_size;
-    const int64_t row_bytes = packed_row_bytes(k, BITS);
-    alignas(32) int32_t codes[kConvKc];
-    for (int64_t r = 0; r < t.co_n; ++r) {
-      const int64_t n = t.co0 + r;
-      unpack<BITS>(u, a.packed + n * row_bytes, k0, kc, codes);
-      dequant_codes(codes, k0, kc, a.scale_bits + n * groups, a.zeros + n * groups,
-                    a.group_size, panel + r * kConvKc);
     }
   }
 };

@@ -40,6 +40,9 @@ struct Avx512 {
   static constexpr int kLanes = 16;
   static constexpr int kMr = static_cast<int>(kConvAvx512Mr);
   static constexpr int kNr = static_cast<int>(kConvAvx512Nr);
+  using Code = uint8_t;
+  template <int BITS>
+  using Unpacker = Unpack64<BITS>;
 
   static Vec zero() { return _mm512_setzero_ps(); }
   static Vec set1(float f) { return _mm512_set1_ps(f); }
@@ -90,22 +93,6 @@ struct Avx512 {
         _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_sub_ps(c, z), sc));
       }
       j = end;
-    }
-  }
-
-  template <int BITS>
-  static void dequant_panel(const Conv2dArgs& a, const Conv2dTile& t, int64_t k0, int64_t kc,
-                            float* panel) {
-    const Unpack64<BITS> u;
-    const int64_t k = a.s->k(), groups = k / a.group_size;
-    const int64_t row_bytes = packed_row_bytes(k, BITS);
-    alignas(64) uint8_t codes[kConvKc];
-    static_assert(kConvKc % 64 == 0, "whole 64-code stores");
-    for (int64_t r = 0; r < t.co_n; ++r) {
-      const int64_t n = t.co0 + r;
-      unpack<BITS>(u, a.packed + n * row_bytes, k0, kc, codes);
-      dequant_codes(codes, k0, kc, a.scale_bits + n * groups, a.zeros + n * groups,
-                    a.group_size, panel + r * kConvKc);
     }
   }
 };

@@ -29,9 +29,11 @@
 // V (the ISA traits) provides: Vec, kLanes, kMr, kNr, zero(), set1(f), load(p) (aligned),
 // loadu(p), fma(a, b, c),
 // load_n(p, n) / store_n(p, v, n) (n < kLanes touches only n floats), load_range(p, lo, hi)
-// (lanes in [lo, hi) from p, others zero and not read), and
-// dequant_panel<BITS>(args, tile, k0, kc, panel), which writes rows [0, co_n) of the panel:
-// the tile's channels at depth [k0, k0 + kc), exactly (code - zero) * scale.
+// (lanes in [lo, hi) from p, others zero and not read), and for the weight panel: Code (the
+// type of one unpacked code), Unpacker<BITS> (its per-width unpack constants),
+// unpack<BITS>(unpacker, row, k0, kc, codes) (codes [k0, k0 + kc) of a packed row) and
+// dequant_codes(codes, k0, kc, scale_bits, zeros, group_size, out) (exactly
+// (code - zero) * scale, group by group).
 #pragma once
 
 #include <cstdint>
@@ -204,11 +206,29 @@ void conv_micro_any(const float* w, const Src& src, int64_t kc, int64_t rows, in
   conv_micro<V, 1>(w, src, kc, rows, px, y, ldy, bias, first);
 }
 
+// Rows [0, co_n) of the panel (row stride kConvKc): the tile's channels at depth
+// [k0, k0 + kc), exactly (code - zero) * scale.
+template <class V, int BITS>
+void conv_dequant_panel(const Conv2dArgs& a, const Conv2dTile& t, int64_t k0, int64_t kc,
+                        float* panel) {
+  static_assert(kConvKc % 64 == 0, "whole 64-code unpack stores");
+  const typename V::template Unpacker<BITS> u;
+  const int64_t k = a.s->k(), groups = k / a.group_size;
+  const int64_t row_bytes = packed_row_bytes(k, BITS);
+  alignas(64) typename V::Code codes[kConvKc];
+  for (int64_t r = 0; r < t.co_n; ++r) {
+    const int64_t n = t.co0 + r;
+    V::template unpack<BITS>(u, a.packed + n * row_bytes, k0, kc, codes);
+    V::dequant_codes(codes, k0, kc, a.scale_bits + n * groups, a.zeros + n * groups,
+                     a.group_size, panel + r * kConvKc);
+  }
+}
+
 template <class V>
 void conv_dequant_panel_any(const Conv2dArgs& a, const Conv2dTile& t, int64_t k0, int64_t kc,
                             float* panel) {
   with_bits(a.bits,
-            [&](auto b) { V::template dequant_panel<decltype(b)::value>(a, t, k0, kc, panel); });
+            [&](auto b) { conv_dequant_panel<V, decltype(b)::value>(a, t, k0, kc, panel); });
 }
 
 inline float* align64(float* p) {
