@@ -19,11 +19,11 @@ import time
 import httpx
 import torch
 
-from qpart.data import load_mnist
-from qpart.device import DeviceClient
-from qpart.costs import DeviceProfile, ObjectiveWeights
-from qpart.server import free_port
-from qpart.wire import encode_activation
+from qpart.workloads.data import load_mnist
+from qpart.serving.device import DeviceClient
+from qpart.core.costs import DeviceProfile, ObjectiveWeights
+from qpart.serving.server import free_port
+from qpart.serving.wire import encode_activation
 
 
 def _rate(fn, seconds: float, clients: int) -> tuple[float, float]:

@@ -15,8 +15,9 @@ import copy
 import torch
 
 import qpart_kernels as qk
-from qpart.data import load_mnist
-from qpart.models import accuracy, trained_mnist_mlp
+from qpart.workloads.data import load_mnist
+from qpart.core.metrics import accuracy
+from qpart.workloads.models import trained_mnist_mlp
 
 
 def main() -> None:

@@ -16,14 +16,15 @@ import pytest
 import torch
 from torch import nn
 
-from qpart.allocation import allocate_bits, exact_allocation, noise_of
-from qpart.calibration import Calibration, NoiseModel, calibrate
-from qpart.costs import ChannelState, DeviceProfile, cost_coefficients
-from qpart.data import load_mnist
-from qpart.models import trained_mnist_mlp
-from qpart.planner import PatternTable, Request
-from qpart.profile import profile
-from qpart.validation import validate
+from qpart.planning.allocation import allocate_bits, exact_allocation, noise_of
+from qpart.planning.calibration import calibrate
+from qpart.planning.noise_model import Calibration, NoiseModel
+from qpart.core.costs import ChannelState, DeviceProfile, cost_coefficients
+from qpart.workloads.data import load_mnist
+from qpart.workloads.models import trained_mnist_mlp
+from qpart.planning.table import PatternTable, Request
+from qpart.core.profile import profile
+from qpart.planning.validation import validate
 
 
 class _Basic(nn.Module):

@@ -8,9 +8,9 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from qpart.calibration import calibrate
-from qpart.models import train_classifier
-from qpart.profile import profile
+from qpart.planning.calibration import calibrate
+from qpart.workloads.models import train_classifier
+from qpart.core.profile import profile
 from qpart.simulation import SimulationSetup
 
 LEVELS = (0.01, 0.02, 0.05)

@@ -8,11 +8,10 @@ writing such a function and listing it in ``COMMANDS``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
-from . import __version__
+from ._version import __version__
 
 MIN_BITS, MAX_BITS = 1, 8
 
@@ -64,9 +63,9 @@ def _seed(text: str) -> int:
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from .demo import run_demo  # imported lazily: keeps `qpart --help` fast
+    from .apps.sweep import run_sweep  # imported lazily: keeps `qpart --help` fast
 
-    run_demo(args)
+    run_sweep(args)
     return 0
 
 
@@ -118,7 +117,7 @@ def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from .serve_demo import run_demo
+    from .apps.demo import run_demo
 
     run_demo(args)
     return 0
@@ -142,23 +141,9 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    import os
+    from .apps.serve import run_serve
 
-    import torch
-
-    from .registry import mnist_entry
-    from .server import ServerSettings, serve
-
-    torch.set_num_threads(args.threads)
-    entry = mnist_entry(args.cache_dir, args.seed, args.calib_samples, args.progress)
-    settings = ServerSettings(max_body_bytes=args.max_body_bytes,
-                              max_concurrency=args.max_concurrency,
-                              token=args.token or os.environ.get("QPART_TOKEN") or None)
-    print(f"qpart serve: model {entry.model_id!r} ({len(entry.table)} patterns) on "
-          f"http://{args.host}:{args.port}" + (" (bearer token required)" if settings.token
-                                                else ""), flush=True)
-    serve({entry.model_id: entry}, args.host, args.port, settings, args.log_level)
-    return 0
+    return run_serve(args)
 
 
 def _add_serve(subparsers: argparse._SubParsersAction) -> None:
@@ -186,44 +171,9 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_device(args: argparse.Namespace) -> int:
-    import json
-    import os
+    from .apps.device import run_device
 
-    from .costs import ChannelState, DeviceProfile, ObjectiveWeights
-    from .data import load_mnist
-    from .device import DeviceClient, ServerError
-
-    t, e, c = args.weights
-    data = load_mnist(seed=args.seed)
-    xs, ys = data.x_test[:args.digits], data.y_test[:args.digits]
-    client = DeviceClient(args.url, DeviceProfile(args.cycles_per_mac, args.clock_hz),
-                          ChannelState(args.uplink_bps, args.downlink_bps),
-                          ObjectiveWeights(t, e, c), args.memory_bytes,
-                          token=args.token or os.environ.get("QPART_TOKEN") or None,
-                          cache_dir=args.segment_cache)
-    try:
-        with client:
-            for i in range(xs.shape[0]):
-                r = client.run(xs[i:i + 1], args.model, args.budget)
-                p = r.plan
-                print(json.dumps({
-                    "digit": int(ys[i]), "prediction": r.predictions[0],
-                    "plan_id": p["plan_id"], "partition_point": p["partition_point"],
-                    "bits": p["bits"], "activation_bits": p["activation_bits"],
-                    "segment_bytes_received": r.segment_bytes,
-                    "activation_bytes_sent": r.activation_bytes,
-                    "predicted_activation_bytes": r.predicted_activation_bytes,
-                    "predicted_total_time_s": p["predicted"]["total_time_s"],
-                    "measured_total_s": round(r.total_s, 6),
-                    "measured_device_s": round(r.device_s, 6),
-                    "measured_server_s": round(r.server_s, 6)}), flush=True)
-    except ServerError as exc:
-        print(f"qpart device: error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"qpart device: error: cannot reach {args.url}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_device(args)
 
 
 def _weights(text: str) -> tuple[float, float, float]:
@@ -274,7 +224,7 @@ def _fractions(text: str) -> tuple[float, ...]:
 
 
 def _schemes(text: str) -> tuple[str, ...]:
-    from .baselines import SCHEMES
+    from .apps.simulate import SCHEMES
 
     names = tuple(s.strip() for s in text.split(",") if s.strip())
     bad = [n for n in names if n not in SCHEMES]
@@ -283,61 +233,10 @@ def _schemes(text: str) -> tuple[str, ...]:
     return names
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Runs the block with ``n`` torch intra-op threads, restoring the previous count."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _run_simulate(args: argparse.Namespace) -> int:
-    import time
+    from .apps.simulate import run_simulate
 
-    with _torch_threads(args.threads):
-        return _simulate(args, time.time())
-
-
-def _simulate(args: argparse.Namespace, t0: float) -> int:
-    import time
-
-    from .models import default_cache_dir
-    from .profile import profile
-    from .registry import cached_calibration
-    from .reproduce import HOLDOUT, mnist_mlp_holdout
-    from .simulation import RequestDistribution, SimulationSetup, simulate
-
-    cache = args.cache_dir or default_cache_dir()
-    model, data, x_hold, _ = mnist_mlp_holdout(args.seed, cache, args.progress)
-    prof = profile(model, data.x_test[:2])
-    x_cal = x_hold[:args.calib_samples]
-    calib, _, _ = cached_calibration(model, x_cal, prof, cache,
-                                     f"mnist_mlp_seed{args.seed}_holdout{HOLDOUT}",
-                                     args.seed, args.progress)
-    if min(args.budgets) < min(calib.budgets):
-        print(f"qpart simulate: error: budgets must be >= {min(calib.budgets):.3%}, the "
-              f"smallest calibrated level", file=sys.stderr)
-        return 2
-    setup = SimulationSetup(model, prof, calib, data.x_test, data.y_test, x_cal)
-    memory = None if args.memory_kib is None else tuple(1024.0 * m for m in args.memory_kib)
-    dist = RequestDistribution(budgets=args.budgets, memory_bytes=memory)
-    _, perf = simulate(setup, args.requests, args.seed, dist, args.schemes, args.out,
-                       args.progress, held_weights=args.held_weights)
-    print(f"qpart simulate: {args.requests} requests, seed {args.seed}, float accuracy "
-          f"{setup.float_accuracy:.2%}; {time.time() - t0:.1f} s; wrote {args.out}/requests.csv "
-          f"and {args.out}/summary.json")
-    print(f"{'scheme':<12} {'mean J':>10} {'time ms':>9} {'energy mJ':>10} {'payload B':>10} "
-          f"{'loss':>7} {'in budget':>9} {'lowest J':>8}")
-    for name, v in perf.summary().items():
-        print(f"{name:<12} {v['objective']:>10.4g} {1e3 * v['total_time_s']:>9.3f} "
-              f"{1e3 * v['total_energy_j']:>10.4f} {v['payload_bytes']:>10.0f} "
-              f"{v['accuracy_loss']:>7.2%} {v['within_budget']:>9.1%} {v['lowest_objective']:>8.1%}")
-    return 0
+    return run_simulate(args)
 
 
 def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
@@ -385,23 +284,9 @@ def _kib_range(text: str) -> tuple[float, float]:
 
 
 def _run_reproduce(args: argparse.Namespace) -> int:
-    import shlex
+    from .apps.reproduce.run import run_reproduce
 
-    from .reproduce import run_reproduction
-
-    parts = ["qpart", "reproduce"] + (["--quick"] if args.quick else [])
-    for flag, value, default in (("--out", args.out, "docs"), ("--data-dir", args.data_dir, None),
-                                 ("--seed", args.seed, 0), ("--threads", args.threads, 1)):
-        if value != default:
-            parts += [flag, str(value)]
-    with _torch_threads(args.threads):
-        res = run_reproduction(args.out, args.data_dir, quick=args.quick, seed=args.seed,
-                               cache_dir=args.cache_dir, progress=args.progress,
-                               command=" ".join(shlex.quote(x) for x in parts))
-    print(f"qpart reproduce: wrote {args.out}/RESULTS.md and {args.out}/figures/ in "
-          f"{res['elapsed_s']:.0f} s; float accuracy {res['float_accuracy']:.2%}, max QPART loss "
-          f"{res['max_qpart_loss']:.2%}, max weight payload {res['max_weight_ratio']:.1%} of fp32")
-    return 0
+    return run_reproduce(args)
 
 
 def _add_reproduce(subparsers: argparse._SubParsersAction) -> None:
