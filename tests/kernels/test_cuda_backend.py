@@ -18,7 +18,7 @@ import qpart_kernels as qk
 from helpers import ALL_BITS, tolerance
 from qpart_kernels.ops import backends, reference
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "cuda_compile_check.sh"
 
 
