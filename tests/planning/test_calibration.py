@@ -1,0 +1,115 @@
+"""Calibration (qpart.planning.calibration) and the probe it measures with, on a tiny trained
+MLP: the fitted noise curves bound every measurement, the closed loop meets its rule at every
+calibrated level, the probe's partial re-runs equal full runs of the real split model, and
+bad arguments are refused."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from sim_helpers import LEVELS, tiny_setup
+from torch import nn
+
+from qpart.core.metrics import flip_rate, predictions
+from qpart.core.profile import profile
+from qpart.core.split import quantized_split_model
+from qpart.planning.allocation import InfeasibleError
+from qpart.planning.calibration import adversarial_margins, cached_calibration, calibrate
+from qpart.planning.noise_model import Calibration
+from qpart.planning.probe import Probe, quantized_weight
+from qpart.planning.solve import default_bit_costs, solve_partition
+
+
+@pytest.fixture(scope="module")
+def s():
+    return tiny_setup()
+
+
+def test_adversarial_margin_by_hand():
+    logits = torch.tensor([[3.0, 1.0, 0.0], [0.0, 0.5, 2.5]])
+    torch.testing.assert_close(adversarial_margins(logits),
+                               torch.tensor([2.0, 2.0]) / math.sqrt(2.0))
+
+
+def test_noise_curves_upper_bound_every_measurement(s):
+    calib = s.calib
+    sources = list(calib.layers) + list(calib.activations.values())
+    assert len(calib.layers) == s.prof.num_layers
+    assert set(calib.activations) == set(s.prof.cuts)
+    for nm in sources:
+        assert nm.measured and set(nm.measured) == set(calib.widths)
+        assert nm.t > 0 and 0.2 <= nm.alpha <= 3.0
+        for bits, energy in nm.measured.items():
+            assert nm.energy(bits) >= energy * (1 - 1e-9), (nm, bits)
+
+
+def test_closed_loop_meets_its_rule_at_every_level_and_point(s):
+    """C(a) is shrunk until the planned widths at every valid point flip at most safety * a
+    of the calibration inputs: re-measure that with an independent probe."""
+    calib, prof = s.calib, s.prof
+    probe = Probe(prof, s.x_train)
+    coef = default_bit_costs(prof)
+    for level in LEVELS:
+        for p in prof.valid_points:
+            try:
+                bits, b_a, _ = solve_partition(prof, calib, p, calib.budget(level), coef)
+            except InfeasibleError:
+                continue
+            assert probe.with_plan(p, bits, b_a)[1] <= calib.safety * level + 1e-9, (level, p)
+
+
+def test_probe_partial_rerun_equals_the_real_split_model(s):
+    prof, x = s.prof, s.x_train
+    probe = Probe(prof, x)
+    reference = predictions(prof.graph_module, x)
+    for p in prof.valid_points:
+        bits = [2 + (i % 3) for i in range(p)]
+        b_a = 3 if p < prof.num_layers else None
+        split = quantized_split_model(prof, p, bits, b_a)
+        with torch.inference_mode():
+            expected = flip_rate(split(x), reference)
+        assert probe.with_plan(p, bits, b_a)[1] == pytest.approx(expected, abs=2 / x.shape[0])
+    assert probe.with_plan(0, [], None) == (0.0, 0.0)  # nothing quantized: nothing measured
+
+
+def test_quantized_weight_is_the_kernels_round_trip(s):
+    w = s.prof.graph_module.get_submodule(s.prof.layers[0].name).weight
+    for bits in (1, 4, 8):
+        q = quantized_weight(w, bits)
+        assert q.shape == w.reshape(w.shape[0], -1).shape
+        levels = [torch.unique(row).numel() for row in q]
+        assert max(levels) <= 2 ** bits
+    assert (quantized_weight(w, 8) - w).abs().max() < (quantized_weight(w, 2) - w).abs().max()
+
+
+def test_calibrate_refuses_bad_arguments(s):
+    with pytest.raises(ValueError, match="fractions"):
+        calibrate(s.model, s.x_train[:32], prof=s.prof, levels=(0.0,), progress=False)
+    with pytest.raises(ValueError, match="fractions"):
+        calibrate(s.model, s.x_train[:32], prof=s.prof, levels=(), progress=False)
+    with pytest.raises(ValueError, match="two widths"):
+        calibrate(s.model, s.x_train[:32], prof=s.prof, widths=(4,), progress=False)
+
+
+def test_calibration_restores_the_thread_count(s):
+    before = torch.get_num_threads()
+    calibrate(s.model, s.x_train[:64], prof=s.prof, levels=(0.05,), threads=1, progress=False)
+    assert torch.get_num_threads() == before
+
+
+def test_cached_calibration_hits_after_a_miss(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 12), nn.ReLU(), nn.Linear(12, 3)).eval()
+    x = torch.randn(64, 8)
+    prof = profile(model, x[:2])
+    a, path, hit = cached_calibration(model, x, prof, tmp_path, "tiny", progress=False)
+    assert not hit and path.is_file()
+    b, path_b, hit_b = cached_calibration(model, x, prof, tmp_path, "tiny", progress=False)
+    assert hit_b and path_b == path and b.to_dict() == a.to_dict()
+    assert Calibration.load(path).to_dict() == a.to_dict()
+    with torch.no_grad():
+        model[0].weight.add_(0.1)  # other weights: another cache file
+    _, path_c, hit_c = cached_calibration(model, x, prof, tmp_path, "tiny", progress=False)
+    assert not hit_c and path_c != path
