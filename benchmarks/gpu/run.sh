@@ -22,12 +22,12 @@ echo "    built in $((SECONDS - start)) s"
 device="$("$PY" -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-'))")"
 
 echo "==> GPU tests"
-QPART_REQUIRE_EXTENSION=1 "$PY" -m pytest -q tests/test_gpu.py tests/test_cuda_backend.py tests/test_triton.py tests/test_parity.py \
+QPART_REQUIRE_EXTENSION=1 "$PY" -m pytest -q tests/kernels/test_gpu.py tests/kernels/test_cuda_backend.py tests/kernels/test_triton.py tests/kernels/test_parity.py \
   2>&1 | tee "$OUT_DIR/gpu-$device-tests.txt"
 
 if [[ "$("$PY" -c 'import qpart_kernels as q; print(q.ops.CUDA_BACKEND)')" == cuda ]]; then
   echo "==> GPU tests on the Triton backend too"
-  QPART_CUDA_BACKEND=triton QPART_REQUIRE_EXTENSION=1 "$PY" -m pytest -q tests/test_gpu.py \
+  QPART_CUDA_BACKEND=triton QPART_REQUIRE_EXTENSION=1 "$PY" -m pytest -q tests/kernels/test_gpu.py \
     2>&1 | tee "$OUT_DIR/gpu-$device-tests-triton.txt"
 fi
 
