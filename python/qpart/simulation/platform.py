@@ -138,7 +138,7 @@ class PerformanceModule:
         out: dict[str, dict] = {}
         for scheme in dict.fromkeys(r["scheme"] for r in self.rows):
             rows = [r for r in self.rows if r["scheme"] == scheme]
-            mean = lambda k: float(np.mean([r[k] for r in rows]))  # noqa: E731
+            mean = lambda k, rows=rows: float(np.mean([r[k] for r in rows]))
             points: dict[str, int] = {}
             for r in rows:
                 points[str(r["partition_point"])] = points.get(str(r["partition_point"]), 0) + 1
