@@ -146,3 +146,39 @@ def test_held_weights_and_device_memory():
         assert q["objective"] == pytest.approx(best, rel=1e-9)
     # the original simulator still downloads the weights
     assert not sim.communication.held_weights
+
+
+def test_a_registered_scheme_is_prepared_and_served():
+    """The scheme registry: a new scheme (here: the float model with an 8-bit cut) is built at
+    every partition point by its builder and competes per request like the built-ins."""
+    from qpart.simulation import register_scheme, registered_schemes, unregister_scheme
+    from qpart.simulation.baselines import quantized_config, scheme_builder
+
+    s = tiny_setup()
+
+    @register_scheme("float_8bit_cut")
+    def _float_8bit_cut(ctx, p):
+        return {lv: quantized_config(ctx.prof, "float_8bit_cut", p, [8] * p, 8)
+                for lv in ctx.levels}
+
+    try:
+        assert registered_schemes()[-1] == "float_8bit_cut"
+        with pytest.raises(ValueError, match="already registered"):
+            register_scheme("float_8bit_cut")(_float_8bit_cut)
+        sim = Simulator(s, schemes=("no_opt", "float_8bit_cut"), levels=(0.01, 0.02),
+                        progress=False)
+        sim.prepare()
+        per = sim.configs["float_8bit_cut"]
+        assert set(per) == {0.01, 0.02}
+        assert [c.p for c in per[0.01]] == list(s.prof.valid_points)
+        reqs = RequestDistribution(budgets=(0.01, 0.02)).sample(5, seed=1,
+                                                                n_digits=s.x_eval.shape[0])
+        rows = sim.run(reqs).rows
+        assert {r["scheme"] for r in rows} == {"no_opt", "float_8bit_cut"}
+    finally:
+        unregister_scheme("float_8bit_cut")
+    assert "float_8bit_cut" not in registered_schemes()
+    with pytest.raises(ValueError, match="unknown scheme"):
+        scheme_builder("float_8bit_cut")
+    with pytest.raises(ValueError, match="unknown schemes"):
+        Simulator(s, schemes=("float_8bit_cut",), progress=False)

@@ -360,6 +360,16 @@ def register_scheme(name: str) -> Callable[[SchemeBuilder], SchemeBuilder]:
     return decorate
 
 
+def unregister_scheme(name: str) -> None:
+    """Removes scheme ``name`` from the registry (``KeyError`` if it is not registered)."""
+    del _BUILDERS[name]
+
+
+def registered_schemes() -> tuple[str, ...]:
+    """Every registered scheme name, in registration order (built-ins first)."""
+    return tuple(_BUILDERS)
+
+
 def scheme_builder(name: str) -> SchemeBuilder:
     """The registered builder of scheme ``name``; ``ValueError`` names the known ones."""
     if name not in _BUILDERS:
@@ -433,5 +443,5 @@ def _no_opt(ctx: SchemeContext, p: int) -> dict[float, SchemeConfig | None]:
     return {LEVEL_FREE: no_opt_config(ctx.prof, p)}
 
 
-#: Scheme names, in the order tables and plots list them (registration order).
-SCHEMES = tuple(_BUILDERS)
+#: The built-in schemes, in the order tables and plots list them (registration order).
+SCHEMES = registered_schemes()

@@ -23,7 +23,8 @@ from ..planning.refinement import MeasuredRefiner
 from ..planning.solve import default_bit_costs
 from ..planning.table import PatternTable, Request
 from ..planning.acceptance import AcceptanceRule
-from .baselines import SCHEMES, SchemeConfig, qpart_pattern_config, scheme_builder
+from .baselines import (SCHEMES, SchemeConfig, qpart_pattern_config, registered_schemes,
+                        scheme_builder)
 from .platform import CommunicationModule, ExecutingModule, PerformanceModule
 from .requests import RequestDistribution, SimRequest
 
@@ -76,9 +77,9 @@ class Simulator:
                  server: ServerProfile = ServerProfile(), server_tx_power_w: float = 10.0,
                  ae_steps: int = 600, seed: int = 0, progress: bool = True,
                  held_weights: bool = False):
-        unknown = set(schemes) - set(SCHEMES)
+        unknown = set(schemes) - set(registered_schemes())
         if unknown:
-            raise ValueError(f"unknown schemes {sorted(unknown)}; known: {SCHEMES}")
+            raise ValueError(f"unknown schemes {sorted(unknown)}; known: {registered_schemes()}")
         self.s, self.schemes, self.levels = setup, tuple(schemes), tuple(sorted(levels))
         self.server, self.seed, self.progress = server, seed, progress
         self.executing = ExecutingModule(setup.x_eval, setup.y_eval, server)
