@@ -46,16 +46,23 @@ def _extensions():
         from torch.utils import cpp_extension
     except ImportError:
         if MODE in ("1", "required"):
-            sys.exit("QPART_BUILD_EXT=required but torch is not importable; install torch "
-                     "first and build with `pip install --no-build-isolation .`")
-        print("qpart: torch not importable - installing without the native extension",
-              file=sys.stderr)
+            sys.exit(
+                "QPART_BUILD_EXT=required but torch is not importable; install torch "
+                "first and build with `pip install --no-build-isolation .`"
+            )
+        print(
+            "qpart: torch not importable - installing without the native extension", file=sys.stderr
+        )
         return [], {}
 
     # ISA-specific kernels (x86/, arm/) are guarded by #if on the target architecture and
     # pick their ISA per file with #pragma GCC target; no global -m flags (runtime dispatch).
-    sources = (_rel("csrc/kernels/*.cpp") + _rel("csrc/kernels/x86/*.cpp")
-               + _rel("csrc/kernels/arm/*.cpp") + _rel("csrc/torch/*.cpp"))
+    sources = (
+        _rel("csrc/kernels/*.cpp")
+        + _rel("csrc/kernels/x86/*.cpp")
+        + _rel("csrc/kernels/arm/*.cpp")
+        + _rel("csrc/torch/*.cpp")
+    )
     cxx_flags = ["-O3", "-g0", "-fvisibility=hidden"]
     link_flags = []
     if sys.platform.startswith("linux") and torch.backends.openmp.is_available():
@@ -77,11 +84,18 @@ def _extensions():
         # compiled here, never in a CPU-only build). torch adds -D__CUDA_NO_HALF_*__ itself.
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
         kwargs["sources"] = sources + cuda_sources + _rel("csrc/cuda/*.cpp")
-        kwargs["extra_compile_args"]["nvcc"] = ["-O3", "-std=c++20", "--expt-relaxed-constexpr",
-                                                "-lineinfo"]
+        kwargs["extra_compile_args"]["nvcc"] = [
+            "-O3",
+            "-std=c++20",
+            "--expt-relaxed-constexpr",
+            "-lineinfo",
+        ]
         # pip's CUDA torch keeps the toolkit headers it was built with (cuBLAS, ...) here.
-        nvidia_inc = glob.glob(os.path.join(os.path.dirname(os.path.dirname(torch.__file__)),
-                                            "nvidia", "cu[0-9]*", "include"))
+        nvidia_inc = glob.glob(
+            os.path.join(
+                os.path.dirname(os.path.dirname(torch.__file__)), "nvidia", "cu[0-9]*", "include"
+            )
+        )
         kwargs["include_dirs"] = kwargs["include_dirs"] + sorted(nvidia_inc)
         ext = cpp_extension.CUDAExtension(**kwargs)
     else:
@@ -98,9 +112,12 @@ def _extensions():
             except Exception as exc:  # noqa: BLE001 - any compiler failure
                 if MODE in ("1", "required"):
                     raise
-                print(f"qpart: WARNING - native extension build failed ({exc}); installing "
-                      "the pure-Python package (reference kernels only). Set "
-                      "QPART_BUILD_EXT=required to make this an error.", file=sys.stderr)
+                print(
+                    f"qpart: WARNING - native extension build failed ({exc}); installing "
+                    "the pure-Python package (reference kernels only). Set "
+                    "QPART_BUILD_EXT=required to make this an error.",
+                    file=sys.stderr,
+                )
 
     return [ext], {"build_ext": BuildExtension}
 

@@ -19,11 +19,11 @@ import time
 import httpx
 import torch
 
-from qpart.workloads.data import load_mnist
-from qpart.serving.device import DeviceClient
 from qpart.core.costs import DeviceProfile, ObjectiveWeights
+from qpart.serving.device import DeviceClient
 from qpart.serving.server import free_port
 from qpart.serving.wire import encode_activation
+from qpart.workloads.data import load_mnist
 
 
 def _rate(fn, seconds: float, clients: int) -> tuple[float, float]:
@@ -57,8 +57,17 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=None)
     args = ap.parse_args()
     port = free_port()
-    cmd = [sys.executable, "-m", "qpart.cli", "serve", "--port", str(port), "--no-progress",
-           "--max-concurrency", "16"] + (["--cache-dir", args.cache_dir] if args.cache_dir else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "qpart.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--no-progress",
+        "--max-concurrency",
+        "16",
+    ] + (["--cache-dir", args.cache_dir] if args.cache_dir else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -74,16 +83,26 @@ def main() -> None:
         seg, _ = phone.segment(plan)
         body = encode_activation(seg.module(x), plan["activation_bits"], plan["plan_id"])
         pid, sid = plan["plan_id"], plan["segment_id"]
-        req = {"model": "mnist-mlp", "accuracy_budget": 0.02, "device": {"clock_hz": 2e9},
-               "weights": {"time": 1, "energy": 1, "cost": 100}}
+        req = {
+            "model": "mnist-mlp",
+            "accuracy_budget": 0.02,
+            "device": {"clock_hz": 2e9},
+            "weights": {"time": 1, "energy": 1, "cost": 100},
+        }
         rows = [
             ("plan", lambda c: c.post(f"{url}/v1/plan", json=req)),
-            ("segment (not cached, %d B)" % plan["segment_bytes"],
-             lambda c: c.get(f"{url}/v1/segment/{pid}")),
-            ("segment (cached, 304)",
-             lambda c: c.get(f"{url}/v1/segment/{pid}", headers={"If-None-Match": f'"{sid}"'})),
-            ("infer (p=%d, %d B body)" % (plan["partition_point"], len(body)),
-             lambda c: c.post(f"{url}/v1/infer/{pid}", content=body)),
+            (
+                f"segment (not cached, {plan['segment_bytes']} B)",
+                lambda c: c.get(f"{url}/v1/segment/{pid}"),
+            ),
+            (
+                "segment (cached, 304)",
+                lambda c: c.get(f"{url}/v1/segment/{pid}", headers={"If-None-Match": f'"{sid}"'}),
+            ),
+            (
+                f"infer (p={plan['partition_point']}, {len(body)} B body)",
+                lambda c: c.post(f"{url}/v1/infer/{pid}", content=body),
+            ),
         ]
         print(f"loopback, {args.clients} client threads, {args.seconds:.0f} s each")
         print(f"{'endpoint':<32} {'req/s':>8} {'median ms':>10}")
@@ -95,14 +114,27 @@ def main() -> None:
         phone.close()
         phone = DeviceClient(url, DeviceProfile(clock_hz=2e9), weights=ObjectiveWeights(1, 1, 100))
         res = [phone.run(x, "mnist-mlp", 0.02) for _ in range(50)]
-        med = {k: 1e3 * statistics.median(getattr(r, k) for r in res[1:])
-               for k in ("plan_s", "segment_s", "device_s", "quantize_s", "infer_s", "server_s",
-                         "total_s")}
-        print("\nend-to-end, one digit, segment cached (median of 49, ms): "
-              + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in med.items()))
+        med = {
+            k: 1e3 * statistics.median(getattr(r, k) for r in res[1:])
+            for k in (
+                "plan_s",
+                "segment_s",
+                "device_s",
+                "quantize_s",
+                "infer_s",
+                "server_s",
+                "total_s",
+            )
+        }
+        print(
+            "\nend-to-end, one digit, segment cached (median of 49, ms): "
+            + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in med.items())
+        )
         first = res[0]
-        print(f"first request (segment fetched, {first.segment_bytes} B): total "
-              f"{1e3 * first.total_s:.2f} ms, segment {1e3 * first.segment_s:.2f} ms")
+        print(
+            f"first request (segment fetched, {first.segment_bytes} B): total "
+            f"{1e3 * first.total_s:.2f} ms, segment {1e3 * first.segment_s:.2f} ms"
+        )
         phone.close()
     finally:
         proc.terminate()

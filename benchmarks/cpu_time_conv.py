@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -73,8 +73,10 @@ def time_min(cases, clock, rounds: int) -> list[float]:
 def run_mode(mode: str, bits_list, rounds: int) -> None:
     threads, clock, what = MODES[mode]
     torch.set_num_threads(threads)
-    print(f"\n{what} ({mode}), CPU ISA {cpu_isa.get_cpu_isa()}, batch 1, per-channel weights, "
-          f"min of {rounds} interleaved rounds\n")
+    print(
+        f"\n{what} ({mode}), CPU ISA {cpu_isa.get_cpu_isa()}, batch 1, per-channel weights, "
+        f"min of {rounds} interleaved rounds\n"
+    )
     head = "| layer | fp32 ms |" + "".join(f" {b}-bit ms | {b}-bit x fp32 |" for b in bits_list)
     print(head)
     print("|---|---:|" + "---:|---:|" * len(bits_list))

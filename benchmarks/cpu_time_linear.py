@@ -42,8 +42,12 @@ def main():
     ap.add_argument("--batches", default="1,8,64")
     ap.add_argument("--groups", default="channel,128")
     ap.add_argument("--int8", choices=("off", "also", "only"), default="off")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (default 1: thread CPU time; more: wall clock)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: thread CPU time; more: wall clock)",
+    )
     args = ap.parse_args()
     if args.threads < 1:
         ap.error("--threads must be >= 1")
@@ -53,8 +57,10 @@ def main():
     n, k = map(int, args.shape.split("x"))
     w = torch.randn(n, k) / k**0.5
     bits_list = [int(b) for b in args.bits.split(",")]
-    print(f"{args.threads} thread(s), CPU ISA {cpu_isa.get_cpu_isa()}, {n}x{k}, {clock_name}, "
-          f"min of {args.rounds} interleaved rounds\n")
+    print(
+        f"{args.threads} thread(s), CPU ISA {cpu_isa.get_cpu_isa()}, {n}x{k}, {clock_name}, "
+        f"min of {args.rounds} interleaved rounds\n"
+    )
     groups = [None if g == "channel" else int(g) for g in args.groups.split(",")]
     qs = {(b, g): qk.quantize_weight(w, b, g) for b in bits_list for g in groups}
     modes = {"off": (False,), "also": (False, True), "only": (True,)}[args.int8]
@@ -63,8 +69,15 @@ def main():
             x = torch.randn(batch, k)
             cases = []
             ws = [w] + [w.clone() for _ in range(copies(w.numel() * 4, cache) - 1)]
-            cases.append(("fp32", "", w.numel() * 4, 1.0,
-                          lambda it=itertools.cycle(ws): F.linear(x, next(it))))
+            cases.append(
+                (
+                    "fp32",
+                    "",
+                    w.numel() * 4,
+                    1.0,
+                    lambda it=itertools.cycle(ws): F.linear(x, next(it)),
+                )
+            )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 from torch.ao.quantization import quantize_dynamic
@@ -72,21 +85,37 @@ def main():
                 lin = torch.nn.Linear(k, n, bias=False)
                 with torch.no_grad():
                     lin.weight.copy_(w)
-                mods = [quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear},
-                                         dtype=torch.qint8) for _ in range(copies(n * k, cache))]
-            cases.append(("int8 dynamic (torch)", "", n * k, 4.0,
-                          lambda it=itertools.cycle(mods): next(it)(x)))
+                mods = [
+                    quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear}, dtype=torch.qint8)
+                    for _ in range(copies(n * k, cache))
+                ]
+            cases.append(
+                (
+                    "int8 dynamic (torch)",
+                    "",
+                    n * k,
+                    4.0,
+                    lambda it=itertools.cycle(mods): next(it)(x),
+                )
+            )
             for (b, g), q in qs.items():
                 nb = q.payload_bytes()
-                reps = [q] + [type(q)(*(t.clone() for t in q))
-                              for _ in range(copies(nb, cache) - 1)]
+                reps = [q] + [
+                    type(q)(*(t.clone() for t in q)) for _ in range(copies(nb, cache) - 1)
+                ]
                 grp = g or k
                 for i8 in modes:
-                    cases.append((f"qpart {b}-bit" + (" int8-act" if i8 else ""),
-                                  "channel" if g is None else str(g), nb,
-                                  32.0 / (b + 24.0 / grp),
-                                  lambda it=itertools.cycle(reps), b=b, i8=i8:
-                                  qk.linear(x, *next(it), b, int8_activations=i8)))
+                    cases.append(
+                        (
+                            f"qpart {b}-bit" + (" int8-act" if i8 else ""),
+                            "channel" if g is None else str(g),
+                            nb,
+                            32.0 / (b + 24.0 / grp),
+                            lambda it=itertools.cycle(reps), b=b, i8=i8: qk.linear(
+                                x, *next(it), b, int8_activations=i8
+                            ),
+                        )
+                    )
             best = [float("inf")] * len(cases)
             for _ in range(args.rounds):
                 for i, c in enumerate(cases):
@@ -99,8 +128,10 @@ def main():
             print("|---|---|---:|---:|---:|---:|")
             for c, t in zip(cases, best):
                 sp = t32 / t
-                print(f"| {c[0]} | {c[1]} | {t * 1e3:.3f} | {sp:.2f} | {c[2] / t / 1e9:.1f} | "
-                      f"{100 * sp / c[3]:.0f} |")
+                print(
+                    f"| {c[0]} | {c[1]} | {t * 1e3:.3f} | {sp:.2f} | {c[2] / t / 1e9:.1f} | "
+                    f"{100 * sp / c[3]:.0f} |"
+                )
             print()
             del cases, ws, mods
 

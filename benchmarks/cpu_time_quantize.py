@@ -24,8 +24,10 @@ def main() -> None:
     torch.set_num_threads(1)
     n, k = map(int, args.shape.split("x"))
     w = torch.randn(n, k)
-    print(f"Single thread, {n}x{k} fp32 ({w.numel() * 4 / 2**20:.0f} MiB), thread CPU time, "
-          f"min of {args.rounds} rounds\n")
+    print(
+        f"Single thread, {n}x{k} fp32 ({w.numel() * 4 / 2**20:.0f} MiB), thread CPU time, "
+        f"min of {args.rounds} rounds\n"
+    )
     print("| ISA | bits | group | ms | GB/s of fp32 input |")
     print("|---|---:|---|---:|---:|")
     for isa in cpu_isa.available_cpu_isas():
@@ -37,8 +39,10 @@ def main() -> None:
                         t0 = time.thread_time()
                         qk.quantize_weight(w, bits, group)
                         best = min(best, time.thread_time() - t0)
-                    print(f"| {isa} | {bits} | {group or 'channel'} | {best * 1e3:.1f} | "
-                          f"{w.numel() * 4 / best / 1e9:.2f} |")
+                    print(
+                        f"| {isa} | {bits} | {group or 'channel'} | {best * 1e3:.1f} | "
+                        f"{w.numel() * 4 / best / 1e9:.2f} |"
+                    )
 
 
 if __name__ == "__main__":

@@ -80,8 +80,9 @@ def test_fp32(benchmark, n, k, batch, cache):
     w = _weight(n, k)
     ws = [w] + [w.clone() for _ in range(_copies(w.numel() * 4, cache) - 1)]
     x = torch.randn(batch, k)
-    benchmark.extra_info.update(kind="fp32", weight_bytes=w.numel() * 4, n=n, k=k, batch=batch,
-                                cache=cache, copies=len(ws))
+    benchmark.extra_info.update(
+        kind="fp32", weight_bytes=w.numel() * 4, n=n, k=k, batch=batch, cache=cache, copies=len(ws)
+    )
     benchmark(_rotating(lambda x, w: F.linear(x, w), ws), x)
 
 
@@ -95,11 +96,20 @@ def test_int8_dynamic(benchmark, n, k, batch, cache):
         lin = torch.nn.Linear(k, n, bias=False)
         with torch.no_grad():
             lin.weight.copy_(_weight(n, k))
-        mods = [quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear}, dtype=torch.qint8)
-                for _ in range(_copies(n * k, cache))]
+        mods = [
+            quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear}, dtype=torch.qint8)
+            for _ in range(_copies(n * k, cache))
+        ]
     x = torch.randn(batch, k)
-    benchmark.extra_info.update(kind="int8 dynamic (torch)", weight_bytes=n * k, n=n, k=k,
-                                batch=batch, cache=cache, copies=len(mods))
+    benchmark.extra_info.update(
+        kind="int8 dynamic (torch)",
+        weight_bytes=n * k,
+        n=n,
+        k=k,
+        batch=batch,
+        cache=cache,
+        copies=len(mods),
+    )
     benchmark(_rotating(lambda x, m: m(x), mods), x)
 
 
@@ -120,7 +130,16 @@ def test_qpart(benchmark, n, k, batch, cache, bits, group, act):
     x = torch.randn(batch, k)
     int8 = act == "int8"
     kind = f"qpart {bits}-bit" + (" int8-act" if int8 else "")
-    benchmark.extra_info.update(kind=kind, bits=bits, group=group or k,
-                                weight_bytes=nbytes, n=n, k=k, batch=batch, cache=cache,
-                                copies=len(qs), isa=cpu_isa.get_cpu_isa())
+    benchmark.extra_info.update(
+        kind=kind,
+        bits=bits,
+        group=group or k,
+        weight_bytes=nbytes,
+        n=n,
+        k=k,
+        batch=batch,
+        cache=cache,
+        copies=len(qs),
+        isa=cpu_isa.get_cpu_isa(),
+    )
     benchmark(_rotating(lambda x, q: qk.linear(x, *q, bits, int8_activations=int8), qs), x)

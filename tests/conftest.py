@@ -12,6 +12,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
+
 import qpart_kernels  # noqa: E402  (registers the ops)
 from qpart_kernels import cpu_isa  # noqa: E402
 

@@ -8,10 +8,10 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from qpart.planning.calibration import calibrate
-from qpart.workloads.models import train_classifier
 from qpart.core.profile import profile
+from qpart.planning.calibration import calibrate
 from qpart.simulation import SimulationSetup
+from qpart.workloads.models import train_classifier
 
 LEVELS = (0.01, 0.02, 0.05)
 
@@ -27,12 +27,12 @@ def _blobs(n: int, seed: int):
 @lru_cache(maxsize=1)
 def tiny_setup() -> SimulationSetup:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(16, 48), nn.ReLU(), nn.Linear(48, 32), nn.ReLU(),
-                          nn.Linear(32, 4))
+    model = nn.Sequential(
+        nn.Linear(16, 48), nn.ReLU(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 4)
+    )
     x_tr, y_tr = _blobs(1200, 1)
     x_te, y_te = _blobs(600, 2)
-    train_classifier(model, x_tr, y_tr, epochs=15, batch_size=64, lr=1e-2, seed=0,
-                     progress=False)
+    train_classifier(model, x_tr, y_tr, epochs=15, batch_size=64, lr=1e-2, seed=0, progress=False)
     prof = profile(model, x_te[:2])
     x_acc = _blobs(600, 3)[0]  # held-out acceptance inputs (not trained on)
     calib = calibrate(model, x_acc, prof=prof, levels=LEVELS, seed=0, progress=False)

@@ -9,11 +9,23 @@ The package is layered (docs/ARCHITECTURE.md): ``core`` -> ``planning`` -> ``ser
 """
 
 from ._version import __version__
-from .core.costs import (ChannelState, CostBreakdown, DeviceProfile, ObjectiveWeights,
-                         ServerProfile, cost_coefficients, evaluate_costs)
+from .core.costs import (
+    ChannelState,
+    CostBreakdown,
+    DeviceProfile,
+    ObjectiveWeights,
+    ServerProfile,
+    cost_coefficients,
+    evaluate_costs,
+)
 from .core.profile import LayerProfile, ModelProfile, ProfileError, profile
-from .planning.allocation import (Allocation, InfeasibleError, allocate_bits,
-                                  continuous_allocation, exact_allocation)
+from .planning.allocation import (
+    Allocation,
+    InfeasibleError,
+    allocate_bits,
+    continuous_allocation,
+    exact_allocation,
+)
 from .planning.calibration import calibrate
 from .planning.noise_model import Calibration, NoiseModel
 from .planning.solve import Plan, plan_request, solve_partition
@@ -21,10 +33,31 @@ from .planning.table import PatternTable, Request
 from .planning.validation import ValidationResult, validate
 
 __all__ = [
-    "Allocation", "Calibration", "ChannelState", "CostBreakdown", "DeviceProfile",
-    "InfeasibleError", "LayerProfile", "ModelProfile", "NoiseModel", "ObjectiveWeights",
-    "PatternTable", "Plan", "ProfileError", "Request", "ServerProfile", "ValidationResult",
-    "__version__", "allocate_bits", "calibrate", "continuous_allocation", "cost_coefficients",
-    "evaluate_costs", "exact_allocation", "plan_request", "profile", "solve_partition",
+    "Allocation",
+    "Calibration",
+    "ChannelState",
+    "CostBreakdown",
+    "DeviceProfile",
+    "InfeasibleError",
+    "LayerProfile",
+    "ModelProfile",
+    "NoiseModel",
+    "ObjectiveWeights",
+    "PatternTable",
+    "Plan",
+    "ProfileError",
+    "Request",
+    "ServerProfile",
+    "ValidationResult",
+    "__version__",
+    "allocate_bits",
+    "calibrate",
+    "continuous_allocation",
+    "cost_coefficients",
+    "evaluate_costs",
+    "exact_allocation",
+    "plan_request",
+    "profile",
+    "solve_partition",
     "validate",
 ]

@@ -45,10 +45,12 @@ def _group_size(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"invalid group size {text!r}: expected an integer") from None
+            f"invalid group size {text!r}: expected an integer"
+        ) from None
     if value <= 0 or value % 32 != 0:
         raise argparse.ArgumentTypeError(
-            f"group size must be a positive multiple of 32, got {value}")
+            f"group size must be a positive multiple of 32, got {value}"
+        )
     return value
 
 
@@ -70,13 +72,19 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
 
 def _cache_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=_seed, default=0,
-                        help="seed of the data split and training (default: 0)")
-    parser.add_argument("--cache-dir", default=None, metavar="DIR",
-                        help="where trained weights and calibrations are cached (default: "
-                        "$QPART_CACHE or ~/.cache/qpart)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="hide progress bars")
+    parser.add_argument(
+        "--seed", type=_seed, default=0, help="seed of the data split and training (default: 0)"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        metavar="DIR",
+        help="where trained weights and calibrations are cached (default: "
+        "$QPART_CACHE or ~/.cache/qpart)",
+    )
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide progress bars"
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -107,12 +115,21 @@ def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
         "at each bit-width with the QPART kernels and prints test accuracy and payload size.",
     )
     _cache_args(parser)
-    parser.add_argument("--group-size", type=_group_size, default=None, metavar="N",
-                        help="quantization group size, a multiple of 32 (default: one scale "
-                        "per output channel; layers it does not divide stay per-channel)")
-    parser.add_argument("--widths", type=parse_widths, default=tuple(range(1, 9)),
-                        metavar="LIST", help="bit-widths to run, e.g. '1,2,4,8' or '1-8' "
-                        "(default: 1-8)")
+    parser.add_argument(
+        "--group-size",
+        type=_group_size,
+        default=None,
+        metavar="N",
+        help="quantization group size, a multiple of 32 (default: one scale "
+        "per output channel; layers it does not divide stay per-channel)",
+    )
+    parser.add_argument(
+        "--widths",
+        type=parse_widths,
+        default=tuple(range(1, 9)),
+        metavar="LIST",
+        help="bit-widths to run, e.g. '1,2,4,8' or '1-8' (default: 1-8)",
+    )
     parser.set_defaults(handler=_run_sweep)
 
 
@@ -133,10 +150,20 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
         "vs measured accuracy loss and times.",
     )
     _cache_args(parser)
-    parser.add_argument("--digits", type=_positive_int, default=4, metavar="N",
-                        help="test digits each device sends, one request each (default: 4)")
-    parser.add_argument("--calib-samples", type=_positive_int, default=2000, metavar="N",
-                        help="training digits used for calibration (default: 2000)")
+    parser.add_argument(
+        "--digits",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="test digits each device sends, one request each (default: 4)",
+    )
+    parser.add_argument(
+        "--calib-samples",
+        type=_positive_int,
+        default=2000,
+        metavar="N",
+        help="training digits used for calibration (default: 2000)",
+    )
     parser.set_defaults(handler=_run_demo)
 
 
@@ -148,25 +175,50 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "serve", help="run the QPART server (HTTP, FastAPI + uvicorn)",
+        "serve",
+        help="run the QPART server (HTTP, FastAPI + uvicorn)",
         description="Serves the MNIST MLP (calibration cached on disk): /v1/health, "
-        "/v1/models, /v1/plan, /v1/segment/{plan_id}, /v1/infer/{plan_id}; OpenAPI at /docs.")
+        "/v1/models, /v1/plan, /v1/segment/{plan_id}, /v1/infer/{plan_id}; OpenAPI at /docs.",
+    )
     _cache_args(parser)
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     parser.add_argument("--port", type=_positive_int, default=8000, help="port (default: 8000)")
-    parser.add_argument("--calib-samples", type=_positive_int, default=2000, metavar="N",
-                        help="training digits used for calibration (default: 2000)")
-    parser.add_argument("--token", default=None,
-                        help="require 'Authorization: Bearer TOKEN' (default: $QPART_TOKEN; "
-                        "none = no auth)")
-    parser.add_argument("--max-body-bytes", type=_positive_int, default=4 * 1024 * 1024,
-                        metavar="N", help="largest accepted request body (default: 4 MiB)")
-    parser.add_argument("--max-concurrency", type=_positive_int, default=8, metavar="N",
-                        help="requests processed at once; others wait (default: 8)")
-    parser.add_argument("--threads", type=_positive_int, default=1, metavar="N",
-                        help="torch intra-op threads (default: 1)")
-    parser.add_argument("--log-level", default="warning",
-                        choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument(
+        "--calib-samples",
+        type=_positive_int,
+        default=2000,
+        metavar="N",
+        help="training digits used for calibration (default: 2000)",
+    )
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="require 'Authorization: Bearer TOKEN' (default: $QPART_TOKEN; none = no auth)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=4 * 1024 * 1024,
+        metavar="N",
+        help="largest accepted request body (default: 4 MiB)",
+    )
+    parser.add_argument(
+        "--max-concurrency",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="requests processed at once; others wait (default: 8)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="torch intra-op threads (default: 1)",
+    )
+    parser.add_argument(
+        "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
+    )
     parser.set_defaults(handler=_run_serve)
 
 
@@ -183,33 +235,55 @@ def _weights(text: str) -> tuple[float, float, float]:
     except ValueError:
         values = ()
     if len(values) != 3 or any(not v >= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected three numbers >= 0 'time,energy,cost', got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected three numbers >= 0 'time,energy,cost', got {text!r}"
+        )
     return values  # type: ignore[return-value]
 
 
 def _add_device(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "device", help="run a QPART device against a server (MNIST test digits as input)",
+        "device",
+        help="run a QPART device against a server (MNIST test digits as input)",
         description="Asks the server for a plan, fetches and caches the quantized segment, "
         "runs it on the QPART kernels, sends the packed cut activation and prints one JSON "
-        "line per digit with measured and predicted bytes and times.")
+        "line per digit with measured and predicted bytes and times.",
+    )
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL")
     parser.add_argument("--model", default="mnist-mlp", help="model id (default: mnist-mlp)")
-    parser.add_argument("--budget", type=_positive_float, default=0.01,
-                        help="accuracy budget as a fraction (default: 0.01)")
-    parser.add_argument("--digits", type=_positive_int, default=4, metavar="N",
-                        help="test digits to send, one request each (default: 4)")
+    parser.add_argument(
+        "--budget",
+        type=_positive_float,
+        default=0.01,
+        help="accuracy budget as a fraction (default: 0.01)",
+    )
+    parser.add_argument(
+        "--digits",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="test digits to send, one request each (default: 4)",
+    )
     parser.add_argument("--seed", type=_seed, default=0, help="data split seed (default: 0)")
     parser.add_argument("--clock-hz", type=_positive_float, default=200e6)
     parser.add_argument("--cycles-per-mac", type=_positive_float, default=5.0)
     parser.add_argument("--uplink-bps", type=_positive_float, default=200e6)
     parser.add_argument("--downlink-bps", type=_positive_float, default=200e6)
     parser.add_argument("--memory-bytes", type=_positive_float, default=None)
-    parser.add_argument("--weights", type=_weights, default=(1.0, 1.0, 1.0),
-                        metavar="T,E,C", help="objective weights (default: 1,1,1)")
+    parser.add_argument(
+        "--weights",
+        type=_weights,
+        default=(1.0, 1.0, 1.0),
+        metavar="T,E,C",
+        help="objective weights (default: 1,1,1)",
+    )
     parser.add_argument("--token", default=None, help="bearer token (default: $QPART_TOKEN)")
-    parser.add_argument("--segment-cache", default=None, metavar="DIR",
-                        help="keep fetched segments here (verified by sha256)")
+    parser.add_argument(
+        "--segment-cache",
+        default=None,
+        metavar="DIR",
+        help="keep fetched segments here (verified by sha256)",
+    )
     parser.set_defaults(handler=_run_device)
 
 
@@ -219,17 +293,21 @@ def _fractions(text: str) -> tuple[float, ...]:
     except ValueError:
         values = ()
     if not values or any(not 0 < v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected fractions in (0, 1) like '0.005,0.01', got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected fractions in (0, 1) like '0.005,0.01', got {text!r}"
+        )
     return values
 
 
 def _schemes(text: str) -> tuple[str, ...]:
-    from .apps.simulate import SCHEMES
+    from .apps.simulate import scheme_names
+
+    known = scheme_names()
 
     names = tuple(s.strip() for s in text.split(",") if s.strip())
-    bad = [n for n in names if n not in SCHEMES]
+    bad = [n for n in names if n not in known]
     if not names or bad:
-        raise argparse.ArgumentTypeError(f"unknown scheme(s) {bad}; choose from {','.join(SCHEMES)}")
+        raise argparse.ArgumentTypeError(f"unknown scheme(s) {bad}; choose from {','.join(known)}")
     return names
 
 
@@ -241,34 +319,69 @@ def _run_simulate(args: argparse.Namespace) -> int:
 
 def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "simulate", help="simulate many random requests served by QPART and the baselines",
+        "simulate",
+        help="simulate many random requests served by QPART and the baselines",
         description="Draws requests (device clock, cycles/MAC, radio power, distance, "
         "bandwidth, Rayleigh fading, accuracy budget; docs/SIMULATION.md) and serves each "
         "with QPART and every baseline on the MNIST MLP; writes requests.csv (one row per "
-        "request and scheme) and summary.json.")
+        "request and scheme) and summary.json.",
+    )
     _cache_args(parser)
-    parser.add_argument("--requests", type=_positive_int, default=1000, metavar="N",
-                        help="number of requests (default: 1000)")
-    parser.add_argument("--budgets", type=_fractions, default=(0.005, 0.01, 0.02),
-                        metavar="LIST", help="accuracy budgets drawn uniformly (default: "
-                        "0.005,0.01,0.02; each must be >= 0.001, the smallest calibrated level)")
-    parser.add_argument("--schemes", type=_schemes, default=None, metavar="LIST",
-                        help="comma-separated schemes (default: all: qpart, closed_form, "
-                        "uniform, pruning, autoencoder, no_opt)")
-    parser.add_argument("--out", default="simulation", metavar="DIR",
-                        help="output folder (default: ./simulation)")
-    parser.add_argument("--calib-samples", type=_positive_int, default=1000, metavar="N",
-                        help="held-out digits (of the 1000 the model is not trained on) "
-                        "used for calibration and as every scheme's acceptance data "
-                        "(default: 1000)")
-    parser.add_argument("--threads", type=_positive_int, default=1, metavar="N",
-                        help="torch intra-op threads (default: 1)")
-    parser.add_argument("--held-weights", action="store_true",
-                        help="devices hold their segments: no weight download per request "
-                        "(default: the weights are downloaded for every request, as in the paper)")
-    parser.add_argument("--memory-kib", type=_kib_range, default=None, metavar="LO,HI",
-                        help="device memory drawn log-uniformly from LO..HI KiB per request "
-                        "(default: unbounded)")
+    parser.add_argument(
+        "--requests",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="number of requests (default: 1000)",
+    )
+    parser.add_argument(
+        "--budgets",
+        type=_fractions,
+        default=(0.005, 0.01, 0.02),
+        metavar="LIST",
+        help="accuracy budgets drawn uniformly (default: "
+        "0.005,0.01,0.02; each must be >= 0.001, the smallest calibrated level)",
+    )
+    parser.add_argument(
+        "--schemes",
+        type=_schemes,
+        default=None,
+        metavar="LIST",
+        help="comma-separated schemes (default: all: qpart, closed_form, "
+        "uniform, pruning, autoencoder, no_opt)",
+    )
+    parser.add_argument(
+        "--out", default="simulation", metavar="DIR", help="output folder (default: ./simulation)"
+    )
+    parser.add_argument(
+        "--calib-samples",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="held-out digits (of the 1000 the model is not trained on) "
+        "used for calibration and as every scheme's acceptance data "
+        "(default: 1000)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="torch intra-op threads (default: 1)",
+    )
+    parser.add_argument(
+        "--held-weights",
+        action="store_true",
+        help="devices hold their segments: no weight download per request "
+        "(default: the weights are downloaded for every request, as in the paper)",
+    )
+    parser.add_argument(
+        "--memory-kib",
+        type=_kib_range,
+        default=None,
+        metavar="LO,HI",
+        help="device memory drawn log-uniformly from LO..HI KiB per request (default: unbounded)",
+    )
     parser.set_defaults(handler=_run_simulate)
 
 
@@ -291,25 +404,49 @@ def _run_reproduce(args: argparse.Namespace) -> int:
 
 def _add_reproduce(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "reproduce", help="reproduce the paper's tables and figures (MNIST MLP, small CNNs)",
+        "reproduce",
+        help="reproduce the paper's tables and figures (MNIST MLP, small CNNs)",
         description="Generates the analogues of the paper's Table III, Table IV and Figs. "
-        "5-10 (PNG) plus a random-request simulation, and writes OUT/RESULTS.md.")
+        "5-10 (PNG) plus a random-request simulation, and writes OUT/RESULTS.md.",
+    )
     _cache_args(parser)
-    parser.add_argument("--out", default="docs", metavar="DIR",
-                        help="where RESULTS.md and figures/ go (default: docs)")
-    parser.add_argument("--data-dir", default=None, metavar="DIR",
-                        help="raw CSV/JSON (default: OUT/data with --quick, else build/reproduce)")
-    parser.add_argument("--quick", action="store_true",
-                        help="reduced size for CI (seconds): fewer calibration digits, "
-                        "epochs and requests; every table and figure is still produced")
-    parser.add_argument("--threads", type=_positive_int, default=1, metavar="N",
-                        help="torch intra-op threads (default: 1)")
+    parser.add_argument(
+        "--out",
+        default="docs",
+        metavar="DIR",
+        help="where RESULTS.md and figures/ go (default: docs)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help="raw CSV/JSON (default: OUT/data with --quick, else build/reproduce)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="reduced size for CI (seconds): fewer calibration digits, "
+        "epochs and requests; every table and figure is still produced",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="torch intra-op threads (default: 1)",
+    )
     parser.set_defaults(handler=_run_reproduce)
 
 
 #: Sub-command registrars, in the order ``qpart --help`` lists them.
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_demo, _add_serve, _add_device, _add_sweep, _add_simulate, _add_reproduce]
+    _add_demo,
+    _add_serve,
+    _add_device,
+    _add_sweep,
+    _add_simulate,
+    _add_reproduce,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

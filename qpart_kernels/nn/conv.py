@@ -86,8 +86,9 @@ class QPartConv2d(nn.Module):
         n_groups = k // self.group_size
         self.register_buffer(
             "packed_weight",
-            torch.zeros(out_channels, checks.packed_row_bytes(k, bits), dtype=torch.uint8,
-                        device=device),
+            torch.zeros(
+                out_channels, checks.packed_row_bytes(k, bits), dtype=torch.uint8, device=device
+            ),
         )
         self.register_buffer(
             "scales", torch.zeros(out_channels, n_groups, dtype=torch.float16, device=device)
@@ -108,17 +109,24 @@ class QPartConv2d(nn.Module):
         return self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
 
     @classmethod
-    def from_float(
-        cls, conv: nn.Conv2d, bits: int, group_size: int | None = None
-    ) -> QPartConv2d:
+    def from_float(cls, conv: nn.Conv2d, bits: int, group_size: int | None = None) -> QPartConv2d:
         """Quantizes a float ``nn.Conv2d`` (zero padding; 'same' and 'valid' are accepted)."""
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"QPartConv2d.from_float expects nn.Conv2d, got {type(conv).__name__}")
         weight = conv.weight.detach()
-        module = cls(conv.in_channels, conv.out_channels, conv.kernel_size, bits,
-                     stride=conv.stride, padding=_explicit_padding(conv), dilation=conv.dilation,
-                     groups=conv.groups, bias=conv.bias is not None, group_size=group_size,
-                     device=weight.device)
+        module = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            bits,
+            stride=conv.stride,
+            padding=_explicit_padding(conv),
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            group_size=group_size,
+            device=weight.device,
+        )
         packed, scales, zeros = ops.quantize_weight(
             weight.reshape(conv.out_channels, -1), bits, module.group_size
         )
@@ -132,15 +140,26 @@ class QPartConv2d(nn.Module):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         unbatched = input.dim() == 3
         x = input.unsqueeze(0) if unbatched else input
-        out = ops.conv2d(x, self.packed_weight, self.scales, self.zeros, self.bits,
-                         self.weight_shape, self.bias, self.stride, self.padding, self.dilation,
-                         self.groups)
+        out = ops.conv2d(
+            x,
+            self.packed_weight,
+            self.scales,
+            self.zeros,
+            self.bits,
+            self.weight_shape,
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+        )
         return out.squeeze(0) if unbatched else out
 
     def dequantized_weight(self) -> torch.Tensor:
         """The float32 ``(out, in/groups, kh, kw)`` weight this layer computes with."""
-        flat = ops.dequantize_weight(self.packed_weight, self.scales, self.zeros, self.bits,
-                                     self.reduction_size)
+        flat = ops.dequantize_weight(
+            self.packed_weight, self.scales, self.zeros, self.bits, self.reduction_size
+        )
         return flat.reshape(self.weight_shape)
 
     def payload_bytes(self) -> int:

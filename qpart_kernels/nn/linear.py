@@ -60,15 +60,27 @@ class QPartLinear(nn.Module):
 
     @classmethod
     def from_float(
-        cls, linear: nn.Linear, bits: int, group_size: int | None = None,
+        cls,
+        linear: nn.Linear,
+        bits: int,
+        group_size: int | None = None,
         act_int8: bool = False,
     ) -> QPartLinear:
         """Quantizes a float ``nn.Linear`` (weights per output row or per group of inputs)."""
         if not isinstance(linear, nn.Linear):
-            raise TypeError(f"QPartLinear.from_float expects nn.Linear, got {type(linear).__name__}")
+            raise TypeError(
+                f"QPartLinear.from_float expects nn.Linear, got {type(linear).__name__}"
+            )
         weight = linear.weight.detach()
-        module = cls(linear.in_features, linear.out_features, bits, group_size,
-                     bias=linear.bias is not None, device=weight.device, act_int8=act_int8)
+        module = cls(
+            linear.in_features,
+            linear.out_features,
+            bits,
+            group_size,
+            bias=linear.bias is not None,
+            device=weight.device,
+            act_int8=act_int8,
+        )
         packed, scales, zeros = ops.quantize_weight(weight, bits, module.group_size)
         module.packed_weight.copy_(packed)
         module.scales.copy_(scales)
@@ -78,20 +90,33 @@ class QPartLinear(nn.Module):
         return module
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return ops.linear(input, self.packed_weight, self.scales, self.zeros, self.bits,
-                          self.bias, self.in_features, int8_activations=self.act_int8)
+        return ops.linear(
+            input,
+            self.packed_weight,
+            self.scales,
+            self.zeros,
+            self.bits,
+            self.bias,
+            self.in_features,
+            int8_activations=self.act_int8,
+        )
 
     def dequantized_weight(self) -> torch.Tensor:
         """The float32 ``(out_features, in_features)`` weight this layer computes with."""
-        return ops.dequantize_weight(self.packed_weight, self.scales, self.zeros, self.bits,
-                                     self.in_features)
+        return ops.dequantize_weight(
+            self.packed_weight, self.scales, self.zeros, self.bits, self.in_features
+        )
 
     def payload_bytes(self) -> int:
         """Exact bytes of packed weight + scales + zero points + bias."""
         return sum(b.numel() * b.element_size() for b in self.buffers())
 
     def extra_repr(self) -> str:
-        grouping = "per-channel" if self.group_size == self.in_features else f"group_size={self.group_size}"
+        grouping = (
+            "per-channel"
+            if self.group_size == self.in_features
+            else f"group_size={self.group_size}"
+        )
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bits={self.bits}, {grouping}, bias={self.bias is not None}"

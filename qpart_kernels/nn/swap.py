@@ -13,8 +13,9 @@ QUANTIZABLE = (nn.Linear, nn.Conv2d)
 QUANTIZED = (QPartLinear, QPartConv2d)
 
 
-def _quantize_module(module: nn.Module, bits: int, group_size: int | None,
-                     act_int8: bool = False) -> nn.Module:
+def _quantize_module(
+    module: nn.Module, bits: int, group_size: int | None, act_int8: bool = False
+) -> nn.Module:
     if isinstance(module, nn.Linear):
         return QPartLinear.from_float(module, bits, group_size, act_int8=act_int8)
     return QPartConv2d.from_float(module, bits, group_size)
@@ -60,8 +61,12 @@ def quantize_model(
     for name in targets:
         width = _setting(bits, name, None)
         try:
-            replacement = _quantize_module(modules[name], width, _setting(group_size, name, None),
-                                           bool(_setting(act_int8, name, False)))
+            replacement = _quantize_module(
+                modules[name],
+                width,
+                _setting(group_size, name, None),
+                bool(_setting(act_int8, name, False)),
+            )
         except (ValueError, TypeError) as exc:
             raise type(exc)(f"quantize_model: layer {name or '<root>'!r}: {exc}") from exc
         if name == "":

@@ -50,7 +50,10 @@ def quantize_weight(
 
 
 def dequantize_weight(
-    packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, bits: int,
+    packed: torch.Tensor,
+    scales: torch.Tensor,
+    zeros: torch.Tensor,
+    bits: int,
     in_features: int,
 ) -> torch.Tensor:
     """Returns the float32 ``(out, in_features)`` weight a packed weight represents."""
@@ -58,8 +61,13 @@ def dequantize_weight(
 
 
 def linear(
-    input: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
-    bits: int, bias: torch.Tensor | None = None, in_features: int | None = None,
+    input: torch.Tensor,
+    packed: torch.Tensor,
+    scales: torch.Tensor,
+    zeros: torch.Tensor,
+    bits: int,
+    bias: torch.Tensor | None = None,
+    in_features: int | None = None,
     int8_activations: bool = False,
 ) -> torch.Tensor:
     """``input @ W.T + bias`` with a packed ``(out, in_features)`` weight ``W``.
@@ -76,8 +84,9 @@ def linear(
     activation quantization and runs the float kernel.
     """
     checks.check_bits("linear", bits)
-    checks.check_same_device("linear", input=input, packed=packed, scales=scales,
-                             zeros=zeros, bias=bias)
+    checks.check_same_device(
+        "linear", input=input, packed=packed, scales=scales, zeros=zeros, bias=bias
+    )
     if in_features is None:
         in_features = input.shape[-1] if input.dim() >= 1 else 0
     if int8_activations and input.device.type != "cpu":
@@ -93,10 +102,17 @@ def linear(
 
 
 def conv2d(
-    input: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
-    bits: int, weight_shape: Sequence[int], bias: torch.Tensor | None = None,
-    stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
-    dilation: int | Sequence[int] = 1, groups: int = 1,
+    input: torch.Tensor,
+    packed: torch.Tensor,
+    scales: torch.Tensor,
+    zeros: torch.Tensor,
+    bits: int,
+    weight_shape: Sequence[int],
+    bias: torch.Tensor | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
 ) -> torch.Tensor:
     """2-D convolution of NCHW ``input`` with a packed weight.
 
@@ -104,27 +120,40 @@ def conv2d(
     holds ``out`` rows of ``in/groups * kh * kw`` codes.
     """
     checks.check_bits("conv2d", bits)
-    checks.check_same_device("conv2d", input=input, packed=packed, scales=scales,
-                             zeros=zeros, bias=bias)
-    args = (input, packed, scales, zeros, bias, bits, [int(v) for v in weight_shape],
-            _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation"),
-            groups)
+    checks.check_same_device(
+        "conv2d", input=input, packed=packed, scales=scales, zeros=zeros, bias=bias
+    )
+    args = (
+        input,
+        packed,
+        scales,
+        zeros,
+        bias,
+        bits,
+        [int(v) for v in weight_shape],
+        _pair(stride, "stride"),
+        _pair(padding, "padding"),
+        _pair(dilation, "dilation"),
+        groups,
+    )
     if input.is_cuda and backends.TRITON_OPS_LOADED:
         return torch.ops.qpart_triton.conv2d(*args)
     return torch.ops.qpart.conv2d(*args)
 
 
-def quantize_activation(
-    input: torch.Tensor, bits: int, per_token: bool = False
-) -> QuantizedTensor:
+def quantize_activation(input: torch.Tensor, bits: int, per_token: bool = False) -> QuantizedTensor:
     """Quantizes an activation for transfer: one group per tensor, or per row of the last dim."""
     checks.check_bits("quantize_activation", bits)
     return QuantizedTensor(*torch.ops.qpart.quantize_activation(input, bits, per_token))
 
 
 def dequantize_activation(
-    packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, bits: int,
-    shape: Sequence[int], dtype: torch.dtype = torch.float32,
+    packed: torch.Tensor,
+    scales: torch.Tensor,
+    zeros: torch.Tensor,
+    bits: int,
+    shape: Sequence[int],
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Rebuilds an activation of ``shape`` and ``dtype`` from :func:`quantize_activation`."""
     return torch.ops.qpart.dequantize_activation(packed, scales, zeros, bits, list(shape), dtype)

@@ -19,6 +19,7 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 #: Largest weight group the integer path (``int8_activations=True``) accepts (kMaxI8GroupSize).
 MAX_INT8_GROUP_SIZE = 65536
 
+
 def _is_int(value: object) -> bool:
     """True for Python ints and symbolic ints (traced sizes), false for bools."""
     return isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool)
@@ -40,9 +41,7 @@ def check_bits(op: str, bits: int) -> None:
 def check_float(op: str, name: str, t: torch.Tensor) -> None:
     """``t`` must be a float32/float16/bfloat16 tensor."""
     if t.dtype not in FLOAT_DTYPES:
-        raise TypeError(
-            f"qpart.{op}: {name} must be float32, float16 or bfloat16, got {t.dtype}"
-        )
+        raise TypeError(f"qpart.{op}: {name} must be float32, float16 or bfloat16, got {t.dtype}")
 
 
 def check_nonempty(op: str, name: str, t: torch.Tensor) -> None:
@@ -162,8 +161,12 @@ def check_linear(
 
 
 def conv2d_output_hw(
-    h: int, w: int, kernel: Sequence[int], stride: Sequence[int],
-    padding: Sequence[int], dilation: Sequence[int],
+    h: int,
+    w: int,
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
 ) -> tuple[int, int]:
     """Output height and width of a 2-D convolution."""
     ho = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
@@ -198,13 +201,16 @@ def check_conv2d(
     kernel_size = list(weight_shape[2:])
     for name, pair, low in (
         ("stride", stride, 1),
-        ("padding", padding, 0), ("dilation", dilation, 1),
+        ("padding", padding, 0),
+        ("dilation", dilation, 1),
     ):
         if len(pair) != 2 or any(v < low for v in pair):
             raise ValueError(f"qpart.conv2d: {name} must be two ints >= {low}, got {list(pair)}")
     c_in = input.shape[1]
     if groups < 1 or c_in % groups != 0:
-        raise ValueError(f"qpart.conv2d: groups {groups} must be >= 1 and divide {c_in} input channels")
+        raise ValueError(
+            f"qpart.conv2d: groups {groups} must be >= 1 and divide {c_in} input channels"
+        )
     if c_in // groups != weight_shape[1]:
         raise ValueError(
             f"qpart.conv2d: input has {c_in} channels, so {c_in // groups} per group, but the "
@@ -220,7 +226,9 @@ def check_conv2d(
     if c_out % groups != 0:
         raise ValueError(f"qpart.conv2d: groups {groups} must divide {c_out} output channels")
     check_bias(op, bias, c_out)
-    ho, wo = conv2d_output_hw(input.shape[2], input.shape[3], kernel_size, stride, padding, dilation)
+    ho, wo = conv2d_output_hw(
+        input.shape[2], input.shape[3], kernel_size, stride, padding, dilation
+    )
     if ho <= 0 or wo <= 0:
         raise ValueError(
             f"qpart.conv2d: input {tuple(input.shape[2:])} is too small for kernel "
@@ -240,7 +248,10 @@ def check_weight(op: str, weight: torch.Tensor, bits: int, group_size: int) -> N
 
 
 def check_activation_packed(
-    packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, bits: int,
+    packed: torch.Tensor,
+    scales: torch.Tensor,
+    zeros: torch.Tensor,
+    bits: int,
     shape: Sequence[int],
 ) -> int:
     """Validates a packed activation against its original shape; returns its row length."""
@@ -256,7 +267,9 @@ def check_activation_packed(
         raise ValueError(f"qpart.{op}: scales must have shape (rows, 1), got {tuple(scales.shape)}")
     rows = scales.shape[0]
     if rows <= 0 or numel % rows != 0:
-        raise ValueError(f"qpart.{op}: {rows} rows do not divide the {numel} elements of {list(shape)}")
+        raise ValueError(
+            f"qpart.{op}: {rows} rows do not divide the {numel} elements of {list(shape)}"
+        )
     k = numel // rows
     check_packed(op, packed, scales, zeros, bits, k)
     return k

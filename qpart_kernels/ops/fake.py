@@ -34,18 +34,30 @@ def _dequantize_weight(packed, scales, zeros, bits: int, in_features: int):
 
 
 @torch.library.register_fake(qualified("linear"))
-def _linear(input, packed, scales, zeros, bias, bits: int, in_features: int,
-            int8_activations: bool = False):
+def _linear(
+    input, packed, scales, zeros, bias, bits: int, in_features: int, int8_activations: bool = False
+):
     checks.check_linear(input, packed, scales, zeros, bias, bits, in_features, int8_activations)
     return input.new_empty((*input.shape[:-1], packed.shape[0]))
 
 
 @torch.library.register_fake(qualified("conv2d"))
-def _conv2d(input, packed, scales, zeros, bias, bits: int, weight_shape: Sequence[int],
-            stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
-            groups: int):
-    ho, wo = checks.check_conv2d(input, packed, scales, zeros, bias, bits, weight_shape,
-                                 stride, padding, dilation, groups)
+def _conv2d(
+    input,
+    packed,
+    scales,
+    zeros,
+    bias,
+    bits: int,
+    weight_shape: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+):
+    ho, wo = checks.check_conv2d(
+        input, packed, scales, zeros, bias, bits, weight_shape, stride, padding, dilation, groups
+    )
     return input.new_empty((input.shape[0], packed.shape[0], ho, wo))
 
 

@@ -96,7 +96,9 @@ def dequantize_groups(
     """Dequantizes packed rows to a float32 ``(rows, k)`` tensor."""
     rows, groups = scales.shape
     codes = unpack_codes(packed, bits, k).to(torch.float32).reshape(rows, groups, k // groups)
-    values = (codes - zeros.to(torch.float32).unsqueeze(-1)) * scales.to(torch.float32).unsqueeze(-1)
+    values = (codes - zeros.to(torch.float32).unsqueeze(-1)) * scales.to(torch.float32).unsqueeze(
+        -1
+    )
     return values.reshape(rows, k)
 
 
@@ -154,8 +156,7 @@ def linear(
     (:func:`quantize_activations_int8`), i.e. ``F.linear(q * scale_x, W)`` - the same value
     the integer kernels compute exactly in int32 per group, up to float rounding.
     """
-    checks.check_linear(input, packed, scales, zeros, bias, bits, in_features,
-                        int8_activations)
+    checks.check_linear(input, packed, scales, zeros, bias, bits, in_features, int8_activations)
     weight = dequantize_groups(packed, scales, zeros, bits, in_features)
     b = None if bias is None else bias.to(torch.float32)
     x = int8_fake_quant(input) if int8_activations else input.to(torch.float32)
@@ -176,14 +177,18 @@ def conv2d(
     groups: int,
 ) -> torch.Tensor:
     """Reference ``qpart.conv2d``: dequantize, then an fp32 ``F.conv2d``."""
-    checks.check_conv2d(input, packed, scales, zeros, bias, bits, weight_shape, stride,
-                        padding, dilation, groups)
+    checks.check_conv2d(
+        input, packed, scales, zeros, bias, bits, weight_shape, stride, padding, dilation, groups
+    )
     c_out, c_in_per_group, kh, kw = weight_shape
     k = c_in_per_group * kh * kw
-    weight = dequantize_groups(packed, scales, zeros, bits, k).reshape(c_out, c_in_per_group, kh, kw)
+    weight = dequantize_groups(packed, scales, zeros, bits, k).reshape(
+        c_out, c_in_per_group, kh, kw
+    )
     b = None if bias is None else bias.to(torch.float32)
-    out = F.conv2d(input.to(torch.float32), weight, b, list(stride), list(padding),
-                   list(dilation), groups)
+    out = F.conv2d(
+        input.to(torch.float32), weight, b, list(stride), list(padding), list(dilation), groups
+    )
     return out.to(input.dtype)
 
 

@@ -34,13 +34,19 @@ def batch_bucket(m: int) -> int:
 
 
 def _gemv(block_m: int, block_n: int, block_k: int, split_k: int, warps: int) -> triton.Config:
-    return triton.Config(dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, USE_DOT=False,
-                              SPLIT_K=split_k), num_warps=warps, num_stages=2)
+    return triton.Config(
+        dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, USE_DOT=False, SPLIT_K=split_k),
+        num_warps=warps,
+        num_stages=2,
+    )
 
 
 def _gemm(block_m: int, block_n: int, block_k: int, warps: int, stages: int) -> triton.Config:
-    return triton.Config(dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, USE_DOT=True,
-                              SPLIT_K=1), num_warps=warps, num_stages=stages)
+    return triton.Config(
+        dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, USE_DOT=True, SPLIT_K=1),
+        num_warps=warps,
+        num_stages=stages,
+    )
 
 
 def linear_autotune_configs(capability_major: int) -> list[triton.Config]:
@@ -51,10 +57,12 @@ def linear_autotune_configs(capability_major: int) -> list[triton.Config]:
     configs += [_gemm(16, 64, 64, 4, 3), _gemm(64, 64, 64, 4, 3), _gemm(128, 128, 32, 8, 3)]
     if capability_major >= 9:  # Hopper: more SMs and bandwidth, a wider search pays off
         for bm in (1, 2, 4, 8):
-            configs += [_gemv(bm, 128, 128, 1, 4), _gemv(bm, 64, 256, 2, 8),
-                        _gemv(bm, 64, 128, 8, 4)]
-        configs += [_gemm(32, 128, 64, 4, 4), _gemm(128, 64, 64, 8, 4),
-                    _gemm(128, 256, 64, 8, 3)]
+            configs += [
+                _gemv(bm, 128, 128, 1, 4),
+                _gemv(bm, 64, 256, 2, 8),
+                _gemv(bm, 64, 128, 8, 4),
+            ]
+        configs += [_gemm(32, 128, 64, 4, 4), _gemm(128, 64, 64, 8, 4), _gemm(128, 256, 64, 8, 3)]
     return configs
 
 
@@ -62,7 +70,9 @@ def prune_linear_configs(configs, named_args, **kwargs):
     """Keeps GEMV configs whose block_m matches the batch bucket (< 16), GEMM ones otherwise."""
     bucket = named_args["M_BUCKET"]
     if bucket < 16:
-        kept = [c for c in configs if not c.kwargs["USE_DOT"] and c.kwargs["BLOCK_M"] == min(bucket, 8)]
+        kept = [
+            c for c in configs if not c.kwargs["USE_DOT"] and c.kwargs["BLOCK_M"] == min(bucket, 8)
+        ]
     else:
         kept = [c for c in configs if c.kwargs["USE_DOT"] and c.kwargs["BLOCK_M"] <= bucket]
     return kept or configs[:1]

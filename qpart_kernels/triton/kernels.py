@@ -20,8 +20,7 @@ def _round_half_even(v):
 
 
 @triton.jit
-def group_params_kernel(x_ptr, scale_bits_ptr, zero_ptr, group_size, qmax,
-                        BLOCK: tl.constexpr):
+def group_params_kernel(x_ptr, scale_bits_ptr, zero_ptr, group_size, qmax, BLOCK: tl.constexpr):
     """One program per group: fp16 scale (as int16 bits, rounded up) and zero point."""
     gid = tl.program_id(0).to(tl.int64)
     base = x_ptr + gid * group_size
@@ -51,8 +50,9 @@ def group_params_kernel(x_ptr, scale_bits_ptr, zero_ptr, group_size, qmax,
 
 
 @triton.jit
-def quantize_codes_kernel(x_ptr, scale_ptr, zero_ptr, codes_ptr, group_size, qmax,
-                          BLOCK: tl.constexpr):
+def quantize_codes_kernel(
+    x_ptr, scale_ptr, zero_ptr, codes_ptr, group_size, qmax, BLOCK: tl.constexpr
+):
     """Grid (groups, chunks): one uint8 code per value, given the group's scale and zero."""
     gid = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -79,8 +79,11 @@ def pack_kernel(codes_ptr, packed_ptr, K, row_bytes, BITS: tl.constexpr, BLOCK: 
     valid = (j < K) & (byte[:, None] < row_bytes)
     code = tl.load(codes_ptr + row * K + j, mask=valid, other=0).to(tl.int32)
     value = ((code >> t) & 1) << bit[None, :]
-    tl.store(packed_ptr + row * row_bytes + byte, tl.sum(value, axis=1).to(tl.uint8),
-             mask=byte < row_bytes)
+    tl.store(
+        packed_ptr + row * row_bytes + byte,
+        tl.sum(value, axis=1).to(tl.uint8),
+        mask=byte < row_bytes,
+    )
 
 
 @triton.jit
@@ -95,8 +98,18 @@ def _unpack(row_ptr, cols, row_bytes, mask, BITS: tl.constexpr):
 
 
 @triton.jit
-def dequantize_kernel(packed_ptr, scale_ptr, zero_ptr, out_ptr, K, row_bytes, group_size,
-                      groups, BITS: tl.constexpr, BLOCK: tl.constexpr):
+def dequantize_kernel(
+    packed_ptr,
+    scale_ptr,
+    zero_ptr,
+    out_ptr,
+    K,
+    row_bytes,
+    group_size,
+    groups,
+    BITS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """Grid (rows, column blocks): float32 values of a packed matrix."""
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -109,8 +122,18 @@ def dequantize_kernel(packed_ptr, scale_ptr, zero_ptr, out_ptr, K, row_bytes, gr
 
 
 @triton.jit
-def _weight_tile(packed_ptr, scale_ptr, zero_ptr, rows, cols, row_bytes, group_size, groups,
-                 mask, BITS: tl.constexpr):
+def _weight_tile(
+    packed_ptr,
+    scale_ptr,
+    zero_ptr,
+    rows,
+    cols,
+    row_bytes,
+    group_size,
+    groups,
+    mask,
+    BITS: tl.constexpr,
+):
     """Dequantized float32 weight tile W[rows, cols] (rows: [BN, 1], cols: [1, BK])."""
     pos = cols * BITS
     byte = pos >> 3
@@ -135,10 +158,28 @@ def _accumulate(acc, x, w, USE_DOT: tl.constexpr):
 
 
 @triton.jit
-def linear_kernel(x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, y_ptr, M, N, K,
-                  row_bytes, group_size, groups, M_BUCKET, BITS: tl.constexpr,
-                  HAS_BIAS: tl.constexpr, USE_DOT: tl.constexpr, BLOCK_M: tl.constexpr,
-                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
+def linear_kernel(
+    x_ptr,
+    packed_ptr,
+    scale_ptr,
+    zero_ptr,
+    bias_ptr,
+    y_ptr,
+    M,
+    N,
+    K,
+    row_bytes,
+    group_size,
+    groups,
+    M_BUCKET,
+    BITS: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+):
     """y[M, N] = x[M, K] @ W[N, K]^T (+ bias), W packed; fp32 accumulation.
 
     ``USE_DOT`` selects the tiled GEMM (``tl.dot``, tensor cores on GPU) for larger batches;
@@ -156,11 +197,22 @@ def linear_kernel(x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, y_ptr, M, N,
     for k0 in range(pid_k * BLOCK_K, K, BLOCK_K * SPLIT_K):
         rk = k0 + tl.arange(0, BLOCK_K)
         x_mask = (rm[:, None] < M) & (rk[None, :] < K)
-        x = tl.load(x_ptr + rm[:, None].to(tl.int64) * K + rk[None, :], mask=x_mask,
-                    other=0.0).to(tl.float32)
+        x = tl.load(x_ptr + rm[:, None].to(tl.int64) * K + rk[None, :], mask=x_mask, other=0.0).to(
+            tl.float32
+        )
         w_mask = (rn[:, None] < N) & (rk[None, :] < K)
-        w = _weight_tile(packed_ptr, scale_ptr, zero_ptr, rn[:, None], rk[None, :], row_bytes,
-                         group_size, groups, w_mask, BITS)
+        w = _weight_tile(
+            packed_ptr,
+            scale_ptr,
+            zero_ptr,
+            rn[:, None],
+            rk[None, :],
+            row_bytes,
+            group_size,
+            groups,
+            w_mask,
+            BITS,
+        )
         acc = _accumulate(acc, x, w, USE_DOT)
     if HAS_BIAS:
         if pid_k == 0:
@@ -174,13 +226,41 @@ def linear_kernel(x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, y_ptr, M, N,
 
 
 @triton.jit
-def conv2d_kernel(x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, y_ptr,
-                  C_in, H, W, C_out, H_out, W_out, M, c_per_group, out_per_group, K,
-                  row_bytes, group_size, groups,
-                  KH: tl.constexpr, KW: tl.constexpr, stride_h, stride_w, pad_h, pad_w,
-                  dil_h, dil_w, BITS: tl.constexpr, HAS_BIAS: tl.constexpr,
-                  USE_DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                  BLOCK_K: tl.constexpr):
+def conv2d_kernel(
+    x_ptr,
+    packed_ptr,
+    scale_ptr,
+    zero_ptr,
+    bias_ptr,
+    y_ptr,
+    C_in,
+    H,
+    W,
+    C_out,
+    H_out,
+    W_out,
+    M,
+    c_per_group,
+    out_per_group,
+    K,
+    row_bytes,
+    group_size,
+    groups,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
+    BITS: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     """Implicit-GEMM conv2d: rows m = (image, oy, ox), columns = output channels of one
     group, reduction k = (c, r, s) gathered from the NCHW input on the fly."""
     pid_m = tl.program_id(0)
@@ -207,12 +287,23 @@ def conv2d_kernel(x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, y_ptr,
         offs = ((img[:, None].to(tl.int64) * C_in + channel) * H + iy) * W + ix
         x = tl.load(x_ptr + offs, mask=x_mask, other=0.0).to(tl.float32)
         w_mask = (rn[:, None] < out_per_group) & (rk[None, :] < K)
-        w = _weight_tile(packed_ptr, scale_ptr, zero_ptr, co[:, None], rk[None, :], row_bytes,
-                         group_size, groups, w_mask, BITS)
+        w = _weight_tile(
+            packed_ptr,
+            scale_ptr,
+            zero_ptr,
+            co[:, None],
+            rk[None, :],
+            row_bytes,
+            group_size,
+            groups,
+            w_mask,
+            BITS,
+        )
         acc = _accumulate(acc, x, w, USE_DOT)
     n_mask = rn < out_per_group
     if HAS_BIAS:
         acc += tl.load(bias_ptr + co, mask=n_mask, other=0.0).to(tl.float32)[None, :]
-    out = ((img[:, None].to(tl.int64) * C_out + co[None, :]) * H_out + oy[:, None]) * W_out \
-        + ox[:, None]
+    out = ((img[:, None].to(tl.int64) * C_out + co[None, :]) * H_out + oy[:, None]) * W_out + ox[
+        :, None
+    ]
     tl.store(y_ptr + out, acc, mask=(rm[:, None] < M) & n_mask[None, :])

@@ -42,20 +42,23 @@ def _quantize_rows(x2d: torch.Tensor, bits: int, group_size: int, op: str):
     scales = torch.empty(rows, k // group_size, dtype=torch.float16, device=x.device)
     zeros = torch.empty_like(scales, dtype=torch.uint8)
     block = min(1024, triton.next_power_of_2(group_size))
-    kernels.group_params_kernel[(n_groups,)](x, scales.view(torch.int16), zeros, group_size,
-                                             qmax, BLOCK=block)
+    kernels.group_params_kernel[(n_groups,)](
+        x, scales.view(torch.int16), zeros, group_size, qmax, BLOCK=block
+    )
     if bool(torch.isinf(scales).any()):
         raise ValueError(
             f"qpart.{op}: a group's value range is too wide for a float16 scale at {bits} bits"
         )
     codes = torch.empty(rows, k, dtype=torch.uint8, device=x.device)
     grid = (n_groups, triton.cdiv(group_size, _ELEMENT_BLOCK))
-    kernels.quantize_codes_kernel[grid](x, scales, zeros, codes, group_size, qmax,
-                                        BLOCK=_ELEMENT_BLOCK)
+    kernels.quantize_codes_kernel[grid](
+        x, scales, zeros, codes, group_size, qmax, BLOCK=_ELEMENT_BLOCK
+    )
     row_bytes = checks.packed_row_bytes(k, bits)
     packed = torch.empty(rows, row_bytes, dtype=torch.uint8, device=x.device)
-    kernels.pack_kernel[(rows, triton.cdiv(row_bytes, 64))](codes, packed, k, row_bytes,
-                                                           BITS=bits, BLOCK=64)
+    kernels.pack_kernel[(rows, triton.cdiv(row_bytes, 64))](
+        codes, packed, k, row_bytes, BITS=bits, BLOCK=64
+    )
     return packed, scales, zeros
 
 
@@ -63,9 +66,18 @@ def _dequantize_rows(packed, scales, zeros, bits: int, k: int) -> torch.Tensor:
     rows, groups = scales.shape
     out = torch.empty(rows, k, dtype=torch.float32, device=packed.device)
     grid = (rows, triton.cdiv(k, _ELEMENT_BLOCK))
-    wrap_triton(kernels.dequantize_kernel)[grid](packed.contiguous(), scales.contiguous(),
-                                    zeros.contiguous(), out, k, packed.shape[1], k // groups,
-                                    groups, BITS=bits, BLOCK=_ELEMENT_BLOCK)
+    wrap_triton(kernels.dequantize_kernel)[grid](
+        packed.contiguous(),
+        scales.contiguous(),
+        zeros.contiguous(),
+        out,
+        k,
+        packed.shape[1],
+        k // groups,
+        groups,
+        BITS=bits,
+        BLOCK=_ELEMENT_BLOCK,
+    )
     return out
 
 
@@ -75,14 +87,15 @@ def quantize_weight(weight: torch.Tensor, bits: int, group_size: int):
     return _quantize_rows(weight.to(torch.float32), bits, group_size, "quantize_weight")
 
 
-def dequantize_weight(packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, bits: int,
-                      in_features: int) -> torch.Tensor:
+def dequantize_weight(
+    packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, bits: int, in_features: int
+) -> torch.Tensor:
     """Triton ``qpart.dequantize_weight``."""
     checks.check_packed("dequantize_weight", packed, scales, zeros, bits, in_features)
     return _dequantize_rows(packed, scales, zeros, bits, in_features)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tuned_linear_kernel(capability_major: int):
     return triton.autotune(
         configs=linear_autotune_configs(capability_major),
@@ -93,9 +106,16 @@ def _tuned_linear_kernel(capability_major: int):
     )(kernels.linear_kernel)
 
 
-def linear(input: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
-           bias: torch.Tensor | None, bits: int, in_features: int,
-           int8_activations: bool = False) -> torch.Tensor:
+def linear(
+    input: torch.Tensor,
+    packed: torch.Tensor,
+    scales: torch.Tensor,
+    zeros: torch.Tensor,
+    bias: torch.Tensor | None,
+    bits: int,
+    in_features: int,
+    int8_activations: bool = False,
+) -> torch.Tensor:
     """Triton ``qpart.linear``: GEMV tiles (optionally split-K) for small batches, ``tl.dot``
     GEMM tiles otherwise; autotuned on GPU. ``int8_activations=True`` is not implemented
     here (``qpart_kernels.linear`` emulates it for non-CPU inputs)."""
@@ -103,43 +123,76 @@ def linear(input: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zero
     if int8_activations:
         raise NotImplementedError(
             "qpart.linear: int8_activations=True has native kernels on CPU only; use "
-            "qpart_kernels.linear(..., int8_activations=True), which emulates it elsewhere")
+            "qpart_kernels.linear(..., int8_activations=True), which emulates it elsewhere"
+        )
     k, n = in_features, packed.shape[0]
     x = input.reshape(-1, k).contiguous()
     m = x.shape[0]
     # Split-K configs accumulate atomically, so the output starts at zero on GPU.
-    y = (torch.zeros if input.is_cuda else torch.empty)(m, n, dtype=torch.float32,
-                                                        device=input.device)
+    y = (torch.zeros if input.is_cuda else torch.empty)(
+        m, n, dtype=torch.float32, device=input.device
+    )
     if m > 0:
         b = bias.contiguous() if bias is not None else y
-        args = (x, packed.contiguous(), scales.contiguous(), zeros.contiguous(), b, y, m, n, k,
-                packed.shape[1], k // scales.shape[1], scales.shape[1], batch_bucket(m))
+        args = (
+            x,
+            packed.contiguous(),
+            scales.contiguous(),
+            zeros.contiguous(),
+            b,
+            y,
+            m,
+            n,
+            k,
+            packed.shape[1],
+            k // scales.shape[1],
+            scales.shape[1],
+            batch_bucket(m),
+        )
         if input.is_cuda:
             kernel = _tuned_linear_kernel(torch.cuda.get_device_capability(input.device)[0])
 
             def grid(meta):
-                return (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n, meta["BLOCK_N"]),
-                        meta["SPLIT_K"])
+                return (
+                    triton.cdiv(m, meta["BLOCK_M"]),
+                    triton.cdiv(n, meta["BLOCK_N"]),
+                    meta["SPLIT_K"],
+                )
 
             wrap_triton(kernel)[grid](*args, BITS=bits, HAS_BIAS=bias is not None)
         else:
             cfg = interpreter_linear_config(m)
             grid = (triton.cdiv(m, cfg.block_m), triton.cdiv(n, cfg.block_n), cfg.split_k)
             wrap_triton(kernels.linear_kernel)[grid](
-                *args, BITS=bits, HAS_BIAS=bias is not None, USE_DOT=cfg.use_dot,
-                BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+                *args,
+                BITS=bits,
+                HAS_BIAS=bias is not None,
+                USE_DOT=cfg.use_dot,
+                BLOCK_M=cfg.block_m,
+                BLOCK_N=cfg.block_n,
+                BLOCK_K=cfg.block_k,
                 SPLIT_K=cfg.split_k,
             )
     return y.reshape(*input.shape[:-1], n).to(input.dtype)
 
 
-def conv2d(input: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
-           bias: torch.Tensor | None, bits: int, weight_shape: Sequence[int],
-           stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
-           groups: int) -> torch.Tensor:
+def conv2d(
+    input: torch.Tensor,
+    packed: torch.Tensor,
+    scales: torch.Tensor,
+    zeros: torch.Tensor,
+    bias: torch.Tensor | None,
+    bits: int,
+    weight_shape: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> torch.Tensor:
     """Triton ``qpart.conv2d`` as an implicit GEMM over the packed weight."""
-    ho, wo = checks.check_conv2d(input, packed, scales, zeros, bias, bits, weight_shape,
-                                 stride, padding, dilation, groups)
+    ho, wo = checks.check_conv2d(
+        input, packed, scales, zeros, bias, bits, weight_shape, stride, padding, dilation, groups
+    )
     c_out, c_per_group, kh, kw = (int(v) for v in weight_shape)
     batch, c_in, h, w = input.shape
     x = input.contiguous()
@@ -149,13 +202,39 @@ def conv2d(input: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zero
     grid = (triton.cdiv(m, cfg.block_m), triton.cdiv(out_per_group, cfg.block_n), groups)
     b = bias.contiguous() if bias is not None else y
     wrap_triton(kernels.conv2d_kernel)[grid](
-        x, packed.contiguous(), scales.contiguous(), zeros.contiguous(), b, y,
-        c_in, h, w, c_out, ho, wo, m, c_per_group, out_per_group, k,
-        packed.shape[1], k // scales.shape[1], scales.shape[1],
-        KH=kh, KW=kw, stride_h=stride[0], stride_w=stride[1], pad_h=padding[0],
-        pad_w=padding[1], dil_h=dilation[0], dil_w=dilation[1], BITS=bits,
-        HAS_BIAS=bias is not None, USE_DOT=cfg.use_dot, BLOCK_M=cfg.block_m,
-        BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+        x,
+        packed.contiguous(),
+        scales.contiguous(),
+        zeros.contiguous(),
+        b,
+        y,
+        c_in,
+        h,
+        w,
+        c_out,
+        ho,
+        wo,
+        m,
+        c_per_group,
+        out_per_group,
+        k,
+        packed.shape[1],
+        k // scales.shape[1],
+        scales.shape[1],
+        KH=kh,
+        KW=kw,
+        stride_h=stride[0],
+        stride_w=stride[1],
+        pad_h=padding[0],
+        pad_w=padding[1],
+        dil_h=dilation[0],
+        dil_w=dilation[1],
+        BITS=bits,
+        HAS_BIAS=bias is not None,
+        USE_DOT=cfg.use_dot,
+        BLOCK_M=cfg.block_m,
+        BLOCK_N=cfg.block_n,
+        BLOCK_K=cfg.block_k,
     )
     return y.to(input.dtype)
 
@@ -172,8 +251,14 @@ def quantize_activation(input: torch.Tensor, bits: int, per_token: bool):
     return _quantize_rows(input.reshape(rows, k).to(torch.float32), bits, k, op)
 
 
-def dequantize_activation(packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
-                          bits: int, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+def dequantize_activation(
+    packed: torch.Tensor,
+    scales: torch.Tensor,
+    zeros: torch.Tensor,
+    bits: int,
+    shape: Sequence[int],
+    dtype: torch.dtype,
+) -> torch.Tensor:
     """Triton ``qpart.dequantize_activation``."""
     checks.check_output_dtype("dequantize_activation", dtype)
     k = checks.check_activation_packed(packed, scales, zeros, bits, shape)

@@ -11,10 +11,16 @@ import torch
 from torch import nn
 
 import qpart
-from qpart.cli import main, parse_widths
-from qpart.workloads.data import MnistSplit, mnist_arrays, load_mnist, random_shift, stratified_split
 from qpart.apps.sweep import layer_group_sizes, width_sweep
+from qpart.cli import main, parse_widths
 from qpart.core.metrics import accuracy
+from qpart.workloads.data import (
+    MnistSplit,
+    load_mnist,
+    mnist_arrays,
+    random_shift,
+    stratified_split,
+)
 from qpart.workloads.models import (
     cached_model_path,
     mnist_mlp,
@@ -101,7 +107,13 @@ def test_mnist_mlp_architecture():
     net = mnist_mlp()
     linears = [m for m in net if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [
-        (784, 512), (512, 256), (256, 128), (128, 64), (64, 32), (32, 10)]
+        (784, 512),
+        (512, 256),
+        (256, 128),
+        (128, 64),
+        (64, 32),
+        (32, 10),
+    ]
     assert sum(isinstance(m, nn.ReLU) for m in net) == 5
     assert not isinstance(net[-1], nn.ReLU)
     assert net(torch.zeros(3, 784)).shape == (3, 10)
@@ -188,20 +200,23 @@ def test_cli_demo_prints_requested_widths(model, cache_dir, capsys):
     assert "native extension" in out or "pure-PyTorch" in out
 
 
-@pytest.mark.parametrize("argv", [
-    ["sweep", "--widths", "0"],
-    ["sweep", "--widths", "9"],
-    ["sweep", "--widths", "2,x"],
-    ["sweep", "--group-size", "33"],
-    ["sweep", "--seed", "-1"],
-    ["demo", "--seed", "-1"],
-    ["demo", "--digits", "0"],
-    ["serve", "--port", "x"],
-    ["device", "--budget", "-1"],
-    ["device", "--weights", "1,2"],
-    ["no-such-command"],
-    [],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sweep", "--widths", "0"],
+        ["sweep", "--widths", "9"],
+        ["sweep", "--widths", "2,x"],
+        ["sweep", "--group-size", "33"],
+        ["sweep", "--seed", "-1"],
+        ["demo", "--seed", "-1"],
+        ["demo", "--digits", "0"],
+        ["serve", "--port", "x"],
+        ["device", "--budget", "-1"],
+        ["device", "--weights", "1,2"],
+        ["no-such-command"],
+        [],
+    ],
+)
 def test_cli_rejects_bad_options(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)

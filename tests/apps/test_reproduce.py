@@ -12,23 +12,39 @@ from qpart.cli import main
 
 pytestmark = pytest.mark.slow
 
-FIGURES = ("fig5_costs_vs_partition.png", "fig6_size_vs_accuracy.png", "fig7_objective.png",
-           "fig8_time.png", "fig9_energy.png", "fig10_payload.png", "sim_objective.png")
-SECTIONS = ("## Headline numbers vs targets", "## Table III analogue",
-            "## Costs per partition point", "## Adaptive vs uniform widths",
-            "## Fig. 6 analogue", "## Table IV analogue", "## Simulation")
+FIGURES = (
+    "fig5_costs_vs_partition.png",
+    "fig6_size_vs_accuracy.png",
+    "fig7_objective.png",
+    "fig8_time.png",
+    "fig9_energy.png",
+    "fig10_payload.png",
+    "sim_objective.png",
+)
+SECTIONS = (
+    "## Headline numbers vs targets",
+    "## Table III analogue",
+    "## Costs per partition point",
+    "## Adaptive vs uniform widths",
+    "## Fig. 6 analogue",
+    "## Table IV analogue",
+    "## Simulation",
+)
 
 
 def _table_rows(md: str, heading: str) -> list[str]:
     part = md.split(heading, 1)[1].split("\n## ", 1)[0]
-    return [line for line in part.splitlines()
-            if line.startswith("| ") and not set(line) <= set("|- ")]
+    return [
+        line for line in part.splitlines() if line.startswith("| ") and not set(line) <= set("|- ")
+    ]
 
 
 def test_quick_reproduction_writes_every_table_and_figure(tmp_path, capsys):
     out, data = tmp_path / "docs", tmp_path / "data"
-    assert main(["reproduce", "--quick", "--out", str(out), "--data-dir", str(data),
-                 "--no-progress"]) == 0
+    assert (
+        main(["reproduce", "--quick", "--out", str(out), "--data-dir", str(data), "--no-progress"])
+        == 0
+    )
     assert "wrote" in capsys.readouterr().out
     for name in FIGURES:
         f = out / "figures" / name
@@ -47,8 +63,7 @@ def test_quick_reproduction_writes_every_table_and_figure(tmp_path, capsys):
     t4 = "\n".join(_table_rows(md, "## Table IV analogue"))
     for name in ("mnist_cnn", "digits8_cnn", "mnist_mlp", "ResNet18"):
         assert name in t4
-    for f in ("requests.csv", "summary.json", "summary_held.json", "points.json",
-              "results.json"):
+    for f in ("requests.csv", "summary.json", "summary_held.json", "points.json", "results.json"):
         assert (data / f).is_file()
     res = json.loads((data / "results.json").read_text())
     # QPART (refined with the uniform baseline's acceptance rule and data) never loses to it

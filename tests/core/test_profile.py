@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from qpart.workloads.models import mnist_mlp
 from qpart.core.profile import ProfileError, profile
 from qpart.core.split import quantized_split_model
+from qpart.workloads.models import mnist_mlp
 
 
 class ResCNN(nn.Module):
@@ -23,7 +23,7 @@ class ResCNN(nn.Module):
 
     def forward(self, x):
         x = torch.relu(self.c1(x))
-        y = torch.relu(self.c2(x))   # residual block: c2 -> c3, skip from x
+        y = torch.relu(self.c2(x))  # residual block: c2 -> c3, skip from x
         y = self.c3(y)
         x = torch.relu(x + y)
         x = torch.relu(self.down(x))
@@ -35,7 +35,12 @@ def test_mlp_by_hand():
     widths = [784, 512, 256, 128, 64, 32, 10]
     assert [l.name for l in prof.layers] == ["0", "2", "4", "6", "8", "10"]
     for layer, k, n in zip(prof.layers, widths[:-1], widths[1:]):
-        assert (layer.weight_count, layer.bias_count, layer.macs, layer.output_elems) == (k * n, n, k * n, n)
+        assert (layer.weight_count, layer.bias_count, layer.macs, layer.output_elems) == (
+            k * n,
+            n,
+            k * n,
+            n,
+        )
         assert (layer.rows, layer.reduction, layer.kind) == (n, k, "linear")
     assert prof.valid_points == (0, 1, 2, 3, 4, 5, 6)
     assert [prof.activation_elems(p) for p in range(7)] == [784, 512, 256, 128, 64, 32, 0]
@@ -56,13 +61,17 @@ def test_payload_matches_real_modules():
     bits = [3, 5, 7]
     split = quantized_split_model(prof, 3, bits, 4)
     mods = dict(split.named_modules())
-    assert sum(mods[n].payload_bytes() for n in ("0", "2", "4")) == prof.weight_payload_bytes(3, bits)
+    assert sum(mods[n].payload_bytes() for n in ("0", "2", "4")) == prof.weight_payload_bytes(
+        3, bits
+    )
 
 
 def test_residual_cnn_by_hand():
     prof = profile(ResCNN(), torch.zeros(2, 3, 8, 8))
-    got = {l.name: (l.weight_count, l.bias_count, l.macs, l.output_elems, l.rows, l.reduction)
-           for l in prof.layers}
+    got = {
+        l.name: (l.weight_count, l.bias_count, l.macs, l.output_elems, l.rows, l.reduction)
+        for l in prof.layers
+    }
     assert got == {
         "c1": (3 * 8 * 9, 8, 3 * 8 * 9 * 64, 8 * 64, 8, 27),
         "c2": (8 * 8 * 9, 8, 8 * 8 * 9 * 64, 8 * 64, 8, 72),
@@ -75,8 +84,8 @@ def test_residual_cnn_by_hand():
     assert prof.valid_points == (0, 1, 3, 4, 5)
     assert prof.activation_elems(0) == 3 * 64
     assert prof.activation_elems(1) == 8 * 64
-    assert prof.activation_elems(3) == 8 * 64            # after the add + relu
-    assert prof.activation_elems(4) == 16                # after pooling + flatten (smallest)
+    assert prof.activation_elems(3) == 8 * 64  # after the add + relu
+    assert prof.activation_elems(4) == 16  # after pooling + flatten (smallest)
     with pytest.raises(ValueError, match="not valid"):
         prof.activation_elems(2)
 
@@ -97,7 +106,7 @@ class Untraceable(nn.Module):
         self.fc = nn.Linear(4, 4)
 
     def forward(self, x):
-        if x.sum() > 0:          # data-dependent control flow
+        if x.sum() > 0:  # data-dependent control flow
             return self.fc(x)
         return x
 

@@ -36,14 +36,17 @@ def test_api():
 
 
 @pytest.mark.parametrize("bits", ALL_BITS)
-@pytest.mark.parametrize("m,k,n,group", [
-    (1, 100, 37, None),      # per-channel, k not a multiple of 8
-    (2, 256, 33, 128),
-    (3, 64, 1, 32),          # n = 1
-    (4, 1030, 19, None),     # GEMM path, several K blocks, k tail
-    (9, 384, 50, 128),
-    (1, 784, 512, None),     # MNIST MLP first layer
-])
+@pytest.mark.parametrize(
+    "m,k,n,group",
+    [
+        (1, 100, 37, None),  # per-channel, k not a multiple of 8
+        (2, 256, 33, 128),
+        (3, 64, 1, 32),  # n = 1
+        (4, 1030, 19, None),  # GEMM path, several K blocks, k tail
+        (9, 384, 50, 128),
+        (1, 784, 512, None),  # MNIST MLP first layer
+    ],
+)
 def test_linear_every_isa(isa, threads, bits, m, k, n, group):
     w = torch.randn(n, k)
     x = torch.randn(m, k)
@@ -77,6 +80,15 @@ def test_conv2d_every_isa(isa, threads, bits):
     q = qk.quantize_weight(w.reshape(12, -1), bits)
     args = dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=2)
     out = qk.conv2d(x, *q, bits, tuple(w.shape), bias, **args)
-    expected = reference.conv2d(x, *q, bias, bits, tuple(w.shape), args["stride"],
-                                args["padding"], args["dilation"], args["groups"])
+    expected = reference.conv2d(
+        x,
+        *q,
+        bias,
+        bits,
+        tuple(w.shape),
+        args["stride"],
+        args["padding"],
+        args["dilation"],
+        args["groups"],
+    )
     torch.testing.assert_close(out, expected, **_tol(expected))

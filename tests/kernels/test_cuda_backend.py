@@ -34,8 +34,9 @@ def test_cuda_sources_compile():
     """Every .cu compiles for sm_87 and sm_90; the glue passes -fsyntax-only (minutes)."""
     env = dict(os.environ, PYTHON=sys.executable, NVCC=_nvcc())
     env.setdefault("JOBS", str(min(4, os.cpu_count() or 1)))
-    proc = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=3600)
+    proc = subprocess.run(
+        ["bash", str(SCRIPT)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "all CUDA sources compile" in proc.stdout
 
@@ -105,20 +106,24 @@ def test_linear_batched_input_dims():
     q = reference.quantize_weight(torch.randn(40, 128), 4, 32)
     x = torch.randn(2, 3, 128)
     got = qk.linear(x.cuda(), *(t.cuda() for t in q), 4)
-    torch.testing.assert_close(got.cpu(), reference.linear(x, *q, None, 4, 128),
-                               **tolerance(torch.float32))
+    torch.testing.assert_close(
+        got.cpu(), reference.linear(x, *q, None, 4, 128), **tolerance(torch.float32)
+    )
 
 
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("bits", ALL_BITS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("case", [
-    # (batch, c_in, c_out, kernel, stride, padding, dilation, groups, hw)
-    (2, 8, 16, 3, 2, 1, 1, 2, (15, 13)),
-    (1, 6, 10, 1, 1, 0, 1, 1, (7, 9)),
-    (3, 4, 4, 3, 1, 2, 2, 4, (11, 8)),
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        # (batch, c_in, c_out, kernel, stride, padding, dilation, groups, hw)
+        (2, 8, 16, 3, 2, 1, 1, 2, (15, 13)),
+        (1, 6, 10, 1, 1, 0, 1, 1, (7, 9)),
+        (3, 4, 4, 3, 1, 2, 2, 4, (11, 8)),
+    ],
+)
 def test_conv2d_matches_reference(bits, dtype, case):
     batch, c_in, c_out, kernel, stride, padding, dilation, groups, hw = case
     w = torch.randn(c_out, c_in // groups, kernel, kernel)
@@ -145,8 +150,9 @@ def test_activation_roundtrip_bit_identical(bits, per_token, dtype):
     for a, b in zip(got, want):
         assert torch.equal(a.cpu(), b)
     back = qk.dequantize_activation(*got, bits, x.shape, dtype)
-    assert torch.equal(back.cpu(), reference.dequantize_activation(*want, bits, list(x.shape),
-                                                                   dtype))
+    assert torch.equal(
+        back.cpu(), reference.dequantize_activation(*want, bits, list(x.shape), dtype)
+    )
 
 
 @gpu
@@ -160,8 +166,9 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="in_features"):
         torch.ops.qpart.linear(torch.randn(2, 32, device="cuda"), *q, None, 4, 64)
     with pytest.raises(ValueError, match="CUDA tensor"):
-        torch.ops.qpart.linear(torch.randn(2, 64, device="cuda"), q.packed.cpu(), q.scales,
-                               q.zeros, None, 4, 64)
+        torch.ops.qpart.linear(
+            torch.randn(2, 64, device="cuda"), q.packed.cpu(), q.scales, q.zeros, None, 4, 64
+        )
 
 
 @gpu
@@ -174,12 +181,26 @@ def test_opcheck_every_op():
     torch.library.opcheck(ops.quantize_weight.default, (w, 3, 32))
     torch.library.opcheck(ops.dequantize_weight.default, (*q, 3, 128))
     torch.library.opcheck(ops.linear.default, (x16, *q, None, 3, 128))
-    torch.library.opcheck(ops.linear.default, (torch.randn(1, 128, device="cuda"), *q,
-                                               torch.randn(24, device="cuda"), 3, 128))
+    torch.library.opcheck(
+        ops.linear.default,
+        (torch.randn(1, 128, device="cuda"), *q, torch.randn(24, device="cuda"), 3, 128),
+    )
     cq = tuple(reference.quantize_weight(torch.randn(8, 4 * 9), 5, 36))
     cq = tuple(t.cuda() for t in cq)
-    torch.library.opcheck(ops.conv2d.default, (torch.randn(2, 4, 9, 9, device="cuda"), *cq,
-                                               None, 5, [8, 4, 3, 3], [1, 1], [1, 1], [1, 1], 1))
+    torch.library.opcheck(
+        ops.conv2d.default,
+        (
+            torch.randn(2, 4, 9, 9, device="cuda"),
+            *cq,
+            None,
+            5,
+            [8, 4, 3, 3],
+            [1, 1],
+            [1, 1],
+            [1, 1],
+            1,
+        ),
+    )
     a = tuple(qk.quantize_activation(x16, 6, True))
     torch.library.opcheck(ops.quantize_activation.default, (x16, 6, True))
     torch.library.opcheck(ops.dequantize_activation.default, (*a, 6, [5, 128], torch.float16))
@@ -189,8 +210,14 @@ def test_opcheck_every_op():
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_compile_fullgraph(dtype):
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(8 * 6 * 6, 32), nn.ReLU(), nn.Linear(32, 10)).cuda()
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 6 * 6, 32),
+        nn.ReLU(),
+        nn.Linear(32, 10),
+    ).cuda()
     qk.quantize_model(model, 4)  # every layer packed: fp16 inputs stay fp16 throughout
     x = torch.randn(2, 3, 6, 6, device="cuda", dtype=dtype)
     compiled = torch.compile(model, fullgraph=True)

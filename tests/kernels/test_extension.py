@@ -45,7 +45,8 @@ def test_package_works_without_triton():
         "q = qk.quantize_weight(torch.randn(4, 16), 3)\n"
         "print(qk.linear(torch.randn(2, 16), *q, 3).shape)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "torch.Size([2, 4])" in result.stdout

@@ -28,9 +28,11 @@ def test_linear_matches_reference(bits, group, m, dtype):
     for a, b in zip(q, ref_q):
         assert torch.equal(a.cpu(), b)
     x = torch.randn(m, 256, device="cuda").to(dtype)
-    torch.testing.assert_close(qk.linear(x, *q, bits).cpu(),
-                               reference.linear(x.cpu(), *ref_q, None, bits, 256),
-                               **tolerance(dtype))
+    torch.testing.assert_close(
+        qk.linear(x, *q, bits).cpu(),
+        reference.linear(x.cpu(), *ref_q, None, bits, 256),
+        **tolerance(dtype),
+    )
 
 
 @pytest.mark.parametrize("bits", ALL_BITS)
@@ -38,9 +40,19 @@ def test_conv2d_and_activation_match_reference(bits):
     conv = nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=2).cuda()
     q = qk.QPartConv2d.from_float(conv, bits)
     x = torch.randn(2, 8, 15, 13, device="cuda")
-    expected = reference.conv2d(x.cpu(), q.packed_weight.cpu(), q.scales.cpu(), q.zeros.cpu(),
-                                q.bias.cpu(), bits, list(q.weight_shape), [2, 2], [1, 1],
-                                [1, 1], 2)
+    expected = reference.conv2d(
+        x.cpu(),
+        q.packed_weight.cpu(),
+        q.scales.cpu(),
+        q.zeros.cpu(),
+        q.bias.cpu(),
+        bits,
+        list(q.weight_shape),
+        [2, 2],
+        [1, 1],
+        [1, 1],
+        2,
+    )
     torch.testing.assert_close(q(x).cpu(), expected, atol=1e-4, rtol=1e-4)
     a = qk.quantize_activation(x, bits, per_token=True)
     for got, want in zip(a, reference.quantize_activation(x.cpu(), bits, True)):
@@ -49,10 +61,13 @@ def test_conv2d_and_activation_match_reference(bits):
 
 def test_opcheck_on_cuda():
     q = tuple(qk.quantize_weight(torch.randn(32, 64, device="cuda"), 4, 32))
-    torch.library.opcheck(torch.ops.qpart.linear.default,
-                          (torch.randn(3, 64, device="cuda", dtype=torch.float16), *q, None, 4, 64))
-    torch.library.opcheck(torch.ops.qpart.quantize_weight.default,
-                          (torch.randn(8, 64, device="cuda"), 3, 32))
+    torch.library.opcheck(
+        torch.ops.qpart.linear.default,
+        (torch.randn(3, 64, device="cuda", dtype=torch.float16), *q, None, 4, 64),
+    )
+    torch.library.opcheck(
+        torch.ops.qpart.quantize_weight.default, (torch.randn(8, 64, device="cuda"), 3, 32)
+    )
 
 
 def test_compile_fullgraph_on_cuda():

@@ -10,7 +10,6 @@ from torch import nn
 
 import qpart_kernels as qk
 from helpers import ALL_BITS
-from qpart_kernels import cpu_isa
 from qpart_kernels.ops import reference
 
 pytestmark = pytest.mark.skipif(not qk.extension_loaded(), reason="needs the compiled extension")
@@ -26,14 +25,17 @@ def _bound(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch
 
 
 @pytest.mark.parametrize("bits", ALL_BITS)
-@pytest.mark.parametrize("m,k,n,group", [
-    (1, 100, 37, None),      # per-channel, k not a multiple of 8 / 32
-    (2, 256, 33, 128),
-    (3, 64, 1, 32),          # n = 1
-    (5, 1030, 19, None),     # row blocks + tails, k tail
-    (9, 384, 50, 128),
-    (1, 512, 8, 64),
-])
+@pytest.mark.parametrize(
+    "m,k,n,group",
+    [
+        (1, 100, 37, None),  # per-channel, k not a multiple of 8 / 32
+        (2, 256, 33, 128),
+        (3, 64, 1, 32),  # n = 1
+        (5, 1030, 19, None),  # row blocks + tails, k tail
+        (9, 384, 50, 128),
+        (1, 512, 8, 64),
+    ],
+)
 def test_matches_reference(isa, threads, bits, m, k, n, group):
     torch.manual_seed(1000 * bits + m + k)
     w = torch.randn(n, k) * 0.5
@@ -88,8 +90,12 @@ def test_dtypes_and_batch_dims():
         got = qk.linear(x.to(dtype), *q, 5, int8_activations=True)
         want = reference.linear(x.to(dtype), *q, None, 5, 64, True)
         assert got.dtype == dtype and got.shape == (2, 3, 10)
-        torch.testing.assert_close(got.float(), want.float(), rtol=1e-2 if dtype != torch.float32
-                                   else 1e-5, atol=1e-2 if dtype != torch.float32 else 1e-5)
+        torch.testing.assert_close(
+            got.float(),
+            want.float(),
+            rtol=1e-2 if dtype != torch.float32 else 1e-5,
+            atol=1e-2 if dtype != torch.float32 else 1e-5,
+        )
 
 
 def test_module_flag_and_quantize_model():
@@ -109,8 +115,13 @@ def test_module_flag_and_quantize_model():
     assert set(i8.state_dict()) == set(flt.state_dict())
     layer = qk.QPartLinear.from_float(model[0], 3, act_int8=True)
     torch.testing.assert_close(
-        layer(x), reference.linear(x, layer.packed_weight, layer.scales, layer.zeros,
-                                   layer.bias, 3, 64, True), rtol=1e-5, atol=1e-5)
+        layer(x),
+        reference.linear(
+            x, layer.packed_weight, layer.scales, layer.zeros, layer.bias, 3, 64, True
+        ),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def _copy(model: nn.Module) -> nn.Module:

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-import qpart_kernels as qk
 from helpers import ALL_BITS
 from qpart_kernels.nn import QPartConv2d, QPartLinear, payload_bytes, quantize_model
 
@@ -32,7 +31,9 @@ def test_linear_payload_is_exact(bits):
     q = QPartLinear.from_float(nn.Linear(k, n), bits)
     weight_bytes = n * math.ceil(bits * k / 8)
     assert weight_bytes - math.ceil(bits * n * k / 8) < n  # <= one padding byte per row
-    assert q.payload_bytes() == weight_bytes + n * 2 + n * 1 + n * 4  # + fp16 scale, zero, fp32 bias
+    assert (
+        q.payload_bytes() == weight_bytes + n * 2 + n * 1 + n * 4
+    )  # + fp16 scale, zero, fp32 bias
     q_grouped = QPartLinear.from_float(nn.Linear(64, n, bias=False), bits, 32)
     assert q_grouped.payload_bytes() == n * math.ceil(bits * 64 / 8) + n * 2 * 3
 
@@ -71,8 +72,9 @@ def test_conv_from_float_matches_dequantized_float(bits, conv):
     conv = conv()
     q = QPartConv2d.from_float(conv, bits)
     x = torch.randn(2, conv.in_channels, 9, 10)
-    expected = nn.functional.conv2d(x, q.dequantized_weight(), conv.bias, conv.stride,
-                                    q.padding, conv.dilation, conv.groups)
+    expected = nn.functional.conv2d(
+        x, q.dequantized_weight(), conv.bias, conv.stride, q.padding, conv.dilation, conv.groups
+    )
     torch.testing.assert_close(q(x), expected, atol=1e-4, rtol=1e-4)
     assert q(x).shape == conv(x).shape
 
@@ -99,7 +101,9 @@ def test_linear_module_rejects_wrong_input_width():
 
 
 def mlp():
-    return nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 5))
+    return nn.Sequential(
+        nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 5)
+    )
 
 
 def test_quantize_model_swaps_every_layer():

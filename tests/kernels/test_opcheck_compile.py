@@ -31,8 +31,22 @@ def op_samples():
             ("quantize_activation", (torch.randn(4, 9), bits, True)),
         ]
         cw = weight(4, 2 * 3 * 3, bits)
-        samples.append(("conv2d", (torch.randn(2, 4, 7, 6), *cw, torch.randn(4), bits,
-                                   [4, 2, 3, 3], [2, 1], [1, 1], [1, 2], 2)))
+        samples.append(
+            (
+                "conv2d",
+                (
+                    torch.randn(2, 4, 7, 6),
+                    *cw,
+                    torch.randn(4),
+                    bits,
+                    [4, 2, 3, 3],
+                    [2, 1],
+                    [1, 1],
+                    [1, 2],
+                    2,
+                ),
+            )
+        )
         a = tuple(qk.quantize_activation(torch.randn(3, 5), bits, True))
         samples.append(("dequantize_activation", (*a, bits, [3, 5], torch.float16)))
     return samples

@@ -26,7 +26,9 @@ def test_round_trip_is_bit_exact(bits, rows, k):
 
 
 @settings(max_examples=60, deadline=None)
-@given(bits=st.integers(1, 8), rows=st.integers(1, 6), k=st.integers(1, 70), seed=st.integers(0, 2**16))
+@given(
+    bits=st.integers(1, 8), rows=st.integers(1, 6), k=st.integers(1, 70), seed=st.integers(0, 2**16)
+)
 def test_round_trip_property(bits, rows, k, seed):
     gen = torch.Generator().manual_seed(seed)
     codes = torch.randint(0, 2**bits, (rows, k), dtype=torch.uint8, generator=gen)
@@ -53,7 +55,9 @@ def test_padding_bits_are_zero(bits):
 
 
 @pytest.mark.parametrize("bits", ALL_BITS)
-@pytest.mark.parametrize("n,k,group", [(1, 1, None), (7, 37, None), (3, 64, 32), (2, 96, 96), (5, 256, 128)])
+@pytest.mark.parametrize(
+    "n,k,group", [(1, 1, None), (7, 37, None), (3, 64, 32), (2, 96, 96), (5, 256, 128)]
+)
 def test_native_quantizer_matches_reference_bytes(bits, n, k, group):
     w = torch.randn(n, k)
     native = qk.quantize_weight(w, bits, group)

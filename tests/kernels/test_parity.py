@@ -46,8 +46,11 @@ def test_linear_grouped(bits, batch, group):
     q = quantized(33, 256, bits, group)
     x = torch.randn(batch, 256)
     bias = torch.randn(33)
-    torch.testing.assert_close(qk.linear(x, *q, bits, bias), reference.linear(x, *q, bias, bits, 256),
-                               **tolerance(torch.float32))
+    torch.testing.assert_close(
+        qk.linear(x, *q, bits, bias),
+        reference.linear(x, *q, bias, bits, 256),
+        **tolerance(torch.float32),
+    )
 
 
 def test_linear_noncontiguous_input_and_empty_batch():
@@ -116,7 +119,9 @@ def test_activation_dtypes(dtype):
     q = qk.quantize_activation(x, 8)
     restored = qk.dequantize_activation(*q, 8, x.shape, dtype)
     assert restored.dtype == dtype
-    torch.testing.assert_close(restored.float(), x.float(), atol=float(q.scales.float().max()) + 1e-2, rtol=0)
+    torch.testing.assert_close(
+        restored.float(), x.float(), atol=float(q.scales.float().max()) + 1e-2, rtol=0
+    )
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -131,4 +136,6 @@ def test_results_do_not_depend_on_thread_count(threads):
     finally:
         torch.set_num_threads(previous)
     assert torch.equal(out, qk.linear(x, *q, 3))
-    assert torch.equal(again.packed, reference.quantize_weight(torch.ones(64, 128).cumsum(1), 3, 32)[0])
+    assert torch.equal(
+        again.packed, reference.quantize_weight(torch.ones(64, 128).cumsum(1), 3, 32)[0]
+    )

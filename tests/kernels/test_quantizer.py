@@ -61,15 +61,23 @@ def test_degenerate_groups(impl, bits):
     assert torch.equal(deq[0], torch.zeros(64))
     assert scales[0].float().eq(0).all() and zeros[0].eq(0).all()
     assert torch.equal(deq[3, 32:], torch.zeros(32))
-    assert torch.all((w - deq).abs() <= grouped(scales.float().repeat_interleave(32, 1), 1).squeeze(-1))
+    assert torch.all(
+        (w - deq).abs() <= grouped(scales.float().repeat_interleave(32, 1), 1).squeeze(-1)
+    )
     # A constant group is exactly representable up to fp16 rounding of its scale.
     torch.testing.assert_close(deq[1], w[1], rtol=2e-3, atol=0)
     torch.testing.assert_close(deq[2], w[2], rtol=2e-3, atol=0)
 
 
 @settings(max_examples=40, deadline=None)
-@given(bits=st.integers(1, 8), n=st.integers(1, 5), k=st.integers(1, 90),
-       scale=st.floats(1e-3, 1e3), shift=st.floats(-2, 2), seed=st.integers(0, 2**16))
+@given(
+    bits=st.integers(1, 8),
+    n=st.integers(1, 5),
+    k=st.integers(1, 90),
+    scale=st.floats(1e-3, 1e3),
+    shift=st.floats(-2, 2),
+    seed=st.integers(0, 2**16),
+)
 def test_error_bound_property(bits, n, k, scale, shift, seed):
     gen = torch.Generator().manual_seed(seed)
     w = (torch.randn(n, k, generator=gen) + shift) * scale

@@ -29,8 +29,9 @@ def test_quantize_and_dequantize_bit_identical(bits, n, k, group):
     want = reference.quantize_weight(w, bits, group)
     for a, b in zip(got, want):
         assert a.dtype == b.dtype and torch.equal(a, b)
-    assert torch.equal(triton_ops.dequantize_weight(*got, bits, k),
-                       reference.dequantize_weight(*want, bits, k))
+    assert torch.equal(
+        triton_ops.dequantize_weight(*got, bits, k), reference.dequantize_weight(*want, bits, k)
+    )
 
 
 @pytest.mark.parametrize("bits", ALL_BITS)
@@ -38,8 +39,9 @@ def test_quantize_and_dequantize_bit_identical(bits, n, k, group):
 def test_linear(bits, m):
     q = reference.quantize_weight(randn(7, 64), bits, 32)
     x, bias = randn(m, 64), randn(7)
-    torch.testing.assert_close(triton_ops.linear(x, *q, bias, bits, 64),
-                               reference.linear(x, *q, bias, bits, 64))
+    torch.testing.assert_close(
+        triton_ops.linear(x, *q, bias, bits, 64), reference.linear(x, *q, bias, bits, 64)
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -62,7 +64,9 @@ def test_linear_half_inputs_and_batch_dims(dtype):
 def test_conv2d(bits, case):
     c_in, c_out, kh, kw, stride, padding, dilation, groups, hw = case
     shape = [c_out, c_in // groups, kh, kw]
-    q = reference.quantize_weight(randn(c_out, c_in // groups * kh * kw), bits, c_in // groups * kh * kw)
+    q = reference.quantize_weight(
+        randn(c_out, c_in // groups * kh * kw), bits, c_in // groups * kh * kw
+    )
     x, bias = randn(2, c_in, *hw), randn(c_out)
     args = (bias, bits, shape, list(stride), list(padding), list(dilation), groups)
     torch.testing.assert_close(triton_ops.conv2d(x, *q, *args), reference.conv2d(x, *q, *args))
@@ -76,8 +80,10 @@ def test_activation_round_trip(bits, per_token):
     want = reference.quantize_activation(x, bits, per_token)
     for a, b in zip(got, want):
         assert torch.equal(a, b)
-    assert torch.equal(triton_ops.dequantize_activation(*got, bits, [3, 5, 7], torch.float16),
-                       reference.dequantize_activation(*want, bits, [3, 5, 7], torch.float16))
+    assert torch.equal(
+        triton_ops.dequantize_activation(*got, bits, [3, 5, 7], torch.float16),
+        reference.dequantize_activation(*want, bits, [3, 5, 7], torch.float16),
+    )
 
 
 def test_degenerate_and_bad_input():
@@ -97,11 +103,14 @@ def test_triton_ops_are_registered_for_torch_compile():
     # The forward ops also exist as triton_ops (torch.compile traces into their kernels).
     q = reference.quantize_weight(randn(6, 40), 5, 40)
     x = randn(3, 40)
-    torch.testing.assert_close(torch.ops.qpart_triton.linear(x, *q, None, 5, 40),
-                               reference.linear(x, *q, None, 5, 40))
+    torch.testing.assert_close(
+        torch.ops.qpart_triton.linear(x, *q, None, 5, 40), reference.linear(x, *q, None, 5, 40)
+    )
     a = reference.quantize_activation(randn(2, 9), 3, False)
-    assert torch.equal(torch.ops.qpart_triton.dequantize_activation(*a, 3, [2, 9], torch.float32),
-                       reference.dequantize_activation(*a, 3, [2, 9], torch.float32))
+    assert torch.equal(
+        torch.ops.qpart_triton.dequantize_activation(*a, 3, [2, 9], torch.float32),
+        reference.dequantize_activation(*a, 3, [2, 9], torch.float32),
+    )
 
 
 @pytest.mark.parametrize("split_k", [2, 3])
@@ -114,15 +123,35 @@ def test_split_k_gemv(split_k):
     x, bias = randn(2, 160), randn(9)
     y = torch.zeros(2, 9, device=DEVICE)
     grid = (1, triton.cdiv(9, 16), split_k)
-    kernels.linear_kernel[grid](x, *q, bias, y, 2, 9, 160, q[0].shape[1], 32, 5, 2, BITS=6,
-                                HAS_BIAS=True, USE_DOT=False, BLOCK_M=2, BLOCK_N=16,
-                                BLOCK_K=32, SPLIT_K=split_k)
+    kernels.linear_kernel[grid](
+        x,
+        *q,
+        bias,
+        y,
+        2,
+        9,
+        160,
+        q[0].shape[1],
+        32,
+        5,
+        2,
+        BITS=6,
+        HAS_BIAS=True,
+        USE_DOT=False,
+        BLOCK_M=2,
+        BLOCK_N=16,
+        BLOCK_K=32,
+        SPLIT_K=split_k,
+    )
     torch.testing.assert_close(y, reference.linear(x, *q, bias, 6, 160))
 
 
 def test_autotune_pruning_matches_batch_bucket():
     from qpart_kernels.triton.configs import (
-        batch_bucket, linear_autotune_configs, prune_linear_configs)
+        batch_bucket,
+        linear_autotune_configs,
+        prune_linear_configs,
+    )
 
     configs = linear_autotune_configs(9)
     assert len(configs) > len(linear_autotune_configs(8))  # Hopper searches wider than Orin
@@ -130,6 +159,8 @@ def test_autotune_pruning_matches_batch_bucket():
         kept = prune_linear_configs(configs, {"M_BUCKET": batch_bucket(m)})
         assert kept
         if m < 9:
-            assert all(not c.kwargs["USE_DOT"] and c.kwargs["BLOCK_M"] == batch_bucket(m) for c in kept)
+            assert all(
+                not c.kwargs["USE_DOT"] and c.kwargs["BLOCK_M"] == batch_bucket(m) for c in kept
+            )
         else:
             assert all(c.kwargs["USE_DOT"] for c in kept)

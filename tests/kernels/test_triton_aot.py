@@ -18,8 +18,13 @@ pytest.importorskip("triton", reason="Triton is not installed")
 def test_all_kernels_compile_for_sm87_and_sm90():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    result = subprocess.run([sys.executable, "-m", "qpart_kernels.triton.aot", "87", "90"],
-                            env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "qpart_kernels.triton.aot", "87", "90"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     from qpart_kernels.triton.aot import CASES  # import after: defines no kernels of its own
 

@@ -6,8 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qpart.planning.allocation import (InfeasibleError, allocate_bits, continuous_allocation,
-                              exact_allocation, noise_of)
+from qpart.planning.allocation import (
+    InfeasibleError,
+    allocate_bits,
+    continuous_allocation,
+    exact_allocation,
+    noise_of,
+)
 
 scipy_optimize = pytest.importorskip("scipy.optimize")
 
@@ -31,10 +36,14 @@ def test_closed_form_matches_scipy(seed):
     assert noise_of(g, alpha, b) <= budget * (1 + 1e-7)
     # Scaled constraint log(noise / C) <= 0: well conditioned for SLSQP.
     res = scipy_optimize.minimize(
-        lambda x: c @ x / c.sum(), np.full(g.size, 8.0), jac=lambda x: c / c.sum(),
-        method="SLSQP", bounds=[(1, 8)] * g.size,
+        lambda x: c @ x / c.sum(),
+        np.full(g.size, 8.0),
+        jac=lambda x: c / c.sum(),
+        method="SLSQP",
+        bounds=[(1, 8)] * g.size,
         constraints=[{"type": "ineq", "fun": lambda x: -np.log(noise_of(g, alpha, x) / budget)}],
-        options={"ftol": 1e-10, "maxiter": 1000})
+        options={"ftol": 1e-10, "maxiter": 1000},
+    )
     assert res.status in (0, 8), res.message
     assert c @ b == pytest.approx(res.fun * c.sum(), rel=1e-6)
     np.testing.assert_allclose(b, res.x, atol=2e-3)
@@ -75,7 +84,9 @@ def test_greedy_gap_is_small_on_average():
     gaps = []
     for _ in range(100):
         g, alpha, c, budget = _problem(rng)
-        gaps.append(allocate_bits(g, alpha, c, budget).cost / exact_allocation(g, alpha, c, budget).cost - 1)
+        gaps.append(
+            allocate_bits(g, alpha, c, budget).cost / exact_allocation(g, alpha, c, budget).cost - 1
+        )
     assert np.mean(gaps) < 0.02
     assert np.max(gaps) < 0.25
 
@@ -83,10 +94,14 @@ def test_greedy_gap_is_small_on_average():
 def test_exact_matches_brute_force():
     rng = np.random.default_rng(3)
     import itertools
+
     for _ in range(10):
         g, alpha, c, budget = _problem(rng, n=3)
-        best = min((c @ np.array(b), b) for b in itertools.product(range(1, 9), repeat=3)
-                   if noise_of(g, alpha, b) <= budget * (1 + 1e-9))
+        best = min(
+            (c @ np.array(b), b)
+            for b in itertools.product(range(1, 9), repeat=3)
+            if noise_of(g, alpha, b) <= budget * (1 + 1e-9)
+        )
         assert exact_allocation(g, alpha, c, budget).cost == pytest.approx(best[0])
 
 
@@ -108,7 +123,7 @@ def test_looser_budget_never_more_bits():
 def test_memory_constraint_is_respected_and_costs_more():
     g = np.array([30.0, 100.0, 5.0])
     alpha = 0.5
-    c = np.array([1.0, 1.0, 0.0])       # the activation is free to widen
+    c = np.array([1.0, 1.0, 0.0])  # the activation is free to widen
     m = np.array([10.0, 1.0, 0.0])
     budget = noise_of(g, alpha, [5, 5, 5])
     free = allocate_bits(g, alpha, c, budget)

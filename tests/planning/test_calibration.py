@@ -9,7 +9,6 @@ import math
 
 import pytest
 import torch
-from sim_helpers import LEVELS, tiny_setup
 from torch import nn
 
 from qpart.core.metrics import flip_rate, predictions
@@ -20,6 +19,7 @@ from qpart.planning.calibration import adversarial_margins, cached_calibration, 
 from qpart.planning.noise_model import Calibration
 from qpart.planning.probe import Probe, quantized_weight
 from qpart.planning.solve import default_bit_costs, solve_partition
+from sim_helpers import LEVELS, tiny_setup
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +29,9 @@ def s():
 
 def test_adversarial_margin_by_hand():
     logits = torch.tensor([[3.0, 1.0, 0.0], [0.0, 0.5, 2.5]])
-    torch.testing.assert_close(adversarial_margins(logits),
-                               torch.tensor([2.0, 2.0]) / math.sqrt(2.0))
+    torch.testing.assert_close(
+        adversarial_margins(logits), torch.tensor([2.0, 2.0]) / math.sqrt(2.0)
+    )
 
 
 def test_noise_curves_upper_bound_every_measurement(s):
@@ -80,7 +81,7 @@ def test_quantized_weight_is_the_kernels_round_trip(s):
         q = quantized_weight(w, bits)
         assert q.shape == w.reshape(w.shape[0], -1).shape
         levels = [torch.unique(row).numel() for row in q]
-        assert max(levels) <= 2 ** bits
+        assert max(levels) <= 2**bits
     assert (quantized_weight(w, 8) - w).abs().max() < (quantized_weight(w, 2) - w).abs().max()
 
 

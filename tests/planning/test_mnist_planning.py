@@ -4,15 +4,14 @@ accuracy loss (real kernels, held-out test digits) within budget at every partit
 from __future__ import annotations
 
 import pytest
-import torch
 
+from qpart.core.profile import profile
 from qpart.planning.calibration import calibrate
 from qpart.planning.noise_model import Calibration
+from qpart.planning.table import PatternTable, Request
+from qpart.planning.validation import validate
 from qpart.workloads.data import load_mnist
 from qpart.workloads.models import trained_mnist_mlp
-from qpart.planning.table import PatternTable, Request
-from qpart.core.profile import profile
-from qpart.planning.validation import validate
 
 pytestmark = pytest.mark.slow
 
@@ -41,11 +40,14 @@ def test_adaptive_bits_below_8_and_calibration_is_monotone(setup):
     _, _, prof, calib, table = setup
     levels = sorted(calib.budgets)
     cs = [calib.budgets[lv] for lv in levels]
-    assert cs == sorted(cs)                      # higher a -> higher C
-    full = [pl for pl in table.patterns
-            if pl.partition_point == prof.num_layers and pl.accuracy_budget == 0.01][0]
+    assert cs == sorted(cs)  # higher a -> higher C
+    full = [
+        pl
+        for pl in table.patterns
+        if pl.partition_point == prof.num_layers and pl.accuracy_budget == 0.01
+    ][0]
     bits_per_weight = 8 * full.weight_payload_bytes / sum(l.weight_count for l in prof.layers)
-    assert bits_per_weight < 6.5                 # well below 8-bit (and 32-bit) payload
+    assert bits_per_weight < 6.5  # well below 8-bit (and 32-bit) payload
     plan = table.lookup(Request(0.01))
     assert plan.accuracy_budget <= 0.01
 

@@ -7,15 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sim_helpers import LEVELS, tiny_setup
 
-from qpart.simulation.baselines import pick_uniform, uniform_sweep
 from qpart.planning.probe import Probe
-from qpart.workloads.data import MnistSplit, holdout_split
+from qpart.planning.refinement import MeasuredRefiner
 from qpart.planning.solve import default_bit_costs, solve_partition
 from qpart.planning.table import PatternTable, Request
-from qpart.planning.refinement import MeasuredRefiner
 from qpart.simulation import build_table
+from qpart.simulation.baselines import pick_uniform, uniform_sweep
+from qpart.workloads.data import MnistSplit, holdout_split
+from sim_helpers import LEVELS, tiny_setup
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,8 @@ def test_refined_widths_always_meet_the_acceptance_rule(s, refiner):
             assert r.flip_rate <= limit + 1e-12
             if p:
                 assert probe.with_plan(p, r.bits, r.activation_bits)[1] == pytest.approx(
-                    r.flip_rate, abs=1e-9)
+                    r.flip_rate, abs=1e-9
+                )
     # every pattern of the simulator's table carries its measured, accepted flip rate
     for pl in s.table.patterns:
         assert pl.measured_flip_rate is not None
@@ -62,7 +63,7 @@ def test_refined_never_costs_more_than_uniform_with_the_same_rule(s, refiner):
             j_u = refiner.objective(p, u.bits, u.activation_bits, coef)
             assert j_q <= j_u * (1 + 1e-12)
             strictly_better += j_q < j_u * (1 - 1e-9)
-    assert strictly_better >= 1    # per-layer adaptation pays somewhere
+    assert strictly_better >= 1  # per-layer adaptation pays somewhere
 
 
 def test_refined_is_locally_minimal(s, refiner):
@@ -88,13 +89,17 @@ def test_refined_table_keeps_the_fast_lookup_path(s, tmp_path):
     table = s.table
     table.save(tmp_path / "t.json")
     loaded = PatternTable.load(tmp_path / "t.json")
-    assert [pl.measured_flip_rate for pl in loaded.patterns] == \
-           [pl.measured_flip_rate for pl in table.patterns]
+    assert [pl.measured_flip_rate for pl in loaded.patterns] == [
+        pl.measured_flip_rate for pl in table.patterns
+    ]
     for level in LEVELS:
         a = table.lookup(Request(level))
         b = loaded.lookup(Request(level))
-        assert (a.partition_point, a.bits, a.activation_bits) == \
-               (b.partition_point, b.bits, b.activation_bits)
+        assert (a.partition_point, a.bits, a.activation_bits) == (
+            b.partition_point,
+            b.bits,
+            b.activation_bits,
+        )
         assert a.accuracy_budget <= level
     unrefined = build_table(s.prof, s.calib, s.x_train, refine=False)
     assert all(pl.measured_flip_rate is None for pl in unrefined.patterns)

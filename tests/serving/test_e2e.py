@@ -17,16 +17,16 @@ import httpx
 import pytest
 import torch
 
-from qpart.core.costs import ChannelState, DeviceProfile, ObjectiveWeights
-from qpart.workloads.data import load_mnist
-from qpart.serving.device import DeviceClient, ServerError
-from qpart.workloads.models import cached_model_path, default_cache_dir, trained_mnist_mlp
-from qpart.core.profile import profile
 from qpart.apps.serve import MNIST_MODEL_ID, mnist_entry
-from qpart.planning.calibration import cached_calibration
+from qpart.core.costs import ChannelState, DeviceProfile, ObjectiveWeights
+from qpart.core.profile import profile
 from qpart.core.split import run_split
+from qpart.planning.calibration import cached_calibration
+from qpart.serving.device import DeviceClient, ServerError
 from qpart.serving.server import free_port
 from qpart.serving.wire import ACTIVATION_HEADER_BYTES, encode_activation
+from qpart.workloads.data import load_mnist
+from qpart.workloads.models import cached_model_path, default_cache_dir, trained_mnist_mlp
 
 pytestmark = pytest.mark.slow  # a real server process + a small calibration (~25 s setup)
 
@@ -34,8 +34,9 @@ TOKEN = "test-token"
 CALIB = 200  # small calibration: these tests check the serving path, not the planner
 MAX_BODY = 64 * 1024
 MODEL = MNIST_MODEL_ID
-GATEWAY = dict(profile=DeviceProfile(cycles_per_mac=1, clock_hz=1e9),
-               weights=ObjectiveWeights(1, 1, 1000))  # -> all layers on the device
+GATEWAY = dict(
+    profile=DeviceProfile(cycles_per_mac=1, clock_hz=1e9), weights=ObjectiveWeights(1, 1, 1000)
+)  # -> all layers on the device
 PHONE = dict(profile=DeviceProfile(clock_hz=2e9), weights=ObjectiveWeights(1, 1, 100))
 
 
@@ -65,10 +66,29 @@ def server(cache):
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qpart.cli", "serve", "--port", str(port), "--cache-dir",
-         str(cache), "--calib-samples", str(CALIB), "--token", TOKEN, "--max-body-bytes",
-         str(MAX_BODY), "--max-concurrency", "4", "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        [
+            sys.executable,
+            "-m",
+            "qpart.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--cache-dir",
+            str(cache),
+            "--calib-samples",
+            str(CALIB),
+            "--token",
+            TOKEN,
+            "--max-body-bytes",
+            str(MAX_BODY),
+            "--max-concurrency",
+            "4",
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -106,23 +126,26 @@ def _auth() -> dict:
 
 
 def _valid_plan(url) -> dict:
-    r = httpx.post(f"{url}/v1/plan", json={"model": MODEL, "accuracy_budget": 0.01},
-                   headers=_auth())
+    r = httpx.post(
+        f"{url}/v1/plan", json={"model": MODEL, "accuracy_budget": 0.01}, headers=_auth()
+    )
     assert r.status_code == 200, r.text
     return r.json()
 
 
-@pytest.mark.parametrize("budget,kw", [(0.01, {}), (0.02, PHONE), (0.01, GATEWAY),
-                                       (0.005, {"channel": ChannelState(1e6, 1e6)})])
-def test_end_to_end_matches_in_process_split_and_predicted_bytes(server, entry, digits,
-                                                                 budget, kw):
+@pytest.mark.parametrize(
+    "budget,kw",
+    [(0.01, {}), (0.02, PHONE), (0.01, GATEWAY), (0.005, {"channel": ChannelState(1e6, 1e6)})],
+)
+def test_end_to_end_matches_in_process_split_and_predicted_bytes(server, entry, digits, budget, kw):
     x, _ = digits
     with _client(server, **kw) as dev:
         res = dev.run(x[:3], MODEL, budget)
     plan = res.plan
     served = entry.plans[plan["plan_id"]]
-    ref = run_split(served.segments.device, served.segments.server, x[:3],
-                    plan["activation_bits"]).reshape(3, -1)
+    ref = run_split(
+        served.segments.device, served.segments.server, x[:3], plan["activation_bits"]
+    ).reshape(3, -1)
     torch.testing.assert_close(res.output, ref, rtol=1e-4, atol=1e-4)
     # bytes on the wire = the planner's payloads (+ fixed headers)
     assert res.segment_tensor_bytes == plan["weight_payload_bytes"]
@@ -131,7 +154,9 @@ def test_end_to_end_matches_in_process_split_and_predicted_bytes(server, entry, 
     if plan["activation_bits"] is None:
         assert plan["partition_point"] == plan["num_layers"] and res.activation_bytes == 0
     else:
-        assert res.activation_bytes == ACTIVATION_HEADER_BYTES + 3 * plan["activation_payload_bytes"]
+        assert (
+            res.activation_bytes == ACTIVATION_HEADER_BYTES + 3 * plan["activation_payload_bytes"]
+        )
     if kw is GATEWAY:
         assert plan["partition_point"] == plan["num_layers"]
 
@@ -162,45 +187,130 @@ def _bad_requests(url: str, plan: dict, full_plan: dict):
     ok = {"model": MODEL, "accuracy_budget": 0.01}
     a = _auth()
     return [
-        ("malformed JSON", 400, lambda: httpx.post(f"{url}/v1/plan", content=b"{not json",
-                                                   headers={**a, "Content-Type": "application/json"})),
-        ("unknown model", 404, lambda: httpx.post(f"{url}/v1/plan", json={**ok, "model": "nope"}, headers=a)),
-        ("negative clock", 422, lambda: httpx.post(
-            f"{url}/v1/plan", json={**ok, "device": {"clock_hz": -1}}, headers=a)),
-        ("zero bandwidth", 422, lambda: httpx.post(
-            f"{url}/v1/plan", json={**ok, "channel": {"uplink_bps": 0}}, headers=a)),
-        ("budget above 1", 422, lambda: httpx.post(f"{url}/v1/plan", json={**ok, "accuracy_budget": 2}, headers=a)),
-        ("unknown field", 422, lambda: httpx.post(f"{url}/v1/plan", json={**ok, "clock": 1}, headers=a)),
-        ("impossible budget", 422, lambda: httpx.post(
-            f"{url}/v1/plan", json={**ok, "accuracy_budget": 1e-6}, headers=a)),
-        ("too little memory", 422, lambda: httpx.post(
-            f"{url}/v1/plan", json={**ok, "memory_bytes": 10}, headers=a)),
-        ("truncated activation", 400, lambda: httpx.post(
-            f"{url}/v1/infer/{pid}", content=body[:-5], headers=a)),
-        ("padded activation", 400, lambda: httpx.post(
-            f"{url}/v1/infer/{pid}", content=body + b"\0\0", headers=a)),
-        ("wrong-shaped activation", 400, lambda: httpx.post(
-            f"{url}/v1/infer/{pid}", content=encode_activation(torch.rand(1, 7), bits, pid), headers=a)),
-        ("wrong width", 400, lambda: httpx.post(
-            f"{url}/v1/infer/{pid}", content=encode_activation(
-                torch.rand(1, *plan["cut_shape"]), 8 if bits != 8 else 7, pid), headers=a)),
+        (
+            "malformed JSON",
+            400,
+            lambda: httpx.post(
+                f"{url}/v1/plan",
+                content=b"{not json",
+                headers={**a, "Content-Type": "application/json"},
+            ),
+        ),
+        (
+            "unknown model",
+            404,
+            lambda: httpx.post(f"{url}/v1/plan", json={**ok, "model": "nope"}, headers=a),
+        ),
+        (
+            "negative clock",
+            422,
+            lambda: httpx.post(
+                f"{url}/v1/plan", json={**ok, "device": {"clock_hz": -1}}, headers=a
+            ),
+        ),
+        (
+            "zero bandwidth",
+            422,
+            lambda: httpx.post(
+                f"{url}/v1/plan", json={**ok, "channel": {"uplink_bps": 0}}, headers=a
+            ),
+        ),
+        (
+            "budget above 1",
+            422,
+            lambda: httpx.post(f"{url}/v1/plan", json={**ok, "accuracy_budget": 2}, headers=a),
+        ),
+        (
+            "unknown field",
+            422,
+            lambda: httpx.post(f"{url}/v1/plan", json={**ok, "clock": 1}, headers=a),
+        ),
+        (
+            "impossible budget",
+            422,
+            lambda: httpx.post(f"{url}/v1/plan", json={**ok, "accuracy_budget": 1e-6}, headers=a),
+        ),
+        (
+            "too little memory",
+            422,
+            lambda: httpx.post(f"{url}/v1/plan", json={**ok, "memory_bytes": 10}, headers=a),
+        ),
+        (
+            "truncated activation",
+            400,
+            lambda: httpx.post(f"{url}/v1/infer/{pid}", content=body[:-5], headers=a),
+        ),
+        (
+            "padded activation",
+            400,
+            lambda: httpx.post(f"{url}/v1/infer/{pid}", content=body + b"\0\0", headers=a),
+        ),
+        (
+            "wrong-shaped activation",
+            400,
+            lambda: httpx.post(
+                f"{url}/v1/infer/{pid}",
+                content=encode_activation(torch.rand(1, 7), bits, pid),
+                headers=a,
+            ),
+        ),
+        (
+            "wrong width",
+            400,
+            lambda: httpx.post(
+                f"{url}/v1/infer/{pid}",
+                content=encode_activation(
+                    torch.rand(1, *plan["cut_shape"]), 8 if bits != 8 else 7, pid
+                ),
+                headers=a,
+            ),
+        ),
         ("empty body", 400, lambda: httpx.post(f"{url}/v1/infer/{pid}", content=b"", headers=a)),
-        ("oversized body", 413, lambda: httpx.post(
-            f"{url}/v1/infer/{pid}", content=b"\0" * (MAX_BODY + 1), headers=a)),
-        ("oversized chunked body", 413, lambda: httpx.post(
-            f"{url}/v1/infer/{pid}", content=iter([b"\0" * 40000, b"\0" * 40000]), headers=a)),
-        ("unknown plan id (infer)", 404, lambda: httpx.post(
-            f"{url}/v1/infer/{other}", content=body, headers=a)),
-        ("unknown plan id (segment)", 404, lambda: httpx.get(f"{url}/v1/segment/{other}", headers=a)),
+        (
+            "oversized body",
+            413,
+            lambda: httpx.post(f"{url}/v1/infer/{pid}", content=b"\0" * (MAX_BODY + 1), headers=a),
+        ),
+        (
+            "oversized chunked body",
+            413,
+            lambda: httpx.post(
+                f"{url}/v1/infer/{pid}", content=iter([b"\0" * 40000, b"\0" * 40000]), headers=a
+            ),
+        ),
+        (
+            "unknown plan id (infer)",
+            404,
+            lambda: httpx.post(f"{url}/v1/infer/{other}", content=body, headers=a),
+        ),
+        (
+            "unknown plan id (segment)",
+            404,
+            lambda: httpx.get(f"{url}/v1/segment/{other}", headers=a),
+        ),
         ("malformed plan id", 422, lambda: httpx.get(f"{url}/v1/segment/xyz", headers=a)),
-        ("mismatched plan id", 400, lambda: httpx.post(
-            f"{url}/v1/infer/{pid}", content=encode_activation(
-                torch.rand(1, *plan["cut_shape"]), bits, full_plan["plan_id"]), headers=a)),
-        ("infer on an all-device plan", 409, lambda: httpx.post(
-            f"{url}/v1/infer/{full_plan['plan_id']}", content=body, headers=a)),
+        (
+            "mismatched plan id",
+            400,
+            lambda: httpx.post(
+                f"{url}/v1/infer/{pid}",
+                content=encode_activation(
+                    torch.rand(1, *plan["cut_shape"]), bits, full_plan["plan_id"]
+                ),
+                headers=a,
+            ),
+        ),
+        (
+            "infer on an all-device plan",
+            409,
+            lambda: httpx.post(f"{url}/v1/infer/{full_plan['plan_id']}", content=body, headers=a),
+        ),
         ("missing token", 401, lambda: httpx.post(f"{url}/v1/plan", json=ok)),
-        ("wrong token", 401, lambda: httpx.get(f"{url}/v1/models",
-                                               headers={"Authorization": "Bearer wrong"})),
+        (
+            "wrong token",
+            401,
+            lambda: httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer wrong"}),
+        ),
     ]
 
 
@@ -232,8 +342,13 @@ def test_health_models_and_openapi(server):
     models = httpx.get(f"{server}/v1/models", headers=_auth()).json()
     assert models[0]["id"] == MODEL and models[0]["num_layers"] == 6
     schema = httpx.get(f"{server}/openapi.json").json()
-    for path in ("/v1/health", "/v1/models", "/v1/plan", "/v1/segment/{plan_id}",
-                 "/v1/infer/{plan_id}"):
+    for path in (
+        "/v1/health",
+        "/v1/models",
+        "/v1/plan",
+        "/v1/segment/{plan_id}",
+        "/v1/infer/{plan_id}",
+    ):
         assert path in schema["paths"], path
     assert "PlanRequest" in schema["components"]["schemas"]
 
@@ -251,12 +366,13 @@ def test_bounded_load_no_errors_no_lost_responses(server, entry, digits):
         kw = [{}, PHONE][i % 2]
         with _client(server, **kw) as dev:
             for j in range(n_requests):
-                xi = x[(i + j) % 16:(i + j) % 16 + 1]
+                xi = x[(i + j) % 16 : (i + j) % 16 + 1]
                 try:
                     res = dev.run(xi, MODEL, [0.01, 0.02][i % 2])
                     sp = entry.plans[res.plan["plan_id"]]
-                    ref = run_split(sp.segments.device, sp.segments.server, xi,
-                                    sp.pattern.activation_bits).reshape(1, -1)
+                    ref = run_split(
+                        sp.segments.device, sp.segments.server, xi, sp.pattern.activation_bits
+                    ).reshape(1, -1)
                     if not torch.allclose(res.output, ref, rtol=1e-4, atol=1e-4):
                         raise AssertionError("output mismatch")
                     with lock:
@@ -275,12 +391,27 @@ def test_cli_demo_runs_end_to_end(cache, capsys):
     """``qpart demo`` on the test cache: four devices, one row each, bytes = prediction."""
     from qpart.cli import main
 
-    assert main(["demo", "--cache-dir", str(cache), "--calib-samples", str(CALIB),
-                 "--digits", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--cache-dir",
+                str(cache),
+                "--calib-samples",
+                str(CALIB),
+                "--digits",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    rows = [line.split() for line in out.splitlines()
-            if line.split() and line.split()[0] in ("mcu-200MHz", "narrowband", "phone-2GHz",
-                                                      "gateway")]
+    rows = [
+        line.split()
+        for line in out.splitlines()
+        if line.split() and line.split()[0] in ("mcu-200MHz", "narrowband", "phone-2GHz", "gateway")
+    ]
     rows = [r for r in rows if r[1].endswith("%")]
     assert len(rows) == 4, out
     for r in rows:

@@ -17,8 +17,14 @@ from qpart.core.profile import profile
 from qpart.core.split import roundtrip_activation
 from qpart.planning.calibration import calibrate
 from qpart.serving import deps
-from qpart.serving.deps import (ServerSettings, ServingState, get_models, get_served_plan,
-                                get_settings, require_token)
+from qpart.serving.deps import (
+    ServerSettings,
+    ServingState,
+    get_models,
+    get_served_plan,
+    get_settings,
+    require_token,
+)
 from qpart.serving.registry import ModelEntry
 from qpart.serving.schemas import PLAN_ID_PATTERN
 from qpart.serving.server import SEGMENT_ID_HEADER, create_app
@@ -44,8 +50,7 @@ def entry() -> ModelEntry:
 
 @pytest.fixture(scope="module")
 def client(entry):
-    with TestClient(create_app({MODEL: entry},
-                               ServerSettings(max_body_bytes=MAX_BODY))) as c:
+    with TestClient(create_app({MODEL: entry}, ServerSettings(max_body_bytes=MAX_BODY))) as c:
         yield c
 
 
@@ -126,22 +131,30 @@ def test_plan_happy_path_matches_the_registry(client, entry):
     terms = plan["predicted"]
     assert terms["total_time_s"] > 0 and terms["objective"] > 0
     # naming the segment it holds: the same answer, now marked held
-    again = client.post("/v1/plan", json={"model": MODEL, "accuracy_budget": 0.02,
-                                          "held_segment": plan["segment_id"]}).json()
+    again = client.post(
+        "/v1/plan",
+        json={"model": MODEL, "accuracy_budget": 0.02, "held_segment": plan["segment_id"]},
+    ).json()
     assert again["segment_held"] and again["segment_id"] == plan["segment_id"]
 
 
-@pytest.mark.parametrize("body,status,needle", [
-    ({"model": "nope", "accuracy_budget": 0.01}, 404, "unknown model"),
-    ({"model": MODEL, "accuracy_budget": 2}, 422, "accuracy_budget"),
-    ({"model": MODEL, "accuracy_budget": 0.01, "clock": 1}, 422, "clock"),
-    ({"model": MODEL, "accuracy_budget": 0.01, "device": {"clock_hz": -1}}, 422, "clock_hz"),
-    ({"model": MODEL, "accuracy_budget": 0.01, "channel": {"uplink_bps": 0}}, 422,
-     "uplink_bps"),
-    ({"model": MODEL}, 422, "accuracy_budget"),
-    ({"model": MODEL, "accuracy_budget": 0.01, "held_segment": "xyz"}, 422, "held_segment"),
-    ({"model": MODEL, "accuracy_budget": 1e-6}, 422, "infeasible request (accuracy)"),
-])
+@pytest.mark.parametrize(
+    "body,status,needle",
+    [
+        ({"model": "nope", "accuracy_budget": 0.01}, 404, "unknown model"),
+        ({"model": MODEL, "accuracy_budget": 2}, 422, "accuracy_budget"),
+        ({"model": MODEL, "accuracy_budget": 0.01, "clock": 1}, 422, "clock"),
+        ({"model": MODEL, "accuracy_budget": 0.01, "device": {"clock_hz": -1}}, 422, "clock_hz"),
+        (
+            {"model": MODEL, "accuracy_budget": 0.01, "channel": {"uplink_bps": 0}},
+            422,
+            "uplink_bps",
+        ),
+        ({"model": MODEL}, 422, "accuracy_budget"),
+        ({"model": MODEL, "accuracy_budget": 0.01, "held_segment": "xyz"}, 422, "held_segment"),
+        ({"model": MODEL, "accuracy_budget": 1e-6}, 422, "infeasible request (accuracy)"),
+    ],
+)
 def test_plan_errors(client, body, status, needle):
     r = client.post("/v1/plan", json=body)
     assert r.status_code == status, r.text
@@ -149,8 +162,7 @@ def test_plan_errors(client, body, status, needle):
 
 
 def test_plan_malformed_json_is_400(client):
-    r = client.post("/v1/plan", content=b"{not json",
-                    headers={"Content-Type": "application/json"})
+    r = client.post("/v1/plan", content=b"{not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and _detail(r).startswith("malformed JSON body")
 
 
@@ -173,8 +185,9 @@ def test_segment_bytes_and_conditional_get(client, entry):
     assert r.status_code == 200 and r.content == sp.encoded.data
 
 
-@pytest.mark.parametrize("plan_id,status", [(OTHER, 404), ("xyz", 422),
-                                            ("F37265591C07F7D2", 422), ("0" * 17, 422)])
+@pytest.mark.parametrize(
+    "plan_id,status", [(OTHER, 404), ("xyz", 422), ("F37265591C07F7D2", 422), ("0" * 17, 422)]
+)
 def test_segment_bad_plan_ids(client, plan_id, status):
     r = client.get(f"/v1/segment/{plan_id}")
     assert r.status_code == status, r.text
@@ -190,8 +203,9 @@ def test_infer_round_trip_equals_the_server_segment(client, entry):
     x = torch.randn(5, 16)
     body, cut = _body(sp, x)
     assert len(body) == ACTIVATION_HEADER_BYTES + 5 * sp.pattern.activation_payload_bytes
-    r = client.post(f"/v1/infer/{pid}", content=body,
-                    headers={"Content-Type": "application/octet-stream"})
+    r = client.post(
+        f"/v1/infer/{pid}", content=body, headers={"Content-Type": "application/octet-stream"}
+    )
     assert r.status_code == 200, r.text
     res = r.json()
     with torch.no_grad():
@@ -238,8 +252,9 @@ def test_auth_guards_every_route_but_health(secured, entry):
     body, _ = _body(sp, torch.randn(1, 16))
     calls = {
         "models": lambda **kw: secured.get("/v1/models", **kw),
-        "plan": lambda **kw: secured.post("/v1/plan", json={"model": MODEL,
-                                                            "accuracy_budget": 0.01}, **kw),
+        "plan": lambda **kw: secured.post(
+            "/v1/plan", json={"model": MODEL, "accuracy_budget": 0.01}, **kw
+        ),
         "segment": lambda **kw: secured.get(f"/v1/segment/{pid}", **kw),
         "infer": lambda **kw: secured.post(f"/v1/infer/{pid}", content=body, **kw),
     }
@@ -253,8 +268,12 @@ def test_auth_guards_every_route_but_health(secured, entry):
         assert r.status_code == 200, (name, r.text)
     # the token is checked before the plan id is looked up
     assert secured.get(f"/v1/segment/{OTHER}").status_code == 401
-    assert secured.get(f"/v1/segment/{OTHER}",
-                       headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 404
+    assert (
+        secured.get(
+            f"/v1/segment/{OTHER}", headers={"Authorization": f"Bearer {TOKEN}"}
+        ).status_code
+        == 404
+    )
 
 
 # ----------------------------------------------------------------------------- dependencies
@@ -317,21 +336,32 @@ def test_dependency_overrides_swap_settings_and_models(entry):
 def test_openapi_metadata(client):
     schema = client.get("/openapi.json").json()
     paths = schema["paths"]
-    assert set(paths) == {"/v1/health", "/v1/models", "/v1/plan", "/v1/segment/{plan_id}",
-                          "/v1/infer/{plan_id}"}
+    assert set(paths) == {
+        "/v1/health",
+        "/v1/models",
+        "/v1/plan",
+        "/v1/segment/{plan_id}",
+        "/v1/infer/{plan_id}",
+    }
     assert paths["/v1/health"]["get"]["tags"] == ["meta"]
     assert paths["/v1/models"]["get"]["tags"] == ["meta"]
-    for path, method in (("/v1/plan", "post"), ("/v1/segment/{plan_id}", "get"),
-                         ("/v1/infer/{plan_id}", "post")):
+    for path, method in (
+        ("/v1/plan", "post"),
+        ("/v1/segment/{plan_id}", "get"),
+        ("/v1/infer/{plan_id}", "post"),
+    ):
         op = paths[path][method]
         assert op["tags"] == ["serving"], path
         for status in ("400", "401", "404", "413", "422", "503"):
             assert op["responses"][status]["content"]["application/json"]["schema"] == {
-                "$ref": "#/components/schemas/ErrorBody"}, (path, status)
+                "$ref": "#/components/schemas/ErrorBody"
+            }, (path, status)
     assert "304" in paths["/v1/segment/{plan_id}"]["get"]["responses"]
     infer = paths["/v1/infer/{plan_id}"]["post"]
     assert infer["requestBody"]["content"]["application/octet-stream"]["schema"] == {
-        "type": "string", "format": "binary"}
+        "type": "string",
+        "format": "binary",
+    }
     (param,) = infer["parameters"]
     assert param["name"] == "plan_id" and param["in"] == "path"
     assert param["schema"]["pattern"] == PLAN_ID_PATTERN

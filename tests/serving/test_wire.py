@@ -10,22 +10,41 @@ import torch
 from torch import nn
 
 from qpart.core.profile import profile
-from qpart.core.split import quantized_segments, run_split, split_model
-from qpart.core.split import quantized_split_model
-from qpart.core.split import roundtrip_activation
+from qpart.core.split import (
+    quantized_segments,
+    quantized_split_model,
+    roundtrip_activation,
+    run_split,
+    split_model,
+)
 from qpart.serving import wire
 
 
 def _mlp() -> nn.Sequential:
-    return nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 12), nn.ReLU(),
-                         nn.Dropout(0.1), nn.Linear(12, 5)).eval()
+    return nn.Sequential(
+        nn.Linear(20, 16),
+        nn.ReLU(),
+        nn.Linear(16, 12),
+        nn.ReLU(),
+        nn.Dropout(0.1),
+        nn.Linear(12, 5),
+    ).eval()
 
 
 def _cnn() -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 8, 3, stride=2, padding=1, bias=False), nn.ReLU(), nn.AvgPool2d(2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Identity(), nn.Linear(8, 4)).eval()
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1, bias=False),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Identity(),
+        nn.Linear(8, 4),
+    ).eval()
 
 
 class _Residual(nn.Module):
@@ -60,8 +79,12 @@ def test_segments_rebuild_and_match_split_model_at_every_point(make, shape):
         out = run_split(dec.module, seg.server, x, b_a)
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
         # deterministic: same segment -> same bytes -> same id
-        assert wire.encode_segment(seg.device, seg.input_shape,
-                                   seg.cut_shape or seg.output_shape).segment_id == enc.segment_id
+        assert (
+            wire.encode_segment(
+                seg.device, seg.input_shape, seg.cut_shape or seg.output_shape
+            ).segment_id
+            == enc.segment_id
+        )
 
 
 def test_float_split_composes_to_the_model():
@@ -93,17 +116,19 @@ def test_tampered_or_foreign_segments_are_rejected():
     with pytest.raises(wire.WireFormatError, match="safetensors"):
         wire.decode_segment(b"not a container")
     from safetensors.torch import save
+
     foreign = save({"0.packed_weight": torch.zeros(3)}, metadata={"qpart": "{}"})
     with pytest.raises(wire.WireFormatError):
         wire.decode_segment(foreign)
 
 
-@pytest.mark.parametrize("shape,bits", [((1, 784), 3), ((5, 64), 8), ((2, 4, 3, 3), 1),
-                                        ((3, 7), 5)])
+@pytest.mark.parametrize(
+    "shape,bits", [((1, 784), 3), ((5, 64), 8), ((2, 4, 3, 3), 1), ((3, 7), 5)]
+)
 def test_activation_body_is_header_plus_planned_payload(shape, bits):
     x = torch.randn(*shape)
     body = wire.encode_activation(x, bits, "00112233aabbccdd")
-    per_sample = (shape[1] if len(shape) == 2 else shape[1] * shape[2] * shape[3])
+    per_sample = shape[1] if len(shape) == 2 else shape[1] * shape[2] * shape[3]
     d_a = -(-per_sample * bits // 8) + 3  # the planner's D_a
     assert len(body) == wire.ACTIVATION_HEADER_BYTES + shape[0] * d_a == 32 + shape[0] * d_a
     head, y = wire.decode_activation(body, shape[1:], bits)

@@ -7,14 +7,19 @@ import math
 import numpy as np
 import pytest
 import torch
-from sim_helpers import tiny_setup
 
-from qpart.planning.solve import allocation_problem
-from qpart.simulation.baselines import (autoencoder_config, closed_form_config,
-                             no_opt_config, pick_uniform, pruning_config, qpart_config,
-                             uniform_sweep)
 from qpart.core.metrics import accuracy
-from qpart.planning.solve import default_bit_costs
+from qpart.planning.solve import allocation_problem, default_bit_costs
+from qpart.simulation.baselines import (
+    autoencoder_config,
+    closed_form_config,
+    no_opt_config,
+    pick_uniform,
+    pruning_config,
+    qpart_config,
+    uniform_sweep,
+)
+from sim_helpers import tiny_setup
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +31,9 @@ def test_no_opt_is_the_float_model(s):
     for p in s.prof.valid_points:
         cfg = no_opt_config(s.prof, p)
         assert accuracy(cfg.module, s.x_eval, s.y_eval) == s.float_accuracy
-        assert cfg.weight_payload_bytes == 4 * sum(l.weight_count + l.bias_count
-                                                   for l in s.prof.layers[:p])
+        assert cfg.weight_payload_bytes == 4 * sum(
+            l.weight_count + l.bias_count for l in s.prof.layers[:p]
+        )
         assert cfg.activation_payload_bytes == 4 * s.prof.activation_elems(p)
 
 
@@ -72,12 +78,18 @@ def test_pruning_meets_its_target_and_shrinks_the_payload(s):
         zeros = float((mods[layer.name].weight == 0).float().mean())
         assert zeros == pytest.approx(sp, abs=0.02)
     assert cfg.weight_payload_bytes < cfg.fp32_weight_bytes
-    assert cfg.activation_payload_bytes == 0          # p = L sends nothing back
+    assert cfg.activation_payload_bytes == 0  # p = L sends nothing back
     strict = pruning_config(s.prof, 1, s.x_eval, s.y_eval, -1.0, s.float_accuracy)
-    assert strict.detail["sparsity"] == 0.0          # impossible target: nothing pruned
+    assert strict.detail["sparsity"] == 0.0  # impossible target: nothing pruned
     # the original model is untouched
-    assert float((dict(s.prof.graph_module.named_modules())[s.prof.layers[0].name].weight == 0)
-                 .float().mean()) == 0.0
+    assert (
+        float(
+            (dict(s.prof.graph_module.named_modules())[s.prof.layers[0].name].weight == 0)
+            .float()
+            .mean()
+        )
+        == 0.0
+    )
 
 
 @pytest.mark.slow

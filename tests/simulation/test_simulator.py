@@ -8,12 +8,12 @@ import math
 
 import numpy as np
 import pytest
-from sim_helpers import tiny_setup
 
 from qpart.cli import COMMANDS, build_parser
 from qpart.core.costs import ChannelState, ServerProfile, evaluate_costs
 from qpart.planning.table import Request
-from qpart.simulation import (ROW_FIELDS, RequestDistribution, Simulator, simulate)
+from qpart.simulation import ROW_FIELDS, RequestDistribution, Simulator, simulate
+from sim_helpers import tiny_setup
 
 SCHEMES_FAST = ("qpart", "closed_form", "uniform", "pruning", "no_opt")
 
@@ -32,7 +32,7 @@ def test_request_distribution_seeded_and_in_range():
     assert {r.budget for r in a} == set(dist.budgets)
     assert {r.bandwidth_hz for r in a} == set(dist.bandwidths_hz)
     assert all(0.05 <= r.distance_km <= 0.5 and 0 <= r.digit < 50 for r in a)
-    assert abs(np.mean([r.fading_gain for r in a]) - 1.0) < 0.2   # Exp(1)
+    assert abs(np.mean([r.fading_gain for r in a]) - 1.0) < 0.2  # Exp(1)
     with pytest.raises(ValueError):
         dist.sample(0, seed=1)
 
@@ -63,9 +63,13 @@ def test_modules_match_cost_model_and_qpart_uses_the_table():
     rows = {(r["request"], r["scheme"]): r for r in perf.rows}
     for req in reqs:
         ch = sim.communication.channel(req)
-        assert ch == ChannelState.rayleigh(req.distance_km, req.bandwidth_hz,
-                                           req.device.tx_power_w, 10.0,
-                                           fading_gain=req.fading_gain)
+        assert ch == ChannelState.rayleigh(
+            req.distance_km,
+            req.bandwidth_hz,
+            req.device.tx_power_w,
+            10.0,
+            fading_gain=req.fading_gain,
+        )
         q = rows[(req.index, "qpart")]
         plan = setup.table.lookup(Request(req.budget, req.device, ch, req.weights))
         assert q["partition_point"] == plan.partition_point
@@ -73,9 +77,16 @@ def test_modules_match_cost_model_and_qpart_uses_the_table():
         for scheme in SCHEMES_FAST:
             r = rows[(req.index, scheme)]
             cfg = sim.config_for(scheme, req, ch)
-            ref = evaluate_costs(cfg.device_macs, cfg.server_macs, 8 * cfg.weight_payload_bytes,
-                                 8 * cfg.activation_payload_bytes, req.device, ServerProfile(),
-                                 ch, req.weights)
+            ref = evaluate_costs(
+                cfg.device_macs,
+                cfg.server_macs,
+                8 * cfg.weight_payload_bytes,
+                8 * cfg.activation_payload_bytes,
+                req.device,
+                ServerProfile(),
+                ch,
+                req.weights,
+            )
             assert r["objective"] == pytest.approx(ref.objective, rel=1e-12)
             assert r["total_time_s"] == pytest.approx(ref.total_time_s, rel=1e-12)
             # each baseline picks its cheapest partition point for the request
@@ -98,10 +109,25 @@ def test_cli_registers_simulate_and_reproduce():
     names = [f.__name__ for f in COMMANDS]
     assert "_add_simulate" in names and "_add_reproduce" in names
     p = build_parser()
-    args = p.parse_args(["simulate", "--requests", "7", "--budgets", "0.01,0.02",
-                         "--schemes", "qpart,no_opt", "--seed", "2"])
-    assert (args.requests, args.budgets, args.schemes, args.seed) == (7, (0.01, 0.02),
-                                                                      ("qpart", "no_opt"), 2)
+    args = p.parse_args(
+        [
+            "simulate",
+            "--requests",
+            "7",
+            "--budgets",
+            "0.01,0.02",
+            "--schemes",
+            "qpart,no_opt",
+            "--seed",
+            "2",
+        ]
+    )
+    assert (args.requests, args.budgets, args.schemes, args.seed) == (
+        7,
+        (0.01, 0.02),
+        ("qpart", "no_opt"),
+        2,
+    )
     with pytest.raises(SystemExit):
         p.parse_args(["simulate", "--schemes", "magic"])
     with pytest.raises(SystemExit):
@@ -119,8 +145,11 @@ def test_held_weights_and_device_memory():
     reqs = dist.sample(30, 2, setup.x_eval.shape[0])
     # the memory comes from its own stream: every other quantity is unchanged
     for a, b in zip(base.sample(30, 2, setup.x_eval.shape[0]), reqs):
-        assert (a.device.clock_hz, a.digit, a.fading_gain) == (b.device.clock_hz, b.digit,
-                                                               b.fading_gain)
+        assert (a.device.clock_hz, a.digit, a.fading_gain) == (
+            b.device.clock_hz,
+            b.digit,
+            b.fading_gain,
+        )
         assert math.isinf(a.device.memory_bytes) and mem[0] <= b.device.memory_bytes <= mem[1]
     held = sim.with_held_weights()
     perf = held.run(reqs)
@@ -131,18 +160,38 @@ def test_held_weights_and_device_memory():
             cfg = held.config_for(scheme, req, ch)
             assert cfg.memory_bytes <= req.device.memory_bytes or cfg.p == 0
             r = rows[(req.index, scheme)]
-            ref = evaluate_costs(cfg.device_macs, cfg.server_macs, 0,
-                                 8 * cfg.activation_payload_bytes, req.device, ServerProfile(),
-                                 ch, req.weights)
+            ref = evaluate_costs(
+                cfg.device_macs,
+                cfg.server_macs,
+                0,
+                8 * cfg.activation_payload_bytes,
+                req.device,
+                ServerProfile(),
+                ch,
+                req.weights,
+            )
             assert r["objective"] == pytest.approx(ref.objective, rel=1e-12)
             assert r["payload_bytes"] == cfg.activation_payload_bytes
         # QPART: the cheapest fitting pattern with the download term dropped
         q = rows[(req.index, "qpart")]
-        fits = [pl for pl in setup.table.patterns if pl.accuracy_budget <= req.budget
-                and pl.memory_bytes <= req.device.memory_bytes]
-        best = min(evaluate_costs(pl.device_macs, pl.server_macs, 0,
-                                  8 * pl.activation_payload_bytes, req.device, ServerProfile(),
-                                  ch, req.weights).objective for pl in fits)
+        fits = [
+            pl
+            for pl in setup.table.patterns
+            if pl.accuracy_budget <= req.budget and pl.memory_bytes <= req.device.memory_bytes
+        ]
+        best = min(
+            evaluate_costs(
+                pl.device_macs,
+                pl.server_macs,
+                0,
+                8 * pl.activation_payload_bytes,
+                req.device,
+                ServerProfile(),
+                ch,
+                req.weights,
+            ).objective
+            for pl in fits
+        )
         assert q["objective"] == pytest.approx(best, rel=1e-9)
     # the original simulator still downloads the weights
     assert not sim.communication.held_weights
@@ -158,21 +207,24 @@ def test_a_registered_scheme_is_prepared_and_served():
 
     @register_scheme("float_8bit_cut")
     def _float_8bit_cut(ctx, p):
-        return {lv: quantized_config(ctx.prof, "float_8bit_cut", p, [8] * p, 8)
-                for lv in ctx.levels}
+        return {
+            lv: quantized_config(ctx.prof, "float_8bit_cut", p, [8] * p, 8) for lv in ctx.levels
+        }
 
     try:
         assert registered_schemes()[-1] == "float_8bit_cut"
         with pytest.raises(ValueError, match="already registered"):
             register_scheme("float_8bit_cut")(_float_8bit_cut)
-        sim = Simulator(s, schemes=("no_opt", "float_8bit_cut"), levels=(0.01, 0.02),
-                        progress=False)
+        sim = Simulator(
+            s, schemes=("no_opt", "float_8bit_cut"), levels=(0.01, 0.02), progress=False
+        )
         sim.prepare()
         per = sim.configs["float_8bit_cut"]
         assert set(per) == {0.01, 0.02}
         assert [c.p for c in per[0.01]] == list(s.prof.valid_points)
-        reqs = RequestDistribution(budgets=(0.01, 0.02)).sample(5, seed=1,
-                                                                n_digits=s.x_eval.shape[0])
+        reqs = RequestDistribution(budgets=(0.01, 0.02)).sample(
+            5, seed=1, n_digits=s.x_eval.shape[0]
+        )
         rows = sim.run(reqs).rows
         assert {r["scheme"] for r in rows} == {"no_opt", "float_8bit_cut"}
     finally:

@@ -44,10 +44,20 @@ class DemoDevice:
 DEVICES = (
     DemoDevice("mcu-200MHz", 0.01, DeviceProfile(), ChannelState(200e6, 200e6)),
     DemoDevice("narrowband", 0.005, DeviceProfile(), ChannelState(1e6, 1e6)),
-    DemoDevice("phone-2GHz", 0.02, DeviceProfile(clock_hz=2e9),
-               ChannelState(200e6, 200e6), ObjectiveWeights(1, 1, 100)),
-    DemoDevice("gateway", 0.01, DeviceProfile(cycles_per_mac=1, clock_hz=1e9),
-               ChannelState(200e6, 200e6), ObjectiveWeights(1, 1, 1000)),
+    DemoDevice(
+        "phone-2GHz",
+        0.02,
+        DeviceProfile(clock_hz=2e9),
+        ChannelState(200e6, 200e6),
+        ObjectiveWeights(1, 1, 100),
+    ),
+    DemoDevice(
+        "gateway",
+        0.01,
+        DeviceProfile(cycles_per_mac=1, clock_hz=1e9),
+        ChannelState(200e6, 200e6),
+        ObjectiveWeights(1, 1, 1000),
+    ),
 )
 
 
@@ -75,15 +85,24 @@ def _fmt_bits(bits: list[int], b_a: int | None) -> str:
 
 def format_rows(rows: list[DemoRow]) -> str:
     """The demo table (one line per device) and a legend."""
-    head = (f"{'device':<11} {'budget':>6} {'p':>2} {'bits w/a':>10} {'D_w (B)':>8} {'%fp32':>6} "
-            f"{'seg B':>7} {'act B/req':>10} {'loss pred':>9} {'meas':>6} {'T pred ms':>9} "
-            f"{'E pred mJ':>9} {'cost':>8} {'wall ms':>8} {'dev ms':>6} {'srv ms':>6} {'ok':>5}")
+    head = (
+        f"{'device':<11} {'budget':>6} {'p':>2} {'bits w/a':>10} {'D_w (B)':>8} {'%fp32':>6} "
+        f"{'seg B':>7} {'act B/req':>10} {'loss pred':>9} {'meas':>6} {'T pred ms':>9} "
+        f"{'E pred mJ':>9} {'cost':>8} {'wall ms':>8} {'dev ms':>6} {'srv ms':>6} {'ok':>5}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         p = r.plan
-        pct = 100.0 * p["weight_payload_bytes"] / p["fp32_weight_bytes"] if p["fp32_weight_bytes"] else 0.0
-        act = (f"{r.activation_bytes // r.requests}/{r.predicted_activation_bytes // r.requests + 32}"
-               if r.activation_bytes else "0/0")
+        pct = (
+            100.0 * p["weight_payload_bytes"] / p["fp32_weight_bytes"]
+            if p["fp32_weight_bytes"]
+            else 0.0
+        )
+        act = (
+            f"{r.activation_bytes // r.requests}/{r.predicted_activation_bytes // r.requests + 32}"
+            if r.activation_bytes
+            else "0/0"
+        )
         pr = p["predicted"]
         lines.append(
             f"{r.device.name:<11} {100 * r.device.budget:>5.1f}% {p['partition_point']:>2} "
@@ -91,7 +110,8 @@ def format_rows(rows: list[DemoRow]) -> str:
             f"{pct:>5.1f}% {r.segment_bytes:>7,} {act:>10} {100 * p['predicted_loss']:>8.2f}% "
             f"{100 * r.measured_loss:>5.1f}% {1e3 * pr['total_time_s']:>9.3f} "
             f"{1e3 * pr['total_energy_j']:>9.3f} {pr['server_cost']:>8.1e} {r.wall_ms:>8.2f} "
-            f"{r.device_ms:>6.2f} {r.server_ms:>6.2f} {r.correct:>2}/{r.requests:<2}")
+            f"{r.device_ms:>6.2f} {r.server_ms:>6.2f} {r.correct:>2}/{r.requests:<2}"
+        )
     lines += [
         "",
         "bits w/a: device layer widths / cut-activation width; D_w: segment tensor bytes "
@@ -118,50 +138,83 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> list[DemoRo
     cached = cached_model_path(cache, args.seed).is_file()
     t = time.perf_counter()
     model = trained_mnist_mlp(cache_dir=cache, seed=args.seed, progress=args.progress)
-    say(f"[1/5] model: six-layer MNIST MLP, {'loaded from cache' if cached else 'trained'} "
-        f"({time.perf_counter() - t:.1f} s); {data.n_test} held-out test digits")
+    say(
+        f"[1/5] model: six-layer MNIST MLP, {'loaded from cache' if cached else 'trained'} "
+        f"({time.perf_counter() - t:.1f} s); {data.n_test} held-out test digits"
+    )
     t = time.perf_counter()
     prof = profile(model, data.x_test[:2])
-    calib, path, hit = cached_calibration(model, data.x_train[:args.calib_samples], prof, cache,
-                                          f"mnist_mlp_seed{args.seed}", args.seed, args.progress)
-    say(f"[2/5] calibration on {args.calib_samples} training digits: "
-        f"{'loaded from ' + str(path) if hit else f'done in {time.perf_counter() - t:.1f} s, cached at {path}'}")
+    calib, path, hit = cached_calibration(
+        model,
+        data.x_train[: args.calib_samples],
+        prof,
+        cache,
+        f"mnist_mlp_seed{args.seed}",
+        args.seed,
+        args.progress,
+    )
+    say(
+        f"[2/5] calibration on {args.calib_samples} training digits: "
+        + (
+            f"loaded from {path}"
+            if hit
+            else f"done in {time.perf_counter() - t:.1f} s, cached at {path}"
+        )
+    )
     t = time.perf_counter()
-    entry = ModelEntry.create(MNIST_MODEL_ID, model, data.x_test[:2], calib,
-                              description="six-layer MNIST MLP")
-    say(f"[3/5] pattern table: {len(entry.table)} patterns, {len(entry.by_segment)} distinct "
-        f"device segments encoded ({time.perf_counter() - t:.1f} s)")
+    entry = ModelEntry.create(
+        MNIST_MODEL_ID, model, data.x_test[:2], calib, description="six-layer MNIST MLP"
+    )
+    say(
+        f"[3/5] pattern table: {len(entry.table)} patterns, {len(entry.by_segment)} distinct "
+        f"device segments encoded ({time.perf_counter() - t:.1f} s)"
+    )
     float_acc = accuracy(model, data.x_test, data.y_test)
     rows: list[DemoRow] = []
     with ServerThread({entry.model_id: entry}) as server:
         say(f"[4/5] server listening on {server.url} (FastAPI + uvicorn, thread)")
         for i, dev in enumerate(DEVICES):
-            xs = data.x_test[i * args.digits:(i + 1) * args.digits]
-            ys = data.y_test[i * args.digits:(i + 1) * args.digits]
+            xs = data.x_test[i * args.digits : (i + 1) * args.digits]
+            ys = data.y_test[i * args.digits : (i + 1) * args.digits]
             results = []
-            with DeviceClient(server.url, profile=dev.profile, channel=dev.channel,
-                              weights=dev.weights) as client:
+            with DeviceClient(
+                server.url, profile=dev.profile, channel=dev.channel, weights=dev.weights
+            ) as client:
                 for j in range(xs.shape[0]):
-                    results.append(client.run(xs[j:j + 1], MNIST_MODEL_ID, dev.budget))
+                    results.append(client.run(xs[j : j + 1], MNIST_MODEL_ID, dev.budget))
                 plan = results[0].plan
                 seg = client.segments[plan["segment_id"]]
             served = entry.plans[plan["plan_id"]]
             with torch.no_grad():
-                split = run_split(seg.module, served.segments.server, data.x_test,
-                                  plan["activation_bits"]).reshape(data.x_test.shape[0], -1)
+                split = run_split(
+                    seg.module, served.segments.server, data.x_test, plan["activation_bits"]
+                ).reshape(data.x_test.shape[0], -1)
             q_acc = float((split.argmax(-1) == data.y_test).float().mean())
             n = len(results)
-            rows.append(DemoRow(
-                dev, plan, n, sum(int(r.predictions[0] == int(y)) for r, y in zip(results, ys)),
-                sum(r.segment_bytes for r in results), sum(r.activation_bytes for r in results),
-                sum(r.predicted_activation_bytes for r in results), float_acc - q_acc,
-                1e3 * sum(r.total_s for r in results) / n, 1e3 * sum(r.device_s for r in results) / n,
-                1e3 * sum(r.server_s for r in results) / n))
-            say(f"[5/5] device {dev.name}: {n} digits, plan p={plan['partition_point']} "
-                f"({plan['plan_id']})")
+            rows.append(
+                DemoRow(
+                    dev,
+                    plan,
+                    n,
+                    sum(int(r.predictions[0] == int(y)) for r, y in zip(results, ys)),
+                    sum(r.segment_bytes for r in results),
+                    sum(r.activation_bytes for r in results),
+                    sum(r.predicted_activation_bytes for r in results),
+                    float_acc - q_acc,
+                    1e3 * sum(r.total_s for r in results) / n,
+                    1e3 * sum(r.device_s for r in results) / n,
+                    1e3 * sum(r.server_s for r in results) / n,
+                )
+            )
+            say(
+                f"[5/5] device {dev.name}: {n} digits, plan p={plan['partition_point']} "
+                f"({plan['plan_id']})"
+            )
     say("")
-    say(f"QPART serving demo: float accuracy {100 * float_acc:.1f}% on {data.n_test} test "
-        f"digits; {args.digits} digits per device over HTTP on loopback")
+    say(
+        f"QPART serving demo: float accuracy {100 * float_acc:.1f}% on {data.n_test} test "
+        f"digits; {args.digits} digits per device over HTTP on loopback"
+    )
     say(format_rows(rows))
     say(f"\ntotal {time.perf_counter() - t_all:.1f} s")
     return rows

@@ -34,15 +34,20 @@ class MnistExperiment:
     calibration_cached: bool
 
 
-def mnist_experiment(seed: int = 0, cache_dir: str | os.PathLike[str] | None = None,
-                     calib_samples: int = HOLDOUT, progress: bool = False) -> MnistExperiment:
+def mnist_experiment(
+    seed: int = 0,
+    cache_dir: str | os.PathLike[str] | None = None,
+    calib_samples: int = HOLDOUT,
+    progress: bool = False,
+) -> MnistExperiment:
     """Trains (or loads) the held-out MLP and calibrates it (or loads the calibration)."""
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     model, data, x_hold, _ = mnist_mlp_holdout(seed, cache, progress)
     prof = profile(model, data.x_test[:2])
     x_cal = x_hold[:calib_samples]
-    calib, _, hit = cached_calibration(model, x_cal, prof, cache,
-                                       f"mnist_mlp_seed{seed}_holdout{HOLDOUT}", seed, progress)
+    calib, _, hit = cached_calibration(
+        model, x_cal, prof, cache, f"mnist_mlp_seed{seed}_holdout{HOLDOUT}", seed, progress
+    )
     return MnistExperiment(model, data, x_cal, prof, calib, hit)
 
 

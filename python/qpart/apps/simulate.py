@@ -7,10 +7,15 @@ import argparse
 import sys
 import time
 
-from ..simulation.baselines import SCHEMES
+from ..simulation.baselines import registered_schemes
 from ..simulation.requests import RequestDistribution
 from ..simulation.simulator import SimulationSetup, simulate
 from .experiment import mnist_experiment, torch_threads
+
+
+def scheme_names() -> tuple[str, ...]:
+    """The schemes ``--schemes`` accepts: every registered one (built-ins first)."""
+    return registered_schemes()
 
 
 def run_simulate(args: argparse.Namespace) -> int:
@@ -23,22 +28,38 @@ def _simulate(args: argparse.Namespace, t0: float) -> int:
     exp = mnist_experiment(args.seed, args.cache_dir, args.calib_samples, args.progress)
     calib = exp.calib
     if min(args.budgets) < min(calib.budgets):
-        print(f"qpart simulate: error: budgets must be >= {min(calib.budgets):.3%}, the "
-              f"smallest calibrated level", file=sys.stderr)
+        print(
+            f"qpart simulate: error: budgets must be >= {min(calib.budgets):.3%}, the "
+            f"smallest calibrated level",
+            file=sys.stderr,
+        )
         return 2
-    setup = SimulationSetup(exp.model, exp.prof, calib, exp.data.x_test, exp.data.y_test,
-                            exp.x_cal)
+    setup = SimulationSetup(exp.model, exp.prof, calib, exp.data.x_test, exp.data.y_test, exp.x_cal)
     memory = None if args.memory_kib is None else tuple(1024.0 * m for m in args.memory_kib)
     dist = RequestDistribution(budgets=args.budgets, memory_bytes=memory)
-    _, perf = simulate(setup, args.requests, args.seed, dist, args.schemes, args.out,
-                       args.progress, held_weights=args.held_weights)
-    print(f"qpart simulate: {args.requests} requests, seed {args.seed}, float accuracy "
-          f"{setup.float_accuracy:.2%}; {time.time() - t0:.1f} s; wrote {args.out}/requests.csv "
-          f"and {args.out}/summary.json")
-    print(f"{'scheme':<12} {'mean J':>10} {'time ms':>9} {'energy mJ':>10} {'payload B':>10} "
-          f"{'loss':>7} {'in budget':>9} {'lowest J':>8}")
+    _, perf = simulate(
+        setup,
+        args.requests,
+        args.seed,
+        dist,
+        args.schemes,
+        args.out,
+        args.progress,
+        held_weights=args.held_weights,
+    )
+    print(
+        f"qpart simulate: {args.requests} requests, seed {args.seed}, float accuracy "
+        f"{setup.float_accuracy:.2%}; {time.time() - t0:.1f} s; wrote {args.out}/requests.csv "
+        f"and {args.out}/summary.json"
+    )
+    print(
+        f"{'scheme':<12} {'mean J':>10} {'time ms':>9} {'energy mJ':>10} {'payload B':>10} "
+        f"{'loss':>7} {'in budget':>9} {'lowest J':>8}"
+    )
     for name, v in perf.summary().items():
-        print(f"{name:<12} {v['objective']:>10.4g} {1e3 * v['total_time_s']:>9.3f} "
-              f"{1e3 * v['total_energy_j']:>10.4f} {v['payload_bytes']:>10.0f} "
-              f"{v['accuracy_loss']:>7.2%} {v['within_budget']:>9.1%} {v['lowest_objective']:>8.1%}")
+        print(
+            f"{name:<12} {v['objective']:>10.4g} {1e3 * v['total_time_s']:>9.3f} "
+            f"{1e3 * v['total_energy_j']:>10.4f} {v['payload_bytes']:>10.0f} "
+            f"{v['accuracy_loss']:>7.2%} {v['within_budget']:>9.1%} {v['lowest_objective']:>8.1%}"
+        )
     return 0

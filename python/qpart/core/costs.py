@@ -53,7 +53,7 @@ class DeviceProfile:
     @property
     def energy_per_mac_j(self) -> float:
         """Energy of one MAC: ``kappa * f^2 * c_dev`` joules."""
-        return self.kappa_j_per_cycle_hz2 * self.clock_hz ** 2 * self.cycles_per_mac
+        return self.kappa_j_per_cycle_hz2 * self.clock_hz**2 * self.cycles_per_mac
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class ChannelState:
         _positive("ChannelState.downlink_bps", self.downlink_bps)
 
     @classmethod
-    def from_capacity(cls, capacity_bps: float) -> "ChannelState":
+    def from_capacity(cls, capacity_bps: float) -> ChannelState:
         """A symmetric channel with a measured capacity."""
         return cls(capacity_bps, capacity_bps)
 
@@ -96,7 +96,7 @@ class ChannelState:
         fading_gain: float | None = None,
         seed: int | None = None,
         noise_dbm_per_hz: float = NOISE_DBM_PER_HZ,
-    ) -> "ChannelState":
+    ) -> ChannelState:
         """Shannon capacity under Rayleigh fading with 3GPP-style path loss.
 
         ``h = g * 10^(-PL/10)``, ``PL(dB) = 128.1 + 37.6 log10(d_km)``, ``g ~ Exp(1)`` (drawn
@@ -108,8 +108,11 @@ class ChannelState:
         _positive("bandwidth_hz", bandwidth_hz)
         _positive("device_tx_power_w", device_tx_power_w)
         _positive("server_tx_power_w", server_tx_power_w)
-        g = fading_gain if fading_gain is not None else float(
-            np.random.default_rng(seed).exponential(1.0))
+        g = (
+            fading_gain
+            if fading_gain is not None
+            else float(np.random.default_rng(seed).exponential(1.0))
+        )
         _positive("fading_gain", g)
         gain = g * channel_gain_path_loss(distance_km)
         n0_w_per_hz = 10 ** ((noise_dbm_per_hz - 30.0) / 10.0)
@@ -163,24 +166,34 @@ class CostBreakdown:
 
 
 def cost_coefficients(
-    device: DeviceProfile, server: ServerProfile, channel: ChannelState,
+    device: DeviceProfile,
+    server: ServerProfile,
+    channel: ChannelState,
     weights: ObjectiveWeights,
 ) -> np.ndarray:
     """The objective is linear in ``(M_dev, M_srv, D_w bits, D_a bits)``: returns the four
     coefficients (objective units per MAC / per bit), so ``J = features @ coefficients``."""
     w = weights
-    return np.array([
-        w.time * device.cycles_per_mac / device.clock_hz + w.energy * device.energy_per_mac_j,
-        (w.time + w.cost * server.price_per_s) * server.cycles_per_mac / server.clock_hz,
-        (w.time + w.energy * device.rx_power_w) / channel.downlink_bps,
-        (w.time + w.energy * device.tx_power_w) / channel.uplink_bps,
-    ], dtype=np.float64)
+    return np.array(
+        [
+            w.time * device.cycles_per_mac / device.clock_hz + w.energy * device.energy_per_mac_j,
+            (w.time + w.cost * server.price_per_s) * server.cycles_per_mac / server.clock_hz,
+            (w.time + w.energy * device.rx_power_w) / channel.downlink_bps,
+            (w.time + w.energy * device.tx_power_w) / channel.uplink_bps,
+        ],
+        dtype=np.float64,
+    )
 
 
 def evaluate_costs(
-    device_macs: float, server_macs: float, weight_payload_bits: float,
-    activation_payload_bits: float, device: DeviceProfile, server: ServerProfile,
-    channel: ChannelState, weights: ObjectiveWeights,
+    device_macs: float,
+    server_macs: float,
+    weight_payload_bits: float,
+    activation_payload_bits: float,
+    device: DeviceProfile,
+    server: ServerProfile,
+    channel: ChannelState,
+    weights: ObjectiveWeights,
 ) -> CostBreakdown:
     """All cost terms of DESIGN.md §3 for given MAC counts and payload sizes.
 
@@ -196,7 +209,19 @@ def evaluate_costs(
     t_down = weight_payload_bits / channel.downlink_bps
     t_up = activation_payload_bits / channel.uplink_bps
     e_tx = device.tx_power_w * t_up + device.rx_power_w * t_down
-    j = (weights.time * (t_loc + t_down + t_up + t_srv) + weights.energy * (e_loc + e_tx)
-         + weights.cost * s)
-    return CostBreakdown(t_loc, t_srv, t_down + t_up, e_loc, e_tx, s,
-                         float(weight_payload_bits), float(activation_payload_bits), j)
+    j = (
+        weights.time * (t_loc + t_down + t_up + t_srv)
+        + weights.energy * (e_loc + e_tx)
+        + weights.cost * s
+    )
+    return CostBreakdown(
+        t_loc,
+        t_srv,
+        t_down + t_up,
+        e_loc,
+        e_tx,
+        s,
+        float(weight_payload_bits),
+        float(activation_payload_bits),
+        j,
+    )

@@ -14,7 +14,7 @@ def predictions(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> to
     out = []
     with torch.inference_mode():
         for start in range(0, x.shape[0], batch_size):
-            out.append(model(x[start:start + batch_size]).argmax(dim=-1))
+            out.append(model(x[start : start + batch_size]).argmax(dim=-1))
     return torch.cat(out)
 
 

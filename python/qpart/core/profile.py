@@ -53,8 +53,11 @@ class LayerProfile:
         weights and bias when ``bits`` is ``None``."""
         if bits is None:
             return FLOAT_BYTES * (self.weight_count + self.bias_count)
-        return (self.rows * math.ceil(self.reduction * bits / 8) + SCALE_ZERO_BYTES * self.rows
-                + BIAS_BYTES * self.bias_count)
+        return (
+            self.rows * math.ceil(self.reduction * bits / 8)
+            + SCALE_ZERO_BYTES * self.rows
+            + BIAS_BYTES * self.bias_count
+        )
 
 
 @dataclass(frozen=True)
@@ -111,8 +114,10 @@ class ModelProfile:
         """Exact ``D_w`` in bytes for layer widths ``bits`` (length ``p``; ``None`` = fp32)."""
         if len(bits) != p:
             raise ValueError(f"need {p} layer widths for partition point {p}, got {len(bits)}")
-        return sum(layer.payload_bytes(None if b is None else int(b))
-                   for layer, b in zip(self.layers[:p], bits))
+        return sum(
+            layer.payload_bytes(None if b is None else int(b))
+            for layer, b in zip(self.layers[:p], bits)
+        )
 
     def activation_payload_bytes(self, p: int, bits: int | None) -> int:
         """Exact ``D_a`` in bytes: ``ceil(b_a A_p / 8) + 3`` (fp32 when ``bits`` is None;
@@ -127,8 +132,11 @@ class ModelProfile:
     def device_memory_bytes(self, p: int, bits) -> int:
         """Device memory of a plan: the weight payload plus the peak of live float
         activations while running the device segment (one sample)."""
-        peak = (self.full_device_peak_activation_elems if p == self.num_layers
-                else self.cuts[p].device_peak_activation_elems)
+        peak = (
+            self.full_device_peak_activation_elems
+            if p == self.num_layers
+            else self.cuts[p].device_peak_activation_elems
+        )
         return self.weight_payload_bytes(p, bits) + FLOAT_BYTES * peak
 
     def to_dict(self) -> dict:
@@ -141,7 +149,7 @@ class ModelProfile:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelProfile":
+    def from_dict(cls, data: dict) -> ModelProfile:
         """Inverse of :meth:`to_dict`."""
         return cls(
             layers=tuple(LayerProfile(**d) for d in data["layers"]),
@@ -191,7 +199,9 @@ def profile(model: nn.Module, example_input: torch.Tensor) -> ModelProfile:
     index = {n: i for i, n in enumerate(nodes)}
     placeholders = [n for n in nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
-        raise ProfileError(f"qpart.profile: models must take exactly one input, got {len(placeholders)}")
+        raise ProfileError(
+            f"qpart.profile: models must take exactly one input, got {len(placeholders)}"
+        )
     modules = dict(gm.named_modules())
 
     layers: list[LayerProfile] = []
@@ -215,8 +225,11 @@ def profile(model: nn.Module, example_input: torch.Tensor) -> ModelProfile:
             red = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
             kind = "conv2d"
         # out_elems = rows * (positions); each output element costs `red` MACs.
-        layers.append(LayerProfile(n.target, kind, mod.weight.numel(), bias, rows, red,
-                                   out_elems * red, out_elems))
+        layers.append(
+            LayerProfile(
+                n.target, kind, mod.weight.numel(), bias, rows, red, out_elems * red, out_elems
+            )
+        )
         layer_nodes.append(index[n])
     if not layers:
         raise ProfileError("qpart.profile: the model has no nn.Linear / nn.Conv2d layer")
@@ -247,7 +260,11 @@ def profile(model: nn.Module, example_input: torch.Tensor) -> ModelProfile:
         best: tuple[int, int] | None = None
         for j in range(start_positions[p], layer_nodes[p]):
             cross = crossing[j]
-            if len(cross) != 1 or cross[0] is not nodes[j] or nodes[j].meta.get("tensor_meta") is None:
+            if (
+                len(cross) != 1
+                or cross[0] is not nodes[j]
+                or nodes[j].meta.get("tensor_meta") is None
+            ):
                 continue
             size = numel(nodes[j])
             if best is None or size <= best[0]:

@@ -36,8 +36,9 @@ def roundtrip_activation(x: torch.Tensor, bits: int) -> torch.Tensor:
     """What the server reconstructs from the cut activation ``x`` at ``bits``: quantized per
     sample with the kernels' activation quantizer and dequantized (same shape and dtype)."""
     flat, q = quantize_activation_rows(x, bits)
-    out = qpart_kernels.dequantize_activation(q.packed, q.scales, q.zeros, bits, flat.shape,
-                                              torch.float32)
+    out = qpart_kernels.dequantize_activation(
+        q.packed, q.scales, q.zeros, bits, flat.shape, torch.float32
+    )
     return out.reshape(x.shape).to(x.dtype)
 
 
@@ -68,8 +69,13 @@ def _shape(node: fx.Node) -> tuple[int, ...]:
     return tuple(int(d) for d in meta.shape[1:])
 
 
-def _copy_nodes(root: fx.GraphModule, nodes: Sequence[fx.Node], start: fx.Node,
-                result: fx.Node, allowed_outside: set[fx.Node]) -> fx.GraphModule:
+def _copy_nodes(
+    root: fx.GraphModule,
+    nodes: Sequence[fx.Node],
+    start: fx.Node,
+    result: fx.Node,
+    allowed_outside: set[fx.Node],
+) -> fx.GraphModule:
     """A GraphModule computing ``result`` from ``start`` (which becomes its placeholder) with
     copies of ``nodes``; ``get_attr`` nodes outside ``nodes`` are copied on demand, any other
     outside reference is an error (the cut would not be a cut)."""
@@ -101,7 +107,9 @@ def split_model(prof: ModelProfile, p: int) -> SplitSegments:
     """Float device and server segments of the profiled model at partition point ``p``."""
     gm = prof.graph_module
     if gm is None:
-        raise SegmentError("this profile has no traced graph (loaded from JSON); re-profile the model")
+        raise SegmentError(
+            "this profile has no traced graph (loaded from JSON); re-profile the model"
+        )
     prof.check_point(p)
     nodes = list(gm.graph.nodes)
     placeholder = next(n for n in nodes if n.op == "placeholder")
@@ -131,8 +139,9 @@ def quantized_segments(prof: ModelProfile, p: int, bits: Sequence[int]) -> Split
         raise SegmentError(f"need {p} widths for partition point {p}, got {len(bits)}")
     seg = split_model(prof, p)
     if p:
-        qpart_kernels.quantize_model(seg.device, {layer.name: int(b)
-                                                  for layer, b in zip(prof.layers, bits)})
+        qpart_kernels.quantize_model(
+            seg.device, {layer.name: int(b) for layer, b in zip(prof.layers, bits)}
+        )
     return seg
 
 
@@ -142,8 +151,9 @@ def fp32_weight_bytes(prof: ModelProfile, p: int) -> int:
 
 
 @torch.no_grad()
-def run_split(device: nn.Module, server: nn.Module, x: torch.Tensor,
-              activation_bits: int | None) -> torch.Tensor:
+def run_split(
+    device: nn.Module, server: nn.Module, x: torch.Tensor, activation_bits: int | None
+) -> torch.Tensor:
     """Device segment -> (per-sample quantized cut activation) -> server segment, in
     process; what the served system computes, without the network."""
     cut = device(x)
@@ -153,20 +163,28 @@ def run_split(device: nn.Module, server: nn.Module, x: torch.Tensor,
 
 
 def quantized_split_model(
-    prof: ModelProfile, p: int, bits: Sequence[int], activation_bits: int | None,
+    prof: ModelProfile,
+    p: int,
+    bits: Sequence[int],
+    activation_bits: int | None,
 ) -> fx.GraphModule:
     """A copy of the profiled model whose layers ``1..p`` are quantized to ``bits`` and whose
     cut activation (for ``p < L``) goes through :func:`roundtrip_activation`."""
     if prof.graph_module is None:
-        raise ValueError("this profile has no traced graph (loaded from JSON); re-profile the model")
+        raise ValueError(
+            "this profile has no traced graph (loaded from JSON); re-profile the model"
+        )
     prof.check_point(p)
     if len(bits) != p:
         raise ValueError(f"need {p} widths for partition point {p}, got {len(bits)}")
     if p < prof.num_layers and activation_bits is not None:
-        gm = instrument_cut(prof.graph_module, prof.cuts[p].node,
-                            roundtrip_activation, int(activation_bits))
+        gm = instrument_cut(
+            prof.graph_module, prof.cuts[p].node, roundtrip_activation, int(activation_bits)
+        )
     else:
         gm = copy.deepcopy(prof.graph_module)
     if p:
-        qpart_kernels.quantize_model(gm, {layer.name: int(b) for layer, b in zip(prof.layers, bits)})
+        qpart_kernels.quantize_model(
+            gm, {layer.name: int(b) for layer, b in zip(prof.layers, bits)}
+        )
     return gm.eval()

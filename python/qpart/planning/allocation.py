@@ -115,6 +115,7 @@ def _closed_form(g, alpha, c, budget, lo, hi):
 
 def _bisection(g, alpha, c, budget, lo, hi):
     """Fallback: the clipped stationary widths are monotone in the multiplier."""
+
     def noise(log_inv):
         return noise_of(g, alpha, np.clip(_unclipped(g, alpha, c, math.exp(log_inv)), lo, hi))
 
@@ -129,8 +130,14 @@ def _bisection(g, alpha, c, budget, lo, hi):
 
 
 def continuous_allocation(
-    g, alpha, c, budget: float, lo: float = MIN_BITS, hi: float = MAX_BITS,
-    memory_per_bit=None, memory_budget: float | None = None,
+    g,
+    alpha,
+    c,
+    budget: float,
+    lo: float = MIN_BITS,
+    hi: float = MAX_BITS,
+    memory_per_bit=None,
+    memory_budget: float | None = None,
 ) -> tuple[np.ndarray, float]:
     """Continuous KKT optimum ``b*`` and the memory multiplier ``nu`` (0 if memory is slack).
 
@@ -194,7 +201,7 @@ def _greedy(g, alpha, cost, budget, bits, lo, hi):
     for _ in range(4 * bits.size * (hi - lo + 1)):
         down = np.where(bits > lo, g * np.exp(-alpha * (bits - 1)) - level, np.inf)
         up = np.where(bits < hi, g * np.exp(-alpha * (bits + 1)) - level, np.inf)
-        gain = cost[:, None] - cost[None, :]          # lower i, raise j
+        gain = cost[:, None] - cost[None, :]  # lower i, raise j
         new_total = total + down[:, None] + up[None, :]
         ok = (gain > 1e-12 * max(float(cost.max()), 1e-300)) & (new_total <= limit)
         np.fill_diagonal(ok, False)
@@ -209,8 +216,16 @@ def _greedy(g, alpha, cost, budget, bits, lo, hi):
 
 
 def allocate_bits(
-    g, alpha, c, budget: float, *, lo: int = MIN_BITS, hi: int = MAX_BITS,
-    memory_per_bit=None, memory_budget: float | None = None, method: str = "greedy",
+    g,
+    alpha,
+    c,
+    budget: float,
+    *,
+    lo: int = MIN_BITS,
+    hi: int = MAX_BITS,
+    memory_per_bit=None,
+    memory_budget: float | None = None,
+    method: str = "greedy",
 ) -> Allocation:
     """Integer bit widths minimizing ``sum c b`` under the noise budget (and memory).
 
@@ -230,26 +245,44 @@ def allocate_bits(
     if g.size == 0:
         return Allocation(np.zeros(0, dtype=np.int64), 0.0, 0.0, np.zeros(0))
     if method == "exact":
-        return exact_allocation(g, alpha, c, budget, lo=lo, hi=hi,
-                                memory_per_bit=memory_per_bit, memory_budget=memory_budget)
+        return exact_allocation(
+            g,
+            alpha,
+            c,
+            budget,
+            lo=lo,
+            hi=hi,
+            memory_per_bit=memory_per_bit,
+            memory_budget=memory_budget,
+        )
     b_cont, nu = continuous_allocation(g, alpha, c, budget, lo, hi, memory_per_bit, memory_budget)
     start = np.clip(np.ceil(b_cont - 1e-9), lo, hi).astype(np.int64)
     m = None if memory_per_bit is None else np.asarray(memory_per_bit, np.float64).ravel()
-    for attempt in range(30):
+    for _ in range(30):
         bits = _greedy(g, alpha, c + nu * (m if m is not None else 0.0), budget, start, lo, hi)
         if memory_budget is None or m is None or float(m @ bits) <= memory_budget * (1 + _REL_TOL):
             return Allocation(bits, noise_of(g, alpha, bits), float(c @ bits), b_cont)
         nu = max(nu * 2.0, float(np.max(c)) / max(float(np.max(m)), 1e-300))
     if g.size <= 10:
-        return exact_allocation(g, alpha, c, budget, lo=lo, hi=hi, memory_per_bit=m,
-                                memory_budget=memory_budget)
-    raise InfeasibleError("memory", "device memory: no integer rounding of the continuous "
-                                    "solution fits the memory limit")
+        return exact_allocation(
+            g, alpha, c, budget, lo=lo, hi=hi, memory_per_bit=m, memory_budget=memory_budget
+        )
+    raise InfeasibleError(
+        "memory",
+        "device memory: no integer rounding of the continuous solution fits the memory limit",
+    )
 
 
 def exact_allocation(
-    g, alpha, c, budget: float, *, lo: int = MIN_BITS, hi: int = MAX_BITS,
-    memory_per_bit=None, memory_budget: float | None = None,
+    g,
+    alpha,
+    c,
+    budget: float,
+    *,
+    lo: int = MIN_BITS,
+    hi: int = MAX_BITS,
+    memory_per_bit=None,
+    memory_budget: float | None = None,
 ) -> Allocation:
     """The integer optimum by branch and bound (continuous relaxation as the lower bound).
     Meant for small problems (up to ~12 variables); raises :class:`InfeasibleError`."""
@@ -300,11 +333,15 @@ def exact_allocation(
 
     dfs(0, 0.0, 0.0, 0.0)
     if best_bits is None:
-        raise InfeasibleError("memory", "no integer allocation meets both the accuracy budget "
-                                        "and the device memory")
+        raise InfeasibleError(
+            "memory", "no integer allocation meets both the accuracy budget and the device memory"
+        )
     out = np.empty(n, dtype=np.int64)
     out[order] = best_bits
-    g0 = np.empty(n); g0[order] = g
-    a0 = np.empty(n); a0[order] = alpha
-    c0 = np.empty(n); c0[order] = c
+    g0 = np.empty(n)
+    g0[order] = g
+    a0 = np.empty(n)
+    a0[order] = alpha
+    c0 = np.empty(n)
+    c0[order] = c
     return Allocation(out, noise_of(g0, a0, out), float(c0 @ out))

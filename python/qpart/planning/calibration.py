@@ -74,13 +74,13 @@ def _bisect_scale(measure, target_flips: float, iters: int = 11) -> float:
     """Smallest noise scale (log bisection) whose flip rate reaches ``target_flips``;
     returns the logit-noise energy measured there."""
     lo, hi = -14.0, 3.0  # log2 of the step relative to the range
-    e_hi, f_hi = measure(2.0 ** hi)
+    e_hi, f_hi = measure(2.0**hi)
     if f_hi < target_flips:
         return e_hi
     e_at = e_hi
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
-        e, f = measure(2.0 ** mid)
+        e, f = measure(2.0**mid)
         if f >= target_flips:
             hi, e_at = mid, e
         else:
@@ -117,14 +117,26 @@ def calibrate(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _calibrate(model, x, prof, levels, widths, reference_drop, safety,
-                          max_shrink_steps, shrink, seed, progress)
+        return _calibrate(
+            model,
+            x,
+            prof,
+            levels,
+            widths,
+            reference_drop,
+            safety,
+            max_shrink_steps,
+            shrink,
+            seed,
+            progress,
+        )
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _calibrate(model, x, prof, levels, widths, reference_drop, safety, max_shrink_steps,
-               shrink, seed, progress) -> Calibration:
+def _calibrate(
+    model, x, prof, levels, widths, reference_drop, safety, max_shrink_steps, shrink, seed, progress
+) -> Calibration:
     from tqdm.auto import tqdm
 
     if not levels or any(not 0 < lv < 1 for lv in levels):
@@ -139,8 +151,7 @@ def _calibrate(model, x, prof, levels, widths, reference_drop, safety, max_shrin
     margins = adversarial_margins(probe.ref)
     gen = torch.Generator()
     n_sources = prof.num_layers + len(prof.cuts)
-    bar = tqdm(total=n_sources + len(levels), desc="calibrating", disable=not progress,
-               leave=False)
+    bar = tqdm(total=n_sources + len(levels), desc="calibrating", disable=not progress, leave=False)
 
     layer_models: list[NoiseModel] = []
     for i, layer in enumerate(prof.layers):
@@ -158,13 +169,14 @@ def _calibrate(model, x, prof, levels, widths, reference_drop, safety, max_shrin
 
     act_models: dict[int, NoiseModel] = {}
     for p_cut in sorted(prof.cuts):
-        energies = {b: probe.with_activation(p_cut, roundtrip_activation, b)[0]
-                    for b in widths}
+        energies = {b: probe.with_activation(p_cut, roundtrip_activation, b)[0] for b in widths}
         p, alpha = _fit(list(energies), list(energies.values()))
         t = _bisect_scale(
             lambda s, p_cut=p_cut: probe.with_activation(
-                p_cut, _uniform_activation_noise, s, seed * 1000 + 500 + p_cut),
-            reference_drop)
+                p_cut, _uniform_activation_noise, s, seed * 1000 + 500 + p_cut
+            ),
+            reference_drop,
+        )
         act_models[p_cut] = NoiseModel(p, alpha, max(t, 1e-30), energies)
         bar.update()
 
@@ -186,9 +198,18 @@ def _calibrate(model, x, prof, levels, widths, reference_drop, safety, max_shrin
         return math.exp(lo)
 
     e_ref = energy_for(reference_drop)
-    calib = Calibration([l.name for l in prof.layers], layer_models, act_models, {},
-                        reference_drop, float(margins.mean()), float(margins.median()), seed,
-                        tuple(int(b) for b in widths), safety)
+    calib = Calibration(
+        [l.name for l in prof.layers],
+        layer_models,
+        act_models,
+        {},
+        reference_drop,
+        float(margins.mean()),
+        float(margins.median()),
+        seed,
+        tuple(int(b) for b in widths),
+        safety,
+    )
     costs = default_bit_costs(prof)
     for level in sorted(levels):
         c_value = energy_for(level) / e_ref
@@ -219,13 +240,20 @@ def _weights_digest(model: nn.Module) -> str:
     return h.hexdigest()[:12]
 
 
-def cached_calibration(model: nn.Module, x: torch.Tensor, prof: ModelProfile,
-                       cache_dir: str | os.PathLike[str], name: str, seed: int = 0,
-                       progress: bool = False) -> tuple[Calibration, Path, bool]:
+def cached_calibration(
+    model: nn.Module,
+    x: torch.Tensor,
+    prof: ModelProfile,
+    cache_dir: str | os.PathLike[str],
+    name: str,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[Calibration, Path, bool]:
     """Calibration of ``model`` on ``x``, cached as JSON under ``cache_dir`` (file name
     includes a digest of the weights and the sample count). Returns ``(calib, path, hit)``."""
     path = Path(cache_dir).expanduser() / (
-        f"{name}_calib_n{x.shape[0]}_seed{seed}_{_weights_digest(model)}.json")
+        f"{name}_calib_n{x.shape[0]}_seed{seed}_{_weights_digest(model)}.json"
+    )
     if path.is_file():
         return Calibration.load(path), path, True
     calib = calibrate(model, x, prof=prof, seed=seed, progress=progress)

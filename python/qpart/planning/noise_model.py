@@ -56,14 +56,16 @@ class Calibration:
 
     def budget(self, accuracy_loss: float) -> float:
         """``C(a)``: the calibrated budget of the largest level ``<= a`` (conservative step).
-        Raises :class:`~qpart.planning.allocation.InfeasibleError` (``"accuracy"``, a ``ValueError``)
-        for ``a`` below the smallest calibrated level."""
+        Raises :class:`~qpart.planning.allocation.InfeasibleError` (``"accuracy"``, a
+        ``ValueError``) for ``a`` below the smallest calibrated level."""
         levels = sorted(self.budgets)
         below = [lv for lv in levels if lv <= accuracy_loss * (1 + 1e-9)]
         if not below:
-            raise InfeasibleError("accuracy",
+            raise InfeasibleError(
+                "accuracy",
                 f"accuracy budget {accuracy_loss:.4%} is below the smallest calibrated level "
-                f"{levels[0]:.4%}; recalibrate with a smaller level")
+                f"{levels[0]:.4%}; recalibrate with a smaller level",
+            )
         return self.budgets[below[-1]]
 
     def predicted_loss(self, normalised_noise: float) -> float:
@@ -74,24 +76,33 @@ class Calibration:
         if normalised_noise <= 0:
             return 0.0
         order = np.argsort(cs)
-        return float(np.exp(np.interp(np.log(normalised_noise), np.log(cs[order]),
-                                      np.log(levels[order]), left=-np.inf)))
+        return float(
+            np.exp(
+                np.interp(
+                    np.log(normalised_noise), np.log(cs[order]), np.log(levels[order]), left=-np.inf
+                )
+            )
+        )
 
     def to_dict(self) -> dict:
         """JSON-serialisable form."""
         return {
-            "format": CALIBRATION_FORMAT, "version": CALIBRATION_VERSION,
+            "format": CALIBRATION_FORMAT,
+            "version": CALIBRATION_VERSION,
             "layer_names": self.layer_names,
             "layers": [_nm_dict(m) for m in self.layers],
             "activations": {str(k): _nm_dict(m) for k, m in self.activations.items()},
             "budgets": [[lv, c] for lv, c in sorted(self.budgets.items())],
-            "reference_drop": self.reference_drop, "margin_mean": self.margin_mean,
-            "margin_median": self.margin_median, "seed": self.seed,
-            "widths": list(self.widths), "safety": self.safety,
+            "reference_drop": self.reference_drop,
+            "margin_mean": self.margin_mean,
+            "margin_median": self.margin_median,
+            "seed": self.seed,
+            "widths": list(self.widths),
+            "safety": self.safety,
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Calibration":
+    def from_dict(cls, d: dict) -> Calibration:
         """Inverse of :meth:`to_dict`."""
         if d.get("format") != CALIBRATION_FORMAT or d.get("version") != CALIBRATION_VERSION:
             raise ValueError(f"not a {CALIBRATION_FORMAT} v{CALIBRATION_VERSION} document")
@@ -100,9 +111,12 @@ class Calibration:
             layers=[_nm_from(m) for m in d["layers"]],
             activations={int(k): _nm_from(m) for k, m in d["activations"].items()},
             budgets={float(lv): float(c) for lv, c in d["budgets"]},
-            reference_drop=float(d["reference_drop"]), margin_mean=float(d["margin_mean"]),
-            margin_median=float(d["margin_median"]), seed=int(d["seed"]),
-            widths=tuple(d["widths"]), safety=float(d["safety"]),
+            reference_drop=float(d["reference_drop"]),
+            margin_mean=float(d["margin_mean"]),
+            margin_median=float(d["margin_median"]),
+            seed=int(d["seed"]),
+            widths=tuple(d["widths"]),
+            safety=float(d["safety"]),
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -111,7 +125,7 @@ class Calibration:
             json.dump(self.to_dict(), f, indent=1)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "Calibration":
+    def load(cls, path: str | os.PathLike[str]) -> Calibration:
         """Reads a calibration written by :meth:`save`."""
         with open(path) as f:
             return cls.from_dict(json.load(f))
@@ -124,5 +138,9 @@ def _nm_dict(m: NoiseModel) -> dict:
 
 
 def _nm_from(d: dict) -> NoiseModel:
-    return NoiseModel(float(d["p"]), float(d["alpha"]), float(d["t"]),
-                      {int(k): float(v) for k, v in d.get("measured", {}).items()})
+    return NoiseModel(
+        float(d["p"]),
+        float(d["alpha"]),
+        float(d["t"]),
+        {int(k): float(v) for k, v in d.get("measured", {}).items()},
+    )

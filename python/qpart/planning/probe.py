@@ -15,6 +15,7 @@ from ..core.metrics import flip_rate
 from ..core.profile import ModelProfile
 from ..core.split import roundtrip_activation
 
+
 class Probe:
     """Runs the float graph on the calibration inputs with some weights replaced and/or the
     cut activation transformed. Float values of every node are cached once, so a
@@ -37,8 +38,12 @@ class Probe:
         self.x = x
         self.pred = self.ref.argmax(-1)
 
-    def run(self, start: int, weights: dict[str, torch.Tensor] | None = None,
-            cut: tuple[int, object, tuple] | None = None) -> torch.Tensor:
+    def run(
+        self,
+        start: int,
+        weights: dict[str, torch.Tensor] | None = None,
+        cut: tuple[int, object, tuple] | None = None,
+    ) -> torch.Tensor:
         """Re-runs nodes from index ``start`` with ``weights`` swapped in and, if ``cut =
         (p, fn, args)``, the cut node's value replaced by ``fn(value, *args)``."""
         init = {n: self.cache[n] for n in self.nodes[:start]}
@@ -85,18 +90,25 @@ class Probe:
         start = self.index[self.prof.cuts[p].node]
         return self.stats(self.run(start, None, (p, fn, args)))
 
-    def with_plan(self, p: int, bits: Sequence[int], b_a: int | None,
-                  weight: Callable[[str, int], torch.Tensor] | None = None,
-                  ) -> tuple[float, float]:
+    def with_plan(
+        self,
+        p: int,
+        bits: Sequence[int],
+        b_a: int | None,
+        weight: Callable[[str, int], torch.Tensor] | None = None,
+    ) -> tuple[float, float]:
         """Stats of a plan: device layers ``1..p`` at ``bits`` (real quantizer, dequantized)
         and the cut activation at ``b_a`` (``None`` or ``p = L``: float). ``weight(name,
         bits)`` supplies the dequantized weights (default: quantized afresh); a plan that
         changes nothing measures ``(0, 0)``."""
         if weight is None:
+
             def weight(name: str, b: int) -> torch.Tensor:
                 return quantized_weight(self.modules[name].weight, b)
-        weights = {layer.name: weight(layer.name, int(b))
-                   for layer, b in zip(self.prof.layers[:p], bits)}
+
+        weights = {
+            layer.name: weight(layer.name, int(b)) for layer, b in zip(self.prof.layers[:p], bits)
+        }
         starts = [self.layer_index[n] for n in weights]
         cut = None
         if b_a is not None and p < self.prof.num_layers:

@@ -6,11 +6,12 @@ envelopes, a closed loop that shrinks ``C(a)`` until the worst partition point p
 module then works with *measurements* on acceptance inputs (held-out calibration digits the
 model was not trained on):
 
-**Acceptance rule** (:mod:`qpart.planning.acceptance`). A configuration is accepted at accuracy level ``a`` when its measured
-prediction-flip rate against the float model on the acceptance inputs is
-``<= safety * a`` (the calibration's ``safety``, 0.5 by default). The flip rate bounds the
-accuracy loss on those inputs. The uniform-width and pruning baselines are tuned with exactly
-this rule on exactly these inputs (:mod:`qpart.simulation.baselines`).
+**Acceptance rule** (:mod:`qpart.planning.acceptance`). A configuration is accepted at
+accuracy level ``a`` when its measured prediction-flip rate against the float model on the
+acceptance inputs is ``<= safety * a`` (the calibration's ``safety``, 0.5 by default). The
+flip rate bounds the accuracy loss on those inputs. The uniform-width and pruning baselines
+are tuned with exactly this rule on exactly these inputs
+(:mod:`qpart.simulation.baselines`).
 
 **Refinement** (:meth:`MeasuredRefiner.refine`), for partition point ``p`` and level ``a``:
 
@@ -70,8 +71,16 @@ class MeasuredRefiner:
     Measurements are cached per configuration; dequantized weights per (layer, width).
     """
 
-    def __init__(self, prof: ModelProfile, x: torch.Tensor, safety: float | None = None,
-                 *, lo: int = MIN_BITS, hi: int = MAX_BITS, max_exchanges: int = 8):
+    def __init__(
+        self,
+        prof: ModelProfile,
+        x: torch.Tensor,
+        safety: float | None = None,
+        *,
+        lo: int = MIN_BITS,
+        hi: int = MAX_BITS,
+        max_exchanges: int = 8,
+    ):
         self.prof, self.safety, self.lo, self.hi = prof, safety, lo, hi
         self.max_exchanges = max_exchanges
         self.probe = Probe(prof, x)
@@ -105,32 +114,44 @@ class MeasuredRefiner:
         return self.probe.with_plan(p, bits, b_a, self._weight)[1]
 
     # -- objective ---------------------------------------------------------------------
-    def objective(self, p: int, bits: Sequence[int], b_a: int | None,
-                  coefficients: np.ndarray) -> float:
+    def objective(
+        self, p: int, bits: Sequence[int], b_a: int | None, coefficients: np.ndarray
+    ) -> float:
         """The width-dependent part of the objective: ``coef[2] * 8 D_w + coef[3] * 8 D_a``
         (exact payload bytes; the MAC terms are fixed at a given ``p``)."""
-        return float(coefficients[2] * 8 * self.prof.weight_payload_bytes(p, list(bits))
-                     + coefficients[3] * 8 * self.prof.activation_payload_bytes(p, b_a))
+        return float(
+            coefficients[2] * 8 * self.prof.weight_payload_bytes(p, list(bits))
+            + coefficients[3] * 8 * self.prof.activation_payload_bytes(p, b_a)
+        )
 
     # -- refining ----------------------------------------------------------------------
-    def model_path(self, calib: Calibration, p: int, level: float,
-                   coefficients: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    def model_path(
+        self, calib: Calibration, p: int, level: float, coefficients: np.ndarray
+    ) -> list[tuple[str, np.ndarray]]:
         """The noise model's integer solutions at ``C(a) * 2^(k/2)``, ``k = 1..16``: its
         cost/noise trade-off curve, whose points differ in *which* widths drop first."""
         out = []
         base = calib.budget(level)
         for k in range(1, 17):
             try:
-                bits, b_a, _ = solve_partition(self.prof, calib, p, base * 2 ** (k / 2),
-                                               coefficients)
+                bits, b_a, _ = solve_partition(
+                    self.prof, calib, p, base * 2 ** (k / 2), coefficients
+                )
             except InfeasibleError:
                 continue
             v = list(bits) + ([b_a] if b_a is not None else [])
             out.append((f"model x{2 ** (k / 2):.3g}", np.array(v, np.int64)))
         return out
 
-    def refine(self, calib: Calibration, p: int, level: float, coefficients: np.ndarray,
-               bits: Sequence[int] | None, b_a: int | None) -> Refined:
+    def refine(
+        self,
+        calib: Calibration,
+        p: int,
+        level: float,
+        coefficients: np.ndarray,
+        bits: Sequence[int] | None,
+        b_a: int | None,
+    ) -> Refined:
         """Refines the model's solution ``(bits, b_a)`` (``None`` if the model found none)
         at partition point ``p`` for accuracy level ``level``; see the module docstring."""
         has_act = p < self.prof.num_layers

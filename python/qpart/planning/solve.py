@@ -10,8 +10,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.costs import (ChannelState, CostBreakdown, DeviceProfile, ObjectiveWeights,
-                          ServerProfile, cost_coefficients, evaluate_costs)
+from ..core.costs import (
+    ChannelState,
+    CostBreakdown,
+    DeviceProfile,
+    ObjectiveWeights,
+    ServerProfile,
+    cost_coefficients,
+    evaluate_costs,
+)
 from ..core.profile import ModelProfile
 from .allocation import InfeasibleError, allocate_bits
 from .noise_model import Calibration
@@ -47,16 +54,24 @@ class Plan:
 
 
 def default_bit_costs(
-    prof: ModelProfile, device: DeviceProfile | None = None, server: ServerProfile | None = None,
-    channel: ChannelState | None = None, weights: ObjectiveWeights | None = None,
+    prof: ModelProfile,
+    device: DeviceProfile | None = None,
+    server: ServerProfile | None = None,
+    channel: ChannelState | None = None,
+    weights: ObjectiveWeights | None = None,
 ) -> np.ndarray:
     """Cost coefficients (per MAC / per bit) of a request, Table II defaults."""
-    return cost_coefficients(device or DeviceProfile(), server or ServerProfile(),
-                             channel or ChannelState(), weights or ObjectiveWeights())
+    return cost_coefficients(
+        device or DeviceProfile(),
+        server or ServerProfile(),
+        channel or ChannelState(),
+        weights or ObjectiveWeights(),
+    )
 
 
-def allocation_problem(prof: ModelProfile, calib: Calibration, p: int,
-                       coefficients: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def allocation_problem(
+    prof: ModelProfile, calib: Calibration, p: int, coefficients: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(g, alpha, c)`` of the width allocation at partition point ``p``: per variable (layers
     ``1..p``, then the cut activation when ``p < L``) the normalised noise ``g = p/t``, the
     decay ``alpha`` and the cost per bit (``W_i * coefficients[2]``, ``A_p * coefficients[3]``)."""
@@ -72,7 +87,11 @@ def allocation_problem(prof: ModelProfile, calib: Calibration, p: int,
 
 
 def solve_partition(
-    prof: ModelProfile, calib: Calibration, p: int, budget: float, coefficients: np.ndarray,
+    prof: ModelProfile,
+    calib: Calibration,
+    p: int,
+    budget: float,
+    coefficients: np.ndarray,
     memory_bytes: float | None = None,
 ):
     """Integer widths for partition point ``p`` under noise budget ``C = budget``.
@@ -92,17 +111,27 @@ def solve_partition(
         const = prof.device_memory_bytes(p, [0] * p) + sum(layer.rows for layer in layers)
         mem_budget = memory_bytes - const
         if mem_budget < 0:
-            raise InfeasibleError("memory", f"device memory {memory_bytes:.0f} B is below the "
-                                            f"fixed footprint {const} B of partition point {p}")
-    alloc = allocate_bits(g, alpha, c, budget, memory_per_bit=mem if mem_budget is not None else None,
-                          memory_budget=mem_budget)
+            raise InfeasibleError(
+                "memory",
+                f"device memory {memory_bytes:.0f} B is below the "
+                f"fixed footprint {const} B of partition point {p}",
+            )
+    alloc = allocate_bits(
+        g,
+        alpha,
+        c,
+        budget,
+        memory_per_bit=mem if mem_budget is not None else None,
+        memory_budget=mem_budget,
+    )
     bits = [int(b) for b in alloc.bits[:p]]
     b_a = int(alloc.bits[p]) if has_act else None
     return bits, b_a, alloc
 
 
-def predicted_noise(prof: ModelProfile, calib: Calibration, p: int, bits: Sequence[int],
-                    b_a: int | None) -> float:
+def predicted_noise(
+    prof: ModelProfile, calib: Calibration, p: int, bits: Sequence[int], b_a: int | None
+) -> float:
     """The noise model's ``D = sum_i p_i e^(-alpha_i b_i) / t_i`` of a configuration."""
     d = sum(calib.layers[i].g * math.exp(-calib.layers[i].alpha * b) for i, b in enumerate(bits))
     if b_a is not None and p < prof.num_layers:
@@ -112,26 +141,59 @@ def predicted_noise(prof: ModelProfile, calib: Calibration, p: int, bits: Sequen
 
 
 def make_plan(
-    prof: ModelProfile, calib: Calibration, p: int, bits: Sequence[int], b_a: int | None,
-    accuracy_budget: float, noise: float, device=None, server=None, channel=None, weights=None,
+    prof: ModelProfile,
+    calib: Calibration,
+    p: int,
+    bits: Sequence[int],
+    b_a: int | None,
+    accuracy_budget: float,
+    noise: float,
+    device=None,
+    server=None,
+    channel=None,
+    weights=None,
     measured_flip_rate: float | None = None,
 ) -> Plan:
     """A :class:`Plan` with exact payloads and (for the given request) the cost terms."""
     w_bytes = prof.weight_payload_bytes(p, bits)
     a_bytes = prof.activation_payload_bytes(p, b_a)
-    costs = evaluate_costs(prof.device_macs(p), prof.server_macs(p), 8 * w_bytes, 8 * a_bytes,
-                           device or DeviceProfile(), server or ServerProfile(),
-                           channel or ChannelState(), weights or ObjectiveWeights())
-    return Plan(p, tuple(layer.name for layer in prof.layers[:p]), tuple(int(b) for b in bits),
-                b_a, accuracy_budget, noise, calib.predicted_loss(noise), w_bytes, a_bytes,
-                prof.device_memory_bytes(p, bits), prof.device_macs(p), prof.server_macs(p), costs,
-                measured_flip_rate)
+    costs = evaluate_costs(
+        prof.device_macs(p),
+        prof.server_macs(p),
+        8 * w_bytes,
+        8 * a_bytes,
+        device or DeviceProfile(),
+        server or ServerProfile(),
+        channel or ChannelState(),
+        weights or ObjectiveWeights(),
+    )
+    return Plan(
+        p,
+        tuple(layer.name for layer in prof.layers[:p]),
+        tuple(int(b) for b in bits),
+        b_a,
+        accuracy_budget,
+        noise,
+        calib.predicted_loss(noise),
+        w_bytes,
+        a_bytes,
+        prof.device_memory_bytes(p, bits),
+        prof.device_macs(p),
+        prof.server_macs(p),
+        costs,
+        measured_flip_rate,
+    )
 
 
 def plan_request(
-    prof: ModelProfile, calib: Calibration, accuracy_budget: float, *,
-    device: DeviceProfile | None = None, server: ServerProfile | None = None,
-    channel: ChannelState | None = None, weights: ObjectiveWeights | None = None,
+    prof: ModelProfile,
+    calib: Calibration,
+    accuracy_budget: float,
+    *,
+    device: DeviceProfile | None = None,
+    server: ServerProfile | None = None,
+    channel: ChannelState | None = None,
+    weights: ObjectiveWeights | None = None,
     points: Sequence[int] | None = None,
 ) -> Plan:
     """Direct optimisation (no table): solves the widths at every valid partition point for
@@ -149,13 +211,27 @@ def plan_request(
         except InfeasibleError as exc:
             failures[exc.constraint] = failures.get(exc.constraint, 0) + 1
             continue
-        plan = make_plan(prof, calib, p, bits, b_a, accuracy_budget, alloc.noise, device,
-                         server, channel, weights)
+        plan = make_plan(
+            prof,
+            calib,
+            p,
+            bits,
+            b_a,
+            accuracy_budget,
+            alloc.noise,
+            device,
+            server,
+            channel,
+            weights,
+        )
         if best is None or plan.costs.objective < best.costs.objective:
             best = plan
     if best is None:
         which = "memory" if failures.get("memory") else "accuracy"
-        raise InfeasibleError(which, f"no partition point meets the {which} constraint "
-                                     f"(accuracy budget {accuracy_budget:.3%}, device memory "
-                                     f"{device.memory_bytes} B); failures: {failures}")
+        raise InfeasibleError(
+            which,
+            f"no partition point meets the {which} constraint "
+            f"(accuracy budget {accuracy_budget:.3%}, device memory "
+            f"{device.memory_bytes} B); failures: {failures}",
+        )
     return best

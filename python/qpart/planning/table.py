@@ -17,8 +17,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..core.costs import (ChannelState, DeviceProfile, ObjectiveWeights, ServerProfile,
-                          cost_coefficients, evaluate_costs)
+from ..core.costs import (
+    ChannelState,
+    DeviceProfile,
+    ObjectiveWeights,
+    ServerProfile,
+    cost_coefficients,
+    evaluate_costs,
+)
 from ..core.profile import ModelProfile
 from .allocation import InfeasibleError
 from .noise_model import Calibration
@@ -51,9 +57,18 @@ class PatternTable:
         self.profile = prof
         self.calibration = calib
         self.patterns = list(patterns)
-        self.features = np.array([[pl.device_macs, pl.server_macs, 8 * pl.weight_payload_bytes,
-                                   8 * pl.activation_payload_bytes] for pl in self.patterns],
-                                 dtype=np.float64).reshape(-1, 4)
+        self.features = np.array(
+            [
+                [
+                    pl.device_macs,
+                    pl.server_macs,
+                    8 * pl.weight_payload_bytes,
+                    8 * pl.activation_payload_bytes,
+                ]
+                for pl in self.patterns
+            ],
+            dtype=np.float64,
+        ).reshape(-1, 4)
         self.levels = np.array([pl.accuracy_budget for pl in self.patterns], dtype=np.float64)
         self.memory = np.array([pl.memory_bytes for pl in self.patterns], dtype=np.float64)
 
@@ -62,17 +77,24 @@ class PatternTable:
 
     @classmethod
     def build(
-        cls, prof: ModelProfile, calib: Calibration, levels: Sequence[float] | None = None, *,
-        device: DeviceProfile | None = None, server: ServerProfile | None = None,
-        channel: ChannelState | None = None, weights: ObjectiveWeights | None = None,
-        progress: bool = False, refiner: MeasuredRefiner | None = None,
-    ) -> "PatternTable":
+        cls,
+        prof: ModelProfile,
+        calib: Calibration,
+        levels: Sequence[float] | None = None,
+        *,
+        device: DeviceProfile | None = None,
+        server: ServerProfile | None = None,
+        channel: ChannelState | None = None,
+        weights: ObjectiveWeights | None = None,
+        progress: bool = False,
+        refiner: MeasuredRefiner | None = None,
+    ) -> PatternTable:
         """Algorithm 1: one pattern per (valid partition point, accuracy level), widths
         optimised for the given (default: Table II) request. Levels default to the
         calibrated ones; infeasible combinations are skipped.
 
-        ``refiner``: a :class:`qpart.planning.refinement.MeasuredRefiner` - each pattern's widths are
-        then refined by measurement on its acceptance inputs (docs/PLANNING.md §4.3); a
+        ``refiner``: a :class:`qpart.planning.refinement.MeasuredRefiner` - each pattern's
+        widths are then refined by measurement on its acceptance inputs (docs/PLANNING.md §4.3); a
         combination the noise model finds infeasible is kept if a measured candidate is
         accepted. Without it the widths are the model's (closed form + integer greedy)."""
         from tqdm.auto import tqdm
@@ -97,31 +119,47 @@ class PatternTable:
                     if ref.accepted:
                         bits, b_a, flips = ref.bits, ref.activation_bits, ref.flip_rate
                 noise = predicted_noise(prof, calib, p, bits, b_a)
-                patterns.append(make_plan(prof, calib, p, bits, b_a, float(level), noise,
-                                          measured_flip_rate=flips))
+                patterns.append(
+                    make_plan(
+                        prof, calib, p, bits, b_a, float(level), noise, measured_flip_rate=flips
+                    )
+                )
         return cls(prof, calib, patterns)
 
     def lookup(self, request: Request) -> Plan:
         """Algorithm 2: the cheapest stored pattern meeting the request's accuracy budget and
         device memory, with its cost terms. Raises :class:`InfeasibleError` ("accuracy" if
         no pattern is accurate enough, "memory" if the accurate ones do not fit)."""
-        coef = cost_coefficients(request.device, request.server, request.channel,
-                                 request.weights)
+        coef = cost_coefficients(request.device, request.server, request.channel, request.weights)
         held = None
         if request.held_segment is not None:
             hp, hb = request.held_segment
-            held = np.array([pl.partition_point == hp and pl.bits == tuple(hb)
-                             for pl in self.patterns], dtype=bool)
+            held = np.array(
+                [pl.partition_point == hp and pl.bits == tuple(hb) for pl in self.patterns],
+                dtype=bool,
+            )
         idx = self.lookup_index(coef, request.accuracy_budget, request.device.memory_bytes, held)
         pl = self.patterns[idx]
         download = 0 if held is not None and held[idx] else pl.weight_payload_bytes
-        costs = evaluate_costs(pl.device_macs, pl.server_macs, 8 * download,
-                               8 * pl.activation_payload_bytes, request.device, request.server,
-                               request.channel, request.weights)
+        costs = evaluate_costs(
+            pl.device_macs,
+            pl.server_macs,
+            8 * download,
+            8 * pl.activation_payload_bytes,
+            request.device,
+            request.server,
+            request.channel,
+            request.weights,
+        )
         return Plan(**{**{k: getattr(pl, k) for k in Plan.__dataclass_fields__}, "costs": costs})
 
-    def lookup_index(self, coefficients: np.ndarray, accuracy_budget: float,
-                     memory_bytes: float = math.inf, held: np.ndarray | None = None) -> int:
+    def lookup_index(
+        self,
+        coefficients: np.ndarray,
+        accuracy_budget: float,
+        memory_bytes: float = math.inf,
+        held: np.ndarray | None = None,
+    ) -> int:
         """The hot path: index of the cheapest feasible pattern for cost ``coefficients``.
         ``held``: optional boolean mask of patterns whose segment the device already holds
         (their weight-download term is dropped)."""
@@ -130,13 +168,19 @@ class PatternTable:
         if not ok.any():
             if not accurate.any():
                 lo = float(self.levels.min()) if self.levels.size else float("nan")
-                raise InfeasibleError("accuracy", f"accuracy budget {accuracy_budget:.3%} is "
-                                                  f"tighter than every stored pattern (smallest "
-                                                  f"level {lo:.3%})")
+                raise InfeasibleError(
+                    "accuracy",
+                    f"accuracy budget {accuracy_budget:.3%} is "
+                    f"tighter than every stored pattern (smallest "
+                    f"level {lo:.3%})",
+                )
             need = float(self.memory[accurate].min())
-            raise InfeasibleError("memory", f"device memory {memory_bytes:.0f} B is below every "
-                                            f"pattern meeting the accuracy budget (smallest "
-                                            f"needs {need:.0f} B)")
+            raise InfeasibleError(
+                "memory",
+                f"device memory {memory_bytes:.0f} B is below every "
+                f"pattern meeting the accuracy budget (smallest "
+                f"needs {need:.0f} B)",
+            )
         scores = self.features @ coefficients
         if held is not None:
             scores[held] -= self.features[held, 2] * coefficients[2]
@@ -152,20 +196,26 @@ class PatternTable:
             d["layer_names"] = list(pl.layer_names)
             d["bits"] = list(pl.bits)
             pats.append(d)
-        return {"format": TABLE_FORMAT, "version": TABLE_VERSION,
-                "profile": self.profile.to_dict(), "calibration": self.calibration.to_dict(),
-                "patterns": pats}
+        return {
+            "format": TABLE_FORMAT,
+            "version": TABLE_VERSION,
+            "profile": self.profile.to_dict(),
+            "calibration": self.calibration.to_dict(),
+            "patterns": pats,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict, prof: ModelProfile | None = None) -> "PatternTable":
+    def from_dict(cls, d: dict, prof: ModelProfile | None = None) -> PatternTable:
         """Inverse of :meth:`to_dict`; pass ``prof`` to keep a traced graph for validation."""
         if d.get("format") != TABLE_FORMAT or d.get("version") != TABLE_VERSION:
             raise ValueError(f"not a {TABLE_FORMAT} v{TABLE_VERSION} document")
         stored = ModelProfile.from_dict(d["profile"])
         if prof is not None and prof.to_dict() != stored.to_dict():
             raise ValueError("the given profile does not match the table's")
-        patterns = [Plan(**{**p, "layer_names": tuple(p["layer_names"]),
-                            "bits": tuple(p["bits"])}) for p in d["patterns"]]
+        patterns = [
+            Plan(**{**p, "layer_names": tuple(p["layer_names"]), "bits": tuple(p["bits"])})
+            for p in d["patterns"]
+        ]
         return cls(prof or stored, Calibration.from_dict(d["calibration"]), patterns)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -174,7 +224,7 @@ class PatternTable:
             json.dump(self.to_dict(), f)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], prof: ModelProfile | None = None) -> "PatternTable":
+    def load(cls, path: str | os.PathLike[str], prof: ModelProfile | None = None) -> PatternTable:
         """Reads a table written by :meth:`save`."""
         with open(path) as f:
             return cls.from_dict(json.load(f), prof)

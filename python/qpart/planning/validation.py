@@ -32,7 +32,10 @@ class ValidationResult:
 
 
 def validate(
-    model: nn.Module, plan: Plan, x: torch.Tensor, y: torch.Tensor,
+    model: nn.Module,
+    plan: Plan,
+    x: torch.Tensor,
+    y: torch.Tensor,
     prof: ModelProfile | None = None,
 ) -> ValidationResult:
     """Runs ``plan`` on ``(x, y)``: layers ``1..p`` as ``QPartLinear``/``QPartConv2d`` at the
@@ -41,16 +44,24 @@ def validate(
     floating-point rounding (the loss is a multiple of ``1/len(y)``)."""
     if prof is None or prof.graph_module is None:
         prof = profile_model(model, x[:2])
-    if tuple(layer.name for layer in prof.layers[:plan.partition_point]) != plan.layer_names:
+    if tuple(layer.name for layer in prof.layers[: plan.partition_point]) != plan.layer_names:
         raise ValueError("the plan's layer names do not match the model's profile")
     split = quantized_split_model(prof, plan.partition_point, plan.bits, plan.activation_bits)
     float_acc = accuracy(model.eval(), x, y)
     quant_acc = accuracy(split, x, y)
     loss = float_acc - quant_acc
     modules = dict(split.named_modules())
-    measured = sum(modules[name].payload_bytes() for name in plan.layer_names
-                   if isinstance(modules[name], (qpart_kernels.QPartLinear,
-                                                 qpart_kernels.QPartConv2d)))
-    return ValidationResult(float_acc, quant_acc, loss, plan.accuracy_budget,
-                            loss <= plan.accuracy_budget + 1e-9, measured,
-                            plan.weight_payload_bytes)
+    measured = sum(
+        modules[name].payload_bytes()
+        for name in plan.layer_names
+        if isinstance(modules[name], (qpart_kernels.QPartLinear, qpart_kernels.QPartConv2d))
+    )
+    return ValidationResult(
+        float_acc,
+        quant_acc,
+        loss,
+        plan.accuracy_budget,
+        loss <= plan.accuracy_budget + 1e-9,
+        measured,
+        plan.weight_payload_bytes,
+    )

@@ -44,13 +44,13 @@ class ServingState:
     plans: Mapping[str, ServedPlan]
 
     @classmethod
-    def build(cls, models: Mapping[str, ModelEntry],
-              settings: ServerSettings | None = None) -> ServingState:
+    def build(
+        cls, models: Mapping[str, ModelEntry], settings: ServerSettings | None = None
+    ) -> ServingState:
         """The state serving ``models`` (copied; read-only views)."""
         models = dict(models)
         plans = {pid: sp for entry in models.values() for pid, sp in entry.plans.items()}
-        return cls(settings or ServerSettings(), MappingProxyType(models),
-                   MappingProxyType(plans))
+        return cls(settings or ServerSettings(), MappingProxyType(models), MappingProxyType(plans))
 
     def install(self, app: FastAPI) -> None:
         """Stores this state on ``app.state`` (where :func:`get_state` finds it)."""
@@ -82,8 +82,9 @@ ModelsDep = Annotated[Mapping[str, ModelEntry], Depends(get_models)]
 PlansDep = Annotated[Mapping[str, ServedPlan], Depends(get_plans)]
 
 
-def get_served_plan(plan_id: Annotated[str, Path(pattern=PLAN_ID_PATTERN)],
-                    plans: PlansDep) -> ServedPlan:
+def get_served_plan(
+    plan_id: Annotated[str, Path(pattern=PLAN_ID_PATTERN)], plans: PlansDep
+) -> ServedPlan:
     """The served plan named by the ``{plan_id}`` path parameter (404 when unknown)."""
     served = plans.get(plan_id)
     if served is None:
@@ -101,5 +102,6 @@ def require_token(request: Request, settings: SettingsDep) -> None:
         return
     got = request.headers.get("authorization", "")
     if not hmac.compare_digest(got.encode(), f"Bearer {settings.token}".encode()):
-        raise HTTPException(401, "missing or invalid bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )

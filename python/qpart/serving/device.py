@@ -15,8 +15,13 @@ import httpx
 import torch
 
 from ..core.costs import ChannelState, DeviceProfile, ObjectiveWeights
-from .wire import (ACTIVATION_HEADER_BYTES, DecodedSegment, WireFormatError, decode_segment,
-                   encode_activation)
+from .wire import (
+    ACTIVATION_HEADER_BYTES,
+    DecodedSegment,
+    WireFormatError,
+    decode_segment,
+    encode_activation,
+)
 
 
 class ServerError(RuntimeError):
@@ -82,7 +87,7 @@ class DeviceClient:
     def close(self) -> None:
         self.http.close()
 
-    def __enter__(self) -> "DeviceClient":
+    def __enter__(self) -> DeviceClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -101,19 +106,29 @@ class DeviceClient:
     def plan_request(self, model: str, accuracy_budget: float) -> dict:
         """The JSON body of ``POST /v1/plan`` for this device."""
         p, c, w = self.profile, self.channel, self.weights
-        return {"model": model, "accuracy_budget": accuracy_budget,
-                "device": {"cycles_per_mac": p.cycles_per_mac, "clock_hz": p.clock_hz,
-                           "kappa_j_per_cycle_hz2": p.kappa_j_per_cycle_hz2,
-                           "tx_power_w": p.tx_power_w, "rx_power_w": p.rx_power_w},
-                "channel": {"uplink_bps": c.uplink_bps, "downlink_bps": c.downlink_bps},
-                "weights": {"time": w.time, "energy": w.energy, "cost": w.cost},
-                "memory_bytes": self.memory_bytes if self.memory_bytes is not None
-                and math.isfinite(self.memory_bytes) else None,
-                "held_segment": self.held_segment}
+        return {
+            "model": model,
+            "accuracy_budget": accuracy_budget,
+            "device": {
+                "cycles_per_mac": p.cycles_per_mac,
+                "clock_hz": p.clock_hz,
+                "kappa_j_per_cycle_hz2": p.kappa_j_per_cycle_hz2,
+                "tx_power_w": p.tx_power_w,
+                "rx_power_w": p.rx_power_w,
+            },
+            "channel": {"uplink_bps": c.uplink_bps, "downlink_bps": c.downlink_bps},
+            "weights": {"time": w.time, "energy": w.energy, "cost": w.cost},
+            "memory_bytes": self.memory_bytes
+            if self.memory_bytes is not None and math.isfinite(self.memory_bytes)
+            else None,
+            "held_segment": self.held_segment,
+        }
 
     def plan(self, model: str, accuracy_budget: float) -> dict:
         """``POST /v1/plan``; returns the plan JSON."""
-        return self._check(self.http.post("/v1/plan", json=self.plan_request(model, accuracy_budget))).json()
+        return self._check(
+            self.http.post("/v1/plan", json=self.plan_request(model, accuracy_budget))
+        ).json()
 
     def _disk_path(self, segment_id: str) -> Path | None:
         return Path(self.cache_dir) / f"{segment_id}.safetensors" if self.cache_dir else None
@@ -152,9 +167,16 @@ class DeviceClient:
         t2 = time.perf_counter()
         return self.infer(plan, seg, x, seg_bytes, t1 - t0, t2 - t1, t0)
 
-    def infer(self, plan: dict, seg: DecodedSegment, x: torch.Tensor, seg_bytes: int = 0,
-              plan_s: float = 0.0, segment_s: float = 0.0,
-              t0: float | None = None) -> DeviceResult:
+    def infer(
+        self,
+        plan: dict,
+        seg: DecodedSegment,
+        x: torch.Tensor,
+        seg_bytes: int = 0,
+        plan_s: float = 0.0,
+        segment_s: float = 0.0,
+        t0: float | None = None,
+    ) -> DeviceResult:
         """Runs ``seg`` on ``x``, sends the packed cut activation for ``plan`` (unless
         ``p = L``) and returns the output with measurements."""
         t0 = time.perf_counter() if t0 is None else t0
@@ -169,17 +191,35 @@ class DeviceClient:
             body = encode_activation(cut, int(plan["activation_bits"]), plan["plan_id"])
             t4 = time.perf_counter()
             quant_s = t4 - t3
-            resp = self._check(self.http.post(f"/v1/infer/{plan['plan_id']}", content=body,
-                                              headers={"Content-Type": "application/octet-stream"}))
+            resp = self._check(
+                self.http.post(
+                    f"/v1/infer/{plan['plan_id']}",
+                    content=body,
+                    headers={"Content-Type": "application/octet-stream"},
+                )
+            )
             infer_s = time.perf_counter() - t4
             data = resp.json()
             server_s = float(data["server_time_s"])
             act_bytes = len(body)
             out = torch.tensor(data["output"], dtype=torch.float32)
         total = time.perf_counter() - t0
-        return DeviceResult(out, out.argmax(-1).tolist(), plan, seg_bytes == 0, seg_bytes,
-                            int(plan["weight_payload_bytes"]), act_bytes, plan_s, segment_s,
-                            t3 - t2, quant_s, infer_s, server_s, total)
+        return DeviceResult(
+            out,
+            out.argmax(-1).tolist(),
+            plan,
+            seg_bytes == 0,
+            seg_bytes,
+            int(plan["weight_payload_bytes"]),
+            act_bytes,
+            plan_s,
+            segment_s,
+            t3 - t2,
+            quant_s,
+            infer_s,
+            server_s,
+            total,
+        )
 
 
 def activation_overhead_bytes() -> int:

@@ -54,9 +54,15 @@ class ModelEntry:
     by_segment: dict[str, tuple[int, tuple[int, ...]]] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, model_id: str, model: nn.Module, example: torch.Tensor,
-               calibration: Calibration, table: PatternTable | None = None,
-               description: str = "") -> "ModelEntry":
+    def create(
+        cls,
+        model_id: str,
+        model: nn.Module,
+        example: torch.Tensor,
+        calibration: Calibration,
+        table: PatternTable | None = None,
+        description: str = "",
+    ) -> ModelEntry:
         """Profiles ``model``, builds the table (unless given) and encodes the segment of
         every pattern (identical segments are encoded once)."""
         model = model.eval()
@@ -69,14 +75,19 @@ class ModelEntry:
             if key not in encoded:
                 seg = quantized_segments(prof, pl.partition_point, pl.bits)
                 out = seg.cut_shape if seg.cut_shape is not None else seg.output_shape
-                enc = encode_segment(seg.device, seg.input_shape, out,
-                                     {"model": model_id, "partition_point": pl.partition_point})
+                enc = encode_segment(
+                    seg.device,
+                    seg.input_shape,
+                    out,
+                    {"model": model_id, "partition_point": pl.partition_point},
+                )
                 encoded[key] = (seg, enc)
                 entry.by_segment[enc.segment_id] = key
             seg, enc = encoded[key]
             pid = make_plan_id(model_id, pl.partition_point, pl.bits, pl.activation_bits)
-            entry.plans[pid] = ServedPlan(pid, model_id, pl, seg, enc,
-                                          fp32_weight_bytes(prof, pl.partition_point))
+            entry.plans[pid] = ServedPlan(
+                pid, model_id, pl, seg, enc, fp32_weight_bytes(prof, pl.partition_point)
+            )
         return entry
 
     def plan(self, request: Request, held_segment: str | None = None) -> tuple[Plan, ServedPlan]:

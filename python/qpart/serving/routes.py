@@ -25,17 +25,32 @@ from ..planning.solve import Plan
 from ..planning.table import Request as PlanLookup
 from .deps import ModelsDep, ServedPlanDep, SettingsDep, require_token
 from .registry import ModelEntry, ServedPlan
-from .schemas import (SEGMENT_ID_HEADER, ErrorBody, Health, InferResponse, ModelInfo,
-                      PlanRequest, PlanResponse, PredictedTerms)
+from .schemas import (
+    SEGMENT_ID_HEADER,
+    ErrorBody,
+    Health,
+    InferResponse,
+    ModelInfo,
+    PlanRequest,
+    PlanResponse,
+    PredictedTerms,
+)
 from .wire import WireFormatError, decode_activation
 
-ERRORS = {400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 404: {"model": ErrorBody},
-          413: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}
+ERRORS = {
+    400: {"model": ErrorBody},
+    401: {"model": ErrorBody},
+    404: {"model": ErrorBody},
+    413: {"model": ErrorBody},
+    422: {"model": ErrorBody},
+    503: {"model": ErrorBody},
+}
 """The error answers every guarded route documents (body :class:`ErrorBody`)."""
 
 meta = APIRouter(prefix="/v1", tags=["meta"])
-serving = APIRouter(prefix="/v1", tags=["serving"], responses=ERRORS,
-                    dependencies=[Depends(require_token)])
+serving = APIRouter(
+    prefix="/v1", tags=["serving"], responses=ERRORS, dependencies=[Depends(require_token)]
+)
 
 
 # ----------------------------------------------------------------------------- meta
@@ -47,47 +62,70 @@ def health(models: ModelsDep) -> Health:
     return Health(status="ok", version=__version__, models=sorted(models))
 
 
-@meta.get("/models", response_model=list[ModelInfo], responses=ERRORS,
-          dependencies=[Depends(require_token)])
+@meta.get(
+    "/models",
+    response_model=list[ModelInfo],
+    responses=ERRORS,
+    dependencies=[Depends(require_token)],
+)
 def list_models(models: ModelsDep) -> list[ModelInfo]:
     """The registered models with their partition points and calibrated levels."""
-    return [ModelInfo(id=e.model_id, description=e.description,
-                      num_layers=e.profile.num_layers,
-                      valid_points=list(e.profile.valid_points),
-                      accuracy_levels=sorted({p.accuracy_budget for p in e.table.patterns}),
-                      patterns=len(e.table),
-                      input_shape=list(next(iter(e.plans.values())).segments.input_shape))
-            for e in models.values()]
+    return [
+        ModelInfo(
+            id=e.model_id,
+            description=e.description,
+            num_layers=e.profile.num_layers,
+            valid_points=list(e.profile.valid_points),
+            accuracy_levels=sorted({p.accuracy_budget for p in e.table.patterns}),
+            patterns=len(e.table),
+            input_shape=list(next(iter(e.plans.values())).segments.input_shape),
+        )
+        for e in models.values()
+    ]
 
 
 # ----------------------------------------------------------------------------- serving
 
 
-def plan_response(entry: ModelEntry, plan: Plan, served: ServedPlan,
-                  held: bool) -> PlanResponse:
+def plan_response(entry: ModelEntry, plan: Plan, served: ServedPlan, held: bool) -> PlanResponse:
     """The :class:`PlanResponse` of a table lookup's ``plan`` (with this request's costs)
     and its served pattern."""
     c = plan.costs
     seg = served.segments
     return PlanResponse(
-        plan_id=served.plan_id, model=entry.model_id, partition_point=plan.partition_point,
-        num_layers=entry.profile.num_layers, layer_names=list(plan.layer_names),
-        bits=list(plan.bits), activation_bits=plan.activation_bits,
-        accuracy_level=plan.accuracy_budget, predicted_loss=plan.predicted_loss,
+        plan_id=served.plan_id,
+        model=entry.model_id,
+        partition_point=plan.partition_point,
+        num_layers=entry.profile.num_layers,
+        layer_names=list(plan.layer_names),
+        bits=list(plan.bits),
+        activation_bits=plan.activation_bits,
+        accuracy_level=plan.accuracy_budget,
+        predicted_loss=plan.predicted_loss,
         weight_payload_bytes=plan.weight_payload_bytes,
         activation_payload_bytes=plan.activation_payload_bytes,
-        fp32_weight_bytes=served.fp32_weight_bytes, memory_bytes=plan.memory_bytes,
-        device_macs=plan.device_macs, server_macs=plan.server_macs,
+        fp32_weight_bytes=served.fp32_weight_bytes,
+        memory_bytes=plan.memory_bytes,
+        device_macs=plan.device_macs,
+        server_macs=plan.server_macs,
         input_shape=list(seg.input_shape),
         cut_shape=None if seg.cut_shape is None else list(seg.cut_shape),
-        output_shape=list(seg.output_shape), segment_id=served.encoded.segment_id,
-        segment_bytes=len(served.encoded.data), segment_held=held,
+        output_shape=list(seg.output_shape),
+        segment_id=served.encoded.segment_id,
+        segment_bytes=len(served.encoded.data),
+        segment_held=held,
         predicted=PredictedTerms(
-            device_time_s=c.device_time_s, server_time_s=c.server_time_s,
-            tx_time_s=c.tx_time_s, total_time_s=c.total_time_s,
-            device_energy_j=c.device_energy_j, tx_energy_j=c.tx_energy_j,
-            total_energy_j=c.total_energy_j, server_cost=c.server_cost,
-            objective=c.objective))
+            device_time_s=c.device_time_s,
+            server_time_s=c.server_time_s,
+            tx_time_s=c.tx_time_s,
+            total_time_s=c.total_time_s,
+            device_energy_j=c.device_energy_j,
+            tx_energy_j=c.tx_energy_j,
+            total_energy_j=c.total_energy_j,
+            server_cost=c.server_cost,
+            objective=c.objective,
+        ),
+    )
 
 
 @serving.post("/plan", response_model=PlanResponse)
@@ -100,11 +138,13 @@ def plan(req: PlanRequest, models: ModelsDep) -> PlanResponse:
     try:
         lookup = PlanLookup(
             req.accuracy_budget,
-            device=DeviceProfile(**req.device.model_dump(),
-                                 memory_bytes=math.inf if req.memory_bytes is None
-                                 else req.memory_bytes),
+            device=DeviceProfile(
+                **req.device.model_dump(),
+                memory_bytes=math.inf if req.memory_bytes is None else req.memory_bytes,
+            ),
             channel=ChannelState(**req.channel.model_dump()),
-            weights=ObjectiveWeights(**req.weights.model_dump()))
+            weights=ObjectiveWeights(**req.weights.model_dump()),
+        )
         result, served = entry.plan(lookup, req.held_segment)
     except InfeasibleError as exc:
         raise HTTPException(422, f"infeasible request ({exc.constraint}): {exc}") from exc
@@ -113,10 +153,16 @@ def plan(req: PlanRequest, models: ModelsDep) -> PlanResponse:
     return plan_response(entry, result, served, req.held_segment == served.encoded.segment_id)
 
 
-@serving.get("/segment/{plan_id}", responses={
-    200: {"content": {"application/octet-stream": {}},
-          "description": "safetensors container of the quantized device segment"},
-    304: {"description": "the device already holds this segment (If-None-Match)"}})
+@serving.get(
+    "/segment/{plan_id}",
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}},
+            "description": "safetensors container of the quantized device segment",
+        },
+        304: {"description": "the device already holds this segment (If-None-Match)"},
+    },
+)
 def segment(request: Request, served: ServedPlanDep) -> Response:
     """The device segment of a plan. Sends ``ETag``/``X-QPART-Segment-Id`` = sha256 of
     the bytes; with ``If-None-Match`` naming that id the answer is an empty 304."""
@@ -125,8 +171,7 @@ def segment(request: Request, served: ServedPlanDep) -> Response:
     held = {t.strip().strip('"') for t in request.headers.get("if-none-match", "").split(",")}
     if sid in held:
         return Response(status_code=304, headers=headers)
-    return Response(served.encoded.data, media_type="application/octet-stream",
-                    headers=headers)
+    return Response(served.encoded.data, media_type="application/octet-stream", headers=headers)
 
 
 def run_server_half(served: ServedPlan, body: bytes, max_batch: int) -> InferResponse:
@@ -135,32 +180,48 @@ def run_server_half(served: ServedPlan, body: bytes, max_batch: int) -> InferRes
     start = time.perf_counter()
     plan_id = served.plan_id
     try:
-        head, x = decode_activation(body, served.segments.cut_shape,
-                                    served.pattern.activation_bits, max_batch)
+        head, x = decode_activation(
+            body, served.segments.cut_shape, served.pattern.activation_bits, max_batch
+        )
     except WireFormatError as exc:
         raise HTTPException(400, f"bad activation body: {exc}") from exc
     if head.plan_id != plan_id:
-        raise HTTPException(400, f"activation body is for plan {head.plan_id!r}, not "
-                                 f"{plan_id!r}")
+        raise HTTPException(400, f"activation body is for plan {head.plan_id!r}, not {plan_id!r}")
     with torch.no_grad():
         out = served.segments.server(x)
     elapsed = time.perf_counter() - start
     out2 = out.reshape(out.shape[0], -1)
-    return InferResponse(plan_id=plan_id, batch=int(out.shape[0]),
-                         output=out2.tolist(), predictions=out2.argmax(-1).tolist(),
-                         bytes_received=len(body), server_time_s=elapsed)
+    return InferResponse(
+        plan_id=plan_id,
+        batch=int(out.shape[0]),
+        output=out2.tolist(),
+        predictions=out2.argmax(-1).tolist(),
+        bytes_received=len(body),
+        server_time_s=elapsed,
+    )
 
 
-@serving.post("/infer/{plan_id}", response_model=InferResponse, openapi_extra={
-    "requestBody": {"required": True, "content": {"application/octet-stream": {
-        "schema": {"type": "string", "format": "binary"}}},
-        "description": "cut activation: 32-byte header + per sample fp16 "
-                       "scale, uint8 zero, packed codes (docs/SERVING.md)"}})
-async def infer(request: Request, served: ServedPlanDep,
-                settings: SettingsDep) -> InferResponse:
+@serving.post(
+    "/infer/{plan_id}",
+    response_model=InferResponse,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+            "description": "cut activation: 32-byte header + per sample fp16 "
+            "scale, uint8 zero, packed codes (docs/SERVING.md)",
+        }
+    },
+)
+async def infer(request: Request, served: ServedPlanDep, settings: SettingsDep) -> InferResponse:
     """Runs the server half of a plan on the device's packed cut activation."""
     if served.pattern.activation_bits is None:
-        raise HTTPException(409, f"plan {served.plan_id} runs entirely on the device; there "
-                                 f"is nothing to infer on the server")
+        raise HTTPException(
+            409,
+            f"plan {served.plan_id} runs entirely on the device; there "
+            f"is nothing to infer on the server",
+        )
     body = await request.body()
     return await run_in_threadpool(run_server_half, served, body, settings.max_batch)

@@ -50,8 +50,9 @@ class PlanRequest(BaseModel):
     channel: ChannelSpec = ChannelSpec()
     weights: WeightsSpec = WeightsSpec()
     memory_bytes: float | None = Field(None, gt=0, description="device memory; null = unbounded")
-    held_segment: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
-                                     description="sha256 of a segment the device holds")
+    held_segment: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="sha256 of a segment the device holds"
+    )
 
 
 class PredictedTerms(BaseModel):

@@ -30,8 +30,17 @@ from .deps import ServerSettings, ServingState
 from .registry import ModelEntry
 from .schemas import PLAN_ID_PATTERN, SEGMENT_ID_HEADER
 
-__all__ = ["PLAN_ID_PATTERN", "SEGMENT_ID_HEADER", "LimitMiddleware", "ServerSettings",
-           "ServerThread", "create_app", "free_port", "serve", "validation_error_handler"]
+__all__ = [
+    "PLAN_ID_PATTERN",
+    "SEGMENT_ID_HEADER",
+    "LimitMiddleware",
+    "ServerSettings",
+    "ServerThread",
+    "create_app",
+    "free_port",
+    "serve",
+    "validation_error_handler",
+]
 
 
 # ----------------------------------------------------------------------------- middleware
@@ -50,9 +59,16 @@ class LimitMiddleware:
 
     async def _reject(self, send, status: int, message: str) -> None:
         body = json.dumps({"detail": message}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope, receive, send):
@@ -68,8 +84,11 @@ class LimitMiddleware:
             except ValueError:
                 return await self._reject(send, 400, "invalid Content-Length header")
             if declared > self.max_bytes:
-                return await self._reject(send, 413, f"request body of {declared} bytes exceeds "
-                                                     f"the limit of {self.max_bytes} bytes")
+                return await self._reject(
+                    send,
+                    413,
+                    f"request body of {declared} bytes exceeds the limit of {self.max_bytes} bytes",
+                )
         # Take a slot first, so buffered bodies are bounded by max_concurrency * max_bytes.
         try:
             await asyncio.wait_for(self._sem.acquire(), self.queue_timeout_s)
@@ -85,8 +104,9 @@ class LimitMiddleware:
                 chunk = message.get("body", b"")
                 total += len(chunk)
                 if total > self.max_bytes:
-                    return await self._reject(send, 413, f"request body exceeds the limit of "
-                                                         f"{self.max_bytes} bytes")
+                    return await self._reject(
+                        send, 413, f"request body exceeds the limit of {self.max_bytes} bytes"
+                    )
                 chunks.append(chunk)
                 more = message.get("more_body", False)
             body = b"".join(chunks)
@@ -113,7 +133,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         return 400, "malformed JSON body: " + "; ".join(
-            str(e.get("ctx", {}).get("error", e.get("msg"))) for e in errors)
+            str(e.get("ctx", {}).get("error", e.get("msg"))) for e in errors
+        )
     parts = []
     for e in errors:
         loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
@@ -132,22 +153,33 @@ def create_app(models: Mapping[str, ModelEntry], settings: ServerSettings | None
     ``app.state`` (:class:`ServingState`), the routers of :mod:`.routes`, the limits
     middleware and the validation-error handler."""
     state = ServingState.build(models, settings)
-    app = FastAPI(title="QPART server", version=__version__,
-                  description="Quantized partitioning for edge inference: plans, quantized "
-                              "device segments (safetensors) and the server half of the "
-                              "model. Wire formats: docs/SERVING.md.")
+    app = FastAPI(
+        title="QPART server",
+        version=__version__,
+        description="Quantized partitioning for edge inference: plans, quantized "
+        "device segments (safetensors) and the server half of the "
+        "model. Wire formats: docs/SERVING.md.",
+    )
     state.install(app)
     app.include_router(routes.meta)
     app.include_router(routes.serving)
-    app.add_middleware(LimitMiddleware, max_bytes=state.settings.max_body_bytes,
-                       max_concurrency=state.settings.max_concurrency,
-                       queue_timeout_s=state.settings.queue_timeout_s)
+    app.add_middleware(
+        LimitMiddleware,
+        max_bytes=state.settings.max_body_bytes,
+        max_concurrency=state.settings.max_concurrency,
+        queue_timeout_s=state.settings.queue_timeout_s,
+    )
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     return app
 
 
-def serve(models: Mapping[str, ModelEntry], host: str = "127.0.0.1", port: int = 8000,
-          settings: ServerSettings | None = None, log_level: str = "warning") -> None:
+def serve(
+    models: Mapping[str, ModelEntry],
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    settings: ServerSettings | None = None,
+    log_level: str = "warning",
+) -> None:
     """Runs the app with uvicorn (blocking)."""
     import uvicorn
 
@@ -167,13 +199,23 @@ class ServerThread:
     """uvicorn serving :func:`create_app` in a background thread (loopback demo/tests).
     Use as a context manager; ``url`` is the base URL once started."""
 
-    def __init__(self, models: Mapping[str, ModelEntry], settings: ServerSettings | None = None,
-                 host: str = "127.0.0.1", port: int | None = None):
+    def __init__(
+        self,
+        models: Mapping[str, ModelEntry],
+        settings: ServerSettings | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+    ):
         import uvicorn
 
         self.host, self.port = host, port or free_port(host)
-        config = uvicorn.Config(create_app(models, settings), host=self.host, port=self.port,
-                                log_level="warning", lifespan="off")
+        config = uvicorn.Config(
+            create_app(models, settings),
+            host=self.host,
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+        )
         self.server = uvicorn.Server(config)
         self.thread = None
 
@@ -181,7 +223,7 @@ class ServerThread:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout_s: float = 20.0) -> "ServerThread":
+    def start(self, timeout_s: float = 20.0) -> ServerThread:
         import threading
 
         self.thread = threading.Thread(target=self.server.run, daemon=True, name="qpart-server")
@@ -198,7 +240,7 @@ class ServerThread:
         if self.thread is not None:
             self.thread.join(timeout=10)
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         return self.start()
 
     def __exit__(self, *exc) -> None:

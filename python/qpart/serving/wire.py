@@ -53,16 +53,33 @@ _SIMPLE: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
     "Flatten": (nn.Flatten, ("start_dim", "end_dim")),
     "Dropout": (nn.Dropout, ("p",)),
     "MaxPool2d": (nn.MaxPool2d, ("kernel_size", "stride", "padding", "dilation", "ceil_mode")),
-    "AvgPool2d": (nn.AvgPool2d, ("kernel_size", "stride", "padding", "ceil_mode",
-                                 "count_include_pad", "divisor_override")),
+    "AvgPool2d": (
+        nn.AvgPool2d,
+        ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
+    ),
     "AdaptiveAvgPool2d": (nn.AdaptiveAvgPool2d, ("output_size",)),
-    "BatchNorm2d": (nn.BatchNorm2d, ("num_features", "eps", "momentum", "affine",
-                                     "track_running_stats")),
-    "QPartLinear": (qpart_kernels.QPartLinear, ("in_features", "out_features", "bits",
-                                                "group_size")),
-    "QPartConv2d": (qpart_kernels.QPartConv2d, ("in_channels", "out_channels", "kernel_size",
-                                                "bits", "stride", "padding", "dilation",
-                                                "groups", "group_size")),
+    "BatchNorm2d": (
+        nn.BatchNorm2d,
+        ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+    ),
+    "QPartLinear": (
+        qpart_kernels.QPartLinear,
+        ("in_features", "out_features", "bits", "group_size"),
+    ),
+    "QPartConv2d": (
+        qpart_kernels.QPartConv2d,
+        (
+            "in_channels",
+            "out_channels",
+            "kernel_size",
+            "bits",
+            "stride",
+            "padding",
+            "dilation",
+            "groups",
+            "group_size",
+        ),
+    ),
 }
 _QPART = ("QPartLinear", "QPartConv2d")
 
@@ -80,7 +97,8 @@ def _module_entry(name: str, module: nn.Module) -> dict:
     if kind not in _SIMPLE or type(module) is not _SIMPLE[kind][0]:
         raise WireFormatError(
             f"module {name!r} ({type(module).__module__}.{kind}) is not supported in a device "
-            f"segment; supported: {', '.join(sorted(_SIMPLE))}")
+            f"segment; supported: {', '.join(sorted(_SIMPLE))}"
+        )
     if isinstance(module, nn.MaxPool2d) and module.return_indices:
         raise WireFormatError(f"module {name!r}: MaxPool2d(return_indices=True) is not supported")
     config = {attr: _jsonable(getattr(module, attr)) for attr in _SIMPLE[kind][1]}
@@ -96,7 +114,9 @@ def chain_modules(gm: nn.Module) -> list[tuple[str, nn.Module]]:
     if isinstance(gm, nn.Sequential):
         return list(gm.named_children())
     if not isinstance(gm, fx.GraphModule):
-        raise WireFormatError(f"expected an nn.Sequential or fx.GraphModule, got {type(gm).__name__}")
+        raise WireFormatError(
+            f"expected an nn.Sequential or fx.GraphModule, got {type(gm).__name__}"
+        )
     modules = dict(gm.named_modules())
     chain: list[tuple[str, nn.Module]] = []
     prev: fx.Node | None = None
@@ -107,18 +127,22 @@ def chain_modules(gm: nn.Module) -> list[tuple[str, nn.Module]]:
             prev = node
         elif node.op == "call_module":
             if node.args != (prev,) or node.kwargs:
-                raise WireFormatError(f"device segment is not a chain: node {node.name!r} does "
-                                      f"not take only the previous node's output")
+                raise WireFormatError(
+                    f"device segment is not a chain: node {node.name!r} does "
+                    f"not take only the previous node's output"
+                )
             chain.append((str(node.target), modules[node.target]))
             prev = node
         elif node.op == "output":
             if node.args[0] is not prev:
-                raise WireFormatError("device segment is not a chain: its output is not the "
-                                      "last module's")
+                raise WireFormatError(
+                    "device segment is not a chain: its output is not the last module's"
+                )
         else:
             raise WireFormatError(
                 f"device segment is not a chain of supported modules: node {node.name!r} is a "
-                f"{node.op} ({node.target}); only module calls can be shipped")
+                f"{node.op} ({node.target}); only module calls can be shipped"
+            )
     return chain
 
 
@@ -138,8 +162,12 @@ class EncodedSegment:
         return len(self.data) - self.tensor_bytes
 
 
-def encode_segment(segment: nn.Module, input_shape: Sequence[int],
-                   output_shape: Sequence[int], extra: dict | None = None) -> EncodedSegment:
+def encode_segment(
+    segment: nn.Module,
+    input_shape: Sequence[int],
+    output_shape: Sequence[int],
+    extra: dict | None = None,
+) -> EncodedSegment:
     """Serialises a chain segment (see :func:`chain_modules`) as a safetensors container.
 
     ``input_shape`` / ``output_shape`` are per sample; ``extra`` (JSON-serialisable) is
@@ -157,9 +185,14 @@ def encode_segment(segment: nn.Module, input_shape: Sequence[int],
             tensors[f"{i}.{tname}"] = t
             if entry["type"] in _QPART:
                 qpart_bytes += t.numel() * t.element_size()
-    arch = {"format": SEGMENT_FORMAT, "version": SEGMENT_VERSION, "layers": layers,
-            "input_shape": list(input_shape), "output_shape": list(output_shape),
-            **({"extra": extra} if extra else {})}
+    arch = {
+        "format": SEGMENT_FORMAT,
+        "version": SEGMENT_VERSION,
+        "layers": layers,
+        "input_shape": list(input_shape),
+        "output_shape": list(output_shape),
+        **({"extra": extra} if extra else {}),
+    }
     data = save(tensors, metadata={METADATA_KEY: json.dumps(arch, sort_keys=True)})
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     return EncodedSegment(data, hashlib.sha256(data).hexdigest(), total, qpart_bytes)
@@ -199,7 +232,7 @@ def decode_segment(data: bytes, expected_id: str | None = None) -> DecodedSegmen
     try:
         tensors = load(data)
         header_len = struct.unpack("<Q", data[:8])[0]
-        header = json.loads(data[8:8 + header_len])
+        header = json.loads(data[8 : 8 + header_len])
     except (SafetensorError, ValueError, struct.error) as exc:
         raise WireFormatError(f"not a safetensors container: {exc}") from exc
     try:
@@ -217,8 +250,10 @@ def decode_segment(data: bytes, expected_id: str | None = None) -> DecodedSegmen
         cls, attrs = _SIMPLE[kind]
         config = {k: _config_value(v) for k, v in entry.get("config", {}).items()}
         if set(config) - set(attrs) - {"bias"}:
-            raise WireFormatError(f"layer {i} ({kind}): unexpected config keys "
-                                  f"{sorted(set(config) - set(attrs) - {'bias'})}")
+            raise WireFormatError(
+                f"layer {i} ({kind}): unexpected config keys "
+                f"{sorted(set(config) - set(attrs) - {'bias'})}"
+            )
         try:
             module = cls(**config)
         except (TypeError, ValueError) as exc:
@@ -230,8 +265,10 @@ def decode_segment(data: bytes, expected_id: str | None = None) -> DecodedSegmen
                 raise WireFormatError(f"layer {i} ({kind}): tensor {key!r} is missing")
             t = tensors[key]
             if t.shape != ref.shape or t.dtype != ref.dtype:
-                raise WireFormatError(f"tensor {key!r}: expected {tuple(ref.shape)} {ref.dtype}, "
-                                      f"got {tuple(t.shape)} {t.dtype}")
+                raise WireFormatError(
+                    f"tensor {key!r}: expected {tuple(ref.shape)} {ref.dtype}, "
+                    f"got {tuple(t.shape)} {t.dtype}"
+                )
             state[tname] = t
             used.add(key)
         module.load_state_dict(state, strict=True)
@@ -252,7 +289,9 @@ def activation_row_bytes(elems: int, bits: int) -> int:
 
 def activation_body_bytes(sample_shape: Sequence[int], bits: int, batch: int) -> int:
     """Exact body size: ``32 + batch * (ceil(A b / 8) + 3)``."""
-    return ACTIVATION_HEADER_BYTES + batch * (activation_row_bytes(math.prod(sample_shape), bits) + 3)
+    return ACTIVATION_HEADER_BYTES + batch * (
+        activation_row_bytes(math.prod(sample_shape), bits) + 3
+    )
 
 
 def plan_id_bytes(plan_id: str) -> bytes:
@@ -270,14 +309,22 @@ def encode_activation(x: torch.Tensor, bits: int, plan_id: str) -> bytes:
     """The infer body for a batch ``x`` (batch first) at ``bits``: header, then fp16 scales
     (``batch`` x 2 bytes), uint8 zeros (``batch``), packed codes (``batch`` rows)."""
     if x.dim() < 1 or x.dim() > MAX_NDIM or x.shape[0] < 1:
-        raise WireFormatError(f"activation must have 1..{MAX_NDIM} dims and batch >= 1, "
-                              f"got shape {tuple(x.shape)}")
+        raise WireFormatError(
+            f"activation must have 1..{MAX_NDIM} dims and batch >= 1, got shape {tuple(x.shape)}"
+        )
     _, q = quantize_activation_rows(x, bits)
     shape = list(x.shape) + [0] * (MAX_NDIM - x.dim())
-    header = ACTIVATION_HEADER.pack(ACTIVATION_MAGIC, ACTIVATION_VERSION, bits, x.dim(), 0,
-                                    plan_id_bytes(plan_id), *shape)
-    return b"".join([header, q.scales.contiguous().view(torch.uint8).numpy().tobytes(),
-                     q.zeros.contiguous().numpy().tobytes(), q.packed.contiguous().numpy().tobytes()])
+    header = ACTIVATION_HEADER.pack(
+        ACTIVATION_MAGIC, ACTIVATION_VERSION, bits, x.dim(), 0, plan_id_bytes(plan_id), *shape
+    )
+    return b"".join(
+        [
+            header,
+            q.scales.contiguous().view(torch.uint8).numpy().tobytes(),
+            q.zeros.contiguous().numpy().tobytes(),
+            q.packed.contiguous().numpy().tobytes(),
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -292,8 +339,10 @@ class ActivationHeader:
 def parse_activation_header(body: bytes) -> ActivationHeader:
     """Parses and checks the header of an infer body; raises :class:`WireFormatError`."""
     if len(body) < ACTIVATION_HEADER_BYTES:
-        raise WireFormatError(f"activation body is {len(body)} bytes, shorter than the "
-                              f"{ACTIVATION_HEADER_BYTES}-byte header")
+        raise WireFormatError(
+            f"activation body is {len(body)} bytes, shorter than the "
+            f"{ACTIVATION_HEADER_BYTES}-byte header"
+        )
     magic, version, bits, ndim, _, pid, *shape = ACTIVATION_HEADER.unpack_from(body)
     if magic != ACTIVATION_MAGIC:
         raise WireFormatError(f"bad magic {magic!r}: not a qpart activation body")
@@ -308,16 +357,21 @@ def parse_activation_header(body: bytes) -> ActivationHeader:
     return ActivationHeader(bits, tuple(shape[:ndim]), pid.hex())
 
 
-def decode_activation(body: bytes, sample_shape: Sequence[int] | None = None,
-                      bits: int | None = None, max_batch: int | None = None,
-                      ) -> tuple[ActivationHeader, torch.Tensor]:
+def decode_activation(
+    body: bytes,
+    sample_shape: Sequence[int] | None = None,
+    bits: int | None = None,
+    max_batch: int | None = None,
+) -> tuple[ActivationHeader, torch.Tensor]:
     """Parses an infer body into its header and the dequantized float32 tensor. Checks
     the per-sample shape / width against the plan's when given, the batch bound, and that
     the body has exactly the size the header implies (truncated / padded bodies fail)."""
     head = parse_activation_header(body)
     if sample_shape is not None and tuple(head.shape[1:]) != tuple(sample_shape):
-        raise WireFormatError(f"activation shape {list(head.shape)} does not match the plan's "
-                              f"cut shape [batch, {', '.join(map(str, sample_shape))}]")
+        raise WireFormatError(
+            f"activation shape {list(head.shape)} does not match the plan's "
+            f"cut shape [batch, {', '.join(map(str, sample_shape))}]"
+        )
     if bits is not None and head.bits != bits:
         raise WireFormatError(f"activation is at {head.bits} bits, the plan says {bits}")
     batch = head.shape[0]
@@ -327,16 +381,19 @@ def decode_activation(body: bytes, sample_shape: Sequence[int] | None = None,
     row = activation_row_bytes(elems, head.bits)
     expected = ACTIVATION_HEADER_BYTES + batch * (row + 3)
     if len(body) != expected:
-        raise WireFormatError(f"activation body is {len(body)} bytes; shape {list(head.shape)} "
-                              f"at {head.bits} bits needs exactly {expected}")
+        raise WireFormatError(
+            f"activation body is {len(body)} bytes; shape {list(head.shape)} "
+            f"at {head.bits} bits needs exactly {expected}"
+        )
     buf = torch.frombuffer(bytearray(body[ACTIVATION_HEADER_BYTES:]), dtype=torch.uint8)
-    scales = buf[:2 * batch].view(torch.float16).reshape(batch, 1)
-    zeros = buf[2 * batch:3 * batch].reshape(batch, 1)
-    packed = buf[3 * batch:].reshape(batch, row)
+    scales = buf[: 2 * batch].view(torch.float16).reshape(batch, 1)
+    zeros = buf[2 * batch : 3 * batch].reshape(batch, 1)
+    packed = buf[3 * batch :].reshape(batch, row)
     if not torch.isfinite(scales).all():
         raise WireFormatError("activation scales must be finite")
     if bool((zeros > (1 << head.bits) - 1).any()):
         raise WireFormatError(f"activation zero points exceed {(1 << head.bits) - 1}")
-    x = qpart_kernels.dequantize_activation(packed, scales, zeros, head.bits, (batch, elems),
-                                            torch.float32)
+    x = qpart_kernels.dequantize_activation(
+        packed, scales, zeros, head.bits, (batch, elems), torch.float32
+    )
     return head, x.reshape(head.shape)

@@ -34,15 +34,37 @@ from ..core.metrics import accuracy
 from ..core.profile import FLOAT_BYTES, ModelProfile
 from ..core.split import fp32_weight_bytes, quantized_split_model, split_model
 from ..planning.acceptance import AcceptanceRule, within
-from ..planning.allocation import (MAX_BITS, MIN_BITS, InfeasibleError, continuous_allocation,
-                                   noise_of)
+from ..planning.allocation import (
+    MAX_BITS,
+    MIN_BITS,
+    InfeasibleError,
+    continuous_allocation,
+    noise_of,
+)
 from ..planning.noise_model import Calibration
 from ..planning.solve import allocation_problem, solve_partition
 from ..planning.table import PatternTable
 
 #: Sparsities tried by the pruning baseline (ascending).
-PRUNING_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95,
-                0.97, 0.98, 0.99)
+PRUNING_GRID = (
+    0.0,
+    0.1,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.7,
+    0.75,
+    0.8,
+    0.85,
+    0.9,
+    0.93,
+    0.95,
+    0.97,
+    0.98,
+    0.99,
+)
 
 
 @dataclass
@@ -72,78 +94,126 @@ class SchemeConfig:
     @property
     def weight_ratio(self) -> float:
         """Device-segment weight payload relative to float32 (nan at ``p = 0``)."""
-        return (self.weight_payload_bytes / self.fp32_weight_bytes if self.fp32_weight_bytes
-                else float("nan"))
+        return (
+            self.weight_payload_bytes / self.fp32_weight_bytes
+            if self.fp32_weight_bytes
+            else float("nan")
+        )
 
     def summary(self) -> dict:
         """JSON-friendly description (no module)."""
-        return {"scheme": self.scheme, "partition_point": self.p,
-                "device_macs": self.device_macs, "server_macs": self.server_macs,
-                "weight_payload_bytes": self.weight_payload_bytes,
-                "activation_payload_bytes": self.activation_payload_bytes,
-                "fp32_weight_bytes": self.fp32_weight_bytes,
-                "fp32_activation_bytes": self.fp32_activation_bytes,
-                "bits": None if self.bits is None else list(self.bits),
-                "activation_bits": self.activation_bits, "memory_bytes": self.memory_bytes,
-                **self.detail}
+        return {
+            "scheme": self.scheme,
+            "partition_point": self.p,
+            "device_macs": self.device_macs,
+            "server_macs": self.server_macs,
+            "weight_payload_bytes": self.weight_payload_bytes,
+            "activation_payload_bytes": self.activation_payload_bytes,
+            "fp32_weight_bytes": self.fp32_weight_bytes,
+            "fp32_activation_bytes": self.fp32_activation_bytes,
+            "bits": None if self.bits is None else list(self.bits),
+            "activation_bits": self.activation_bits,
+            "memory_bytes": self.memory_bytes,
+            **self.detail,
+        }
 
 
 def device_memory(prof: ModelProfile, p: int, w_bytes: int) -> int:
     """Device memory of a segment: its weights (``w_bytes``) plus the peak of live float
     activations while it runs (one sample), as :meth:`ModelProfile.device_memory_bytes`."""
-    peak = (prof.full_device_peak_activation_elems if p == prof.num_layers
-            else prof.cuts[p].device_peak_activation_elems)
+    peak = (
+        prof.full_device_peak_activation_elems
+        if p == prof.num_layers
+        else prof.cuts[p].device_peak_activation_elems
+    )
     return int(w_bytes) + FLOAT_BYTES * peak
 
 
-def _base(prof: ModelProfile, scheme: str, p: int, w_bytes: int, a_bytes: int,
-          module: nn.Module, **kw) -> SchemeConfig:
-    return SchemeConfig(scheme, p, prof.device_macs(p), prof.server_macs(p), int(w_bytes),
-                        int(a_bytes), fp32_weight_bytes(prof, p),
-                        prof.activation_payload_bytes(p, None), module=module,
-                        memory_bytes=device_memory(prof, p, w_bytes), **kw)
+def _base(
+    prof: ModelProfile, scheme: str, p: int, w_bytes: int, a_bytes: int, module: nn.Module, **kw
+) -> SchemeConfig:
+    return SchemeConfig(
+        scheme,
+        p,
+        prof.device_macs(p),
+        prof.server_macs(p),
+        int(w_bytes),
+        int(a_bytes),
+        fp32_weight_bytes(prof, p),
+        prof.activation_payload_bytes(p, None),
+        module=module,
+        memory_bytes=device_memory(prof, p, w_bytes),
+        **kw,
+    )
 
 
 def no_opt_config(prof: ModelProfile, p: int) -> SchemeConfig:
     """Direct offloading: float32 weights of layers ``1..p`` and the float32 activation."""
-    return _base(prof, "no_opt", p, fp32_weight_bytes(prof, p),
-                 prof.activation_payload_bytes(p, None), prof.graph_module)
+    return _base(
+        prof,
+        "no_opt",
+        p,
+        fp32_weight_bytes(prof, p),
+        prof.activation_payload_bytes(p, None),
+        prof.graph_module,
+    )
 
 
-def quantized_config(prof: ModelProfile, scheme: str, p: int, bits: Sequence[int],
-                     b_a: int | None, **detail) -> SchemeConfig:
+def quantized_config(
+    prof: ModelProfile, scheme: str, p: int, bits: Sequence[int], b_a: int | None, **detail
+) -> SchemeConfig:
     """Layers ``1..p`` at ``bits``, cut activation at ``b_a`` (real ``qpart_kernels``)."""
     bits = tuple(int(b) for b in bits)
     b_a = None if p == prof.num_layers else b_a
-    return _base(prof, scheme, p, prof.weight_payload_bytes(p, bits),
-                 prof.activation_payload_bytes(p, b_a),
-                 quantized_split_model(prof, p, bits, b_a), bits=bits, activation_bits=b_a,
-                 detail=detail)
+    return _base(
+        prof,
+        scheme,
+        p,
+        prof.weight_payload_bytes(p, bits),
+        prof.activation_payload_bytes(p, b_a),
+        quantized_split_model(prof, p, bits, b_a),
+        bits=bits,
+        activation_bits=b_a,
+        detail=detail,
+    )
 
 
-def qpart_config(prof: ModelProfile, calib: Calibration, p: int, level: float,
-                 coefficients: np.ndarray) -> SchemeConfig:
+def qpart_config(
+    prof: ModelProfile, calib: Calibration, p: int, level: float, coefficients: np.ndarray
+) -> SchemeConfig:
     """The planner's allocation for accuracy level ``level`` (``C(level)``)."""
     bits, b_a, alloc = solve_partition(prof, calib, p, calib.budget(level), coefficients)
-    return quantized_config(prof, "qpart", p, bits, b_a, predicted_noise=alloc.noise,
-                            level=level)
+    return quantized_config(prof, "qpart", p, bits, b_a, predicted_noise=alloc.noise, level=level)
 
 
-def closed_form_config(prof: ModelProfile, calib: Calibration, p: int, level: float,
-                       coefficients: np.ndarray) -> SchemeConfig:
+def closed_form_config(
+    prof: ModelProfile, calib: Calibration, p: int, level: float, coefficients: np.ndarray
+) -> SchemeConfig:
     """The paper's one-shot closed form: continuous KKT widths (with bound clipping),
     rounded up to integers (so the budget holds), without the greedy refinement."""
     g, alpha, c = allocation_problem(prof, calib, p, coefficients)
     b_cont, _ = continuous_allocation(g, alpha, c, calib.budget(level))
     bits = np.clip(np.ceil(b_cont - 1e-9), MIN_BITS, MAX_BITS).astype(int)
     b_a = int(bits[p]) if p < prof.num_layers else None
-    return quantized_config(prof, "closed_form", p, bits[:p], b_a,
-                            predicted_noise=noise_of(g, alpha, bits), level=level,
-                            continuous_bits=[round(float(b), 3) for b in b_cont])
+    return quantized_config(
+        prof,
+        "closed_form",
+        p,
+        bits[:p],
+        b_a,
+        predicted_noise=noise_of(g, alpha, bits),
+        level=level,
+        continuous_bits=[round(float(b), 3) for b in b_cont],
+    )
 
 
-def uniform_sweep(prof: ModelProfile, p: int, x: torch.Tensor, y: torch.Tensor,
-                  widths: Sequence[int] = range(MIN_BITS, MAX_BITS + 1)) -> dict[int, tuple[SchemeConfig, float]]:
+def uniform_sweep(
+    prof: ModelProfile,
+    p: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    widths: Sequence[int] = range(MIN_BITS, MAX_BITS + 1),
+) -> dict[int, tuple[SchemeConfig, float]]:
     """Every single width ``b``: ``{b: (config, measured accuracy on (x, y))}``."""
     out = {}
     for b in widths:
@@ -152,8 +222,9 @@ def uniform_sweep(prof: ModelProfile, p: int, x: torch.Tensor, y: torch.Tensor,
     return out
 
 
-def pick_uniform(sweep: dict[int, tuple[SchemeConfig, float]], float_acc: float,
-                 target_loss: float) -> tuple[SchemeConfig, float]:
+def pick_uniform(
+    sweep: dict[int, tuple[SchemeConfig, float]], float_acc: float, target_loss: float
+) -> tuple[SchemeConfig, float]:
     """The smallest width whose measured loss is ``<= target_loss`` (8 bits if none)."""
     for b in sorted(sweep):
         cfg, acc = sweep[b]
@@ -162,8 +233,14 @@ def pick_uniform(sweep: dict[int, tuple[SchemeConfig, float]], float_acc: float,
     return sweep[max(sweep)]
 
 
-def uniform_config(prof: ModelProfile, p: int, x: torch.Tensor, y: torch.Tensor,
-                   target_loss: float, float_acc: float | None = None) -> SchemeConfig:
+def uniform_config(
+    prof: ModelProfile,
+    p: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    target_loss: float,
+    float_acc: float | None = None,
+) -> SchemeConfig:
     """Uniform-width baseline tuned on ``(x, y)`` to a measured loss ``<= target_loss``."""
     fa = accuracy(prof.graph_module, x, y) if float_acc is None else float_acc
     return pick_uniform(uniform_sweep(prof, p, x, y), fa, target_loss)[0]
@@ -171,12 +248,14 @@ def uniform_config(prof: ModelProfile, p: int, x: torch.Tensor, y: torch.Tensor,
 
 def _sorted_magnitudes(prof: ModelProfile, p: int) -> dict[str, torch.Tensor]:
     mods = dict(prof.graph_module.named_modules())
-    return {l.name: mods[l.name].weight.detach().abs().flatten().sort().values
-            for l in prof.layers[:p]}
+    return {
+        l.name: mods[l.name].weight.detach().abs().flatten().sort().values for l in prof.layers[:p]
+    }
 
 
-def _apply_pruning(prof: ModelProfile, p: int, target: nn.Module, sparsity: float,
-                   mags: dict[str, torch.Tensor]) -> int:
+def _apply_pruning(
+    prof: ModelProfile, p: int, target: nn.Module, sparsity: float, mags: dict[str, torch.Tensor]
+) -> int:
     """Writes the pruned weights of layers ``1..p`` into ``target`` (a copy of the profiled
     graph); returns the sparse payload in bytes."""
     src = dict(prof.graph_module.named_modules())
@@ -192,8 +271,13 @@ def _apply_pruning(prof: ModelProfile, p: int, target: nn.Module, sparsity: floa
             else:
                 dst[layer.name].weight.copy_(w)
             nnz = int((dst[layer.name].weight != 0).sum())
-            total += min(FLOAT_BYTES * nnz + math.ceil(layer.weight_count / 8),
-                         FLOAT_BYTES * layer.weight_count) + FLOAT_BYTES * layer.bias_count
+            total += (
+                min(
+                    FLOAT_BYTES * nnz + math.ceil(layer.weight_count / 8),
+                    FLOAT_BYTES * layer.weight_count,
+                )
+                + FLOAT_BYTES * layer.bias_count
+            )
     return total
 
 
@@ -206,8 +290,13 @@ def pruned_model(prof: ModelProfile, p: int, sparsity: float) -> tuple[nn.Module
     return gm.eval(), size
 
 
-def pruning_sweep(prof: ModelProfile, p: int, x: torch.Tensor, y: torch.Tensor,
-                  grid: Sequence[float] = PRUNING_GRID) -> list[tuple[float, float, int]]:
+def pruning_sweep(
+    prof: ModelProfile,
+    p: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    grid: Sequence[float] = PRUNING_GRID,
+) -> list[tuple[float, float, int]]:
     """``[(sparsity, measured accuracy on (x, y), payload bytes)]`` for every sparsity of
     ``grid`` (ascending); one model copy, weights rewritten per sparsity."""
     gm = copy.deepcopy(prof.graph_module).eval()
@@ -221,9 +310,14 @@ def pruning_sweep(prof: ModelProfile, p: int, x: torch.Tensor, y: torch.Tensor,
     return out
 
 
-def pick_pruning(prof: ModelProfile, p: int, sweep: list[tuple[float, float, int]],
-                 float_acc: float, target_loss: float,
-                 cache: dict | None = None) -> SchemeConfig:
+def pick_pruning(
+    prof: ModelProfile,
+    p: int,
+    sweep: list[tuple[float, float, int]],
+    float_acc: float,
+    target_loss: float,
+    cache: dict | None = None,
+) -> SchemeConfig:
     """The largest sparsity of ``sweep`` (scanned upwards, stopping at the first failure)
     whose measured loss is ``<= target_loss``; the activation ships as float32.
     ``cache`` (optional dict) reuses configs across calls by ``(p, sparsity)``."""
@@ -235,16 +329,29 @@ def pick_pruning(prof: ModelProfile, p: int, sweep: list[tuple[float, float, int
     if cache is not None and (p, best) in cache:
         return cache[(p, best)]
     gm, size = pruned_model(prof, p, best)
-    cfg = _base(prof, "pruning", p, size, prof.activation_payload_bytes(p, None), gm,
-                detail={"sparsity": best})
+    cfg = _base(
+        prof,
+        "pruning",
+        p,
+        size,
+        prof.activation_payload_bytes(p, None),
+        gm,
+        detail={"sparsity": best},
+    )
     if cache is not None:
         cache[(p, best)] = cfg
     return cfg
 
 
-def pruning_config(prof: ModelProfile, p: int, x: torch.Tensor, y: torch.Tensor,
-                   target_loss: float, float_acc: float | None = None,
-                   grid: Sequence[float] = PRUNING_GRID) -> SchemeConfig:
+def pruning_config(
+    prof: ModelProfile,
+    p: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    target_loss: float,
+    float_acc: float | None = None,
+    grid: Sequence[float] = PRUNING_GRID,
+) -> SchemeConfig:
     """Magnitude pruning of the device layers tuned on ``(x, y)`` to a measured loss
     ``<= target_loss`` (:func:`pruning_sweep` + :func:`pick_pruning`)."""
     fa = accuracy(prof.graph_module, x, y) if float_acc is None else float_acc
@@ -252,8 +359,14 @@ def pruning_config(prof: ModelProfile, p: int, x: torch.Tensor, y: torch.Tensor,
 
 
 class _AutoencodedModel(nn.Module):
-    def __init__(self, device: nn.Module, encoder: nn.Module, decoder: nn.Module,
-                 server: nn.Module, cut_shape: tuple[int, ...]):
+    def __init__(
+        self,
+        device: nn.Module,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        server: nn.Module,
+        cut_shape: tuple[int, ...],
+    ):
         super().__init__()
         self.device, self.encoder, self.decoder, self.server = device, encoder, decoder, server
         self.cut_shape = cut_shape
@@ -264,8 +377,14 @@ class _AutoencodedModel(nn.Module):
         return self.server(self.decoder(code).reshape(a.shape[0], *self.cut_shape))
 
 
-def train_autoencoder(activations: torch.Tensor, code: int, steps: int = 400,
-                      batch_size: int = 128, lr: float = 3e-3, seed: int = 0):
+def train_autoencoder(
+    activations: torch.Tensor,
+    code: int,
+    steps: int = 400,
+    batch_size: int = 128,
+    lr: float = 3e-3,
+    seed: int = 0,
+):
     """Linear encoder ``A -> code`` and decoder ``code -> A`` + ReLU trained with MSE on
     flattened cut activations (scaled by their overall standard deviation)."""
     torch.manual_seed(seed)
@@ -276,24 +395,30 @@ def train_autoencoder(activations: torch.Tensor, code: int, steps: int = 400,
     decoder = nn.Sequential(nn.Linear(code, dim), nn.ReLU())
     opt = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=lr)
     scale = float(a.std()) or 1.0
-    for step in range(steps):
+    for _ in range(steps):
         idx = torch.randint(0, a.shape[0], (min(batch_size, a.shape[0]),), generator=gen)
         batch = a[idx]
-        loss = ((decoder(encoder(batch)) - batch) ** 2).mean() / scale ** 2
+        loss = ((decoder(encoder(batch)) - batch) ** 2).mean() / scale**2
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     with torch.no_grad():
-        mse = float(((decoder(encoder(a)) - a) ** 2).mean() / scale ** 2)
+        mse = float(((decoder(encoder(a)) - a) ** 2).mean() / scale**2)
     return encoder.eval(), decoder.eval(), mse
 
 
-def autoencoder_config(prof: ModelProfile, p: int, x_train: torch.Tensor, ratio: int = 8,
-                       steps: int = 600, seed: int = 0) -> SchemeConfig:
-    """Autoencoder compression of the cut activation (code ``min(A_p, max(16, ceil(A_p/ratio)))`` floats)
-    trained on the cut activations of ``x_train``. The encoder runs on (and is shipped to)
-    the device, the decoder on the server; at ``p = L`` nothing is sent, so it equals
-    ``no_opt``."""
+def autoencoder_config(
+    prof: ModelProfile,
+    p: int,
+    x_train: torch.Tensor,
+    ratio: int = 8,
+    steps: int = 600,
+    seed: int = 0,
+) -> SchemeConfig:
+    """Autoencoder compression of the cut activation (a code of ``min(A_p, max(16,
+    ceil(A_p/ratio)))`` floats) trained on the cut activations of ``x_train``. The encoder
+    runs on (and is shipped to) the device, the decoder on the server; at ``p = L`` nothing
+    is sent, so it equals ``no_opt``."""
     if p == prof.num_layers:
         cfg = no_opt_config(prof, p)
         cfg.scheme = "autoencoder"
@@ -307,11 +432,19 @@ def autoencoder_config(prof: ModelProfile, p: int, x_train: torch.Tensor, ratio:
     module = _AutoencodedModel(seg.device, enc, dec, seg.server, seg.cut_shape).eval()
     enc_bytes = FLOAT_BYTES * (dim * code + code)
     w_bytes = fp32_weight_bytes(prof, p) + enc_bytes
-    return SchemeConfig("autoencoder", p, prof.device_macs(p) + dim * code,
-                        prof.server_macs(p) + code * dim, w_bytes, FLOAT_BYTES * code,
-                        fp32_weight_bytes(prof, p), prof.activation_payload_bytes(p, None),
-                        module=module, detail={"code": code, "relative_mse": round(mse, 5)},
-                        memory_bytes=device_memory(prof, p, w_bytes))
+    return SchemeConfig(
+        "autoencoder",
+        p,
+        prof.device_macs(p) + dim * code,
+        prof.server_macs(p) + code * dim,
+        w_bytes,
+        FLOAT_BYTES * code,
+        fp32_weight_bytes(prof, p),
+        prof.activation_payload_bytes(p, None),
+        module=module,
+        detail={"code": code, "relative_mse": round(mse, 5)},
+        memory_bytes=device_memory(prof, p, w_bytes),
+    )
 
 
 # ----------------------------------------------------------------------------- registry
@@ -352,11 +485,13 @@ _BUILDERS: dict[str, SchemeBuilder] = {}
 
 def register_scheme(name: str) -> Callable[[SchemeBuilder], SchemeBuilder]:
     """Decorator registering ``builder`` as scheme ``name`` (listed in registration order)."""
+
     def decorate(builder: SchemeBuilder) -> SchemeBuilder:
         if name in _BUILDERS:
             raise ValueError(f"scheme {name!r} is already registered")
         _BUILDERS[name] = builder
         return builder
+
     return decorate
 
 
@@ -377,15 +512,22 @@ def scheme_builder(name: str) -> SchemeBuilder:
     return _BUILDERS[name]
 
 
-def qpart_pattern_config(ctx: SchemeContext, p: int, bits: Sequence[int], b_a: int | None,
-                         level: float, flip_rate: float | None = None) -> SchemeConfig:
+def qpart_pattern_config(
+    ctx: SchemeContext,
+    p: int,
+    bits: Sequence[int],
+    b_a: int | None,
+    level: float,
+    flip_rate: float | None = None,
+) -> SchemeConfig:
     """The QPART configuration of a table pattern (built once per distinct pattern);
     ``flip_rate``: its measured flip rate on the acceptance inputs, if refined."""
     key = (p, tuple(bits), b_a)
     if key not in ctx.qpart_configs:
         extra = {} if flip_rate is None else {"acceptance_flip_rate": flip_rate}
-        ctx.qpart_configs[key] = quantized_config(ctx.prof, "qpart", p, bits, b_a, level=level,
-                                                  **extra)
+        ctx.qpart_configs[key] = quantized_config(
+            ctx.prof, "qpart", p, bits, b_a, level=level, **extra
+        )
     return ctx.qpart_configs[key]
 
 
@@ -393,11 +535,18 @@ def qpart_pattern_config(ctx: SchemeContext, p: int, bits: Sequence[int], b_a: i
 def _qpart(ctx: SchemeContext, p: int) -> dict[float, SchemeConfig | None]:
     out: dict[float, SchemeConfig | None] = {}
     for lv in ctx.levels:
-        pl = next((x for x in ctx.table.patterns if x.partition_point == p
-                   and abs(x.accuracy_budget - lv) < 1e-12), None)
+        pl = next(
+            (
+                x
+                for x in ctx.table.patterns
+                if x.partition_point == p and abs(x.accuracy_budget - lv) < 1e-12
+            ),
+            None,
+        )
         if pl is not None:
-            out[lv] = qpart_pattern_config(ctx, p, pl.bits, pl.activation_bits, lv,
-                                           pl.measured_flip_rate)
+            out[lv] = qpart_pattern_config(
+                ctx, p, pl.bits, pl.activation_bits, lv, pl.measured_flip_rate
+            )
     return out
 
 
@@ -428,14 +577,17 @@ def _pruning(ctx: SchemeContext, p: int) -> dict[float, SchemeConfig | None]:
     if p not in ctx.pruning_sweeps:
         ctx.pruning_sweeps[p] = pruning_sweep(ctx.prof, p, ctx.x_train, ctx.y_tune)
     sweep = ctx.pruning_sweeps[p]
-    return {lv: pick_pruning(ctx.prof, p, sweep, 1.0, ctx.rule.limit(lv), ctx.pruned)
-            for lv in ctx.levels}
+    return {
+        lv: pick_pruning(ctx.prof, p, sweep, 1.0, ctx.rule.limit(lv), ctx.pruned)
+        for lv in ctx.levels
+    }
 
 
 @register_scheme("autoencoder")
 def _autoencoder(ctx: SchemeContext, p: int) -> dict[float, SchemeConfig | None]:
-    return {LEVEL_FREE: autoencoder_config(ctx.prof, p, ctx.x_train, steps=ctx.ae_steps,
-                                           seed=ctx.seed)}
+    return {
+        LEVEL_FREE: autoencoder_config(ctx.prof, p, ctx.x_train, steps=ctx.ae_steps, seed=ctx.seed)
+    }
 
 
 @register_scheme("no_opt")

@@ -28,8 +28,9 @@ from .requests import SimRequest
 class ExecutingModule:
     """Device / server compute and the measured behaviour of each configuration."""
 
-    def __init__(self, x_eval: torch.Tensor, y_eval: torch.Tensor,
-                 server: ServerProfile = ServerProfile()):
+    def __init__(
+        self, x_eval: torch.Tensor, y_eval: torch.Tensor, server: ServerProfile = ServerProfile()
+    ):
         self.x, self.y, self.server = x_eval, y_eval, server
         self._pred: dict[int, np.ndarray] = {}
 
@@ -48,9 +49,12 @@ class ExecutingModule:
         """``T_loc = c_dev M_dev/f_dev``, ``E_loc = kappa f^2 c_dev M_dev``,
         ``T_srv = c_srv M_srv/f_srv``, ``S = mu T_srv``."""
         t_srv = self.server.cycles_per_mac * cfg.server_macs / self.server.clock_hz
-        return {"device_time_s": device.cycles_per_mac * cfg.device_macs / device.clock_hz,
-                "device_energy_j": device.energy_per_mac_j * cfg.device_macs,
-                "server_time_s": t_srv, "server_cost": self.server.price_per_s * t_srv}
+        return {
+            "device_time_s": device.cycles_per_mac * cfg.device_macs / device.clock_hz,
+            "device_energy_j": device.energy_per_mac_j * cfg.device_macs,
+            "server_time_s": t_srv,
+            "server_cost": self.server.price_per_s * t_srv,
+        }
 
 
 class CommunicationModule:
@@ -62,8 +66,13 @@ class CommunicationModule:
 
     def channel(self, req: SimRequest) -> ChannelState:
         """Shannon capacities under the request's fading draw and path loss."""
-        return ChannelState.rayleigh(req.distance_km, req.bandwidth_hz, req.device.tx_power_w,
-                                     self.server_tx_power_w, fading_gain=req.fading_gain)
+        return ChannelState.rayleigh(
+            req.distance_km,
+            req.bandwidth_hz,
+            req.device.tx_power_w,
+            self.server_tx_power_w,
+            fading_gain=req.fading_gain,
+        )
 
     def downloaded_bytes(self, cfg: SchemeConfig) -> int:
         """Weight bytes downloaded for a request: the segment's, or 0 when the device holds
@@ -75,24 +84,53 @@ class CommunicationModule:
         (``D_a/R_up``) and radio energy ``P_tx D_a/R_up + P_rx D_w/R_down``."""
         t_down = 8 * self.downloaded_bytes(cfg) / channel.downlink_bps
         t_up = 8 * cfg.activation_payload_bytes / channel.uplink_bps
-        return {"tx_time_s": t_down + t_up,
-                "tx_energy_j": device.tx_power_w * t_up + device.rx_power_w * t_down}
+        return {
+            "tx_time_s": t_down + t_up,
+            "tx_energy_j": device.tx_power_w * t_up + device.rx_power_w * t_down,
+        }
 
 
-ROW_FIELDS = ("request", "scheme", "budget", "clock_hz", "cycles_per_mac", "tx_power_w",
-              "distance_km", "bandwidth_hz", "fading_gain", "uplink_bps", "downlink_bps",
-              "partition_point", "bits", "activation_bits", "device_time_s", "tx_time_s",
-              "server_time_s", "total_time_s", "device_energy_j", "tx_energy_j",
-              "total_energy_j", "server_cost", "objective", "weight_payload_bytes",
-              "activation_payload_bytes", "payload_bytes", "accuracy", "accuracy_loss",
-              "within_budget", "digit", "correct")
+ROW_FIELDS = (
+    "request",
+    "scheme",
+    "budget",
+    "clock_hz",
+    "cycles_per_mac",
+    "tx_power_w",
+    "distance_km",
+    "bandwidth_hz",
+    "fading_gain",
+    "uplink_bps",
+    "downlink_bps",
+    "partition_point",
+    "bits",
+    "activation_bits",
+    "device_time_s",
+    "tx_time_s",
+    "server_time_s",
+    "total_time_s",
+    "device_energy_j",
+    "tx_energy_j",
+    "total_energy_j",
+    "server_cost",
+    "objective",
+    "weight_payload_bytes",
+    "activation_payload_bytes",
+    "payload_bytes",
+    "accuracy",
+    "accuracy_loss",
+    "within_budget",
+    "digit",
+    "correct",
+)
 
 
 class PerformanceModule:
     """Collects one row per (request, scheme) and aggregates them per scheme."""
 
-    def __init__(self, executing: ExecutingModule, communication: CommunicationModule,
-                 float_accuracy: float):
+    def __init__(
+        self, executing: ExecutingModule, communication: CommunicationModule, float_accuracy: float
+    ):
         self.exe, self.comm, self.float_accuracy = executing, communication, float_accuracy
         self.rows: list[dict] = []
 
@@ -106,15 +144,24 @@ class PerformanceModule:
         acc = self.exe.accuracy(cfg)
         pred = self.exe.predictions(cfg)[req.digit]
         return {
-            "request": req.index, "scheme": cfg.scheme, "budget": req.budget,
-            "clock_hz": req.device.clock_hz, "cycles_per_mac": req.device.cycles_per_mac,
-            "tx_power_w": req.device.tx_power_w, "distance_km": req.distance_km,
-            "bandwidth_hz": req.bandwidth_hz, "fading_gain": req.fading_gain,
-            "uplink_bps": channel.uplink_bps, "downlink_bps": channel.downlink_bps,
+            "request": req.index,
+            "scheme": cfg.scheme,
+            "budget": req.budget,
+            "clock_hz": req.device.clock_hz,
+            "cycles_per_mac": req.device.cycles_per_mac,
+            "tx_power_w": req.device.tx_power_w,
+            "distance_km": req.distance_km,
+            "bandwidth_hz": req.bandwidth_hz,
+            "fading_gain": req.fading_gain,
+            "uplink_bps": channel.uplink_bps,
+            "downlink_bps": channel.downlink_bps,
             "partition_point": cfg.p,
             "bits": "" if cfg.bits is None else " ".join(map(str, cfg.bits)),
             "activation_bits": "" if cfg.activation_bits is None else cfg.activation_bits,
-            **c, **t, "total_time_s": total_t, "total_energy_j": total_e,
+            **c,
+            **t,
+            "total_time_s": total_t,
+            "total_energy_j": total_e,
             "objective": w.time * total_t + w.energy * total_e + w.cost * c["server_cost"],
             "weight_payload_bytes": cfg.weight_payload_bytes,
             "activation_payload_bytes": cfg.activation_payload_bytes,
@@ -122,7 +169,8 @@ class PerformanceModule:
             "accuracy": acc,
             "accuracy_loss": self.float_accuracy - acc,
             "within_budget": bool(self.float_accuracy - acc <= req.budget + 1e-9),
-            "digit": req.digit, "correct": bool(int(pred) == int(self.exe.y[req.digit])),
+            "digit": req.digit,
+            "correct": bool(int(pred) == int(self.exe.y[req.digit])),
         }
 
     def record(self, row: dict) -> None:
@@ -143,14 +191,19 @@ class PerformanceModule:
             for r in rows:
                 points[str(r["partition_point"])] = points.get(str(r["partition_point"]), 0) + 1
             out[scheme] = {
-                "requests": len(rows), "objective": mean("objective"),
+                "requests": len(rows),
+                "objective": mean("objective"),
                 "objective_p95": float(np.percentile([r["objective"] for r in rows], 95)),
-                "total_time_s": mean("total_time_s"), "total_energy_j": mean("total_energy_j"),
-                "server_cost": mean("server_cost"), "payload_bytes": mean("payload_bytes"),
-                "accuracy_loss": mean("accuracy_loss"), "within_budget": mean("within_budget"),
+                "total_time_s": mean("total_time_s"),
+                "total_energy_j": mean("total_energy_j"),
+                "server_cost": mean("server_cost"),
+                "payload_bytes": mean("payload_bytes"),
+                "accuracy_loss": mean("accuracy_loss"),
+                "within_budget": mean("within_budget"),
                 "request_accuracy": mean("correct"),
-                "lowest_objective": float(np.mean([r["objective"] <= by_req[r["request"]] * (1 + 1e-12)
-                                                   for r in rows])),
+                "lowest_objective": float(
+                    np.mean([r["objective"] <= by_req[r["request"]] * (1 + 1e-12) for r in rows])
+                ),
                 "partition_points": dict(sorted(points.items(), key=lambda kv: int(kv[0]))),
             }
         return out
@@ -165,6 +218,14 @@ class PerformanceModule:
     def write_json(self, path: str | os.PathLike[str], extra: dict | None = None) -> None:
         """``{"summary": {...per scheme}, **extra}``."""
         with open(path, "w") as f:
-            json.dump({"format": "qpart-simulation", "version": 1,
-                       "float_accuracy": self.float_accuracy, "summary": self.summary(),
-                       **(extra or {})}, f, indent=1)
+            json.dump(
+                {
+                    "format": "qpart-simulation",
+                    "version": 1,
+                    "float_accuracy": self.float_accuracy,
+                    "summary": self.summary(),
+                    **(extra or {}),
+                },
+                f,
+                indent=1,
+            )

@@ -37,7 +37,7 @@ class RequestDistribution:
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     memory_bytes: tuple[float, float] | None = None
 
-    def sample(self, n: int, seed: int, n_digits: int = 1) -> list["SimRequest"]:
+    def sample(self, n: int, seed: int, n_digits: int = 1) -> list[SimRequest]:
         """``n`` requests drawn with ``numpy.random.default_rng(seed)``."""
         if n < 1:
             raise ValueError(f"need at least one request, got {n}")
@@ -58,9 +58,18 @@ class RequestDistribution:
             if self.memory_bytes is not None:
                 mlo, mhi = self.memory_bytes
                 mem = float(math.exp(mem_rng.uniform(math.log(mlo), math.log(mhi))))
-            out.append(SimRequest(i, DeviceProfile(cpm, clock, tx_power_w=ptx, memory_bytes=mem),
-                                  dist, bw, fading, budget, ObjectiveWeights(*self.weights),
-                                  digit))
+            out.append(
+                SimRequest(
+                    i,
+                    DeviceProfile(cpm, clock, tx_power_w=ptx, memory_bytes=mem),
+                    dist,
+                    bw,
+                    fading,
+                    budget,
+                    ObjectiveWeights(*self.weights),
+                    digit,
+                )
+            )
         return out
 
 

@@ -14,17 +14,27 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.costs import (ChannelState, DeviceProfile, ObjectiveWeights, ServerProfile,
-                          cost_coefficients)
+from ..core.costs import (
+    ChannelState,
+    DeviceProfile,
+    ObjectiveWeights,
+    ServerProfile,
+    cost_coefficients,
+)
 from ..core.metrics import accuracy
 from ..core.profile import ModelProfile
+from ..planning.acceptance import AcceptanceRule
 from ..planning.noise_model import Calibration
 from ..planning.refinement import MeasuredRefiner
 from ..planning.solve import default_bit_costs
 from ..planning.table import PatternTable, Request
-from ..planning.acceptance import AcceptanceRule
-from .baselines import (SCHEMES, SchemeConfig, qpart_pattern_config, registered_schemes,
-                        scheme_builder)
+from .baselines import (
+    SCHEMES,
+    SchemeConfig,
+    qpart_pattern_config,
+    registered_schemes,
+    scheme_builder,
+)
 from .platform import CommunicationModule, ExecutingModule, PerformanceModule
 from .requests import RequestDistribution, SimRequest
 
@@ -57,8 +67,9 @@ class SimulationSetup:
             self.table = build_table(self.prof, self.calib, self.x_train, self.refine)
 
 
-def build_table(prof: ModelProfile, calib: Calibration, x_accept: torch.Tensor,
-                refine: bool = True) -> PatternTable:
+def build_table(
+    prof: ModelProfile, calib: Calibration, x_accept: torch.Tensor, refine: bool = True
+) -> PatternTable:
     """QPART's pattern table (Table II costs), its widths refined by measurement on the
     acceptance inputs ``x_accept`` with the calibration's rule (flip rate ``<= safety * a``,
     :mod:`qpart.planning.refinement`) unless ``refine`` is false."""
@@ -72,11 +83,19 @@ class Simulator:
     for QPART the stored pattern, Algorithm 2) minimizing that request's objective among its
     configurations meeting the request's budget level."""
 
-    def __init__(self, setup: SimulationSetup, *, schemes: Sequence[str] = SCHEMES,
-                 levels: Sequence[float] = (0.005, 0.01, 0.02),
-                 server: ServerProfile = ServerProfile(), server_tx_power_w: float = 10.0,
-                 ae_steps: int = 600, seed: int = 0, progress: bool = True,
-                 held_weights: bool = False):
+    def __init__(
+        self,
+        setup: SimulationSetup,
+        *,
+        schemes: Sequence[str] = SCHEMES,
+        levels: Sequence[float] = (0.005, 0.01, 0.02),
+        server: ServerProfile = ServerProfile(),
+        server_tx_power_w: float = 10.0,
+        ae_steps: int = 600,
+        seed: int = 0,
+        progress: bool = True,
+        held_weights: bool = False,
+    ):
         unknown = set(schemes) - set(registered_schemes())
         if unknown:
             raise ValueError(f"unknown schemes {sorted(unknown)}; known: {registered_schemes()}")
@@ -99,8 +118,14 @@ class Simulator:
         self._prepared = False
 
     # -- preparation -------------------------------------------------------------------
-    def qpart_for(self, p: int, bits: Sequence[int], b_a: int | None, level: float,
-                  flip_rate: float | None = None) -> SchemeConfig:
+    def qpart_for(
+        self,
+        p: int,
+        bits: Sequence[int],
+        b_a: int | None,
+        level: float,
+        flip_rate: float | None = None,
+    ) -> SchemeConfig:
         """The QPART configuration of a pattern (built once per distinct pattern);
         ``flip_rate``: its measured flip rate on the acceptance inputs, if refined."""
         return qpart_pattern_config(self, p, bits, b_a, level, flip_rate)
@@ -114,8 +139,12 @@ class Simulator:
         from tqdm.auto import tqdm
 
         points = self.prof.valid_points
-        bar = tqdm(total=len(self.schemes) * len(points), desc="preparing schemes",
-                   disable=not self.progress, leave=False)
+        bar = tqdm(
+            total=len(self.schemes) * len(points),
+            desc="preparing schemes",
+            disable=not self.progress,
+            leave=False,
+        )
         for scheme in self.schemes:
             build = scheme_builder(scheme)
             per: dict[float, list[SchemeConfig]] = {}
@@ -136,7 +165,7 @@ class Simulator:
             raise ValueError(f"budget {budget} is below every simulated level {self.levels}")
         return below[-1]
 
-    def with_held_weights(self, held: bool = True) -> "Simulator":
+    def with_held_weights(self, held: bool = True) -> Simulator:
         """A simulator sharing this one's prepared configurations (and cached predictions)
         whose devices hold their segments (``held``: no weight download per request)."""
         other = copy.copy(self)
@@ -154,19 +183,28 @@ class Simulator:
         cands = per[0.0] if 0.0 in per else per[self.level_for(req.budget)]
         fit = [c for c in cands if c.memory_bytes <= req.device.memory_bytes]
         perf = getattr(self, "performance_probe", None) or PerformanceModule(
-            self.executing, self.communication, self.s.float_accuracy)
+            self.executing, self.communication, self.s.float_accuracy
+        )
         return min(fit or cands[:1], key=lambda c: perf.evaluate(c, req, channel)["objective"])
 
     def _qpart_lookup(self, req: SimRequest, channel: ChannelState) -> SchemeConfig:
         table = self.s.table
         if self.communication.held_weights:
             coef = cost_coefficients(req.device, self.server, channel, req.weights)
-            pl = table.patterns[table.lookup_index(coef, req.budget, req.device.memory_bytes,
-                                                   np.ones(len(table), dtype=bool))]
+            pl = table.patterns[
+                table.lookup_index(
+                    coef, req.budget, req.device.memory_bytes, np.ones(len(table), dtype=bool)
+                )
+            ]
         else:
             pl = table.lookup(Request(req.budget, req.device, channel, req.weights, self.server))
-        return self.qpart_for(pl.partition_point, pl.bits, pl.activation_bits,
-                              pl.accuracy_budget, pl.measured_flip_rate)
+        return self.qpart_for(
+            pl.partition_point,
+            pl.bits,
+            pl.activation_bits,
+            pl.accuracy_budget,
+            pl.measured_flip_rate,
+        )
 
     # -- running -----------------------------------------------------------------------
     def run(self, requests: Iterable[SimRequest]) -> PerformanceModule:
@@ -177,8 +215,9 @@ class Simulator:
         perf = PerformanceModule(self.executing, self.communication, self.s.float_accuracy)
         self.performance_probe = perf
         requests = list(requests)
-        for req in tqdm(requests, desc="simulating", unit="req", disable=not self.progress,
-                        leave=False):
+        for req in tqdm(
+            requests, desc="simulating", unit="req", disable=not self.progress, leave=False
+        ):
             channel = self.communication.channel(req)
             for scheme in self.schemes:
                 perf.record(perf.evaluate(self.config_for(scheme, req, channel), req, channel))
@@ -189,25 +228,42 @@ class Simulator:
         the request's budget level): mean objective, time, energy, server cost, payload."""
         self.prepare()
         perf = PerformanceModule(self.executing, self.communication, self.s.float_accuracy)
-        keys = ("objective", "total_time_s", "total_energy_j", "server_cost", "payload_bytes",
-                "accuracy_loss")
+        keys = (
+            "objective",
+            "total_time_s",
+            "total_energy_j",
+            "server_cost",
+            "payload_bytes",
+            "accuracy_loss",
+        )
         acc: dict[tuple[str, int], dict[str, float]] = {}
         for req in requests:
             channel = self.communication.channel(req)
             for scheme in self.schemes:
                 per = self.configs[scheme]
-                for cfg in (per[0.0] if 0.0 in per else per[self.level_for(req.budget)]):
+                for cfg in per[0.0] if 0.0 in per else per[self.level_for(req.budget)]:
                     row = perf.evaluate(cfg, req, channel)
                     a = acc.setdefault((scheme, cfg.p), {k: 0.0 for k in keys} | {"n": 0})
                     for k in keys:
                         a[k] += row[k]
                     a["n"] += 1
-        return [{"scheme": sc, "partition_point": p, "requests": a["n"],
-                 **{k: a[k] / a["n"] for k in keys}} for (sc, p), a in acc.items()]
+        return [
+            {
+                "scheme": sc,
+                "partition_point": p,
+                "requests": a["n"],
+                **{k: a[k] / a["n"] for k in keys},
+            }
+            for (sc, p), a in acc.items()
+        ]
 
-    def fixed_point_rows(self, level: float, device: DeviceProfile = DeviceProfile(),
-                         channel: ChannelState = ChannelState(),
-                         weights: ObjectiveWeights = ObjectiveWeights()) -> list[dict]:
+    def fixed_point_rows(
+        self,
+        level: float,
+        device: DeviceProfile = DeviceProfile(),
+        channel: ChannelState = ChannelState(),
+        weights: ObjectiveWeights = ObjectiveWeights(),
+    ) -> list[dict]:
         """Every scheme at every partition point for one request (default: Table II) - the
         data of the paper's Table III and Figs. 5, 7-10."""
         self.prepare()
@@ -216,38 +272,63 @@ class Simulator:
         rows = []
         for scheme in self.schemes:
             per = self.configs[scheme]
-            for cfg in (per[0.0] if 0.0 in per else per[self.level_for(level)]):
+            for cfg in per[0.0] if 0.0 in per else per[self.level_for(level)]:
                 row = perf.evaluate(cfg, req, channel)
-                row.update({"weight_ratio": cfg.weight_ratio,
-                            "fp32_weight_bytes": cfg.fp32_weight_bytes,
-                            "fp32_activation_bytes": cfg.fp32_activation_bytes,
-                            "detail": {k: v for k, v in cfg.detail.items()
-                                       if k not in ("continuous_bits",)}})
+                row.update(
+                    {
+                        "weight_ratio": cfg.weight_ratio,
+                        "fp32_weight_bytes": cfg.fp32_weight_bytes,
+                        "fp32_activation_bytes": cfg.fp32_activation_bytes,
+                        "detail": {
+                            k: v for k, v in cfg.detail.items() if k not in ("continuous_bits",)
+                        },
+                    }
+                )
                 rows.append(row)
         return rows
 
 
-def simulate(setup: SimulationSetup, n_requests: int, seed: int = 0,
-             distribution: RequestDistribution = RequestDistribution(),
-             schemes: Sequence[str] = SCHEMES, out_dir: str | os.PathLike[str] | None = None,
-             progress: bool = True, ae_steps: int = 600,
-             held_weights: bool = False) -> tuple[Simulator, PerformanceModule]:
+def simulate(
+    setup: SimulationSetup,
+    n_requests: int,
+    seed: int = 0,
+    distribution: RequestDistribution = RequestDistribution(),
+    schemes: Sequence[str] = SCHEMES,
+    out_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    ae_steps: int = 600,
+    held_weights: bool = False,
+) -> tuple[Simulator, PerformanceModule]:
     """Draws ``n_requests`` requests (``seed``), serves them with every scheme and (with
     ``out_dir``) writes ``requests.csv`` and ``summary.json`` there. ``held_weights``: the
     devices hold their segments (no weight download per request; device memory from the
     distribution's ``memory_bytes`` limits which segments fit)."""
-    sim = Simulator(setup, schemes=schemes or SCHEMES, levels=sorted(set(distribution.budgets)),
-                    server_tx_power_w=distribution.server_tx_power_w, seed=seed,
-                    progress=progress, ae_steps=ae_steps, held_weights=held_weights)
+    sim = Simulator(
+        setup,
+        schemes=schemes or SCHEMES,
+        levels=sorted(set(distribution.budgets)),
+        server_tx_power_w=distribution.server_tx_power_w,
+        seed=seed,
+        progress=progress,
+        ae_steps=ae_steps,
+        held_weights=held_weights,
+    )
     reqs = distribution.sample(n_requests, seed, n_digits=setup.x_eval.shape[0])
     perf = sim.run(reqs)
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
         perf.write_csv(os.path.join(out_dir, "requests.csv"))
-        perf.write_json(os.path.join(out_dir, "summary.json"),
-                        {"seed": seed, "requests": n_requests, "held_weights": held_weights,
-                         "distribution": asdict(distribution),
-                         "configs": {sc: {str(lv): [c.summary() for c in cs]
-                                          for lv, cs in per.items()}
-                                     for sc, per in sim.configs.items()}})
+        perf.write_json(
+            os.path.join(out_dir, "summary.json"),
+            {
+                "seed": seed,
+                "requests": n_requests,
+                "held_weights": held_weights,
+                "distribution": asdict(distribution),
+                "configs": {
+                    sc: {str(lv): [c.summary() for c in cs] for lv, cs in per.items()}
+                    for sc, per in sim.configs.items()
+                },
+            },
+        )
     return sim, perf

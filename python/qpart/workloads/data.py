@@ -99,8 +99,9 @@ def load_mnist(seed: int = 0, test_fraction: float = 0.2) -> MnistSplit:
     )
 
 
-def holdout_split(split: MnistSplit, n_holdout: int, seed: int = 0
-                  ) -> tuple[MnistSplit, torch.Tensor, torch.Tensor]:
+def holdout_split(
+    split: MnistSplit, n_holdout: int, seed: int = 0
+) -> tuple[MnistSplit, torch.Tensor, torch.Tensor]:
     """Moves ``n_holdout`` training samples (stratified by class, seeded) out of ``split``'s
     training set: returns ``(reduced split, x_holdout, y_holdout)``; the test set is
     unchanged. The held-out digits are for calibration / acceptance: the model trained on
@@ -110,8 +111,12 @@ def holdout_split(split: MnistSplit, n_holdout: int, seed: int = 0
         raise ValueError(f"n_holdout must be in (0, {n_train}), got {n_holdout}")
     keep, hold = stratified_split(split.y_train.numpy(), n_holdout / n_train, seed)
     keep_t, hold_t = torch.from_numpy(keep), torch.from_numpy(hold)
-    reduced = MnistSplit(split.x_train[keep_t].contiguous(), split.y_train[keep_t].contiguous(),
-                         split.x_test, split.y_test)
+    reduced = MnistSplit(
+        split.x_train[keep_t].contiguous(),
+        split.y_train[keep_t].contiguous(),
+        split.x_test,
+        split.y_test,
+    )
     return reduced, split.x_train[hold_t].contiguous(), split.y_train[hold_t].contiguous()
 
 
@@ -145,4 +150,6 @@ def load_digits8(seed: int = 0, test_fraction: float = 0.2) -> MnistSplit:
     y = torch.from_numpy(d.target.astype(np.int64))
     tr, te = stratified_split(d.target, test_fraction, seed)
     tr, te = torch.from_numpy(tr), torch.from_numpy(te)
-    return MnistSplit(x[tr].contiguous(), y[tr].contiguous(), x[te].contiguous(), y[te].contiguous())
+    return MnistSplit(
+        x[tr].contiguous(), y[tr].contiguous(), x[te].contiguous(), y[te].contiguous()
+    )

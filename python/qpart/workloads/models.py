@@ -83,7 +83,7 @@ def train_classifier(
         order = torch.randperm(n, generator=generator)
         total = 0.0
         for start in range(0, n, batch_size):
-            batch = order[start:start + batch_size]
+            batch = order[start : start + batch_size]
             inputs = x[batch] if augment is None else augment(x[batch], generator)
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(inputs), y[batch])
@@ -101,8 +101,9 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "qpart"
 
 
-def cached_model_path(cache_dir: str | os.PathLike[str] | None = None, seed: int = 0,
-                      holdout: int = 0) -> Path:
+def cached_model_path(
+    cache_dir: str | os.PathLike[str] | None = None, seed: int = 0, holdout: int = 0
+) -> Path:
     """File that :func:`trained_mnist_mlp` reads and writes for ``seed`` (may not exist yet);
     ``holdout > 0`` names the variant trained without that many held-out digits."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
@@ -111,14 +112,17 @@ def cached_model_path(cache_dir: str | os.PathLike[str] | None = None, seed: int
 
 
 def trained_mnist_mlp(
-    cache_dir: str | os.PathLike[str] | None = None, seed: int = 0, progress: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    progress: bool = True,
     holdout: int = 0,
 ) -> nn.Sequential:
     """The MNIST MLP trained on ``load_mnist(seed)``'s training split (random-shift
     augmentation, the ``TRAIN_*`` recipe above); returned in eval mode.
 
     ``holdout > 0``: trained without the ``holdout`` digits that
-    :func:`qpart.workloads.data.holdout_split` (same seed) sets aside for calibration (own cache file).
+    :func:`qpart.workloads.data.holdout_split` (same seed) sets aside for calibration (own
+    cache file).
 
     Weights are cached as ``mnist_mlp_v{version}_seed{seed}.pt`` in ``cache_dir`` (default:
     :func:`default_cache_dir`) and loaded from there when present; otherwise the network is
@@ -133,8 +137,9 @@ def trained_mnist_mlp(
     data = load_mnist(seed=seed)
     if holdout:
         data = holdout_split(data, holdout, seed)[0]
-    train_classifier(model, data.x_train, data.y_train, seed=seed, progress=progress,
-                     augment=random_shift)
+    train_classifier(
+        model, data.x_train, data.y_train, seed=seed, progress=progress, augment=random_shift
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
@@ -151,28 +156,48 @@ def trained_mnist_mlp(
 HOLDOUT = 1000
 
 
-def mnist_mlp_holdout(seed: int = 0, cache_dir: str | os.PathLike[str] | None = None,
-                      progress: bool = False, holdout: int = HOLDOUT):
+def mnist_mlp_holdout(
+    seed: int = 0,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+    holdout: int = HOLDOUT,
+):
     """The six-layer MLP trained without ``holdout`` stratified training digits, with the
     data: ``(model, split, x_holdout, y_holdout)``. ``split`` is the full
     :func:`load_mnist` split (its test digits are used for evaluation only); the
     held-out digits calibrate the noise model and are the acceptance data of every scheme."""
     data = load_mnist(seed=seed)
     _, x_hold, y_hold = holdout_split(data, holdout, seed)
-    model = trained_mnist_mlp(cache_dir=cache_dir, seed=seed, progress=progress,
-                              holdout=holdout)
+    model = trained_mnist_mlp(cache_dir=cache_dir, seed=seed, progress=progress, holdout=holdout)
     return model, data, x_hold, y_hold
 
 
 def mnist_cnn() -> nn.Sequential:
     """Small CNN for 28x28 digits: conv8-pool-conv16-pool-fc64-fc10."""
-    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Flatten(), nn.Linear(16 * 7 * 7, 64), nn.ReLU(), nn.Linear(64, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 7 * 7, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
+    )
 
 
 def digits8_cnn() -> nn.Sequential:
     """Small CNN for sklearn's 8x8 digits: conv16-conv32-pool-fc64-fc10."""
-    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
+    )
