@@ -87,6 +87,16 @@ def _cache_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _threads_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="torch intra-op threads (default: 1)",
+    )
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -209,13 +219,7 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="requests processed at once; others wait (default: 8)",
     )
-    parser.add_argument(
-        "--threads",
-        type=_positive_int,
-        default=1,
-        metavar="N",
-        help="torch intra-op threads (default: 1)",
-    )
+    _threads_arg(parser)
     parser.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
     )
@@ -362,13 +366,7 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
         "used for calibration and as every scheme's acceptance data "
         "(default: 1000)",
     )
-    parser.add_argument(
-        "--threads",
-        type=_positive_int,
-        default=1,
-        metavar="N",
-        help="torch intra-op threads (default: 1)",
-    )
+    _threads_arg(parser)
     parser.add_argument(
         "--held-weights",
         action="store_true",
@@ -428,13 +426,7 @@ def _add_reproduce(subparsers: argparse._SubParsersAction) -> None:
         help="reduced size for CI (seconds): fewer calibration digits, "
         "epochs and requests; every table and figure is still produced",
     )
-    parser.add_argument(
-        "--threads",
-        type=_positive_int,
-        default=1,
-        metavar="N",
-        help="torch intra-op threads (default: 1)",
-    )
+    _threads_arg(parser)
     parser.set_defaults(handler=_run_reproduce)
 
 

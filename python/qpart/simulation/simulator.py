@@ -118,18 +118,6 @@ class Simulator:
         self._prepared = False
 
     # -- preparation -------------------------------------------------------------------
-    def qpart_for(
-        self,
-        p: int,
-        bits: Sequence[int],
-        b_a: int | None,
-        level: float,
-        flip_rate: float | None = None,
-    ) -> SchemeConfig:
-        """The QPART configuration of a pattern (built once per distinct pattern);
-        ``flip_rate``: its measured flip rate on the acceptance inputs, if refined."""
-        return qpart_pattern_config(self, p, bits, b_a, level, flip_rate)
-
     def prepare(self) -> None:
         """Builds every scheme's configurations with its registered builder
         (:func:`qpart.simulation.baselines.register_scheme`; uniform / pruning tuned on
@@ -198,7 +186,8 @@ class Simulator:
             ]
         else:
             pl = table.lookup(Request(req.budget, req.device, channel, req.weights, self.server))
-        return self.qpart_for(
+        return qpart_pattern_config(
+            self,
             pl.partition_point,
             pl.bits,
             pl.activation_bits,
