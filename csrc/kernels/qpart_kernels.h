@@ -40,7 +40,8 @@ inline int max_code(int bits) { return (1 << bits) - 1; }
 // (baseline), else the portable scalar code (which stays the reference). The kAvx512 level
 // implies AVX2: ops without an AVX-512 kernel run their AVX2 one there. The environment
 // variable QPART_CPU_ISA (scalar|avx2|avx512|neon|auto), read on first use, or set_cpu_isa()
-// forces a path.
+// forces a path. Internally each ISA is one row of a table (csrc/kernels/isa_table.cpp: its
+// name, detection, kernels, layout rules and tile constants); CpuIsa is the row key.
 
 enum class CpuIsa : int { kScalar = 0, kAvx2 = 1, kNeon = 2, kAvx512 = 3 };
 
