@@ -48,7 +48,7 @@ void check_capability(const char* op, const Tensor& t) {
     if (dev >= 0 && dev < 64) g_capability[dev].store(major);
   }
   TORCH_CHECK(major >= qc::kMinComputeMajor, "qpart.", op,
-              ": the QPART CUDA kernels need a GPU of compute capability 8.0 or newer (sm_80+), "
+              ": the QPART CUDA kernels need a GPU of compute capability 8.0 or newer (sm_80+), ",
               "but cuda:", dev, " is sm_", major, minor,
               "; select another backend with QPART_CUDA_BACKEND=triton or reference");
 }
@@ -62,12 +62,9 @@ at::Device cuda_device(const char* op, const char* name, const Tensor& t) {
 
 qc::DType dtype_of(const Tensor& t) {
   switch (t.scalar_type()) {
-    case at::kHalf:
-      return qc::DType::kFloat16;
-    case at::kBFloat16:
-      return qc::DType::kBFloat16;
-    default:
-      return qc::DType::kFloat32;
+    case at::kHalf: return qc::DType::kFloat16;
+    case at::kBFloat16: return qc::DType::kBFloat16;
+    default: return qc::DType::kFloat32;
   }
 }
 
@@ -96,7 +93,7 @@ struct Cuda {
 
   // Shared by weight and activation quantization: a 2-D float matrix in row groups.
   static std::tuple<Tensor, Tensor, Tensor> quantize_matrix(const char* op, const Tensor& x2d,
-                                                     int64_t bits, int64_t group_size) {
+                                                            int64_t bits, int64_t group_size) {
     const Tensor x = x2d.contiguous();
     const int64_t rows = x.size(0), kdim = x.size(1), groups = kdim / group_size;
     auto byte_opts = x.options().dtype(at::kByte);
@@ -106,12 +103,12 @@ struct Cuda {
     Tensor zeros = at::empty({rows, groups}, byte_opts);
     Tensor status = at::empty({1}, x.options().dtype(at::kInt));
     int host_status = 0;
-    C10_CUDA_CHECK(qc::quantize_rows(
-        x.const_data_ptr(), dtype_of(x), rows, kdim, group_size, static_cast<int>(bits),
-        packed.mutable_data_ptr<uint8_t>(),
-        reinterpret_cast<uint16_t*>(scales.mutable_data_ptr<at::Half>()),
-        zeros.mutable_data_ptr<uint8_t>(), status.mutable_data_ptr<int>(), &host_status,
-        current_stream()));
+    C10_CUDA_CHECK(
+        qc::quantize_rows(x.const_data_ptr(), dtype_of(x), rows, kdim, group_size,
+                          static_cast<int>(bits), packed.mutable_data_ptr<uint8_t>(),
+                          reinterpret_cast<uint16_t*>(scales.mutable_data_ptr<at::Half>()),
+                          zeros.mutable_data_ptr<uint8_t>(), status.mutable_data_ptr<int>(),
+                          &host_status, current_stream()));
     TORCH_CHECK_VALUE((host_status & qc::kStatusNonFinite) == 0, "qpart.", op,
                       ": input contains NaN or Inf values");
     TORCH_CHECK_VALUE((host_status & qc::kStatusScaleOverflow) == 0, "qpart.", op,
@@ -120,14 +117,13 @@ struct Cuda {
   }
 
   static Tensor dequantize_matrix(const Tensor& packed, const Tensor& scales, const Tensor& zeros,
-                           int64_t bits, int64_t kdim, int64_t group_size) {
+                                  int64_t bits, int64_t kdim, int64_t group_size) {
     const Tensor p = packed.contiguous(), s = scales.contiguous(), z = zeros.contiguous();
     const int64_t rows = p.size(0);
     Tensor out = at::empty({rows, kdim}, p.options().dtype(at::kFloat));
-    C10_CUDA_CHECK(qc::dequantize_rows(p.const_data_ptr<uint8_t>(), scale_ptr(s),
-                                       z.const_data_ptr<uint8_t>(), rows, kdim, group_size,
-                                       static_cast<int>(bits), out.mutable_data_ptr<float>(),
-                                       current_stream()));
+    C10_CUDA_CHECK(qc::dequantize_rows(
+        p.const_data_ptr<uint8_t>(), scale_ptr(s), z.const_data_ptr<uint8_t>(), rows, kdim,
+        group_size, static_cast<int>(bits), out.mutable_data_ptr<float>(), current_stream()));
     return out;
   }
 };
@@ -141,8 +137,7 @@ Tensor linear_cuda(const Tensor& input, const Tensor& packed, const Tensor& scal
                               "only; use qpart_kernels.linear(..., int8_activations=True), "
                               "which emulates it elsewhere");
   cuda_device(op, "input", input);
-  const chk::LinearDims dims =
-      chk::linear(input, packed, scales, zeros, bias, bits, in_features);
+  const chk::LinearDims dims = chk::linear(input, packed, scales, zeros, bias, bits, in_features);
   check_capability(op, input);
   const int64_t kdim = dims.k, n = dims.n, gs = dims.group_size, m = dims.m;
   const c10::cuda::CUDAGuard guard(input.device());
@@ -155,12 +150,10 @@ Tensor linear_cuda(const Tensor& input, const Tensor& packed, const Tensor& scal
     const Tensor p = packed.contiguous(), s = scales.contiguous(), z = zeros.contiguous();
     Tensor b;
     if (bias.has_value()) b = bias->to(at::kFloat).contiguous();
-    C10_CUDA_CHECK(qc::linear(x.const_data_ptr(), dtype_of(x), m, kdim,
-                              p.const_data_ptr<uint8_t>(), scale_ptr(s),
-                              z.const_data_ptr<uint8_t>(),
-                              b.defined() ? b.const_data_ptr<float>() : nullptr, n, gs,
-                              static_cast<int>(bits), out.mutable_data_ptr<float>(), 1, 0, 0,
-                              current_stream()));
+    C10_CUDA_CHECK(qc::linear(
+        x.const_data_ptr(), dtype_of(x), m, kdim, p.const_data_ptr<uint8_t>(), scale_ptr(s),
+        z.const_data_ptr<uint8_t>(), b.defined() ? b.const_data_ptr<float>() : nullptr, n, gs,
+        static_cast<int>(bits), out.mutable_data_ptr<float>(), 1, 0, 0, current_stream()));
   }
   return out.view(out_shape).to(input.scalar_type());
 }
@@ -174,9 +167,8 @@ Tensor conv2d_cuda(const Tensor& input, const Tensor& packed, const Tensor& scal
   const chk::Conv2dDims d = chk::conv2d(input, packed, scales, zeros, bias, bits, weight_shape,
                                         stride, padding, dilation, groups);
   check_capability(op, input);
-  const qc::Conv2dShape shape{d.batch,  d.c_in,     d.h_in,     d.w_in,  d.c_out,
-                              d.kh,     d.kw,       d.stride_h, d.stride_w, d.pad_h,
-                              d.pad_w,  d.dil_h,    d.dil_w,    d.groups};
+  const qc::Conv2dShape shape{d.batch,    d.c_in,     d.h_in,  d.w_in,  d.c_out, d.kh,    d.kw,
+                              d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.dil_h, d.dil_w, d.groups};
   const int64_t gs = d.group_size, ho = d.h_out, wo = d.w_out;
   const c10::cuda::CUDAGuard guard(input.device());
 
@@ -191,9 +183,8 @@ Tensor conv2d_cuda(const Tensor& input, const Tensor& packed, const Tensor& scal
   Tensor workspace = at::empty({qc::conv2d_workspace_elems(shape)}, x.options());
   // (groups, batch, ho * wo, out_per_group) in fp32, permuted to NCHW below.
   Tensor gmn = at::empty({groups, shape.batch, ho * wo, opg}, x.options().dtype(at::kFloat));
-  C10_CUDA_CHECK(qc::conv2d(x.const_data_ptr(), dtype_of(x), shape,
-                            p.const_data_ptr<uint8_t>(), scale_ptr(s),
-                            z.const_data_ptr<uint8_t>(),
+  C10_CUDA_CHECK(qc::conv2d(x.const_data_ptr(), dtype_of(x), shape, p.const_data_ptr<uint8_t>(),
+                            scale_ptr(s), z.const_data_ptr<uint8_t>(),
                             b.defined() ? b.const_data_ptr<float>() : nullptr, gs,
                             static_cast<int>(bits), workspace.mutable_data_ptr(),
                             gmn.mutable_data_ptr<float>(), current_stream()));

@@ -78,8 +78,7 @@ void im2col_rows(const float* image, const Conv2dShape& s, int64_t g, int64_t p_
 
 // Portable tile: im2col rows, the dispatched packed matmul over the tile's channels, then a
 // transpose of the [pixels, channels] product into the NCHW planes.
-void conv2d_tile_generic(const detail::Conv2dArgs& a, const detail::Conv2dTile& t,
-                         float* scratch) {
+void conv2d_tile_generic(const detail::Conv2dArgs& a, const detail::Conv2dTile& t, float* scratch) {
   const Conv2dShape& s = *a.s;
   const int64_t k = s.k(), pixels = s.h_out() * s.w_out();
   const int64_t groups = k / a.group_size, row_bytes = packed_row_bytes(k, a.bits);
@@ -120,9 +119,9 @@ void direct_blocks(const Conv2dShape& s, const detail::ConvTileShape& tile, int 
   const int64_t mr = tile.mr, nr = tile.nr;
   int64_t co_block = std::max<int64_t>(1, std::min(kCoBlock, per_group));
   const int64_t co_items = s.batch * s.groups * ceil_div(per_group, co_block);
-  plan->px_block = std::max<int64_t>(1, detail::conv2d_row_tiles(s)
-                                            ? row_block(s, threads, co_items, nr)
-                                            : pixel_block(pixels, tile.lanes));
+  plan->px_block =
+      std::max<int64_t>(1, detail::conv2d_row_tiles(s) ? row_block(s, threads, co_items, nr)
+                                                       : pixel_block(pixels, tile.lanes));
   plan->px_blocks = ceil_div(pixels, plan->px_block);
   auto items = [&](int64_t cb) {
     return s.batch * s.groups * ceil_div(per_group, cb) * plan->px_blocks;
@@ -133,8 +132,7 @@ void direct_blocks(const Conv2dShape& s, const detail::ConvTileShape& tile, int 
   }
   plan->co_block = co_block;
   plan->co_blocks = ceil_div(per_group, co_block);
-  plan->scratch_floats = detail::conv2d_x86_scratch_floats(
-      s, co_block, plan->px_block, mr, nr);
+  plan->scratch_floats = detail::conv2d_x86_scratch_floats(s, co_block, plan->px_block, mr, nr);
 }
 
 }  // namespace
@@ -187,13 +185,13 @@ int64_t conv2d_scratch_floats(const Conv2dShape& s) {
 
 void conv2d_f32(const float* x, const Conv2dShape& s, const uint8_t* packed,
                 const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
-                int64_t group_size, int bits, int64_t item_begin, int64_t item_end,
-                float* scratch, float* y) {
+                int64_t group_size, int bits, int64_t item_begin, int64_t item_end, float* scratch,
+                float* y) {
   // The tiles of (image, group) item i are the contiguous plan items [i * per, (i + 1) * per).
   const Conv2dPlan plan = conv2d_plan(s);
   const int64_t per = plan.co_blocks * plan.px_blocks;
-  conv2d_f32_items(plan, x, s, packed, scale_bits, zeros, bias, group_size, bits,
-                   item_begin * per, item_end * per, scratch, y);
+  conv2d_f32_items(plan, x, s, packed, scale_bits, zeros, bias, group_size, bits, item_begin * per,
+                   item_end * per, scratch, y);
 }
 
 }  // namespace kernels

@@ -18,8 +18,8 @@ void linear_f32_scalar(const float* x, int64_t m, int64_t k, const uint8_t* pack
 
 /// Arguments of the SIMD packed matmuls. group_size % 8 == 0 or group_size == k.
 /// `xsum` holds m * (k / group_size) sums of x over each group (row-major), and `scratch`
-/// at least the ISA row's linear_scratch_floats(m, k) floats; both are allocated by the caller so the
-/// ISA-specific translation units instantiate no standard-library templates.
+/// at least the ISA row's linear_scratch_floats(m, k) floats; both are allocated by the caller so
+/// the ISA-specific translation units instantiate no standard-library templates.
 struct LinearArgs {
   const float* x;
   int64_t m, k;
@@ -102,16 +102,15 @@ void linear_i8_scalar(const LinearI8Args& a);
 bool quantize_row_i8_scalar(const float* x, int64_t k, int8_t* q, float* scale);
 
 /// group_params after its range scan: lo = min(0, min x), hi = max(0, max x).
-Status group_params_from_range(float lo, float hi, int bits, uint16_t* scale_bits,
-                               uint8_t* zero);
+Status group_params_from_range(float lo, float hi, int bits, uint16_t* scale_bits, uint8_t* zero);
 #if defined(__x86_64__)
 void linear_i8_avx2(const LinearI8Args& a);
 /// One row of quantize_activations_i8 in x's order (q, scale); false on NaN/Inf.
 bool quantize_row_i8_avx2(const float* x, int64_t k, int8_t* q, float* scale);
 /// One group of quantize_rows (scale, zero point and one code per byte), bit-exact with the
 /// scalar quantizer.
-Status quantize_group_avx2(const float* x, int64_t n, int bits, uint16_t* scale_bits,
-                           uint8_t* zero, uint8_t* codes);
+Status quantize_group_avx2(const float* x, int64_t n, int bits, uint16_t* scale_bits, uint8_t* zero,
+                           uint8_t* codes);
 #endif
 #if defined(__aarch64__)
 void linear_i8_neon(const LinearI8Args& a);

@@ -38,8 +38,8 @@ struct IsaEntryPoints {
   bool (*quantize_row_i8)(const float* x, int64_t k, int8_t* q, float* scale);
   /// One group of quantize_rows (scale, zero point, one code per byte), bit-exact with the
   /// scalar quantizer. Null: the scalar quantizer.
-  Status (*quantize_group)(const float* x, int64_t n, int bits, uint16_t* scale_bits,
-                           uint8_t* zero, uint8_t* codes);
+  Status (*quantize_group)(const float* x, int64_t n, int bits, uint16_t* scale_bits, uint8_t* zero,
+                           uint8_t* codes);
   /// Direct NCHW conv2d tile kernel (tiling from conv_tile). Null: im2col + linear_f32.
   void (*conv2d_tile)(const Conv2dArgs& a, const Conv2dTile& t, float* scratch);
 };

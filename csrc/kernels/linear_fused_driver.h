@@ -189,8 +189,8 @@ void fused(const LinearArgs& a) {
 /// Dequantizes codes [k0, k1) of row n (k0 % 8 == 0) into dst, exactly as dequantize_rows:
 /// (code - zero) * scale, group by group (for the blocked GEMM's panels).
 template <typename T, int BITS>
-void dequant_range(const LinearArgs& a, const typename T::template Unpacker<BITS>& U,
-                   int64_t n, int64_t k0, int64_t k1, float* dst) {
+void dequant_range(const LinearArgs& a, const typename T::template Unpacker<BITS>& U, int64_t n,
+                   int64_t k0, int64_t k1, float* dst) {
   using Vec = typename T::Vec;
   constexpr int kVecs = 8 / T::kLanes;
   const int64_t gs = a.group_size, groups = a.k / gs;

@@ -39,9 +39,8 @@ bool quantize_row_i8_scalar(const float* x, int64_t k, int8_t* q, float* scale) 
 
 }  // namespace detail
 
-Status quantize_activations_i8(CpuIsa isa, const float* x, int64_t m, int64_t k,
-                               int64_t group_size, int bits, int8_t* q, float* scale,
-                               int32_t* gsum) {
+Status quantize_activations_i8(CpuIsa isa, const float* x, int64_t m, int64_t k, int64_t group_size,
+                               int bits, int8_t* q, float* scale, int32_t* gsum) {
   const int64_t groups = k / group_size;
   const detail::IsaKernels& row = detail::isa_kernels(isa);
   const auto quantize_row =
@@ -103,14 +102,14 @@ void linear_i8_scalar(const LinearI8Args& a) {
 
 }  // namespace detail
 
-void linear_i8(CpuIsa isa, const int8_t* q, const float* scale, const int32_t* gsum,
-               int64_t m, int64_t k, const uint8_t* packed, const uint16_t* scale_bits,
-               const uint8_t* zeros, const float* bias, int64_t n_total, int64_t group_size,
-               int bits, int64_t n_begin, int64_t n_end, float* y) {
+void linear_i8(CpuIsa isa, const int8_t* q, const float* scale, const int32_t* gsum, int64_t m,
+               int64_t k, const uint8_t* packed, const uint16_t* scale_bits, const uint8_t* zeros,
+               const float* bias, int64_t n_total, int64_t group_size, int bits, int64_t n_begin,
+               int64_t n_end, float* y) {
   if (n_begin >= n_end || m <= 0) return;
-  const detail::LinearI8Args args{q,    scale,   gsum,       m,    k,       packed, scale_bits,
-                                  zeros, bias,   n_total,    group_size, bits, n_begin,
-                                  n_end, y};
+  const detail::LinearI8Args args{q,          scale,      gsum,    m,     k,
+                                  packed,     scale_bits, zeros,   bias,  n_total,
+                                  group_size, bits,       n_begin, n_end, y};
   const detail::IsaKernels& row = detail::isa_kernels(isa);
   if (row.fn.linear_i8 != nullptr) return row.fn.linear_i8(args);
   detail::linear_i8_scalar(args);

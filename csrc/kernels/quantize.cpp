@@ -23,8 +23,7 @@ Status group_params(const float* x, int64_t n, int bits, uint16_t* scale_bits, u
 
 namespace detail {
 
-Status group_params_from_range(float lo, float hi, int bits, uint16_t* scale_bits,
-                               uint8_t* zero) {
+Status group_params_from_range(float lo, float hi, int bits, uint16_t* scale_bits, uint8_t* zero) {
   if (hi == lo) {  // all zeros
     *scale_bits = 0;
     *zero = 0;
@@ -96,8 +95,8 @@ Status quantize_rows(const float* x, int64_t row_begin, int64_t row_end, int64_t
 }
 
 void dequantize_rows(const uint8_t* packed, const uint16_t* scale_bits, const uint8_t* zeros,
-                     int64_t row_begin, int64_t row_end, int64_t k, int64_t group_size,
-                     int bits, float* out) {
+                     int64_t row_begin, int64_t row_end, int64_t k, int64_t group_size, int bits,
+                     float* out) {
   const int64_t groups = k / group_size;
   const int64_t row_bytes = packed_row_bytes(k, bits);
   std::vector<uint8_t> codes(static_cast<size_t>(k));

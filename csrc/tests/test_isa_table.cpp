@@ -131,8 +131,8 @@ TEST(IsaTable, EveryRowMatchesScalar) {
 
         // linear_f32 through the active row.
         std::vector<float> ref(static_cast<size_t>(m * n)), got(ref.size());
-        d::linear_f32_scalar(x.data(), m, kdim, p.packed.data(), p.scales.data(),
-                             p.zeros.data(), bias.data(), n, gs, bits, 0, n, ref.data());
+        d::linear_f32_scalar(x.data(), m, kdim, p.packed.data(), p.scales.data(), p.zeros.data(),
+                             bias.data(), n, gs, bits, 0, n, ref.data());
         k::linear_f32(x.data(), m, kdim, p.packed.data(), p.scales.data(), p.zeros.data(),
                       bias.data(), n, gs, bits, 0, n, got.data());
         expect_close(got, ref, mag, kdim);
@@ -158,12 +158,10 @@ TEST(IsaTable, EveryRowMatchesScalar) {
           EXPECT_EQ(b, a);
         }
         std::vector<float> iref(ref.size()), igot(ref.size());
-        k::linear_i8(k::CpuIsa::kScalar, q0.data(), s0.data(), g0.data(), m, kdim,
-                     p.packed.data(), p.scales.data(), p.zeros.data(), bias.data(), n, gs,
-                     bits, 0, n, iref.data());
+        k::linear_i8(k::CpuIsa::kScalar, q0.data(), s0.data(), g0.data(), m, kdim, p.packed.data(),
+                     p.scales.data(), p.zeros.data(), bias.data(), n, gs, bits, 0, n, iref.data());
         k::linear_i8(row->isa, q1.data(), s1.data(), g1.data(), m, kdim, p.packed.data(),
-                     p.scales.data(), p.zeros.data(), bias.data(), n, gs, bits, 0, n,
-                     igot.data());
+                     p.scales.data(), p.zeros.data(), bias.data(), n, gs, bits, 0, n, igot.data());
         for (size_t t = 0; t < iref.size(); ++t)
           ASSERT_NEAR(igot[t], iref[t], 1e-5 * mag[t] + 1e-6) << "i8 at " << t;
       }
@@ -173,8 +171,8 @@ TEST(IsaTable, EveryRowMatchesScalar) {
       const k::Conv2dShape s{2, 6, 9, 8, 10, 3, 3, 1, 1, 1, 1, 1, 1, 2};
       const int64_t kk = s.k();
       const auto wf = qpart_test::random_normal(static_cast<size_t>(s.c_out * kk), seed++, 0.5f);
-      const auto x = qpart_test::random_normal(static_cast<size_t>(s.batch * s.c_in * s.h_in * s.w_in),
-                                               seed++);
+      const auto x = qpart_test::random_normal(
+          static_cast<size_t>(s.batch * s.c_in * s.h_in * s.w_in), seed++);
       const auto bias = qpart_test::random_normal(static_cast<size_t>(s.c_out), seed++);
       k::Status st;
       const Packed p = qpart_test::quantize(wf, s.c_out, kk, kk, bits, &st);

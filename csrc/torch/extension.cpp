@@ -75,9 +75,9 @@ PyMethodDef kMethods[] = {
 
 extern "C" {
 PyMODINIT_FUNC PyInit__C(void) {
+  static const char doc[] = "QPART native kernels (registered as torch.ops.qpart.*)";
   static struct PyModuleDef module_def = {
-      PyModuleDef_HEAD_INIT, "_C", "QPART native kernels (registered as torch.ops.qpart.*)",
-      -1, kMethods, nullptr, nullptr, nullptr, nullptr};
+      PyModuleDef_HEAD_INIT, "_C", doc, -1, kMethods, nullptr, nullptr, nullptr, nullptr};
   return PyModule_Create(&module_def);
 }
 }

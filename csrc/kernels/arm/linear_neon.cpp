@@ -121,25 +121,25 @@ template <int MR, int NR>
 void micro(const float* x, int64_t ldx, const float* w, int64_t len, float* y, int64_t ldy,
            bool first, const float* bias) {
   float32x4_t acc[MR][NR];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int j = 0; j < NR; ++j) acc[i][j] = vdupq_n_f32(0.0f);
   int64_t t = 0;
   for (; t + 4 <= len; t += 4) {
     float32x4_t wv[NR];
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int j = 0; j < NR; ++j) wv[j] = vld1q_f32(w + j * kGemmLd + t);
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       const float32x4_t xv = vld1q_f32(x + i * ldx + t);
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int j = 0; j < NR; ++j) acc[i][j] = vfmaq_f32(acc[i][j], xv, wv[j]);
     }
   }
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int j = 0; j < NR; ++j) {
       float s = vaddvq_f32(acc[i][j]);
       for (int64_t u = t; u < len; ++u) s += x[i * ldx + u] * w[j * kGemmLd + u];
@@ -152,8 +152,8 @@ void micro(const float* x, int64_t ldx, const float* w, int64_t len, float* y, i
 }
 
 template <int MR>
-void micro_cols(const float* x, int64_t ldx, const float* w, int64_t len, float* y,
-                int64_t ldy, int64_t nc, bool first, const float* bias) {
+void micro_cols(const float* x, int64_t ldx, const float* w, int64_t len, float* y, int64_t ldy,
+                int64_t nc, bool first, const float* bias) {
   int64_t j = 0;
   for (; j + 3 <= nc; j += 3)
     micro<MR, 3>(x, ldx, w + j * kGemmLd, len, y + j, ldy, first, bias ? bias + j : nullptr);
@@ -172,12 +172,13 @@ void blocked_gemm(const LinearArgs& a) {
     const bool first = k0 == 0, last = k1 == a.k;
     for (int64_t n0 = a.n_begin; n0 < a.n_end; n0 += kGemmNc) {
       const int64_t nc = n0 + kGemmNc < a.n_end ? kGemmNc : a.n_end - n0;
-      for (int64_t j = 0; j < nc; ++j) dequant_range<Neon, BITS>(a, U, n0 + j, k0, k1, panel + j * kGemmLd);
+      for (int64_t j = 0; j < nc; ++j)
+        dequant_range<Neon, BITS>(a, U, n0 + j, k0, k1, panel + j * kGemmLd);
       const float* bias = last && a.bias ? a.bias + n0 : nullptr;
       int64_t i = 0;
       for (; i + 4 <= a.m; i += 4)
-        micro_cols<4>(a.x + i * a.k + k0, a.k, panel, k1 - k0, a.y + i * a.n_total + n0,
-                      a.n_total, nc, first, bias);
+        micro_cols<4>(a.x + i * a.k + k0, a.k, panel, k1 - k0, a.y + i * a.n_total + n0, a.n_total,
+                      nc, first, bias);
       const int64_t r = a.m - i;
       const float* xr = a.x + i * a.k + k0;
       float* yr = a.y + i * a.n_total + n0;

@@ -16,8 +16,8 @@
 // columns are tiled, so the results do not depend on the thread split.
 #if defined(__x86_64__)
 
-#include <cstdint>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 
 #include "../dispatch.h"
@@ -48,8 +48,8 @@ struct Avx2Unpacker {
       sv[j] = BITS <= 4 ? bit : (bit & 7);
       for (int t = 0; t < 4; ++t) {
         const int idx = t < 2 && byte + t < 8 ? byte + t : -1;
-        sh[(j / 4) * 16 + (j % 4) * 4 + t] = idx < 0 ? static_cast<int8_t>(0x80)
-                                                     : static_cast<int8_t>(idx);
+        sh[(j / 4) * 16 + (j % 4) * 4 + t] =
+            idx < 0 ? static_cast<int8_t>(0x80) : static_cast<int8_t>(idx);
       }
     }
     shuf = _mm256_load_si256(reinterpret_cast<const __m256i*>(sh));
@@ -160,8 +160,8 @@ struct Avx2 {
           __m256 wv[NR];
 #pragma GCC unroll 16
           for (int j = 0; j < NR; ++j)
-            wv[j] = _mm256_cvtepi32_ps(
-                _mm256_cvtepu8_epi32(h == 0 ? pl[j] : _mm_srli_si128(pl[j], 8)));
+            wv[j] =
+                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(h == 0 ? pl[j] : _mm_srli_si128(pl[j], 8)));
 #pragma GCC unroll 16
           for (int i = 0; i < MR; ++i) {
             const __m256 xv = _mm256_loadu_ps(x[i] + kc + (s * 2 + h) * 8);
@@ -234,8 +234,8 @@ void build_panel(const LinearArgs& a, const Avx2Unpacker<BITS>& U, int64_t n0, i
 // panel[t, j] in t order (outer-product register tile MR x 16), + bias when given.
 // xp is the packed x tile: xp[t * kAvxMr + i].
 template <int MR>
-void micro(const float* xp, const float* panel, int64_t len, float* y, int64_t ldy,
-           int64_t nc, bool first, const float* bias) {
+void micro(const float* xp, const float* panel, int64_t len, float* y, int64_t ldy, int64_t nc,
+           bool first, const float* bias) {
   __m256 c[MR][2];
   alignas(32) float tmp[16];
 #pragma GCC unroll 8

@@ -62,17 +62,13 @@ std::tuple<Tensor, Tensor, Tensor> quantize_activation_impl(const Tensor& input,
 }
 
 template <typename Device>
-Tensor dequantize_activation_impl(const Tensor& packed, const Tensor& scales,
-                                  const Tensor& zeros, int64_t bits, at::IntArrayRef shape,
-                                  at::ScalarType dtype) {
+Tensor dequantize_activation_impl(const Tensor& packed, const Tensor& scales, const Tensor& zeros,
+                                  int64_t bits, at::IntArrayRef shape, at::ScalarType dtype) {
   const char* op = "dequantize_activation";
   Device::check_device(op, "packed", packed);
-  const int64_t kdim =
-      op_checks::dequantize_activation(packed, scales, zeros, bits, shape, dtype);
+  const int64_t kdim = op_checks::dequantize_activation(packed, scales, zeros, bits, shape, dtype);
   const typename Device::Guard guard(op, packed);
-  return Device::dequantize_matrix(packed, scales, zeros, bits, kdim, kdim)
-      .view(shape)
-      .to(dtype);
+  return Device::dequantize_matrix(packed, scales, zeros, bits, kdim, kdim).view(shape).to(dtype);
 }
 
 }  // namespace glue
