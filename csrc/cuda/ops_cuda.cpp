@@ -1,7 +1,9 @@
 // ATen glue: registers the torch-free CUDA kernels (csrc/cuda/*.cu, declared in
 // qpart_cuda.h) for the CUDA dispatch key of the qpart ops (schemas in
 // qpart_kernels/ops/library.py). Mirrors csrc/torch/ops_cpu.cpp: the same validation and
-// error messages, outputs allocated through the caching allocator, kernels enqueued on the
+// error messages (the quantize / dequantize ops share their bodies with it:
+// csrc/torch/shared/op_quantize-impl.h, with the Cuda policy below), outputs allocated
+// through the caching allocator, kernels enqueued on the
 // current stream of the input's device (c10::cuda::getCurrentCUDAStream, the same stream
 // as at::cuda::getCurrentCUDAStream) under a CUDAGuard. Light headers only (no ATen/ATen.h).
 // Compiled only when torch has CUDA (setup.py); Python selects it with
@@ -23,6 +25,7 @@
 #include <vector>
 
 #include "../torch/op_checks.h"
+#include "../torch/shared/op_quantize-impl.h"
 #include "qpart_cuda.h"
 
 namespace qpart {
@@ -45,7 +48,7 @@ void check_capability(const char* op, const Tensor& t) {
     if (dev >= 0 && dev < 64) g_capability[dev].store(major);
   }
   TORCH_CHECK(major >= qc::kMinComputeMajor, "qpart.", op,
-              ": the QPART CUDA kernels need a GPU of compute capability 8.0 or newer (sm_80+), "
+              ": the QPART CUDA kernels need a GPU of compute capability 8.0 or newer (sm_80+), ",
               "but cuda:", dev, " is sm_", major, minor,
               "; select another backend with QPART_CUDA_BACKEND=triton or reference");
 }
@@ -59,12 +62,9 @@ at::Device cuda_device(const char* op, const char* name, const Tensor& t) {
 
 qc::DType dtype_of(const Tensor& t) {
   switch (t.scalar_type()) {
-    case at::kHalf:
-      return qc::DType::kFloat16;
-    case at::kBFloat16:
-      return qc::DType::kBFloat16;
-    default:
-      return qc::DType::kFloat32;
+    case at::kHalf: return qc::DType::kFloat16;
+    case at::kBFloat16: return qc::DType::kBFloat16;
+    default: return qc::DType::kFloat32;
   }
 }
 
@@ -74,61 +74,59 @@ const uint16_t* scale_ptr(const Tensor& scales) {
 
 cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
-// Shared by weight and activation quantization: a 2-D float matrix in row groups.
-std::tuple<Tensor, Tensor, Tensor> quantize_matrix(const char* op, const Tensor& x2d,
-                                                   int64_t bits, int64_t group_size) {
-  const Tensor x = x2d.contiguous();
-  const int64_t rows = x.size(0), kdim = x.size(1), groups = kdim / group_size;
-  auto byte_opts = x.options().dtype(at::kByte);
-  Tensor packed =
-      at::empty({rows, qc::packed_row_bytes(kdim, static_cast<int>(bits))}, byte_opts);
-  Tensor scales = at::empty({rows, groups}, x.options().dtype(at::kHalf));
-  Tensor zeros = at::empty({rows, groups}, byte_opts);
-  Tensor status = at::empty({1}, x.options().dtype(at::kInt));
-  int host_status = 0;
-  C10_CUDA_CHECK(qc::quantize_rows(
-      x.const_data_ptr(), dtype_of(x), rows, kdim, group_size, static_cast<int>(bits),
-      packed.mutable_data_ptr<uint8_t>(),
-      reinterpret_cast<uint16_t*>(scales.mutable_data_ptr<at::Half>()),
-      zeros.mutable_data_ptr<uint8_t>(), status.mutable_data_ptr<int>(), &host_status,
-      current_stream()));
-  TORCH_CHECK_VALUE((host_status & qc::kStatusNonFinite) == 0, "qpart.", op,
-                    ": input contains NaN or Inf values");
-  TORCH_CHECK_VALUE((host_status & qc::kStatusScaleOverflow) == 0, "qpart.", op,
-                    ": a group's value range is too wide for a float16 scale at ", bits, " bits");
-  return {packed, scales, zeros};
-}
+// The CUDA device policy of the shared quantize / dequantize bodies
+// (csrc/torch/shared/op_quantize-impl.h): kernels run on the main tensor's device, after the
+// compute capability check, under a CUDAGuard.
+struct Cuda {
+  static void check_device(const char* op, const char* name, const Tensor& t) {
+    cuda_device(op, name, t);
+  }
 
-Tensor dequantize_matrix(const Tensor& packed, const Tensor& scales, const Tensor& zeros,
-                         int64_t bits, int64_t kdim, int64_t group_size) {
-  const Tensor p = packed.contiguous(), s = scales.contiguous(), z = zeros.contiguous();
-  const int64_t rows = p.size(0);
-  Tensor out = at::empty({rows, kdim}, p.options().dtype(at::kFloat));
-  C10_CUDA_CHECK(qc::dequantize_rows(p.const_data_ptr<uint8_t>(), scale_ptr(s),
-                                     z.const_data_ptr<uint8_t>(), rows, kdim, group_size,
-                                     static_cast<int>(bits), out.mutable_data_ptr<float>(),
-                                     current_stream()));
-  return out;
-}
+  struct Guard {
+    Guard(const char* op, const Tensor& t) : device_guard(enter(op, t)) {}
+    static at::Device enter(const char* op, const Tensor& t) {
+      check_capability(op, t);
+      return t.device();
+    }
+    c10::cuda::CUDAGuard device_guard;
+  };
 
-std::tuple<Tensor, Tensor, Tensor> quantize_weight_cuda(const Tensor& weight, int64_t bits,
-                                                        int64_t group_size) {
-  const char* op = "quantize_weight";
-  cuda_device(op, "weight", weight);
-  chk::weight(op, weight, bits, group_size);
-  check_capability(op, weight);
-  const c10::cuda::CUDAGuard guard(weight.device());
-  return quantize_matrix(op, weight, bits, group_size);
-}
+  // Shared by weight and activation quantization: a 2-D float matrix in row groups.
+  static std::tuple<Tensor, Tensor, Tensor> quantize_matrix(const char* op, const Tensor& x2d,
+                                                            int64_t bits, int64_t group_size) {
+    const Tensor x = x2d.contiguous();
+    const int64_t rows = x.size(0), kdim = x.size(1), groups = kdim / group_size;
+    auto byte_opts = x.options().dtype(at::kByte);
+    Tensor packed =
+        at::empty({rows, qc::packed_row_bytes(kdim, static_cast<int>(bits))}, byte_opts);
+    Tensor scales = at::empty({rows, groups}, x.options().dtype(at::kHalf));
+    Tensor zeros = at::empty({rows, groups}, byte_opts);
+    Tensor status = at::empty({1}, x.options().dtype(at::kInt));
+    int host_status = 0;
+    C10_CUDA_CHECK(
+        qc::quantize_rows(x.const_data_ptr(), dtype_of(x), rows, kdim, group_size,
+                          static_cast<int>(bits), packed.mutable_data_ptr<uint8_t>(),
+                          reinterpret_cast<uint16_t*>(scales.mutable_data_ptr<at::Half>()),
+                          zeros.mutable_data_ptr<uint8_t>(), status.mutable_data_ptr<int>(),
+                          &host_status, current_stream()));
+    TORCH_CHECK_VALUE((host_status & qc::kStatusNonFinite) == 0, "qpart.", op,
+                      ": input contains NaN or Inf values");
+    TORCH_CHECK_VALUE((host_status & qc::kStatusScaleOverflow) == 0, "qpart.", op,
+                      ": a group's value range is too wide for a float16 scale at ", bits, " bits");
+    return {packed, scales, zeros};
+  }
 
-Tensor dequantize_weight_cuda(const Tensor& packed, const Tensor& scales, const Tensor& zeros,
-                              int64_t bits, int64_t in_features) {
-  cuda_device("dequantize_weight", "packed weight", packed);
-  const int64_t gs = chk::packed("dequantize_weight", packed, scales, zeros, bits, in_features);
-  check_capability("dequantize_weight", packed);
-  const c10::cuda::CUDAGuard guard(packed.device());
-  return dequantize_matrix(packed, scales, zeros, bits, in_features, gs);
-}
+  static Tensor dequantize_matrix(const Tensor& packed, const Tensor& scales, const Tensor& zeros,
+                                  int64_t bits, int64_t kdim, int64_t group_size) {
+    const Tensor p = packed.contiguous(), s = scales.contiguous(), z = zeros.contiguous();
+    const int64_t rows = p.size(0);
+    Tensor out = at::empty({rows, kdim}, p.options().dtype(at::kFloat));
+    C10_CUDA_CHECK(qc::dequantize_rows(
+        p.const_data_ptr<uint8_t>(), scale_ptr(s), z.const_data_ptr<uint8_t>(), rows, kdim,
+        group_size, static_cast<int>(bits), out.mutable_data_ptr<float>(), current_stream()));
+    return out;
+  }
+};
 
 Tensor linear_cuda(const Tensor& input, const Tensor& packed, const Tensor& scales,
                    const Tensor& zeros, const std::optional<Tensor>& bias, int64_t bits,
@@ -139,8 +137,7 @@ Tensor linear_cuda(const Tensor& input, const Tensor& packed, const Tensor& scal
                               "only; use qpart_kernels.linear(..., int8_activations=True), "
                               "which emulates it elsewhere");
   cuda_device(op, "input", input);
-  const chk::LinearDims dims =
-      chk::linear(input, packed, scales, zeros, bias, bits, in_features);
+  const chk::LinearDims dims = chk::linear(input, packed, scales, zeros, bias, bits, in_features);
   check_capability(op, input);
   const int64_t kdim = dims.k, n = dims.n, gs = dims.group_size, m = dims.m;
   const c10::cuda::CUDAGuard guard(input.device());
@@ -153,12 +150,10 @@ Tensor linear_cuda(const Tensor& input, const Tensor& packed, const Tensor& scal
     const Tensor p = packed.contiguous(), s = scales.contiguous(), z = zeros.contiguous();
     Tensor b;
     if (bias.has_value()) b = bias->to(at::kFloat).contiguous();
-    C10_CUDA_CHECK(qc::linear(x.const_data_ptr(), dtype_of(x), m, kdim,
-                              p.const_data_ptr<uint8_t>(), scale_ptr(s),
-                              z.const_data_ptr<uint8_t>(),
-                              b.defined() ? b.const_data_ptr<float>() : nullptr, n, gs,
-                              static_cast<int>(bits), out.mutable_data_ptr<float>(), 1, 0, 0,
-                              current_stream()));
+    C10_CUDA_CHECK(qc::linear(
+        x.const_data_ptr(), dtype_of(x), m, kdim, p.const_data_ptr<uint8_t>(), scale_ptr(s),
+        z.const_data_ptr<uint8_t>(), b.defined() ? b.const_data_ptr<float>() : nullptr, n, gs,
+        static_cast<int>(bits), out.mutable_data_ptr<float>(), 1, 0, 0, current_stream()));
   }
   return out.view(out_shape).to(input.scalar_type());
 }
@@ -172,9 +167,8 @@ Tensor conv2d_cuda(const Tensor& input, const Tensor& packed, const Tensor& scal
   const chk::Conv2dDims d = chk::conv2d(input, packed, scales, zeros, bias, bits, weight_shape,
                                         stride, padding, dilation, groups);
   check_capability(op, input);
-  const qc::Conv2dShape shape{d.batch,  d.c_in,     d.h_in,     d.w_in,  d.c_out,
-                              d.kh,     d.kw,       d.stride_h, d.stride_w, d.pad_h,
-                              d.pad_w,  d.dil_h,    d.dil_w,    d.groups};
+  const qc::Conv2dShape shape{d.batch,    d.c_in,     d.h_in,  d.w_in,  d.c_out, d.kh,    d.kw,
+                              d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.dil_h, d.dil_w, d.groups};
   const int64_t gs = d.group_size, ho = d.h_out, wo = d.w_out;
   const c10::cuda::CUDAGuard guard(input.device());
 
@@ -189,9 +183,8 @@ Tensor conv2d_cuda(const Tensor& input, const Tensor& packed, const Tensor& scal
   Tensor workspace = at::empty({qc::conv2d_workspace_elems(shape)}, x.options());
   // (groups, batch, ho * wo, out_per_group) in fp32, permuted to NCHW below.
   Tensor gmn = at::empty({groups, shape.batch, ho * wo, opg}, x.options().dtype(at::kFloat));
-  C10_CUDA_CHECK(qc::conv2d(x.const_data_ptr(), dtype_of(x), shape,
-                            p.const_data_ptr<uint8_t>(), scale_ptr(s),
-                            z.const_data_ptr<uint8_t>(),
+  C10_CUDA_CHECK(qc::conv2d(x.const_data_ptr(), dtype_of(x), shape, p.const_data_ptr<uint8_t>(),
+                            scale_ptr(s), z.const_data_ptr<uint8_t>(),
                             b.defined() ? b.const_data_ptr<float>() : nullptr, gs,
                             static_cast<int>(bits), workspace.mutable_data_ptr(),
                             gmn.mutable_data_ptr<float>(), current_stream()));
@@ -202,36 +195,15 @@ Tensor conv2d_cuda(const Tensor& input, const Tensor& packed, const Tensor& scal
       .view({shape.batch, shape.c_out, ho, wo});
 }
 
-std::tuple<Tensor, Tensor, Tensor> quantize_activation_cuda(const Tensor& input, int64_t bits,
-                                                            bool per_token) {
-  const char* op = "quantize_activation";
-  cuda_device(op, "input", input);
-  const int64_t kdim = chk::quantize_activation(input, bits, per_token);
-  check_capability(op, input);
-  const c10::cuda::CUDAGuard guard(input.device());
-  return quantize_matrix(op, input.reshape({input.numel() / kdim, kdim}), bits, kdim);
-}
-
-Tensor dequantize_activation_cuda(const Tensor& packed, const Tensor& scales,
-                                  const Tensor& zeros, int64_t bits, at::IntArrayRef shape,
-                                  at::ScalarType dtype) {
-  const char* op = "dequantize_activation";
-  cuda_device(op, "packed", packed);
-  const int64_t kdim = chk::dequantize_activation(packed, scales, zeros, bits, shape, dtype);
-  check_capability(op, packed);
-  const c10::cuda::CUDAGuard guard(packed.device());
-  return dequantize_matrix(packed, scales, zeros, bits, kdim, kdim).view(shape).to(dtype);
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(qpart, CUDA, m) {
-  m.impl("quantize_weight", &quantize_weight_cuda);
-  m.impl("dequantize_weight", &dequantize_weight_cuda);
+  m.impl("quantize_weight", &glue::quantize_weight_impl<Cuda>);
+  m.impl("dequantize_weight", &glue::dequantize_weight_impl<Cuda>);
   m.impl("linear", &linear_cuda);
   m.impl("conv2d", &conv2d_cuda);
-  m.impl("quantize_activation", &quantize_activation_cuda);
-  m.impl("dequantize_activation", &dequantize_activation_cuda);
+  m.impl("quantize_activation", &glue::quantize_activation_impl<Cuda>);
+  m.impl("dequantize_activation", &glue::dequantize_activation_impl<Cuda>);
 }
 
 }  // namespace qpart

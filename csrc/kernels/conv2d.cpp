@@ -1,15 +1,17 @@
 // Packed conv2d, tiled: every (image, group) is cut into tiles of output channels x output
 // pixels (Conv2dPlan), so that even batch 1 with one group has several independent work
-// items for the threads.
+// items for the threads. The plan's ISA row (isa_table.cpp) decides how a tile runs:
 //
-// * x86 AVX2 / AVX-512: a direct NCHW kernel per tile (x86/conv2d_x86_tile.h): a dequantized
-//   fp32 weight panel of its channels times its pixels (read straight from zero-padded input
-//   rows for stride 1, from K-major im2col panels otherwise) in a register-tiled micro-kernel.
-// * every other ISA (scalar reference, NEON): per tile, a row-major im2col of its pixels,
+// * rows with a conv2d_tile kernel (x86 AVX2 / AVX-512, x86/conv2d_x86_tile.h): a direct NCHW
+//   kernel per tile: a dequantized fp32 weight panel of its channels times its pixels (read
+//   straight from zero-padded input rows for stride 1, from K-major im2col panels otherwise)
+//   in a register-tiled micro-kernel of the row's conv_tile shape.
+// * every other row (scalar reference, NEON): per tile, a row-major im2col of its pixels,
 //   linear_f32 (so the NEON GEMM is reused) over its channels, and a transpose into NCHW.
 #include <algorithm>
 
 #include "conv2d_impl.h"
+#include "isa_table.h"
 #include "qpart_kernels.h"
 
 namespace qpart {
@@ -17,7 +19,7 @@ namespace kernels {
 namespace {
 
 // Output channels per tile, and the pixel count a tile aims at (its pixels are balanced so
-// the last tile is not a sliver); row tiles (stride 1, x86) may be larger (L2-resident
+// the last tile is not a sliver); row tiles (stride 1, direct kernels) may be larger (L2-resident
 // accumulator), which halves the weight dequantizations.
 constexpr int64_t kCoBlock = 128;
 constexpr int64_t kPxTarget = detail::kConvPxMax;  // a multiple of every SIMD width
@@ -25,15 +27,6 @@ constexpr int64_t kRowPxTarget = 384;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
-
-bool x86_tile_isa(CpuIsa isa) {
-#if defined(__x86_64__)
-  return is_x86_simd(isa);
-#else
-  (void)isa;
-  return false;
-#endif
-}
 
 // Pixel tiles of about kPxTarget, balanced, rounded up to `lanes` so SIMD panels are full.
 int64_t pixel_block(int64_t pixels, int64_t lanes) {
@@ -85,8 +78,7 @@ void im2col_rows(const float* image, const Conv2dShape& s, int64_t g, int64_t p_
 
 // Portable tile: im2col rows, the dispatched packed matmul over the tile's channels, then a
 // transpose of the [pixels, channels] product into the NCHW planes.
-void conv2d_tile_generic(const detail::Conv2dArgs& a, const detail::Conv2dTile& t,
-                         float* scratch) {
+void conv2d_tile_generic(const detail::Conv2dArgs& a, const detail::Conv2dTile& t, float* scratch) {
   const Conv2dShape& s = *a.s;
   const int64_t k = s.k(), pixels = s.h_out() * s.w_out();
   const int64_t groups = k / a.group_size, row_bytes = packed_row_bytes(k, a.bits);
@@ -117,20 +109,19 @@ detail::Conv2dTile tile_of(const Conv2dPlan& plan, const Conv2dShape& s, int64_t
   return t;
 }
 
-// The x86 tiling: channel blocks of up to kCoBlock, pixel blocks as above; if there are few
-// items that do not split evenly over `threads`, the channel blocks are halved (a multiple of
-// the register tile) until they do. Harmless to the values: an x86 tile's sums never depend on
-// the tile sizes.
-void x86_blocks(const Conv2dShape& s, CpuIsa isa, int threads, Conv2dPlan* plan) {
+// The direct-kernel tiling: channel blocks of up to kCoBlock, pixel blocks as above; if there
+// are few items that do not split evenly over `threads`, the channel blocks are halved (a
+// multiple of the register tile) until they do. Harmless to the values: a direct tile's sums
+// never depend on the tile sizes.
+void direct_blocks(const Conv2dShape& s, const detail::ConvTileShape& tile, int threads,
+                   Conv2dPlan* plan) {
   const int64_t per_group = s.c_out / s.groups, pixels = s.h_out() * s.w_out();
-  const bool z = isa == CpuIsa::kAvx512;
-  const int64_t mr = z ? detail::kConvAvx512Mr : detail::kConvAvx2Mr;
-  const int64_t nr = z ? detail::kConvAvx512Nr : detail::kConvAvx2Nr;
+  const int64_t mr = tile.mr, nr = tile.nr;
   int64_t co_block = std::max<int64_t>(1, std::min(kCoBlock, per_group));
   const int64_t co_items = s.batch * s.groups * ceil_div(per_group, co_block);
-  plan->px_block = std::max<int64_t>(1, detail::conv2d_row_tiles(s)
-                                            ? row_block(s, threads, co_items, nr)
-                                            : pixel_block(pixels, z ? 16 : 8));
+  plan->px_block =
+      std::max<int64_t>(1, detail::conv2d_row_tiles(s) ? row_block(s, threads, co_items, nr)
+                                                       : pixel_block(pixels, tile.lanes));
   plan->px_blocks = ceil_div(pixels, plan->px_block);
   auto items = [&](int64_t cb) {
     return s.batch * s.groups * ceil_div(per_group, cb) * plan->px_blocks;
@@ -141,8 +132,7 @@ void x86_blocks(const Conv2dShape& s, CpuIsa isa, int threads, Conv2dPlan* plan)
   }
   plan->co_block = co_block;
   plan->co_blocks = ceil_div(per_group, co_block);
-  plan->scratch_floats = detail::conv2d_x86_scratch_floats(
-      s, co_block, plan->px_block, mr, nr);
+  plan->scratch_floats = detail::conv2d_x86_scratch_floats(s, co_block, plan->px_block, mr, nr);
 }
 
 }  // namespace
@@ -151,8 +141,9 @@ Conv2dPlan conv2d_plan(const Conv2dShape& s, CpuIsa isa, int threads) {
   const int64_t per_group = s.c_out / s.groups, pixels = s.h_out() * s.w_out();
   Conv2dPlan plan;
   plan.isa = isa;
-  if (x86_tile_isa(isa)) {
-    x86_blocks(s, isa, threads > 1 ? threads : 1, &plan);
+  const detail::IsaKernels& row = detail::isa_kernels(isa);
+  if (row.fn.conv2d_tile != nullptr) {
+    direct_blocks(s, row.conv_tile, threads > 1 ? threads : 1, &plan);
   } else {
     // Fixed tiles (no thread hint): linear_f32's summation order may depend on the row count.
     plan.co_block = std::max<int64_t>(1, std::min(kCoBlock, per_group));
@@ -174,38 +165,33 @@ void conv2d_f32_items(const Conv2dPlan& plan, const float* x, const Conv2dShape&
                       const float* bias, int64_t group_size, int bits, int64_t item_begin,
                       int64_t item_end, float* scratch, float* y) {
   const detail::Conv2dArgs args{x, &s, packed, scale_bits, zeros, bias, group_size, bits, y};
+  const auto tile_kernel = detail::isa_kernels(plan.isa).fn.conv2d_tile;
   for (int64_t item = item_begin; item < item_end; ++item) {
     const detail::Conv2dTile t = tile_of(plan, s, item);
-#if defined(__x86_64__)
-    if (plan.isa == CpuIsa::kAvx512) {
-      detail::conv2d_tile_avx512(args, t, scratch);
-      continue;
+    if (tile_kernel != nullptr) {
+      tile_kernel(args, t, scratch);
+    } else {
+      conv2d_tile_generic(args, t, scratch);
     }
-    if (plan.isa == CpuIsa::kAvx2) {
-      detail::conv2d_tile_avx2(args, t, scratch);
-      continue;
-    }
-#endif
-    conv2d_tile_generic(args, t, scratch);
   }
 }
 
 int64_t conv2d_scratch_floats(const Conv2dShape& s) {
   int64_t most = 0;
-  for (CpuIsa isa : {CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kNeon, CpuIsa::kAvx512})
-    most = std::max(most, conv2d_plan(s, isa).scratch_floats);
+  for (const detail::IsaKernels& row : detail::isa_table())
+    most = std::max(most, conv2d_plan(s, row.isa).scratch_floats);
   return most;
 }
 
 void conv2d_f32(const float* x, const Conv2dShape& s, const uint8_t* packed,
                 const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
-                int64_t group_size, int bits, int64_t item_begin, int64_t item_end,
-                float* scratch, float* y) {
+                int64_t group_size, int bits, int64_t item_begin, int64_t item_end, float* scratch,
+                float* y) {
   // The tiles of (image, group) item i are the contiguous plan items [i * per, (i + 1) * per).
   const Conv2dPlan plan = conv2d_plan(s);
   const int64_t per = plan.co_blocks * plan.px_blocks;
-  conv2d_f32_items(plan, x, s, packed, scale_bits, zeros, bias, group_size, bits,
-                   item_begin * per, item_end * per, scratch, y);
+  conv2d_f32_items(plan, x, s, packed, scale_bits, zeros, bias, group_size, bits, item_begin * per,
+                   item_end * per, scratch, y);
 }
 
 }  // namespace kernels

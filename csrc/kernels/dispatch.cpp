@@ -1,140 +1,121 @@
-// Run-time CPU ISA selection (see qpart_kernels.h). The choice is made once, lazily, from
-// CPU feature detection and the QPART_CPU_ISA environment variable; set_cpu_isa overrides it.
+// Run-time CPU ISA selection (see qpart_kernels.h) over the rows of the ISA table
+// (isa_table.h): the active row is chosen once, on first use, from CPU feature detection and
+// the QPART_CPU_ISA environment variable; set_cpu_isa swaps it. Nothing here names an ISA.
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
-#include "dispatch.h"
+#include "isa_table.h"
 #include "qpart_kernels.h"
 
 namespace qpart {
 namespace kernels {
 namespace {
 
-#if defined(__x86_64__)
-bool cpu_has_avx2_fma() {
-#if defined(__GNUC__) || defined(__clang__)
-  __builtin_cpu_init();
-  // F16C (vcvtph2ps) is used by the integer path; every AVX2 CPU has it.
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-         __builtin_cpu_supports("f16c");
-#else
-  return false;
-#endif
+using detail::IsaKernels;
+
+const IsaKernels* find_row(CpuIsa isa) {
+  for (const IsaKernels& row : detail::isa_table())
+    if (row.isa == isa) return &row;
+  return nullptr;
 }
 
-// The AVX-512 kernels use VNNI (vpdpbusd) and VBMI (vpermb, vpmultishiftqb) on top of F/BW/VL;
-// the OS must also save the ZMM state (checked by the compiler runtime's cpu model).
-bool cpu_has_avx512_kernels() {
-#if defined(__GNUC__) || defined(__clang__)
-  __builtin_cpu_init();
-  return cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") &&
-         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-         __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi");
-#else
-  return false;
-#endif
-}
-#endif
+bool row_supported(const IsaKernels& row) { return row.fn.supported && row.fn.supported(); }
 
-std::atomic<int>& isa_state() {
-  static std::atomic<int> state{-1};  // -1: not chosen yet
-  return state;
+const IsaKernels& best_row() {
+  for (const IsaKernels& row : detail::isa_table())
+    if (row_supported(row)) return row;
+  return *find_row(CpuIsa::kScalar);  // unreachable: the scalar row is always supported
 }
 
-CpuIsa initial_isa() {
-  const CpuIsa best = best_cpu_isa();
+// "avx512|avx2|neon|scalar|auto"
+std::string names(const char* sep) {
+  std::string out;
+  for (const IsaKernels& row : detail::isa_table()) (out += row.name) += sep;
+  return out + "auto";
+}
+
+const IsaKernels& initial_row() {
+  const IsaKernels& best = best_row();
   const char* env = std::getenv("QPART_CPU_ISA");
   if (env == nullptr || *env == '\0') return best;
   CpuIsa requested;
   if (!parse_cpu_isa(env, &requested)) {
-    std::fprintf(stderr, "qpart: ignoring unknown QPART_CPU_ISA='%s' (scalar|avx2|avx512|neon|auto); "
-                 "using %s\n", env, cpu_isa_name(best));
+    std::fprintf(stderr, "qpart: ignoring unknown QPART_CPU_ISA='%s' (%s); using %s\n", env,
+                 names("|").c_str(), best.name);
     return best;
   }
-  if (!cpu_isa_supported(requested)) {
+  const IsaKernels& row = detail::isa_kernels(requested);
+  if (!row_supported(row)) {
     std::fprintf(stderr, "qpart: QPART_CPU_ISA=%s is not supported by this CPU/build; using %s\n",
-                 env, cpu_isa_name(best));
+                 env, best.name);
     return best;
   }
-  return requested;
+  return row;
+}
+
+std::atomic<const IsaKernels*>& active_row() {
+  static std::atomic<const IsaKernels*> row{nullptr};  // null: not chosen yet
+  return row;
 }
 
 }  // namespace
 
+namespace detail {
+
+const IsaKernels& isa_kernels(CpuIsa isa) {
+  const IsaKernels* row = find_row(isa);
+  return row ? *row : *find_row(CpuIsa::kScalar);
+}
+
+const IsaKernels& active_isa_kernels() {
+  const IsaKernels* row = active_row().load(std::memory_order_relaxed);
+  if (row == nullptr) {
+    const IsaKernels* expected = nullptr;
+    active_row().compare_exchange_strong(expected, &initial_row());
+    row = active_row().load(std::memory_order_relaxed);
+  }
+  return *row;
+}
+
+}  // namespace detail
+
 bool cpu_isa_supported(CpuIsa isa) {
-  switch (isa) {
-    case CpuIsa::kScalar:
-      return true;
-    case CpuIsa::kAvx2: {
-#if defined(__x86_64__)
-      static const bool ok = cpu_has_avx2_fma();
-      return ok;
-#else
-      return false;
-#endif
-    }
-    case CpuIsa::kAvx512: {
-#if defined(__x86_64__)
-      static const bool ok = cpu_has_avx512_kernels();
-      return ok;
-#else
-      return false;
-#endif
-    }
-    case CpuIsa::kNeon:
-#if defined(__aarch64__)
-      return true;
-#else
-      return false;
-#endif
-  }
-  return false;
+  const IsaKernels* row = find_row(isa);
+  return row != nullptr && row_supported(*row);
 }
 
-CpuIsa best_cpu_isa() {
-  if (cpu_isa_supported(CpuIsa::kAvx512)) return CpuIsa::kAvx512;
-  if (cpu_isa_supported(CpuIsa::kAvx2)) return CpuIsa::kAvx2;
-  if (cpu_isa_supported(CpuIsa::kNeon)) return CpuIsa::kNeon;
-  return CpuIsa::kScalar;
-}
+CpuIsa best_cpu_isa() { return best_row().isa; }
 
-CpuIsa active_cpu_isa() {
-  int v = isa_state().load(std::memory_order_relaxed);
-  if (v < 0) {
-    int expected = -1;
-    isa_state().compare_exchange_strong(expected, static_cast<int>(initial_isa()));
-    v = isa_state().load(std::memory_order_relaxed);
-  }
-  return static_cast<CpuIsa>(v);
-}
+CpuIsa active_cpu_isa() { return detail::active_isa_kernels().isa; }
 
 bool set_cpu_isa(CpuIsa isa) {
-  if (!cpu_isa_supported(isa)) return false;
-  isa_state().store(static_cast<int>(isa), std::memory_order_relaxed);
+  const IsaKernels* row = find_row(isa);
+  if (row == nullptr || !row_supported(*row)) return false;
+  active_row().store(row, std::memory_order_relaxed);
   return true;
 }
 
 const char* cpu_isa_name(CpuIsa isa) {
-  switch (isa) {
-    case CpuIsa::kScalar: return "scalar";
-    case CpuIsa::kAvx2: return "avx2";
-    case CpuIsa::kAvx512: return "avx512";
-    case CpuIsa::kNeon: return "neon";
-  }
-  return "unknown";
+  const IsaKernels* row = find_row(isa);
+  return row ? row->name : "unknown";
 }
 
 bool parse_cpu_isa(const char* name, CpuIsa* isa) {
   if (name == nullptr) return false;
-  if (std::strcmp(name, "scalar") == 0) *isa = CpuIsa::kScalar;
-  else if (std::strcmp(name, "avx2") == 0) *isa = CpuIsa::kAvx2;
-  else if (std::strcmp(name, "avx512") == 0) *isa = CpuIsa::kAvx512;
-  else if (std::strcmp(name, "neon") == 0) *isa = CpuIsa::kNeon;
-  else if (std::strcmp(name, "auto") == 0) *isa = best_cpu_isa();
-  else return false;
-  return true;
+  if (std::strcmp(name, "auto") == 0) {
+    *isa = best_cpu_isa();
+    return true;
+  }
+  for (const IsaKernels& row : detail::isa_table()) {
+    if (std::strcmp(name, row.name) == 0) {
+      *isa = row.isa;
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace kernels

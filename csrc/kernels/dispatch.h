@@ -18,8 +18,8 @@ void linear_f32_scalar(const float* x, int64_t m, int64_t k, const uint8_t* pack
 
 /// Arguments of the SIMD packed matmuls. group_size % 8 == 0 or group_size == k.
 /// `xsum` holds m * (k / group_size) sums of x over each group (row-major), and `scratch`
-/// at least simd_linear_scratch_floats(k) floats; both are allocated by the caller so the
-/// ISA-specific translation units instantiate no standard-library templates.
+/// at least the ISA row's linear_scratch_floats(m, k) floats; both are allocated by the caller so
+/// the ISA-specific translation units instantiate no standard-library templates.
 struct LinearArgs {
   const float* x;
   int64_t m, k;
@@ -55,17 +55,29 @@ constexpr int64_t kAvx512F32Kc = 256;
 constexpr int64_t kAvx512F32Mc = 256;
 /// Groups one float K block can touch (group_size >= 8, plus one straddling group).
 constexpr int64_t kAvx512Groups = kAvx512F32Kc / 8 + 2;
-/// Scratch floats for m x k inputs: NEON panel; AVX2 GEMM panel + staging rows + packed x
-/// block; AVX-512 GEMM panel + per-group scales and zeros; or the AVX2 fused path's
-/// bit-plane-permuted copy of x (m <= kFusedMaxRows).
-inline int64_t simd_linear_scratch_floats(int64_t m, int64_t k) {
-  const int64_t neon = kGemmLd * kGemmNc;
-  const int64_t avx = 2 * kAvxKc * kAvxNc + (m + kAvxMr) * kAvxKc;
-  const int64_t avx512 = (kAvx512F32Kc + 2 * kAvx512Groups) * kAvx512Nr;
+/// Scratch floats each SIMD linear_f32 needs for m x k inputs (the row's
+/// linear_scratch_floats, isa_table.cpp): the NEON GEMM panel; the AVX2 GEMM panel + staging
+/// rows + packed x block, or the AVX2 fused path's bit-plane-permuted copy of x
+/// (m <= kFusedMaxRows); the AVX-512 GEMM panel + per-group scales and zeros. 64 floats of
+/// slack cover the kernels' alignment of their panels.
+inline int64_t neon_linear_scratch_floats(int64_t /*m*/, int64_t /*k*/) {
+  return kGemmLd * kGemmNc + 64;
+}
+inline int64_t avx2_linear_scratch_floats(int64_t m, int64_t k) {
+  const int64_t gemm = 2 * kAvxKc * kAvxNc + (m + kAvxMr) * kAvxKc;
   const int64_t fused = m <= kFusedMaxRows ? m * k : 0;
-  int64_t most = neon > avx ? neon : avx;
-  most = most > avx512 ? most : avx512;
-  return (most > fused ? most : fused) + 64;
+  return (gemm > fused ? gemm : fused) + 64;
+}
+inline int64_t avx512_linear_scratch_floats(int64_t /*m*/, int64_t /*k*/) {
+  return (kAvx512F32Kc + 2 * kAvx512Groups) * kAvx512Nr + 64;
+}
+/// Enough scratch for any of them (for callers that run a kernel directly, e.g. the tests).
+inline int64_t simd_linear_scratch_floats(int64_t m, int64_t k) {
+  int64_t most = neon_linear_scratch_floats(m, k);
+  const int64_t avx2 = avx2_linear_scratch_floats(m, k);
+  const int64_t avx512 = avx512_linear_scratch_floats(m, k);
+  most = most > avx2 ? most : avx2;
+  return most > avx512 ? most : avx512;
 }
 
 /// Arguments of the integer (int8-activation) packed matmul kernels.
@@ -84,29 +96,21 @@ struct LinearI8Args {
   float* y;
 };
 
-/// Layout of q for the SIMD integer kernels: for widths 1, 2 and 4, every full chunk of
-/// C = 16 * (8 / bits) codes (counted from its group's start) is reordered so that position
-/// s * 16 + i holds code (8 / bits) * i + s (bit plane s of the chunk's 16 packed bytes);
-/// every other position keeps x's order. Returns C, or 0 when q keeps x's order (scalar and
-/// AVX-512 kernels read q in x's order).
-inline int64_t i8_plane_chunk(CpuIsa isa, int bits) {
-  if (isa == CpuIsa::kScalar || isa == CpuIsa::kAvx512) return 0;
-  return (bits == 1 || bits == 2 || bits == 4) ? 16 * (8 / bits) : 0;
-}
-
+/// The portable integer kernel (the reference of the SIMD ones; q in x's order).
 void linear_i8_scalar(const LinearI8Args& a);
+/// One row of quantize_activations_i8 in x's order (q, scale); false on NaN/Inf.
+bool quantize_row_i8_scalar(const float* x, int64_t k, int8_t* q, float* scale);
 
 /// group_params after its range scan: lo = min(0, min x), hi = max(0, max x).
-Status group_params_from_range(float lo, float hi, int bits, uint16_t* scale_bits,
-                               uint8_t* zero);
+Status group_params_from_range(float lo, float hi, int bits, uint16_t* scale_bits, uint8_t* zero);
 #if defined(__x86_64__)
 void linear_i8_avx2(const LinearI8Args& a);
 /// One row of quantize_activations_i8 in x's order (q, scale); false on NaN/Inf.
 bool quantize_row_i8_avx2(const float* x, int64_t k, int8_t* q, float* scale);
 /// One group of quantize_rows (scale, zero point and one code per byte), bit-exact with the
 /// scalar quantizer.
-Status quantize_group_avx2(const float* x, int64_t n, int bits, uint16_t* scale_bits,
-                           uint8_t* zero, uint8_t* codes);
+Status quantize_group_avx2(const float* x, int64_t n, int bits, uint16_t* scale_bits, uint8_t* zero,
+                           uint8_t* codes);
 #endif
 #if defined(__aarch64__)
 void linear_i8_neon(const LinearI8Args& a);

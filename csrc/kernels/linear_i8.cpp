@@ -2,35 +2,14 @@
 // activation quantizer, the portable scalar kernel (the reference of the SIMD kernels in
 // x86/linear_i8_avx2.cpp and arm/linear_i8_neon*.cpp) and run-time dispatch.
 #include <cmath>
-#include <cstdlib>
 
 #include "dispatch.h"
+#include "isa_table.h"
 #include "qpart_kernels.h"
-
-#if defined(__aarch64__) && defined(__linux__)
-#include <sys/auxv.h>
-#ifndef HWCAP_ASIMDDP
-#define HWCAP_ASIMDDP (1 << 20)
-#endif
-#endif
 
 namespace qpart {
 namespace kernels {
-
-bool cpu_has_dotprod() {
-#if defined(__aarch64__) && defined(__linux__)
-  static const bool ok = [] {
-    const char* env = std::getenv("QPART_NO_DOTPROD");
-    if (env != nullptr && *env != '\0' && *env != '0') return false;
-    return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
-  }();
-  return ok;
-#else
-  return false;
-#endif
-}
-
-namespace {
+namespace detail {
 
 // One row in x's order; false on NaN/Inf (then scale 0 and q 0). |x / s| <= 127.00001, so the
 // magic-number rounding is exact round-half-to-even (rint, torch.round) without a libm call;
@@ -58,26 +37,21 @@ bool quantize_row_i8_scalar(const float* x, int64_t k, int8_t* q, float* scale) 
   return finite;
 }
 
-}  // namespace
+}  // namespace detail
 
-Status quantize_activations_i8(CpuIsa isa, const float* x, int64_t m, int64_t k,
-                               int64_t group_size, int bits, int8_t* q, float* scale,
-                               int32_t* gsum) {
+Status quantize_activations_i8(CpuIsa isa, const float* x, int64_t m, int64_t k, int64_t group_size,
+                               int bits, int8_t* q, float* scale, int32_t* gsum) {
   const int64_t groups = k / group_size;
-  const int64_t chunk = detail::i8_plane_chunk(isa, bits);
+  const detail::IsaKernels& row = detail::isa_kernels(isa);
+  const auto quantize_row =
+      row.fn.quantize_row_i8 ? row.fn.quantize_row_i8 : detail::quantize_row_i8_scalar;
+  const int64_t chunk = detail::i8_plane_chunk(row, bits);
   const int64_t planes = chunk ? 8 / bits : 0;
   Status status = Status::kOk;
   for (int64_t i = 0; i < m; ++i) {
     const float* xi = x + i * k;
     int8_t* qi = q + i * k;
-#if defined(__x86_64__)
-    if (is_x86_simd(isa)) {
-      if (!detail::quantize_row_i8_avx2(xi, k, qi, scale + i)) status = Status::kNonFinite;
-    } else  // NOLINT(readability/braces)
-#endif
-    {
-      if (!quantize_row_i8_scalar(xi, k, qi, scale + i)) status = Status::kNonFinite;
-    }
+    if (!quantize_row(xi, k, qi, scale + i)) status = Status::kNonFinite;
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t g0 = g * group_size;
       int32_t sum = 0;
@@ -128,28 +102,16 @@ void linear_i8_scalar(const LinearI8Args& a) {
 
 }  // namespace detail
 
-void linear_i8(CpuIsa isa, const int8_t* q, const float* scale, const int32_t* gsum,
-               int64_t m, int64_t k, const uint8_t* packed, const uint16_t* scale_bits,
-               const uint8_t* zeros, const float* bias, int64_t n_total, int64_t group_size,
-               int bits, int64_t n_begin, int64_t n_end, float* y) {
+void linear_i8(CpuIsa isa, const int8_t* q, const float* scale, const int32_t* gsum, int64_t m,
+               int64_t k, const uint8_t* packed, const uint16_t* scale_bits, const uint8_t* zeros,
+               const float* bias, int64_t n_total, int64_t group_size, int bits, int64_t n_begin,
+               int64_t n_end, float* y) {
   if (n_begin >= n_end || m <= 0) return;
-  const detail::LinearI8Args args{q,    scale,   gsum,       m,    k,       packed, scale_bits,
-                                  zeros, bias,   n_total,    group_size, bits, n_begin,
-                                  n_end, y};
-#if defined(__x86_64__)
-  if (isa == CpuIsa::kAvx2) return detail::linear_i8_avx2(args);
-  if (isa == CpuIsa::kAvx512) {
-    if (m <= detail::kFusedMaxRows) return detail::linear_i8_avx512_gemv(args);
-    return detail::linear_i8_avx512_gemm(args);
-  }
-#endif
-#if defined(__aarch64__)
-  if (isa == CpuIsa::kNeon) {
-    if (cpu_has_dotprod()) return detail::linear_i8_neon_dot(args);
-    return detail::linear_i8_neon(args);
-  }
-#endif
-  (void)isa;
+  const detail::LinearI8Args args{q,          scale,      gsum,    m,     k,
+                                  packed,     scale_bits, zeros,   bias,  n_total,
+                                  group_size, bits,       n_begin, n_end, y};
+  const detail::IsaKernels& row = detail::isa_kernels(isa);
+  if (row.fn.linear_i8 != nullptr) return row.fn.linear_i8(args);
   detail::linear_i8_scalar(args);
 }
 

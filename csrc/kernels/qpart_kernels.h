@@ -40,7 +40,8 @@ inline int max_code(int bits) { return (1 << bits) - 1; }
 // (baseline), else the portable scalar code (which stays the reference). The kAvx512 level
 // implies AVX2: ops without an AVX-512 kernel run their AVX2 one there. The environment
 // variable QPART_CPU_ISA (scalar|avx2|avx512|neon|auto), read on first use, or set_cpu_isa()
-// forces a path.
+// forces a path. Internally each ISA is one row of a table (csrc/kernels/isa_table.cpp: its
+// name, detection, kernels, layout rules and tile constants); CpuIsa is the row key.
 
 enum class CpuIsa : int { kScalar = 0, kAvx2 = 1, kNeon = 2, kAvx512 = 3 };
 
@@ -81,8 +82,8 @@ void unpack_rows(const uint8_t* packed, int64_t rows, int64_t k, int bits, uint8
 
 enum class Status : int {
   kOk = 0,
-  kNonFinite = 1,        // a NaN or Inf input value
-  kScaleOverflow = 2,    // a group's range is too wide for an fp16 scale
+  kNonFinite = 1,      // a NaN or Inf input value
+  kScaleOverflow = 2,  // a group's range is too wide for an fp16 scale
 };
 
 /// Computes the fp16 scale and zero point of one group of `n` floats at `bits` bits.
@@ -101,8 +102,8 @@ Status quantize_rows(const float* x, int64_t row_begin, int64_t row_end, int64_t
 
 /// Dequantizes rows [row_begin, row_end) of a packed matrix into `out` (row-major, k columns).
 void dequantize_rows(const uint8_t* packed, const uint16_t* scale_bits, const uint8_t* zeros,
-                     int64_t row_begin, int64_t row_end, int64_t k, int64_t group_size,
-                     int bits, float* out);
+                     int64_t row_begin, int64_t row_end, int64_t k, int64_t group_size, int bits,
+                     float* out);
 
 // ---- packed matmul ----------------------------------------------------------------------
 
@@ -111,8 +112,8 @@ void dequantize_rows(const uint8_t* packed, const uint16_t* scale_bits, const ui
 /// `bias` may be null. Accumulates in fp32.
 void linear_f32(const float* x, int64_t m, int64_t k, const uint8_t* packed,
                 const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
-                int64_t n_total, int64_t group_size, int bits, int64_t n_begin,
-                int64_t n_end, float* y);
+                int64_t n_total, int64_t group_size, int bits, int64_t n_begin, int64_t n_end,
+                float* y);
 
 // ---- integer path: int8 activations x low-bit codes -------------------------------------
 //
@@ -130,17 +131,16 @@ constexpr int64_t kMaxI8GroupSize = 65536;
 /// Quantizes the m x k activations for linear_i8 with the given `isa` (q: m * k int8 in the
 /// layout that ISA's kernel reads; scale: m floats; gsum: m * (k / group_size) int32, the
 /// sum of q over each weight group). Returns kNonFinite if x has a NaN or Inf.
-Status quantize_activations_i8(CpuIsa isa, const float* x, int64_t m, int64_t k,
-                               int64_t group_size, int bits, int8_t* q, float* scale,
-                               int32_t* gsum);
+Status quantize_activations_i8(CpuIsa isa, const float* x, int64_t m, int64_t k, int64_t group_size,
+                               int bits, int8_t* q, float* scale, int32_t* gsum);
 
 /// Integer packed matmul over output columns [n_begin, n_end) (see above); q, scale and gsum
 /// come from quantize_activations_i8 called with the same isa, k, group_size and bits.
 /// `isa` must be supported (cpu_isa_supported).
-void linear_i8(CpuIsa isa, const int8_t* q, const float* scale, const int32_t* gsum,
-               int64_t m, int64_t k, const uint8_t* packed, const uint16_t* scale_bits,
-               const uint8_t* zeros, const float* bias, int64_t n_total, int64_t group_size,
-               int bits, int64_t n_begin, int64_t n_end, float* y);
+void linear_i8(CpuIsa isa, const int8_t* q, const float* scale, const int32_t* gsum, int64_t m,
+               int64_t k, const uint8_t* packed, const uint16_t* scale_bits, const uint8_t* zeros,
+               const float* bias, int64_t n_total, int64_t group_size, int bits, int64_t n_begin,
+               int64_t n_end, float* y);
 
 /// Whether the aarch64 kernel uses the dot-product extension (sdot) on this CPU; false
 /// elsewhere. QPART_NO_DOTPROD=1 forces the plain NEON fallback.
@@ -195,8 +195,8 @@ int64_t conv2d_scratch_floats(const Conv2dShape& s);
 /// `scratch` holds conv2d_scratch_floats(s) floats. `bias` may be null.
 void conv2d_f32(const float* x, const Conv2dShape& s, const uint8_t* packed,
                 const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
-                int64_t group_size, int bits, int64_t item_begin, int64_t item_end,
-                float* scratch, float* y);
+                int64_t group_size, int bits, int64_t item_begin, int64_t item_end, float* scratch,
+                float* y);
 
 }  // namespace kernels
 }  // namespace qpart

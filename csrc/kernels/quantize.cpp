@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "dispatch.h"
+#include "isa_table.h"
 #include "qpart_kernels.h"
 
 namespace qpart {
@@ -22,8 +23,7 @@ Status group_params(const float* x, int64_t n, int bits, uint16_t* scale_bits, u
 
 namespace detail {
 
-Status group_params_from_range(float lo, float hi, int bits, uint16_t* scale_bits,
-                               uint8_t* zero) {
+Status group_params_from_range(float lo, float hi, int bits, uint16_t* scale_bits, uint8_t* zero) {
   if (hi == lo) {  // all zeros
     *scale_bits = 0;
     *zero = 0;
@@ -54,21 +54,19 @@ Status quantize_rows(const float* x, int64_t row_begin, int64_t row_end, int64_t
   const int64_t row_bytes = packed_row_bytes(k, bits);
   const float qmax = static_cast<float>(max_code(bits));
   std::vector<uint8_t> codes(static_cast<size_t>(k));
-#if defined(__x86_64__)
-  if (is_x86_simd(active_cpu_isa())) {
+  if (const auto quantize_group = detail::active_isa_kernels().fn.quantize_group) {
     for (int64_t r = row_begin; r < row_end; ++r) {
       const float* row = x + r * k;
       for (int64_t g = 0; g < groups; ++g) {
-        const Status st = detail::quantize_group_avx2(
-            row + g * group_size, group_size, bits, &scale_bits[r * groups + g],
-            &zeros[r * groups + g], codes.data() + g * group_size);
+        const Status st =
+            quantize_group(row + g * group_size, group_size, bits, &scale_bits[r * groups + g],
+                           &zeros[r * groups + g], codes.data() + g * group_size);
         if (st != Status::kOk) return st;
       }
       pack_rows(codes.data(), 1, k, bits, packed + r * row_bytes);
     }
     return Status::kOk;
   }
-#endif
   for (int64_t r = row_begin; r < row_end; ++r) {
     const float* row = x + r * k;
     for (int64_t g = 0; g < groups; ++g) {
@@ -97,8 +95,8 @@ Status quantize_rows(const float* x, int64_t row_begin, int64_t row_end, int64_t
 }
 
 void dequantize_rows(const uint8_t* packed, const uint16_t* scale_bits, const uint8_t* zeros,
-                     int64_t row_begin, int64_t row_end, int64_t k, int64_t group_size,
-                     int bits, float* out) {
+                     int64_t row_begin, int64_t row_end, int64_t k, int64_t group_size, int bits,
+                     float* out) {
   const int64_t groups = k / group_size;
   const int64_t row_bytes = packed_row_bytes(k, bits);
   std::vector<uint8_t> codes(static_cast<size_t>(k));

@@ -3,14 +3,27 @@
 // controls of the kernel core (used by qpart_kernels.cpu_isa, tests and benchmarks):
 //   _cpu_isa() -> str, _set_cpu_isa(str) -> str (the previous ISA; raises ValueError for an
 //   unknown or unsupported name), _cpu_isas() -> tuple[str, ...] (supported, best first).
+// The ISAs are the rows of the kernel core's ISA table (csrc/kernels/isa_table.h), iterated
+// here: nothing in this file names one.
 // pybind11 is deliberately avoided so the extension builds under the Python limited API.
 #include <Python.h>
 
+#include <string>
+
+#include "../kernels/isa_table.h"
 #include "../kernels/qpart_kernels.h"
 
 namespace {
 
 namespace k = ::qpart::kernels;
+
+// "avx512, avx2, neon, scalar or auto": every name _set_cpu_isa accepts.
+std::string accepted_names() {
+  std::string out;
+  for (const k::detail::IsaKernels& row : k::detail::isa_table()) (out += row.name) += ", ";
+  if (!out.empty()) out.resize(out.size() - 2);
+  return out + " or auto";
+}
 
 PyObject* py_cpu_isa(PyObject*, PyObject*) {
   return PyUnicode_FromString(k::cpu_isa_name(k::active_cpu_isa()));
@@ -21,8 +34,8 @@ PyObject* py_set_cpu_isa(PyObject*, PyObject* args) {
   if (!PyArg_ParseTuple(args, "s", &name)) return nullptr;
   k::CpuIsa isa;
   if (!k::parse_cpu_isa(name, &isa)) {
-    PyErr_Format(PyExc_ValueError, "unknown CPU ISA '%s' (expected scalar, avx2, avx512, neon or auto)",
-                 name);
+    PyErr_Format(PyExc_ValueError, "unknown CPU ISA '%s' (expected %s)", name,
+                 accepted_names().c_str());
     return nullptr;
   }
   const k::CpuIsa previous = k::active_cpu_isa();
@@ -34,12 +47,11 @@ PyObject* py_set_cpu_isa(PyObject*, PyObject* args) {
 }
 
 PyObject* py_cpu_isas(PyObject*, PyObject*) {
-  const k::CpuIsa order[] = {k::CpuIsa::kAvx512, k::CpuIsa::kAvx2, k::CpuIsa::kNeon, k::CpuIsa::kScalar};
   PyObject* list = PyList_New(0);
   if (list == nullptr) return nullptr;
-  for (k::CpuIsa isa : order) {
-    if (!k::cpu_isa_supported(isa)) continue;
-    PyObject* s = PyUnicode_FromString(k::cpu_isa_name(isa));
+  for (const k::detail::IsaKernels& row : k::detail::isa_table()) {  // best first
+    if (!k::cpu_isa_supported(row.isa)) continue;
+    PyObject* s = PyUnicode_FromString(row.name);
     if (s == nullptr || PyList_Append(list, s) != 0) {
       Py_XDECREF(s);
       Py_DECREF(list);
@@ -55,7 +67,7 @@ PyObject* py_cpu_isas(PyObject*, PyObject*) {
 PyMethodDef kMethods[] = {
     {"_cpu_isa", py_cpu_isa, METH_NOARGS, "Name of the CPU ISA the kernels use now."},
     {"_set_cpu_isa", py_set_cpu_isa, METH_VARARGS,
-     "Forces a CPU ISA (scalar|avx2|avx512|neon|auto); returns the previous one."},
+     "Forces a CPU ISA (a name from _cpu_isas() or auto); returns the previous one."},
     {"_cpu_isas", py_cpu_isas, METH_NOARGS, "Supported CPU ISAs, best first."},
     {nullptr, nullptr, 0, nullptr}};
 
@@ -63,9 +75,9 @@ PyMethodDef kMethods[] = {
 
 extern "C" {
 PyMODINIT_FUNC PyInit__C(void) {
+  static const char doc[] = "QPART native kernels (registered as torch.ops.qpart.*)";
   static struct PyModuleDef module_def = {
-      PyModuleDef_HEAD_INIT, "_C", "QPART native kernels (registered as torch.ops.qpart.*)",
-      -1, kMethods, nullptr, nullptr, nullptr, nullptr};
+      PyModuleDef_HEAD_INIT, "_C", doc, -1, kMethods, nullptr, nullptr, nullptr, nullptr};
   return PyModule_Create(&module_def);
 }
 }

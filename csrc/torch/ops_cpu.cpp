@@ -1,7 +1,8 @@
 // ATen glue: registers the torch-free CPU kernels for the qpart ops (schemas are defined
 // once, in qpart_kernels/ops/library.py). Validates inputs with clear errors, converts
 // activations to contiguous fp32, and splits the work with at::parallel_for so that
-// torch.set_num_threads governs it.
+// torch.set_num_threads governs it. The quantize / dequantize ops are the device-generic
+// bodies of shared/op_quantize-impl.h (shared with the CUDA glue) with the Cpu policy below.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -16,6 +17,7 @@
 
 #include "../kernels/qpart_kernels.h"
 #include "op_checks.h"
+#include "shared/op_quantize-impl.h"
 
 namespace qpart {
 namespace {
@@ -37,73 +39,69 @@ const uint16_t* scale_ptr(const Tensor& scales) {
   return reinterpret_cast<const uint16_t*>(scales.const_data_ptr<at::Half>());
 }
 
-// Shared by weight and activation quantization: a 2-D float matrix in row groups.
-std::tuple<Tensor, Tensor, Tensor> quantize_matrix(const char* op, const Tensor& x2d,
-                                                   int64_t bits, int64_t group_size) {
-  const Tensor x = x2d.to(at::kFloat).contiguous();
-  const int64_t rows = x.size(0), kdim = x.size(1), groups = kdim / group_size;
-  auto byte_opts = x.options().dtype(at::kByte);
-  Tensor packed = at::empty({rows, k::packed_row_bytes(kdim, static_cast<int>(bits))}, byte_opts);
-  Tensor scales = at::empty({rows, groups}, x.options().dtype(at::kHalf));
-  Tensor zeros = at::empty({rows, groups}, byte_opts);
-  const float* src = x.const_data_ptr<float>();
-  uint8_t* packed_ptr = packed.mutable_data_ptr<uint8_t>();
-  uint16_t* scale_out = reinterpret_cast<uint16_t*>(scales.mutable_data_ptr<at::Half>());
-  uint8_t* zero_out = zeros.mutable_data_ptr<uint8_t>();
-  std::atomic<int> status{0};
-  const int64_t grain = std::max<int64_t>(1, 65536 / kdim);
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    const k::Status st = k::quantize_rows(src, begin, end, kdim, group_size,
-                                          static_cast<int>(bits), packed_ptr, scale_out,
-                                          zero_out);
-    if (st != k::Status::kOk) status.store(static_cast<int>(st));
-  });
-  const auto st = static_cast<k::Status>(status.load());
-  TORCH_CHECK_VALUE(st != k::Status::kNonFinite, "qpart.", op, ": input contains NaN or Inf values");
-  TORCH_CHECK_VALUE(st != k::Status::kScaleOverflow, "qpart.", op,
-                    ": a group's value range is too wide for a float16 scale at ", bits, " bits");
-  return {packed, scales, zeros};
-}
+// The CPU device policy of the shared quantize / dequantize bodies (shared/op_quantize-impl.h).
+struct Cpu {
+  static void check_device(const char* op, const char* name, const Tensor& t) {
+    chk::on_device(op, name, t, kCpu);
+  }
 
-Tensor dequantize_matrix(const Tensor& packed, const Tensor& scales, const Tensor& zeros,
-                         int64_t bits, int64_t kdim, int64_t group_size) {
-  const Tensor p = packed.contiguous(), s = scales.contiguous(), z = zeros.contiguous();
-  const int64_t rows = p.size(0);
-  Tensor out = at::empty({rows, kdim}, p.options().dtype(at::kFloat));
-  float* dst = out.mutable_data_ptr<float>();
-  const int64_t grain = std::max<int64_t>(1, 65536 / kdim);
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    k::dequantize_rows(p.const_data_ptr<uint8_t>(), scale_ptr(s), z.const_data_ptr<uint8_t>(),
-                       begin, end, kdim, group_size, static_cast<int>(bits), dst);
-  });
-  return out;
-}
+  struct Guard {  // nothing to enter on CPU
+    Guard(const char* /*op*/, const Tensor& /*t*/) {}
+  };
 
-std::tuple<Tensor, Tensor, Tensor> quantize_weight_cpu(const Tensor& weight, int64_t bits,
-                                                       int64_t group_size) {
-  const char* op = "quantize_weight";
-  chk::on_device(op, "weight", weight, kCpu);
-  chk::weight(op, weight, bits, group_size);
-  return quantize_matrix(op, weight, bits, group_size);
-}
+  // Shared by weight and activation quantization: a 2-D float matrix in row groups.
+  static std::tuple<Tensor, Tensor, Tensor> quantize_matrix(const char* op, const Tensor& x2d,
+                                                            int64_t bits, int64_t group_size) {
+    const Tensor x = x2d.to(at::kFloat).contiguous();
+    const int64_t rows = x.size(0), kdim = x.size(1), groups = kdim / group_size;
+    auto byte_opts = x.options().dtype(at::kByte);
+    Tensor packed = at::empty({rows, k::packed_row_bytes(kdim, static_cast<int>(bits))}, byte_opts);
+    Tensor scales = at::empty({rows, groups}, x.options().dtype(at::kHalf));
+    Tensor zeros = at::empty({rows, groups}, byte_opts);
+    const float* src = x.const_data_ptr<float>();
+    uint8_t* packed_ptr = packed.mutable_data_ptr<uint8_t>();
+    uint16_t* scale_out = reinterpret_cast<uint16_t*>(scales.mutable_data_ptr<at::Half>());
+    uint8_t* zero_out = zeros.mutable_data_ptr<uint8_t>();
+    std::atomic<int> status{0};
+    const int64_t grain = std::max<int64_t>(1, 65536 / kdim);
+    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+      const k::Status st =
+          k::quantize_rows(src, begin, end, kdim, group_size, static_cast<int>(bits), packed_ptr,
+                           scale_out, zero_out);
+      if (st != k::Status::kOk) status.store(static_cast<int>(st));
+    });
+    const auto st = static_cast<k::Status>(status.load());
+    TORCH_CHECK_VALUE(st != k::Status::kNonFinite, "qpart.", op,
+                      ": input contains NaN or Inf values");
+    TORCH_CHECK_VALUE(st != k::Status::kScaleOverflow, "qpart.", op,
+                      ": a group's value range is too wide for a float16 scale at ", bits, " bits");
+    return {packed, scales, zeros};
+  }
 
-Tensor dequantize_weight_cpu(const Tensor& packed, const Tensor& scales, const Tensor& zeros,
-                             int64_t bits, int64_t in_features) {
-  chk::on_device("dequantize_weight", "packed weight", packed, kCpu);
-  const int64_t gs = chk::packed("dequantize_weight", packed, scales, zeros, bits, in_features);
-  return dequantize_matrix(packed, scales, zeros, bits, in_features, gs);
-}
+  static Tensor dequantize_matrix(const Tensor& packed, const Tensor& scales, const Tensor& zeros,
+                                  int64_t bits, int64_t kdim, int64_t group_size) {
+    const Tensor p = packed.contiguous(), s = scales.contiguous(), z = zeros.contiguous();
+    const int64_t rows = p.size(0);
+    Tensor out = at::empty({rows, kdim}, p.options().dtype(at::kFloat));
+    float* dst = out.mutable_data_ptr<float>();
+    const int64_t grain = std::max<int64_t>(1, 65536 / kdim);
+    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+      k::dequantize_rows(p.const_data_ptr<uint8_t>(), scale_ptr(s), z.const_data_ptr<uint8_t>(),
+                         begin, end, kdim, group_size, static_cast<int>(bits), dst);
+    });
+    return out;
+  }
+};
 
 Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scales,
                   const Tensor& zeros, const std::optional<Tensor>& bias, int64_t bits,
                   int64_t in_features, bool int8_activations) {
   chk::on_device("linear", "input", input, kCpu);
-  const chk::LinearDims dims =
-      chk::linear(input, packed, scales, zeros, bias, bits, in_features);
+  const chk::LinearDims dims = chk::linear(input, packed, scales, zeros, bias, bits, in_features);
   const int64_t kdim = dims.k, n = dims.n, gs = dims.group_size, m = dims.m;
-  TORCH_CHECK_VALUE(!int8_activations || gs <= k::kMaxI8GroupSize, "qpart.linear: "
-                    "int8_activations=True needs groups of at most ", k::kMaxI8GroupSize,
-                    " inputs (exact int32 group sums), got ", gs,
+  TORCH_CHECK_VALUE(!int8_activations || gs <= k::kMaxI8GroupSize,
+                    "qpart.linear: int8_activations=True needs groups of at most ",
+                    k::kMaxI8GroupSize, " inputs (exact int32 group sums), got ", gs,
                     "; quantize the weight with a smaller group_size");
 
   std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end());
@@ -130,12 +128,13 @@ Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
       const float* x_ptr = x.const_data_ptr<float>();
       std::atomic<int> status{0};
       at::parallel_for(0, m, std::max<int64_t>(1, 65536 / kdim), [&](int64_t b, int64_t e) {
-        const k::Status st = k::quantize_activations_i8(
-            isa, x_ptr + b * kdim, e - b, kdim, gs, static_cast<int>(bits), q_ptr + b * kdim,
-            xs_ptr + b, gsum_ptr + b * groups);
+        const k::Status st = k::quantize_activations_i8(isa, x_ptr + b * kdim, e - b, kdim, gs,
+                                                        static_cast<int>(bits), q_ptr + b * kdim,
+                                                        xs_ptr + b, gsum_ptr + b * groups);
         if (st != k::Status::kOk) status.store(static_cast<int>(st));
       });
-      TORCH_CHECK_VALUE(status.load() == 0, "qpart.linear: input contains NaN or Inf values "
+      TORCH_CHECK_VALUE(status.load() == 0,
+                        "qpart.linear: input contains NaN or Inf values "
                         "(int8_activations=True)");
       at::parallel_for(0, n, column_grain(m, kdim), [&](int64_t begin, int64_t end) {
         k::linear_i8(isa, q_ptr, xs_ptr, gsum_ptr, m, kdim, p.const_data_ptr<uint8_t>(),
@@ -145,9 +144,9 @@ Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
       return out.view(out_shape).to(input.scalar_type());
     }
     at::parallel_for(0, n, column_grain(m, kdim), [&](int64_t begin, int64_t end) {
-      k::linear_f32(x.const_data_ptr<float>(), m, kdim, p.const_data_ptr<uint8_t>(),
-                    scale_ptr(s), z.const_data_ptr<uint8_t>(), bias_ptr, n, gs,
-                    static_cast<int>(bits), begin, end, y);
+      k::linear_f32(x.const_data_ptr<float>(), m, kdim, p.const_data_ptr<uint8_t>(), scale_ptr(s),
+                    z.const_data_ptr<uint8_t>(), bias_ptr, n, gs, static_cast<int>(bits), begin,
+                    end, y);
     });
   }
   return out.view(out_shape).to(input.scalar_type());
@@ -160,9 +159,8 @@ Tensor conv2d_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
   chk::on_device("conv2d", "input", input, kCpu);
   const chk::Conv2dDims d = chk::conv2d(input, packed, scales, zeros, bias, bits, weight_shape,
                                         stride, padding, dilation, groups);
-  const k::Conv2dShape shape{d.batch,  d.c_in,     d.h_in,     d.w_in,  d.c_out,
-                             d.kh,     d.kw,       d.stride_h, d.stride_w, d.pad_h,
-                             d.pad_w,  d.dil_h,    d.dil_w,    d.groups};
+  const k::Conv2dShape shape{d.batch,    d.c_in,     d.h_in,  d.w_in,  d.c_out, d.kh,    d.kw,
+                             d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.dil_h, d.dil_w, d.groups};
   const int64_t gs = d.group_size, ho = d.h_out, wo = d.w_out;
 
   Tensor out = at::empty({shape.batch, shape.c_out, ho, wo}, input.options().dtype(at::kFloat));
@@ -188,30 +186,15 @@ Tensor conv2d_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
   return out.to(input.scalar_type());
 }
 
-std::tuple<Tensor, Tensor, Tensor> quantize_activation_cpu(const Tensor& input, int64_t bits,
-                                                           bool per_token) {
-  const char* op = "quantize_activation";
-  chk::on_device(op, "input", input, kCpu);
-  const int64_t kdim = chk::quantize_activation(input, bits, per_token);
-  return quantize_matrix(op, input.reshape({input.numel() / kdim, kdim}), bits, kdim);
-}
-
-Tensor dequantize_activation_cpu(const Tensor& packed, const Tensor& scales, const Tensor& zeros,
-                                 int64_t bits, at::IntArrayRef shape, at::ScalarType dtype) {
-  chk::on_device("dequantize_activation", "packed", packed, kCpu);
-  const int64_t kdim = chk::dequantize_activation(packed, scales, zeros, bits, shape, dtype);
-  return dequantize_matrix(packed, scales, zeros, bits, kdim, kdim).view(shape).to(dtype);
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(qpart, CPU, m) {
-  m.impl("quantize_weight", &quantize_weight_cpu);
-  m.impl("dequantize_weight", &dequantize_weight_cpu);
+  m.impl("quantize_weight", &glue::quantize_weight_impl<Cpu>);
+  m.impl("dequantize_weight", &glue::dequantize_weight_impl<Cpu>);
   m.impl("linear", &linear_cpu);
   m.impl("conv2d", &conv2d_cpu);
-  m.impl("quantize_activation", &quantize_activation_cpu);
-  m.impl("dequantize_activation", &dequantize_activation_cpu);
+  m.impl("quantize_activation", &glue::quantize_activation_impl<Cpu>);
+  m.impl("dequantize_activation", &glue::dequantize_activation_impl<Cpu>);
 }
 
 }  // namespace qpart

@@ -1,9 +1,12 @@
-// aarch64 NEON packed matmul (NEON is baseline on aarch64: no extra flags). Same structure
-// as the AVX2 kernel (csrc/kernels/x86/linear_avx2.cpp), on 2 x float32x4 per 8 codes:
-// * m <= kFusedMaxRows: fused unpack (64-bit load, vqtbl1q_u8 byte windows for widths > 4,
-//   per-lane vshlq_u32 right shifts, mask) + FMA with the zero point folded per group;
-// * larger m: K-blocked GEMM over an L1-resident dequantized panel with a 4 x 3 register
-//   tile. Per-element arithmetic is independent of the column range / tiling.
+// aarch64 NEON packed matmul (NEON is baseline on aarch64: no extra flags). The traits of the
+// shared driver (../linear_fused_driver.h, also used by x86/linear_avx2.cpp), on
+// 2 x float32x4 per 8 codes:
+// * m <= kFusedMaxRows: the driver's fused path; codes unpacked with one 64-bit load,
+//   vqtbl1q_u8 byte windows for widths > 4, per-lane vshlq_u32 right shifts and a mask;
+//   full tiles of 3 rows x 2 columns;
+// * larger m: K-blocked GEMM over an L1-resident dequantized panel (the driver's
+//   dequant_range) with a 4 x 3 register tile. Per-element arithmetic is independent of the
+//   column range / tiling.
 #if defined(__aarch64__)
 
 #include <arm_neon.h>
@@ -12,6 +15,7 @@
 #include <cstring>
 
 #include "../dispatch.h"
+#include "../linear_fused_driver.h"
 #include "../packed_code.h"
 
 namespace qpart {
@@ -24,12 +28,12 @@ struct U32x8 {
 };
 
 template <int BITS>
-struct Unpacker {
+struct NeonUnpacker {
   uint8x16_t idx_lo, idx_hi;
   int32x4_t shift_lo, shift_hi;  // negative: right shifts
   uint32x4_t mask;
 
-  Unpacker() {
+  NeonUnpacker() {
     uint8_t il[16], ih[16];
     int32_t sl[4], shh[4];
     for (int j = 0; j < 8; ++j) {
@@ -75,180 +79,67 @@ struct Unpacker {
   }
 };
 
-inline int64_t fast_blocks(const LinearArgs& a, int64_t n, int64_t row_bytes) {
-  const int64_t avail = (a.n_total - n) * row_bytes;
-  return avail >= 8 ? (avail - 8) / a.bits + 1 : 0;
-}
-
-// ---- fused path (small m) ------------------------------------------------------------------
-
-void compute_xsum(const LinearArgs& a) {
-  const int64_t groups = a.k / a.group_size;
-  for (int64_t i = 0; i < a.m; ++i) {
-    const float* xi = a.x + i * a.k;
-    for (int64_t g = 0; g < groups; ++g) {
-      const float* p = xi + g * a.group_size;
-      float32x4_t acc = vdupq_n_f32(0.0f);
-      int64_t j = 0;
-      for (; j + 4 <= a.group_size; j += 4) acc = vaddq_f32(acc, vld1q_f32(p + j));
-      float s = vaddvq_f32(acc);
-      for (; j < a.group_size; ++j) s += p[j];
-      a.xsum[i * groups + g] = s;
-    }
-  }
-}
-
-template <int BITS, int MR, int NR>
-void fused_tile(const LinearArgs& a, const Unpacker<BITS>& U, int64_t i0, int64_t n0) {
-  const int64_t k = a.k, gs = a.group_size, groups = k / gs;
-  const int64_t row_bytes = packed_row_bytes(k, BITS);
-  const int64_t kblocks = k / 8;
-  const int64_t nfast = fast_blocks(a, n0 + NR - 1, row_bytes);
-  const uint8_t* w[NR];
-  #pragma GCC unroll 16
-  for (int j = 0; j < NR; ++j) w[j] = a.packed + (n0 + j) * row_bytes;
-  const float* x[MR];
-  #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) x[i] = a.x + (i0 + i) * k;
-  float out[MR][NR];
-  #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
-    #pragma GCC unroll 16
-    for (int j = 0; j < NR; ++j) out[i][j] = 0.0f;
-
-  for (int64_t g = 0; g < groups; ++g) {
-    float32x4_t acc[MR][NR][2];
-    #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i)
-      #pragma GCC unroll 16
-      for (int j = 0; j < NR; ++j) acc[i][j][0] = acc[i][j][1] = vdupq_n_f32(0.0f);
-    const int64_t b0 = g * gs / 8, b1 = (g + 1) * gs / 8;
-    auto body = [&](int64_t blk, bool safe) {
-      float32x4_t wl[NR], wh[NR];
-      #pragma GCC unroll 16
-      for (int j = 0; j < NR; ++j) {
-        const uint8_t* p = w[j] + blk * BITS;
-        const U32x8 c = safe ? U.codes_safe(p) : U.codes(p);
-        wl[j] = vcvtq_f32_u32(c.lo);
-        wh[j] = vcvtq_f32_u32(c.hi);
-      }
-      #pragma GCC unroll 16
-      for (int i = 0; i < MR; ++i) {
-        const float32x4_t xl = vld1q_f32(x[i] + blk * 8);
-        const float32x4_t xh = vld1q_f32(x[i] + blk * 8 + 4);
-        #pragma GCC unroll 16
-        for (int j = 0; j < NR; ++j) {
-          acc[i][j][0] = vfmaq_f32(acc[i][j][0], xl, wl[j]);
-          acc[i][j][1] = vfmaq_f32(acc[i][j][1], xh, wh[j]);
-        }
-      }
-    };
-    const int64_t mid = b1 < nfast ? b1 : (b0 > nfast ? b0 : nfast);
-    for (int64_t blk = b0; blk < mid; ++blk) body(blk, false);
-    for (int64_t blk = mid; blk < b1; ++blk) body(blk, true);
-    float tail[MR][NR];
-    #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i)
-      #pragma GCC unroll 16
-      for (int j = 0; j < NR; ++j) tail[i][j] = 0.0f;
-    if (g == groups - 1) {
-      for (int64_t kk = kblocks * 8; kk < k; ++kk) {
-        #pragma GCC unroll 16
-        for (int j = 0; j < NR; ++j) {
-          const float q = static_cast<float>(code_at(w[j], kk, BITS));
-          #pragma GCC unroll 16
-          for (int i = 0; i < MR; ++i) tail[i][j] += x[i][kk] * q;
-        }
-      }
-    }
-    #pragma GCC unroll 16
-    for (int j = 0; j < NR; ++j) {
-      const float s = half_bits_to_float(a.scale_bits[(n0 + j) * groups + g]);
-      const float z = static_cast<float>(a.zeros[(n0 + j) * groups + g]);
-      #pragma GCC unroll 16
-      for (int i = 0; i < MR; ++i) {
-        const float dot = vaddvq_f32(vaddq_f32(acc[i][j][0], acc[i][j][1])) + tail[i][j];
-        out[i][j] += s * (dot - z * a.xsum[(i0 + i) * groups + g]);
-      }
-    }
-  }
-  #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) {
-    #pragma GCC unroll 16
-    for (int j = 0; j < NR; ++j) {
-      const float b = a.bias ? a.bias[n0 + j] : 0.0f;
-      a.y[(i0 + i) * a.n_total + n0 + j] = out[i][j] + b;
-    }
-  }
-}
-
-template <int BITS, int MR, int NR>
-void fused_rows(const LinearArgs& a, const Unpacker<BITS>& U, int64_t i0) {
-  int64_t n = a.n_begin;
-  for (; n + NR <= a.n_end; n += NR) fused_tile<BITS, MR, NR>(a, U, i0, n);
-  for (; n < a.n_end; ++n) fused_tile<BITS, MR, 1>(a, U, i0, n);
-}
-
 template <int BITS>
-void fused(const LinearArgs& a) {
-  const Unpacker<BITS> U;
-  compute_xsum(a);
-  int64_t i = 0;
-  for (; i + 3 <= a.m; i += 3) fused_rows<BITS, 3, 2>(a, U, i);
-  if (a.m - i == 2) fused_rows<BITS, 2, 3>(a, U, i);
-  if (a.m - i == 1) fused_rows<BITS, 1, 4>(a, U, i);
-}
+void blocked_gemm(const LinearArgs& a);
+
+// Traits of the shared driver (linear_fused_driver.h): float32x4 vectors, two per block.
+struct Neon {
+  using Vec = float32x4_t;
+  static constexpr int kLanes = 4;
+  static constexpr int kFusedRows = 3;
+  template <int BITS>
+  using Unpacker = NeonUnpacker<BITS>;
+  template <int BITS>
+  static constexpr bool kPlanes = false;
+
+  static inline Vec zero() { return vdupq_n_f32(0.0f); }
+  static inline Vec set1(float f) { return vdupq_n_f32(f); }
+  static inline Vec load(const float* p) { return vld1q_f32(p); }
+  static inline void store(float* p, Vec v) { vst1q_f32(p, v); }
+  static inline Vec add(Vec a, Vec b) { return vaddq_f32(a, b); }
+  static inline Vec sub(Vec a, Vec b) { return vsubq_f32(a, b); }
+  static inline Vec mul(Vec a, Vec b) { return vmulq_f32(a, b); }
+  static inline Vec fma(Vec acc, Vec x, Vec w) { return vfmaq_f32(acc, x, w); }
+  static inline float reduce(Vec v) { return vaddvq_f32(v); }
+
+  template <int BITS>
+  static inline void codes_f32(const Unpacker<BITS>& U, const uint8_t* p, bool safe, Vec* w) {
+    const U32x8 c = safe ? U.codes_safe(p) : U.codes(p);
+    w[0] = vcvtq_f32_u32(c.lo);
+    w[1] = vcvtq_f32_u32(c.hi);
+  }
+
+  template <int BITS>
+  static void gemm(const LinearArgs& a) {
+    blocked_gemm<BITS>(a);
+  }
+};
 
 // ---- blocked GEMM (larger m) -----------------------------------------------------------------
-
-template <int BITS>
-void dequant_range(const LinearArgs& a, const Unpacker<BITS>& U, int64_t n, int64_t k0,
-                   int64_t k1, float* dst) {
-  const int64_t gs = a.group_size, groups = a.k / gs;
-  const int64_t row_bytes = packed_row_bytes(a.k, BITS);
-  const uint8_t* row = a.packed + n * row_bytes;
-  const int64_t nfast = fast_blocks(a, n, row_bytes);
-  int64_t kk = k0;
-  while (kk < k1) {
-    const int64_t g = kk / gs;
-    const int64_t gend = (g + 1) * gs < k1 ? (g + 1) * gs : k1;
-    const float s = half_bits_to_float(a.scale_bits[n * groups + g]);
-    const float z = static_cast<float>(a.zeros[n * groups + g]);
-    const float32x4_t sv = vdupq_n_f32(s), zv = vdupq_n_f32(z);
-    for (; kk + 8 <= gend; kk += 8) {
-      const int64_t blk = kk / 8;
-      const uint8_t* p = row + blk * BITS;
-      const U32x8 c = blk < nfast ? U.codes(p) : U.codes_safe(p);
-      vst1q_f32(dst + (kk - k0), vmulq_f32(vsubq_f32(vcvtq_f32_u32(c.lo), zv), sv));
-      vst1q_f32(dst + (kk - k0) + 4, vmulq_f32(vsubq_f32(vcvtq_f32_u32(c.hi), zv), sv));
-    }
-    for (; kk < gend; ++kk) dst[kk - k0] = (static_cast<float>(code_at(row, kk, BITS)) - z) * s;
-  }
-}
 
 template <int MR, int NR>
 void micro(const float* x, int64_t ldx, const float* w, int64_t len, float* y, int64_t ldy,
            bool first, const float* bias) {
   float32x4_t acc[MR][NR];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int j = 0; j < NR; ++j) acc[i][j] = vdupq_n_f32(0.0f);
   int64_t t = 0;
   for (; t + 4 <= len; t += 4) {
     float32x4_t wv[NR];
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int j = 0; j < NR; ++j) wv[j] = vld1q_f32(w + j * kGemmLd + t);
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       const float32x4_t xv = vld1q_f32(x + i * ldx + t);
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int j = 0; j < NR; ++j) acc[i][j] = vfmaq_f32(acc[i][j], xv, wv[j]);
     }
   }
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int i = 0; i < MR; ++i) {
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int j = 0; j < NR; ++j) {
       float s = vaddvq_f32(acc[i][j]);
       for (int64_t u = t; u < len; ++u) s += x[i * ldx + u] * w[j * kGemmLd + u];
@@ -261,8 +152,8 @@ void micro(const float* x, int64_t ldx, const float* w, int64_t len, float* y, i
 }
 
 template <int MR>
-void micro_cols(const float* x, int64_t ldx, const float* w, int64_t len, float* y,
-                int64_t ldy, int64_t nc, bool first, const float* bias) {
+void micro_cols(const float* x, int64_t ldx, const float* w, int64_t len, float* y, int64_t ldy,
+                int64_t nc, bool first, const float* bias) {
   int64_t j = 0;
   for (; j + 3 <= nc; j += 3)
     micro<MR, 3>(x, ldx, w + j * kGemmLd, len, y + j, ldy, first, bias ? bias + j : nullptr);
@@ -273,20 +164,21 @@ void micro_cols(const float* x, int64_t ldx, const float* w, int64_t len, float*
 }
 
 template <int BITS>
-void gemm(const LinearArgs& a) {
-  const Unpacker<BITS> U;
+void blocked_gemm(const LinearArgs& a) {
+  const NeonUnpacker<BITS> U;
   float* panel = a.scratch;
   for (int64_t k0 = 0; k0 < a.k; k0 += kGemmKc) {
     const int64_t k1 = k0 + kGemmKc < a.k ? k0 + kGemmKc : a.k;
     const bool first = k0 == 0, last = k1 == a.k;
     for (int64_t n0 = a.n_begin; n0 < a.n_end; n0 += kGemmNc) {
       const int64_t nc = n0 + kGemmNc < a.n_end ? kGemmNc : a.n_end - n0;
-      for (int64_t j = 0; j < nc; ++j) dequant_range<BITS>(a, U, n0 + j, k0, k1, panel + j * kGemmLd);
+      for (int64_t j = 0; j < nc; ++j)
+        dequant_range<Neon, BITS>(a, U, n0 + j, k0, k1, panel + j * kGemmLd);
       const float* bias = last && a.bias ? a.bias + n0 : nullptr;
       int64_t i = 0;
       for (; i + 4 <= a.m; i += 4)
-        micro_cols<4>(a.x + i * a.k + k0, a.k, panel, k1 - k0, a.y + i * a.n_total + n0,
-                      a.n_total, nc, first, bias);
+        micro_cols<4>(a.x + i * a.k + k0, a.k, panel, k1 - k0, a.y + i * a.n_total + n0, a.n_total,
+                      nc, first, bias);
       const int64_t r = a.m - i;
       const float* xr = a.x + i * a.k + k0;
       float* yr = a.y + i * a.n_total + n0;
@@ -297,20 +189,9 @@ void gemm(const LinearArgs& a) {
   }
 }
 
-template <int BITS>
-void run(const LinearArgs& a) {
-  if (a.m <= kFusedMaxRows) {
-    fused<BITS>(a);
-  } else {
-    gemm<BITS>(a);
-  }
-}
-
 }  // namespace
 
-void linear_f32_neon(const LinearArgs& a) {
-  with_bits(a.bits, [&](auto b) { run<decltype(b)::value>(a); });
-}
+void linear_f32_neon(const LinearArgs& a) { linear_f32_driver<Neon>(a); }
 
 }  // namespace detail
 }  // namespace kernels

@@ -1,22 +1,23 @@
 // AVX2+FMA packed matmul, compiled for AVX2 via a target pragma (no global ISA flags) and
-// only called after run-time CPU detection (dispatch.cpp).
+// only called after run-time CPU detection (isa_table.cpp). The traits of the shared driver
+// (../linear_fused_driver.h, also used by arm/linear_neon.cpp), on one __m256 per 8 codes:
 //
-// * m <= kFusedMaxRows (batch 1..3, GEMV-like, memory bound): fused. Each block of 8 codes
-//   (exactly `bits` bytes) is unpacked in registers with one 64-bit broadcast load, a byte
-//   shuffle (widths > 4), a per-lane variable shift and a mask, converted to float and
-//   multiplied into up to 4 output columns at once. The zero point is folded per group:
-//   sum_k x_k (q_k - z) s = s (sum_k x_k q_k - z sum_k x_k). No dequantized row is written.
-// * larger m: blocked GEMM. A panel of 16 columns x kAvxKc depth is dequantized (exactly
-//   the values dequantize_rows gives; staged row-major, then 8x8-transposed in registers)
-//   into a k-major L1-resident buffer and multiplied by every row of x with a 6 x 16
-//   outer-product register tile (broadcast x, 12 FMA accumulators); partial sums over K
-//   blocks go through y in a fixed order.
+// * m <= kFusedMaxRows (batch 1..8, GEMV-like, memory bound): the driver's fused path. Each
+//   block of 8 codes (exactly `bits` bytes) is unpacked in registers with one 64-bit
+//   broadcast load, a byte shuffle (widths > 4), a per-lane variable shift and a mask;
+//   widths 1, 2 and 4 read 16-byte bit-plane chunks against a permuted copy of x
+//   (plane_blocks). Full tiles of 4 rows x 2 columns.
+// * larger m: blocked GEMM. A panel of 16 columns x kAvxKc depth is dequantized (the driver's
+//   dequant_range: exactly the values dequantize_rows gives; staged row-major, then
+//   8x8-transposed in registers) into a k-major L1-resident buffer and multiplied by every
+//   row of x with a 6 x 16 outer-product register tile (broadcast x, 12 FMA accumulators);
+//   partial sums over K blocks go through y in a fixed order.
 // The arithmetic for one output element never depends on [n_begin, n_end) or on how
 // columns are tiled, so the results do not depend on the thread split.
 #if defined(__x86_64__)
 
-#include <cstdint>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 
 #include "../dispatch.h"
@@ -26,6 +27,7 @@
 #pragma GCC target("avx2,fma")
 #include <immintrin.h>
 
+#include "../linear_fused_driver.h"
 #include "avx2_util.h"
 
 namespace qpart {
@@ -35,10 +37,10 @@ namespace {
 
 // Unpacks blocks of 8 codes (`BITS` bytes starting at a byte boundary) into 8 int32 lanes.
 template <int BITS>
-struct Unpacker {
+struct Avx2Unpacker {
   __m256i shuf, shift, mask;
 
-  Unpacker() {
+  Avx2Unpacker() {
     alignas(32) int8_t sh[32];
     alignas(32) int32_t sv[8];
     for (int j = 0; j < 8; ++j) {
@@ -46,8 +48,8 @@ struct Unpacker {
       sv[j] = BITS <= 4 ? bit : (bit & 7);
       for (int t = 0; t < 4; ++t) {
         const int idx = t < 2 && byte + t < 8 ? byte + t : -1;
-        sh[(j / 4) * 16 + (j % 4) * 4 + t] = idx < 0 ? static_cast<int8_t>(0x80)
-                                                     : static_cast<int8_t>(idx);
+        sh[(j / 4) * 16 + (j % 4) * 4 + t] =
+            idx < 0 ? static_cast<int8_t>(0x80) : static_cast<int8_t>(idx);
       }
     }
     shuf = _mm256_load_si256(reinterpret_cast<const __m256i*>(sh));
@@ -79,219 +81,106 @@ struct Unpacker {
   }
 };
 
-// Number of leading 8-code blocks of row n whose 8-byte load stays inside the buffer.
-inline int64_t fast_blocks(const LinearArgs& a, int64_t n, int64_t row_bytes) {
-  const int64_t avail = (a.n_total - n) * row_bytes;
-  return avail >= 8 ? (avail - 8) / a.bits + 1 : 0;
-}
+template <int BITS>
+void blocked_gemm(const LinearArgs& a);
 
-// ---- fused path (small m) ------------------------------------------------------------------
+// Traits of the shared driver (linear_fused_driver.h): one __m256 per block of 8 codes.
+struct Avx2 {
+  using Vec = __m256;
+  static constexpr int kLanes = 8;
+  static constexpr int kFusedRows = 4;
+  template <int BITS>
+  using Unpacker = Avx2Unpacker<BITS>;
+  // Widths 1, 2 and 4 ("plane" widths) read 16 bytes = C = 128 / BITS codes at a time: plane
+  // s = (bytes >> s*BITS) & mask holds codes P*i + s (P = 8 / BITS) of the chunk in byte i,
+  // widened with vpmovzxbd. x is permuted to match once per call (permute_x).
+  template <int BITS>
+  static constexpr bool kPlanes = BITS == 1 || BITS == 2 || BITS == 4;
 
-void compute_xsum(const LinearArgs& a) {
-  const int64_t groups = a.k / a.group_size;
-  for (int64_t i = 0; i < a.m; ++i) {
-    const float* xi = a.x + i * a.k;
-    for (int64_t g = 0; g < groups; ++g) {
-      const float* p = xi + g * a.group_size;
-      __m256 acc = _mm256_setzero_ps();
-      int64_t j = 0;
-      for (; j + 8 <= a.group_size; j += 8) acc = _mm256_add_ps(acc, _mm256_loadu_ps(p + j));
-      float s = hsum(acc);
-      for (; j < a.group_size; ++j) s += p[j];
-      a.xsum[i * groups + g] = s;
-    }
+  static inline Vec zero() { return _mm256_setzero_ps(); }
+  static inline Vec set1(float f) { return _mm256_set1_ps(f); }
+  static inline Vec load(const float* p) { return _mm256_loadu_ps(p); }
+  static inline void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+  static inline Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+  static inline Vec sub(Vec a, Vec b) { return _mm256_sub_ps(a, b); }
+  static inline Vec mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
+  static inline Vec fma(Vec acc, Vec x, Vec w) { return _mm256_fmadd_ps(x, w, acc); }
+  static inline float reduce(Vec v) { return hsum(v); }
+
+  template <int BITS>
+  static inline void codes_f32(const Unpacker<BITS>& U, const uint8_t* p, bool safe, Vec* w) {
+    w[0] = _mm256_cvtepi32_ps(safe ? U.codes_safe(p) : U.codes(p));
   }
-}
 
-// Widths 1, 2 and 4 ("plane" widths) read 16 bytes = C = 128 / BITS codes at a time: plane
-// s = (bytes >> s*BITS) & mask holds codes P*i + s (P = 8 / BITS) of the chunk in byte i,
-// widened with vpmovzxbd. x is permuted to match once per call (xperm, see permute_x).
-template <int BITS>
-constexpr bool kPlaneWidth = BITS == 1 || BITS == 2 || BITS == 4;
-
-// xperm = x with every full chunk of C codes (counted from its group's start) reordered to
-// (plane s, half h, lane u) <- code P * (8h + u) + s; other positions keep x's order.
-template <int BITS>
-void permute_x(const LinearArgs& a, float* xperm) {
-  constexpr int P = 8 / BITS, C = 16 * P;
-  const int64_t gs = a.group_size, groups = a.k / gs;
-  for (int64_t i = 0; i < a.m; ++i) {
-    const float* xi = a.x + i * a.k;
-    float* xo = xperm + i * a.k;
-    for (int64_t g = 0; g < groups; ++g) {
-      const int64_t g0 = g * gs, full = gs / C;
-      for (int64_t c = 0; c < full; ++c) {
-        const float* src = xi + g0 + c * C;
-        float* dst = xo + g0 + c * C;
-        for (int s = 0; s < P; ++s)
-          for (int h = 0; h < 2; ++h)
-            for (int u = 0; u < 8; ++u) dst[(s * 2 + h) * 8 + u] = src[P * (8 * h + u) + s];
+  // xperm = x with every full chunk of C codes (counted from its group's start) reordered to
+  // (plane s, half h, lane u) <- code P * (8h + u) + s; other positions keep x's order.
+  template <int BITS>
+  static void permute_x(const LinearArgs& a, float* xperm) {
+    constexpr int P = 8 / BITS, C = 16 * P;
+    const int64_t gs = a.group_size, groups = a.k / gs;
+    for (int64_t i = 0; i < a.m; ++i) {
+      const float* xi = a.x + i * a.k;
+      float* xo = xperm + i * a.k;
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t g0 = g * gs, full = gs / C;
+        for (int64_t c = 0; c < full; ++c) {
+          const float* src = xi + g0 + c * C;
+          float* dst = xo + g0 + c * C;
+          for (int s = 0; s < P; ++s)
+            for (int h = 0; h < 2; ++h)
+              for (int u = 0; u < 8; ++u) dst[(s * 2 + h) * 8 + u] = src[P * (8 * h + u) + s];
+        }
+        for (int64_t t = g0 + full * C; t < g0 + gs; ++t) xo[t] = xi[t];
       }
-      for (int64_t t = g0 + full * C; t < g0 + gs; ++t) xo[t] = xi[t];
     }
   }
-}
 
-template <int BITS, int MR, int NR>
-void fused_tile(const LinearArgs& a, const Unpacker<BITS>& U, int64_t i0, int64_t n0) {
-  const int64_t k = a.k, gs = a.group_size, groups = k / gs;
-  const int64_t row_bytes = packed_row_bytes(k, BITS);
-  const int64_t kblocks = k / 8;
-  const int64_t nfast = fast_blocks(a, n0 + NR - 1, row_bytes);
-  const uint8_t* w[NR];
-  #pragma GCC unroll 16
-  for (int j = 0; j < NR; ++j) w[j] = a.packed + (n0 + j) * row_bytes;
-  const float* x[MR];
-  #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) x[i] = (kPlaneWidth<BITS> ? a.scratch : a.x) + (i0 + i) * k;  // permuted x for plane widths
-  float out[MR][NR];
-  #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
-    #pragma GCC unroll 16
-    for (int j = 0; j < NR; ++j) out[i][j] = 0.0f;
-
-  for (int64_t g = 0; g < groups; ++g) {
-    __m256 acc[MR][NR];
-    #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i)
-      #pragma GCC unroll 16
-      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
-    int64_t b0 = g * gs / 8;
-    const int64_t b1 = (g + 1) * gs / 8;
-    if constexpr (kPlaneWidth<BITS>) {
-      constexpr int P = 8 / BITS, C = 16 * P;
-      const __m128i bmask = _mm_set1_epi8(static_cast<char>((1 << BITS) - 1));
-      const int64_t full = gs / C;
-      for (int64_t c = 0; c < full; ++c) {
-        const int64_t kc = g * gs + c * C;
-        __m128i v[NR];
+  // The full plane chunks of the group starting at code g0 (x in permute_x's order) into
+  // acc; returns the 8-code blocks they cover.
+  template <int BITS, int MR, int NR>
+  static int64_t plane_blocks(const uint8_t* const* w, const float* const* x, int64_t g0,
+                              int64_t gs, Vec (&acc)[MR][NR][1]) {
+    constexpr int P = 8 / BITS, C = 16 * P;
+    const __m128i bmask = _mm_set1_epi8(static_cast<char>((1 << BITS) - 1));
+    const int64_t full = gs / C;
+    for (int64_t c = 0; c < full; ++c) {
+      const int64_t kc = g0 + c * C;
+      __m128i v[NR];
+#pragma GCC unroll 16
+      for (int j = 0; j < NR; ++j)
+        v[j] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[j] + kc * BITS / 8));
+#pragma GCC unroll 8
+      for (int s = 0; s < P; ++s) {
+        __m128i pl[NR];
 #pragma GCC unroll 16
         for (int j = 0; j < NR; ++j)
-          v[j] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[j] + kc * BITS / 8));
-#pragma GCC unroll 8
-        for (int s = 0; s < P; ++s) {
-          __m128i pl[NR];
+          pl[j] = _mm_and_si128(s == 0 ? v[j] : _mm_srli_epi16(v[j], s * BITS), bmask);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+          __m256 wv[NR];
 #pragma GCC unroll 16
           for (int j = 0; j < NR; ++j)
-            pl[j] = _mm_and_si128(s == 0 ? v[j] : _mm_srli_epi16(v[j], s * BITS), bmask);
-#pragma GCC unroll 2
-          for (int h = 0; h < 2; ++h) {
-            __m256 wv[NR];
+            wv[j] =
+                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(h == 0 ? pl[j] : _mm_srli_si128(pl[j], 8)));
 #pragma GCC unroll 16
-            for (int j = 0; j < NR; ++j)
-              wv[j] = _mm256_cvtepi32_ps(
-                  _mm256_cvtepu8_epi32(h == 0 ? pl[j] : _mm_srli_si128(pl[j], 8)));
+          for (int i = 0; i < MR; ++i) {
+            const __m256 xv = _mm256_loadu_ps(x[i] + kc + (s * 2 + h) * 8);
 #pragma GCC unroll 16
-            for (int i = 0; i < MR; ++i) {
-              const __m256 xv = _mm256_loadu_ps(x[i] + kc + (s * 2 + h) * 8);
-#pragma GCC unroll 16
-              for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
-            }
+            for (int j = 0; j < NR; ++j) acc[i][j][0] = _mm256_fmadd_ps(xv, wv[j], acc[i][j][0]);
           }
         }
       }
-      b0 += full * C / 8;
     }
-    auto body = [&](int64_t blk, bool safe) {
-      __m256 wv[NR];
-      #pragma GCC unroll 16
-      for (int j = 0; j < NR; ++j) {
-        const uint8_t* p = w[j] + blk * BITS;
-        wv[j] = _mm256_cvtepi32_ps(safe ? U.codes_safe(p) : U.codes(p));
-      }
-      #pragma GCC unroll 16
-      for (int i = 0; i < MR; ++i) {
-        const __m256 xv = _mm256_loadu_ps(x[i] + blk * 8);
-        #pragma GCC unroll 16
-        for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
-      }
-    };
-    const int64_t mid = b1 < nfast ? b1 : (b0 > nfast ? b0 : nfast);
-    for (int64_t blk = b0; blk < mid; ++blk) body(blk, false);
-    for (int64_t blk = mid; blk < b1; ++blk) body(blk, true);
-    float tail[MR][NR];
-    #pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i)
-      #pragma GCC unroll 16
-      for (int j = 0; j < NR; ++j) tail[i][j] = 0.0f;
-    if (g == groups - 1) {
-      for (int64_t kk = kblocks * 8; kk < k; ++kk) {  // k % 8 codes (per-channel only)
-        #pragma GCC unroll 16
-        for (int j = 0; j < NR; ++j) {
-          const float q = static_cast<float>(code_at(w[j], kk, BITS));
-          #pragma GCC unroll 16
-          for (int i = 0; i < MR; ++i) tail[i][j] += x[i][kk] * q;
-        }
-      }
-    }
-    #pragma GCC unroll 16
-    for (int j = 0; j < NR; ++j) {
-      const float s = half_bits_to_float(a.scale_bits[(n0 + j) * groups + g]);
-      const float z = static_cast<float>(a.zeros[(n0 + j) * groups + g]);
-      #pragma GCC unroll 16
-      for (int i = 0; i < MR; ++i) {
-        const float dot = hsum(acc[i][j]) + tail[i][j];
-        out[i][j] += s * (dot - z * a.xsum[(i0 + i) * groups + g]);
-      }
-    }
+    return full * C / 8;
   }
-  #pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) {
-    #pragma GCC unroll 16
-    for (int j = 0; j < NR; ++j) {
-      const float b = a.bias ? a.bias[n0 + j] : 0.0f;
-      a.y[(i0 + i) * a.n_total + n0 + j] = out[i][j] + b;
-    }
+
+  template <int BITS>
+  static void gemm(const LinearArgs& a) {
+    blocked_gemm<BITS>(a);
   }
-}
-
-template <int BITS, int MR, int NR>
-void fused_rows(const LinearArgs& a, const Unpacker<BITS>& U, int64_t i0) {
-  int64_t n = a.n_begin;
-  for (; n + NR <= a.n_end; n += NR) fused_tile<BITS, MR, NR>(a, U, i0, n);
-  for (; n < a.n_end; ++n) fused_tile<BITS, MR, 1>(a, U, i0, n);
-}
-
-template <int BITS>
-void fused(const LinearArgs& a) {
-  const Unpacker<BITS> U;
-  compute_xsum(a);
-  if constexpr (kPlaneWidth<BITS>) permute_x<BITS>(a, a.scratch);
-  int64_t i = 0;
-  for (; i + 4 <= a.m; i += 4) fused_rows<BITS, 4, 2>(a, U, i);
-  if (a.m - i == 3) fused_rows<BITS, 3, 2>(a, U, i);
-  if (a.m - i == 2) fused_rows<BITS, 2, 3>(a, U, i);
-  if (a.m - i == 1) fused_rows<BITS, 1, 4>(a, U, i);
-}
+};
 
 // ---- blocked GEMM (larger m) -----------------------------------------------------------------
-
-// Dequantizes codes [k0, k1) of row n (k0 % 8 == 0) into dst, exactly as dequantize_rows.
-template <int BITS>
-void dequant_range(const LinearArgs& a, const Unpacker<BITS>& U, int64_t n, int64_t k0,
-                   int64_t k1, float* dst) {
-  const int64_t gs = a.group_size, groups = a.k / gs;
-  const int64_t row_bytes = packed_row_bytes(a.k, BITS);
-  const uint8_t* row = a.packed + n * row_bytes;
-  const int64_t nfast = fast_blocks(a, n, row_bytes);
-  int64_t kk = k0;
-  while (kk < k1) {
-    const int64_t g = kk / gs;
-    const int64_t gend = (g + 1) * gs < k1 ? (g + 1) * gs : k1;
-    const float s = half_bits_to_float(a.scale_bits[n * groups + g]);
-    const float z = static_cast<float>(a.zeros[n * groups + g]);
-    const __m256 sv = _mm256_set1_ps(s), zv = _mm256_set1_ps(z);
-    for (; kk + 8 <= gend; kk += 8) {
-      const int64_t blk = kk / 8;
-      const uint8_t* p = row + blk * BITS;
-      const __m256 q = _mm256_cvtepi32_ps(blk < nfast ? U.codes(p) : U.codes_safe(p));
-      _mm256_storeu_ps(dst + (kk - k0), _mm256_mul_ps(_mm256_sub_ps(q, zv), sv));
-    }
-    for (; kk < gend; ++kk) {
-      dst[kk - k0] = (static_cast<float>(code_at(row, kk, BITS)) - z) * s;
-    }
-  }
-}
 
 // In-register 8x8 transpose: r[t] (row t) -> r[t] (column t).
 inline void transpose8(__m256 r[8]) {
@@ -316,13 +205,13 @@ inline void transpose8(__m256 r[8]) {
 // Dequantizes columns [n0, n0 + nc) x codes [k0, k1) into a k-major panel:
 // panel[t * 16 + j] = W[n0 + j, k0 + t], zero for j >= nc and for t in [len, len rounded up to 8).
 template <int BITS>
-void build_panel(const LinearArgs& a, const Unpacker<BITS>& U, int64_t n0, int64_t nc,
+void build_panel(const LinearArgs& a, const Avx2Unpacker<BITS>& U, int64_t n0, int64_t nc,
                  int64_t k0, int64_t k1, float* stage, float* panel) {
   const int64_t len = k1 - k0, len8 = (len + 7) / 8 * 8;
   for (int64_t j = 0; j < kAvxNc; ++j) {
     float* row = stage + j * kAvxKc;
     if (j < nc) {
-      dequant_range<BITS>(a, U, n0 + j, k0, k1, row);
+      dequant_range<Avx2, BITS>(a, U, n0 + j, k0, k1, row);
     } else {
       for (int64_t t = 0; t < len; ++t) row[t] = 0.0f;
     }
@@ -345,8 +234,8 @@ void build_panel(const LinearArgs& a, const Unpacker<BITS>& U, int64_t n0, int64
 // panel[t, j] in t order (outer-product register tile MR x 16), + bias when given.
 // xp is the packed x tile: xp[t * kAvxMr + i].
 template <int MR>
-void micro(const float* xp, const float* panel, int64_t len, float* y, int64_t ldy,
-           int64_t nc, bool first, const float* bias) {
+void micro(const float* xp, const float* panel, int64_t len, float* y, int64_t ldy, int64_t nc,
+           bool first, const float* bias) {
   __m256 c[MR][2];
   alignas(32) float tmp[16];
 #pragma GCC unroll 8
@@ -413,8 +302,8 @@ void pack_x(const LinearArgs& a, int64_t k0, int64_t k1, float* xp) {
 }
 
 template <int BITS>
-void gemm(const LinearArgs& a) {
-  const Unpacker<BITS> U;
+void blocked_gemm(const LinearArgs& a) {
+  const Avx2Unpacker<BITS> U;
   // 32-byte aligned panel (aligned loads in the micro-kernel), staging rows, packed x.
   float* panel = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(a.scratch) + 31) &
                                           ~static_cast<uintptr_t>(31));
@@ -445,20 +334,9 @@ void gemm(const LinearArgs& a) {
   }
 }
 
-template <int BITS>
-void run(const LinearArgs& a) {
-  if (a.m <= kFusedMaxRows) {
-    fused<BITS>(a);
-  } else {
-    gemm<BITS>(a);
-  }
-}
-
 }  // namespace
 
-void linear_f32_avx2(const LinearArgs& a) {
-  with_bits(a.bits, [&](auto b) { run<decltype(b)::value>(a); });
-}
+void linear_f32_avx2(const LinearArgs& a) { linear_f32_driver<Avx2>(a); }
 
 }  // namespace detail
 }  // namespace kernels

@@ -1,6 +1,6 @@
 // AVX-512 packed matmul for larger batches (m > kFusedMaxRows): float activations (FMA) and
 // int8 activations (VNNI), compiled for AVX-512 F/BW/VL/VNNI/VBMI via a target pragma and only
-// called after run-time CPU detection (dispatch.cpp).
+// called after run-time CPU detection (isa_table.cpp).
 //
 // Both kernels share one weight-panel builder. A panel is kNr = 32 output columns; each
 // 64-code chunk of a column is unpacked to 64 u8 lanes with Unpack64 (vpermb +
@@ -101,8 +101,8 @@ inline void load_quads(const Unpack64<BITS>& U, const uint8_t* rows, int64_t row
 }
 
 // fp16 scales of group g for columns n0 .. n0 + 31 as floats (0 for columns >= nc).
-inline void group_scales(const uint16_t* scale_bits, int64_t groups, int64_t n0, int nc,
-                         int64_t g, float* out) {
+inline void group_scales(const uint16_t* scale_bits, int64_t groups, int64_t n0, int nc, int64_t g,
+                         float* out) {
   alignas(64) uint16_t h[kNr];
   for (int j = 0; j < kNr; ++j) h[j] = j < nc ? scale_bits[(n0 + j) * groups + g] : 0;
   _mm512_store_ps(out, _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(h))));
@@ -152,16 +152,16 @@ I8Work& i8_work() {
 // Builds the quad panel of columns [n0, n0 + nc) x codes [kb, ke) (kb % 64 == 0): quad t of
 // the block at panel + t * 128, columns 0..15 then 16..31.
 template <int BITS>
-void build_i8_panel(const LinearI8Args& a, const Unpack64<BITS>& U, int64_t n0, int nc,
-                    int64_t kb, int64_t ke, uint8_t* panel) {
+void build_i8_panel(const LinearI8Args& a, const Unpack64<BITS>& U, int64_t n0, int nc, int64_t kb,
+                    int64_t ke, uint8_t* panel) {
   const int64_t row_bytes = packed_row_bytes(a.k, BITS);
   for (int64_t c0 = kb; c0 < ke; c0 += 64) {
     const int64_t len = ke - c0 < 64 ? ke - c0 : 64;
     for (int h = 0; h < 2; ++h) {
       __m512i q[16];
       const int hc = nc - 16 * h;
-      load_quads<BITS>(U, a.packed + (n0 + 16 * h) * row_bytes, row_bytes, hc < 0 ? 0 : hc, c0,
-                       len, q);
+      load_quads<BITS>(U, a.packed + (n0 + 16 * h) * row_bytes, row_bytes, hc < 0 ? 0 : hc, c0, len,
+                       q);
       uint8_t* dst = panel + (c0 - kb) / 4 * 128 + 64 * h;
       const int nq = static_cast<int>((len + 3) / 4);
       for (int t = 0; t < nq; ++t) _mm512_store_si512(dst + t * 128, q[t]);
@@ -263,8 +263,8 @@ void i8_tile(const LinearI8Args& a, I8Work& w, int64_t r, int64_t i, int64_t kb,
     const int64_t t1 = gend < ke ? gend : ke;
     // Quads of the segment; a partial one only ends a row (K % 4 != 0).
     const int64_t nq = (t1 - t0 + 3) / 4, last = t1 - t0 - 4 * (nq - 1);
-    const I8Epilogue epi{w.scale + (g - g0) * kNr, w.zero + (g - g0) * kNr,
-                         a.gsum + i * groups + g, groups, w.acc + r * kNr};
+    const I8Epilogue epi{w.scale + (g - g0) * kNr, w.zero + (g - g0) * kNr, a.gsum + i * groups + g,
+                         groups, w.acc + r * kNr};
     i8_segment<MR, FLOAT_EXACT>(a.q + i * k + t0, k, w.panel + (t0 - kb) / 4 * 128, nq, last,
                                 t0 == g * gs, w.dot + r * kNr, t1 == gend ? &epi : nullptr);
     t0 = t1;
@@ -287,8 +287,7 @@ void i8_store(const LinearI8Args& a, const I8Work& w, int64_t i0, int64_t rows, 
   for (int h = 0; h < 2; ++h) {
     const __mmask16 mk = lane_mask(nc - 16 * h);
     if (!mk) continue;
-    const __m512 b = a.bias ? _mm512_maskz_loadu_ps(mk, a.bias + n0 + 16 * h)
-                            : _mm512_setzero_ps();
+    const __m512 b = a.bias ? _mm512_maskz_loadu_ps(mk, a.bias + n0 + 16 * h) : _mm512_setzero_ps();
     for (int64_t r = 0; r < rows; ++r) {
       const __m512 acc = _mm512_load_ps(w.acc + r * kNr + 16 * h);
       const __m512 v = _mm512_add_round_ps(
@@ -338,8 +337,8 @@ constexpr int kF32Mr = 8;  // rows per register tile (2 x 8 fp32 accumulators)
 // Dequantized k-major panel of columns [n0, n0 + nc) x codes [kb, ke) (kb % 64 == 0):
 // panel[(t - kb) * 32 + j] = (code - zero) * scale, as dequantize_rows; columns >= nc are 0.
 template <int BITS>
-void build_f32_panel(const LinearArgs& a, const Unpack64<BITS>& U, int64_t n0, int nc,
-                     int64_t kb, int64_t ke, float* panel, float* scale, float* zero) {
+void build_f32_panel(const LinearArgs& a, const Unpack64<BITS>& U, int64_t n0, int nc, int64_t kb,
+                     int64_t ke, float* panel, float* scale, float* zero) {
   const int64_t row_bytes = packed_row_bytes(a.k, BITS);
   const int64_t gs = a.group_size, groups = a.k / gs, g0 = kb / gs;
   for (int64_t g = g0; g * gs < ke; ++g) {
@@ -354,8 +353,8 @@ void build_f32_panel(const LinearArgs& a, const Unpack64<BITS>& U, int64_t n0, i
     for (int h = 0; h < 2; ++h) {
       __m512i q[16];
       const int hc = nc - 16 * h;
-      load_quads<BITS>(U, a.packed + (n0 + 16 * h) * row_bytes, row_bytes, hc < 0 ? 0 : hc, c0,
-                       len, q);
+      load_quads<BITS>(U, a.packed + (n0 + 16 * h) * row_bytes, row_bytes, hc < 0 ? 0 : hc, c0, len,
+                       q);
       const int nq = static_cast<int>((len + 3) / 4);
       for (int t = 0; t < nq; ++t) {
         // A quad never straddles groups (group_size % 8 == 0, or one group per row).
@@ -377,8 +376,8 @@ void build_f32_panel(const LinearArgs& a, const Unpack64<BITS>& U, int64_t n0, i
 // y[i, n0 + j] for MR rows and the panel's columns (masks m0, m1): acc = (first ? 0 : y) +
 // sum_t x[i, kb + t] * panel[t, j] in t order, + bias when given (last K block).
 template <int MR>
-void f32_tile(const float* x, int64_t ldx, const float* panel, int64_t len, float* y,
-              int64_t ldy, __mmask16 m0, __mmask16 m1, bool first, const float* bias) {
+void f32_tile(const float* x, int64_t ldx, const float* panel, int64_t len, float* y, int64_t ldy,
+              __mmask16 m0, __mmask16 m1, bool first, const float* bias) {
   __m512 c[MR][2];
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
@@ -410,9 +409,9 @@ void f32_tile(const float* x, int64_t ldx, const float* panel, int64_t len, floa
 }
 
 template <int MR>
-void f32_tile_dispatch(int64_t rows, const float* x, int64_t ldx, const float* panel,
-                       int64_t len, float* y, int64_t ldy, __mmask16 m0, __mmask16 m1,
-                       bool first, const float* bias) {
+void f32_tile_dispatch(int64_t rows, const float* x, int64_t ldx, const float* panel, int64_t len,
+                       float* y, int64_t ldy, __mmask16 m0, __mmask16 m1, bool first,
+                       const float* bias) {
   if constexpr (MR > 1) {
     if (rows < MR)
       return f32_tile_dispatch<MR - 1>(rows, x, ldx, panel, len, y, ldy, m0, m1, first, bias);

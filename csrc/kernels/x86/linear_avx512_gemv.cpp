@@ -1,6 +1,6 @@
 // AVX-512 packed matmul for small batches (m <= kFusedMaxRows, GEMV-like and memory bound):
 // float and int8 activations. Compiled for AVX-512 F/BW/VL/VNNI/VBMI (plus AVX2/FMA/F16C)
-// through a target pragma and only called after run-time CPU detection (dispatch.cpp).
+// through a target pragma and only called after run-time CPU detection (isa_table.cpp).
 //
 // Both kernels walk a tile of NR = 4 consecutive weight rows (4 interleaved byte streams)
 // against MR <= 4 rows of x, one weight group at a time. Every stream software-prefetches the
@@ -126,27 +126,27 @@ struct GroupParams4 {
 /// [sum v0, sum v1, sum v2, sum v3] (int32 lanes, wrapping adds: exact for exact sums).
 /// Folds 128-bit lanes pairwise across the four vectors, then within each lane.
 inline __m128i reduce4(__m512i v0, __m512i v1, __m512i v2, __m512i v3) {
-  const __m512i s01 = _mm512_add_epi32(_mm512_shuffle_i64x2(v0, v1, 0x44),
-                                       _mm512_shuffle_i64x2(v0, v1, 0xEE));
-  const __m512i s23 = _mm512_add_epi32(_mm512_shuffle_i64x2(v2, v3, 0x44),
-                                       _mm512_shuffle_i64x2(v2, v3, 0xEE));
+  const __m512i s01 =
+      _mm512_add_epi32(_mm512_shuffle_i64x2(v0, v1, 0x44), _mm512_shuffle_i64x2(v0, v1, 0xEE));
+  const __m512i s23 =
+      _mm512_add_epi32(_mm512_shuffle_i64x2(v2, v3, 0x44), _mm512_shuffle_i64x2(v2, v3, 0xEE));
   // 128-bit lane t now holds four partial sums of v_t.
-  __m512i t = _mm512_add_epi32(_mm512_shuffle_i64x2(s01, s23, 0x88),
-                               _mm512_shuffle_i64x2(s01, s23, 0xDD));
+  __m512i t =
+      _mm512_add_epi32(_mm512_shuffle_i64x2(s01, s23, 0x88), _mm512_shuffle_i64x2(s01, s23, 0xDD));
   t = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_BADC));
   t = _mm512_add_epi32(t, _mm512_shuffle_epi32(t, _MM_PERM_CDAB));
-  return _mm512_castsi512_si128(
-      _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), t));
+  return _mm512_castsi512_si128(_mm512_permutexvar_epi32(
+      _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), t));
 }
 
 /// Same for float lanes (the order of the additions is fixed, independent of the tiling).
 inline __m128 reduce4(__m512 v0, __m512 v1, __m512 v2, __m512 v3) {
-  const __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(v0, v1, 0x44),
-                                   _mm512_shuffle_f32x4(v0, v1, 0xEE));
-  const __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(v2, v3, 0x44),
-                                   _mm512_shuffle_f32x4(v2, v3, 0xEE));
-  __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88),
-                           _mm512_shuffle_f32x4(s01, s23, 0xDD));
+  const __m512 s01 =
+      _mm512_add_ps(_mm512_shuffle_f32x4(v0, v1, 0x44), _mm512_shuffle_f32x4(v0, v1, 0xEE));
+  const __m512 s23 =
+      _mm512_add_ps(_mm512_shuffle_f32x4(v2, v3, 0x44), _mm512_shuffle_f32x4(v2, v3, 0xEE));
+  __m512 t =
+      _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88), _mm512_shuffle_f32x4(s01, s23, 0xDD));
   t = _mm512_add_ps(t, _mm512_shuffle_ps(t, t, 0x4E));
   t = _mm512_add_ps(t, _mm512_shuffle_ps(t, t, 0xB1));
   return _mm512_castps512_ps128(
@@ -213,7 +213,7 @@ struct Bcast64 {
 template <int BITS, int MR, int NR, class X>
 struct Tile {
   int64_t k, gs, groups;
-  int64_t ahead;  // prefetch distance: the same position two tiles ahead
+  int64_t ahead;         // prefetch distance: the same position two tiles ahead
   const uint8_t* w[NR];  // weight row streams
   const X* x[MR];        // activation rows (float or int8), natural order
 
@@ -274,13 +274,13 @@ inline __attribute__((always_inline)) void i8_step(const Tile<BITS, MR, NR, int8
 /// 4-lane vectors (lane j = weight row n0 + j); other NR (column tails) element by element.
 /// Either way every lane sees exactly the scalar kernel's operations in its order.
 template <int BITS, int MR, int NR>
-void i8_tile(const LinearI8Args& a, const Unpack64<BITS>& U, const Bcast64<kBcast<BITS> ? BITS : 1>& B,
-             int64_t i0, int64_t n0) {
+void i8_tile(const LinearI8Args& a, const Unpack64<BITS>& U,
+             const Bcast64<kBcast<BITS> ? BITS : 1>& B, int64_t i0, int64_t n0) {
   static_assert(NR == 4 || NR == 1, "4-row tiles and single-row tails");
   const Tile<BITS, MR, NR, int8_t> t(a.packed, a.q, a.k, a.group_size, i0, n0);
   const int64_t gs = t.gs, groups = t.groups;
-  float out[MR][NR];   // NR == 1
-  __m128 out4[MR];     // NR == 4
+  float out[MR][NR];  // NR == 1
+  __m128 out4[MR];    // NR == 4
   GroupParams4 params;
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
@@ -359,8 +359,8 @@ void i8_tile(const LinearI8Args& a, const Unpack64<BITS>& U, const Bcast64<kBcas
 /// instead of an extract + vpmovzxbd pair).
 template <int BITS, int MR, int NR>
 inline __attribute__((always_inline)) void f32_step(const Tile<BITS, MR, NR, float>& t,
-                                                    const __m512i (&c)[NR], int64_t kc,
-                                                    int64_t cnt, const __m512i (&widen)[4],
+                                                    const __m512i (&c)[NR], int64_t kc, int64_t cnt,
+                                                    const __m512i (&widen)[4],
                                                     __m512 (&acc)[MR][NR]) {
   constexpr __mmask64 kLow = 0x1111111111111111ull;  // byte 0 of every int32 lane
 #pragma GCC unroll 4
@@ -393,8 +393,8 @@ inline void widen_indices(__m512i (&widen)[4]) {
 /// y[i0 .. i0 + MR) x [n0 .. n0 + NR) of the float kernel (xsum already computed); the group
 /// epilogue s * (dot - z * xsum) runs on 4-lane vectors for NR == 4 as in i8_tile.
 template <int BITS, int MR, int NR>
-void f32_tile(const LinearArgs& a, const Unpack64<BITS>& U, const __m512i (&widen)[4],
-              int64_t i0, int64_t n0) {
+void f32_tile(const LinearArgs& a, const Unpack64<BITS>& U, const __m512i (&widen)[4], int64_t i0,
+              int64_t n0) {
   static_assert(NR == 4 || NR == 1, "4-row tiles and single-row tails");
   const Tile<BITS, MR, NR, float> t(a.packed, a.x, a.k, a.group_size, i0, n0);
   const int64_t gs = t.gs, groups = t.groups;
@@ -464,7 +464,8 @@ void compute_xsum(const LinearArgs& a) {
       int64_t j = 0;
       for (; j + 16 <= gs; j += 16) acc = _mm512_add_ps(acc, _mm512_loadu_ps(p + j));
       if (j < gs)
-        acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << (gs - j)) - 1), p + j));
+        acc = _mm512_add_ps(
+            acc, _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << (gs - j)) - 1), p + j));
       a.xsum[i * groups + g] = _mm512_reduce_add_ps(acc);
     }
   }
@@ -504,7 +505,9 @@ struct I8Call {
   const Unpack64<BITS>& U;
   const Bcast64<kBcast<BITS> ? BITS : 1>& B;  // unused for widths 3, 5..8
   template <int MR, int NR>
-  void run(int64_t i0, int64_t n0) const { i8_tile<BITS, MR, NR>(a, U, B, i0, n0); }
+  void run(int64_t i0, int64_t n0) const {
+    i8_tile<BITS, MR, NR>(a, U, B, i0, n0);
+  }
 };
 
 template <int BITS>
@@ -513,7 +516,9 @@ struct F32Call {
   const Unpack64<BITS>& U;
   const __m512i (&widen)[4];
   template <int MR, int NR>
-  void run(int64_t i0, int64_t n0) const { f32_tile<BITS, MR, NR>(a, U, widen, i0, n0); }
+  void run(int64_t i0, int64_t n0) const {
+    f32_tile<BITS, MR, NR>(a, U, widen, i0, n0);
+  }
 };
 
 template <int BITS>

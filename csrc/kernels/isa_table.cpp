@@ -1,0 +1,139 @@
+// The CPU ISA table (see isa_table.h): one row per ISA, best first. Adding an ISA means a
+// CpuIsa value (qpart_kernels.h), its kernel files and their declarations (dispatch.h), and
+// one row here; the dispatch (dispatch.cpp), the kernels' callers and the Python bindings
+// iterate the table.
+#include "isa_table.h"
+
+#include <cstdlib>
+
+#include "conv2d_impl.h"
+#include "dispatch.h"
+#include "qpart_kernels.h"
+
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#endif
+
+// The entry points of a row exist only where the architecture builds them; elsewhere the
+// row keeps its name and rules but IsaEntryPoints{} (never supported, no kernels).
+#if defined(__x86_64__)
+#define QPART_X86_64_ONLY(...) __VA_ARGS__
+#else
+#define QPART_X86_64_ONLY(...) \
+  {}
+#endif
+#if defined(__aarch64__)
+#define QPART_AARCH64_ONLY(...) __VA_ARGS__
+#else
+#define QPART_AARCH64_ONLY(...) \
+  {}
+#endif
+
+namespace qpart {
+namespace kernels {
+
+bool cpu_has_dotprod() {
+#if defined(__aarch64__) && defined(__linux__)
+  static const bool ok = [] {
+    const char* env = std::getenv("QPART_NO_DOTPROD");
+    if (env != nullptr && *env != '\0' && *env != '0') return false;
+    return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+namespace detail {
+namespace {
+
+bool always() { return true; }
+
+#if defined(__x86_64__)
+// AVX2 + FMA; F16C (vcvtph2ps) is used by the integer path, and every AVX2 CPU has it.
+bool cpu_has_avx2_fma() {
+#if defined(__GNUC__) || defined(__clang__)
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+// The AVX-512 kernels use VNNI (vpdpbusd) and VBMI (vpermb, vpmultishiftqb) on top of F/BW/VL;
+// the OS must also save the ZMM state (checked by the compiler runtime's cpu model). Ops
+// without an AVX-512 kernel run AVX2 ones, so the level also requires AVX2.
+bool cpu_has_avx512_kernels() {
+#if defined(__GNUC__) || defined(__clang__)
+  static const bool ok = [] {
+    __builtin_cpu_init();
+    return cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi");
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
+// AVX-512 has a GEMV-style kernel for small batches and a blocked GEMM for larger ones.
+void linear_f32_avx512(const LinearArgs& a) {
+  if (a.m <= kFusedMaxRows) return linear_f32_avx512_gemv(a);
+  linear_f32_avx512_gemm(a);
+}
+void linear_i8_avx512(const LinearI8Args& a) {
+  if (a.m <= kFusedMaxRows) return linear_i8_avx512_gemv(a);
+  linear_i8_avx512_gemm(a);
+}
+#endif  // defined(__x86_64__)
+
+#if defined(__aarch64__)
+// sdot (the dot-product extension) when the CPU has it, else plain NEON.
+void linear_i8_neon_any(const LinearI8Args& a) {
+  if (cpu_has_dotprod()) return linear_i8_neon_dot(a);
+  linear_i8_neon(a);
+}
+#endif  // defined(__aarch64__)
+
+int64_t no_scratch(int64_t /*m*/, int64_t /*k*/) { return 0; }
+
+constexpr ConvTileShape kNoConvTile{0, 0, 1};
+
+// clang-format off
+const IsaKernels kIsaTable[] = {
+    // AVX-512 F/BW/VL/VNNI/VBMI (Ice Lake, Zen 4 and later): own matmuls, AVX2 quantizers.
+    {CpuIsa::kAvx512, "avx512", /*i8_plane_layout=*/false, avx512_linear_scratch_floats,
+     {kConvAvx512Mr, kConvAvx512Nr, 16},
+     QPART_X86_64_ONLY({cpu_has_avx512_kernels, linear_f32_avx512, linear_i8_avx512,
+                        quantize_row_i8_avx2, quantize_group_avx2, conv2d_tile_avx512})},
+    // AVX2 + FMA (+ F16C).
+    {CpuIsa::kAvx2, "avx2", /*i8_plane_layout=*/true, avx2_linear_scratch_floats,
+     {kConvAvx2Mr, kConvAvx2Nr, 8},
+     QPART_X86_64_ONLY({cpu_has_avx2_fma, linear_f32_avx2, linear_i8_avx2,
+                        quantize_row_i8_avx2, quantize_group_avx2, conv2d_tile_avx2})},
+    // NEON (baseline on aarch64); conv2d runs im2col + the NEON matmul.
+    {CpuIsa::kNeon, "neon", /*i8_plane_layout=*/true, neon_linear_scratch_floats, kNoConvTile,
+     QPART_AARCH64_ONLY({always, linear_f32_neon, linear_i8_neon_any, nullptr, nullptr,
+                         nullptr})},
+    // The portable reference, always last.
+    {CpuIsa::kScalar, "scalar", /*i8_plane_layout=*/false, no_scratch, kNoConvTile,
+     {always, nullptr, linear_i8_scalar, quantize_row_i8_scalar, nullptr, nullptr}},
+};
+// clang-format on
+
+}  // namespace
+
+IsaRows isa_table() { return {kIsaTable, sizeof(kIsaTable) / sizeof(kIsaTable[0])}; }
+
+}  // namespace detail
+}  // namespace kernels
+}  // namespace qpart

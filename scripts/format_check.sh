@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Checks that the listed C++ sources match the repository's .clang-format (Google based,
+# 100 columns): clang-format --dry-run --Werror, so any difference fails with the diff's
+# location. Installs clang-format (Debian package) if it is missing.
+#
+#   scripts/format_check.sh          check the files listed below
+#   scripts/format_check.sh --fix    reformat them in place instead
+#   scripts/format_check.sh FILE...  check (or with --fix, reformat) only these files
+#
+# The list grows as files are formatted; a file joins it once it has been run through
+# `scripts/format_check.sh --fix FILE` (then commit the result).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+source "$ROOT/scripts/apt_deps.sh"
+
+FILES=(
+  csrc/kernels/conv2d.cpp
+  csrc/kernels/dispatch.cpp
+  csrc/kernels/dispatch.h
+  csrc/kernels/isa_table.cpp
+  csrc/kernels/isa_table.h
+  csrc/kernels/linear.cpp
+  csrc/kernels/linear_fused_driver.h
+  csrc/kernels/linear_i8.cpp
+  csrc/kernels/qpart_kernels.h
+  csrc/kernels/quantize.cpp
+  csrc/kernels/arm/linear_neon.cpp
+  csrc/kernels/x86/linear_avx2.cpp
+  csrc/kernels/x86/linear_avx512_gemm.cpp
+  csrc/kernels/x86/linear_avx512_gemv.cpp
+  csrc/tests/test_isa_table.cpp
+  csrc/torch/extension.cpp
+  csrc/torch/ops_cpu.cpp
+  csrc/torch/shared/op_quantize-impl.h
+  csrc/cuda/ops_cuda.cpp
+)
+
+fix=0
+if [[ $# -gt 0 && "$1" == "--fix" ]]; then
+  fix=1
+  shift
+elif [[ $# -gt 0 && ( "$1" == "-h" || "$1" == "--help" ) ]]; then
+  sed -n '2,11p' "${BASH_SOURCE[0]}"
+  exit 0
+fi
+if [[ $# -gt 0 ]]; then FILES=("$@"); fi
+
+CLANG_FORMAT="${CLANG_FORMAT:-clang-format}"
+if [[ "$CLANG_FORMAT" == clang-format ]]; then
+  apt_install_if_missing clang-format clang-format
+fi
+echo "==> $("$CLANG_FORMAT" --version)"
+
+if [[ $fix == 1 ]]; then
+  "$CLANG_FORMAT" -i --style=file "${FILES[@]}"
+  echo "==> formatted ${#FILES[@]} files"
+else
+  "$CLANG_FORMAT" --dry-run --Werror --style=file "${FILES[@]}"
+  echo "==> ${#FILES[@]} files match .clang-format"
+fi
