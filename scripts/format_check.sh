@@ -33,6 +33,7 @@ FILES=(
   csrc/tests/test_isa_table.cpp
   csrc/torch/extension.cpp
   csrc/torch/ops_cpu.cpp
+  csrc/torch/op_checks.h
   csrc/torch/shared/op_quantize-impl.h
   csrc/cuda/ops_cuda.cpp
 )

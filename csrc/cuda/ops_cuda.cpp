@@ -109,10 +109,8 @@ struct Cuda {
                           reinterpret_cast<uint16_t*>(scales.mutable_data_ptr<at::Half>()),
                           zeros.mutable_data_ptr<uint8_t>(), status.mutable_data_ptr<int>(),
                           &host_status, current_stream()));
-    TORCH_CHECK_VALUE((host_status & qc::kStatusNonFinite) == 0, "qpart.", op,
-                      ": input contains NaN or Inf values");
-    TORCH_CHECK_VALUE((host_status & qc::kStatusScaleOverflow) == 0, "qpart.", op,
-                      ": a group's value range is too wide for a float16 scale at ", bits, " bits");
+    chk::quantize_status(op, bits, (host_status & qc::kStatusNonFinite) != 0,
+                         (host_status & qc::kStatusScaleOverflow) != 0);
     return {packed, scales, zeros};
   }
 

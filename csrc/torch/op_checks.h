@@ -29,8 +29,7 @@ inline void bits(const char* op, int64_t bits) {
 }
 
 /// `t` must live on `device` (the device whose kernel runs).
-inline void on_device(const char* op, const char* name, const Tensor& t,
-                      const at::Device& device) {
+inline void on_device(const char* op, const char* name, const Tensor& t, const at::Device& device) {
   TORCH_CHECK_VALUE(t.device() == device, "qpart.", op, ": ", name, " must be a ",
                     c10::DeviceTypeName(device.type()), " tensor on ", device,
                     " like the other arguments, got ", t.device());
@@ -38,21 +37,21 @@ inline void on_device(const char* op, const char* name, const Tensor& t,
 
 inline void float_tensor(const char* op, const char* name, const Tensor& t) {
   const auto st = t.scalar_type();
-  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kHalf || st == at::kBFloat16, "qpart.", op,
-                   ": ", name, " must be float32, float16 or bfloat16, got ", st);
+  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kHalf || st == at::kBFloat16, "qpart.", op, ": ",
+                   name, " must be float32, float16 or bfloat16, got ", st);
 }
 
 inline void output_dtype(const char* op, at::ScalarType dtype) {
-  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
-                   "qpart.", op, ": dtype must be float32, float16 or bfloat16, got ", dtype);
+  TORCH_CHECK_TYPE(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, "qpart.",
+                   op, ": dtype must be float32, float16 or bfloat16, got ", dtype);
 }
 
 inline void group_size(const char* op, int64_t kdim, int64_t group_size) {
   TORCH_CHECK_VALUE(group_size > 0 && kdim % group_size == 0, "qpart.", op, ": group_size ",
                     group_size, " must be positive and divide the reduction size ", kdim);
   TORCH_CHECK_VALUE(group_size == kdim || group_size % 32 == 0, "qpart.", op, ": group_size ",
-                    group_size, " must be a multiple of 32 (or equal the reduction size ",
-                    kdim, " for one group per row)");
+                    group_size, " must be a multiple of 32 (or equal the reduction size ", kdim,
+                    " for one group per row)");
 }
 
 /// A packed weight of `kdim` columns (dtypes and shapes); returns its group size.
@@ -65,8 +64,8 @@ inline int64_t packed(const char* op, const Tensor& packed, const Tensor& scales
                    ": packed weight must be uint8, got ", packed.scalar_type());
   TORCH_CHECK_TYPE(scales.scalar_type() == at::kHalf, "qpart.", op,
                    ": scales must be float16, got ", scales.scalar_type());
-  TORCH_CHECK_TYPE(zeros.scalar_type() == at::kByte, "qpart.", op,
-                   ": zeros must be uint8, got ", zeros.scalar_type());
+  TORCH_CHECK_TYPE(zeros.scalar_type() == at::kByte, "qpart.", op, ": zeros must be uint8, got ",
+                   zeros.scalar_type());
   TORCH_CHECK_VALUE(packed.dim() == 2 && scales.dim() == 2 && zeros.dim() == 2, "qpart.", op,
                     ": packed weight, scales and zeros must be 2-D");
   TORCH_CHECK_VALUE(packed.numel() > 0, "qpart.", op, ": packed weight is empty");
@@ -75,9 +74,8 @@ inline int64_t packed(const char* op, const Tensor& packed, const Tensor& scales
   TORCH_CHECK_VALUE(packed.size(1) == expected, "qpart.", op, ": packed weight has ",
                     packed.size(1), " bytes per row but ", kdim, " columns at ", nbits,
                     " bits need ", expected);
-  TORCH_CHECK_VALUE(scales.sizes() == zeros.sizes() && scales.size(0) == packed.size(0),
-                    "qpart.", op, ": scales and zeros must both be (", packed.size(0),
-                    ", groups)");
+  TORCH_CHECK_VALUE(scales.sizes() == zeros.sizes() && scales.size(0) == packed.size(0), "qpart.",
+                    op, ": scales and zeros must both be (", packed.size(0), ", groups)");
   const int64_t groups = scales.size(1);
   TORCH_CHECK_VALUE(groups > 0 && kdim % groups == 0, "qpart.", op, ": ", groups,
                     " groups per row do not divide ", kdim, " columns");
@@ -101,8 +99,8 @@ inline void weight(const char* op, const Tensor& weight, int64_t nbits, int64_t 
   float_tensor(op, "weight", weight);
   TORCH_CHECK_VALUE(weight.dim() == 2, "qpart.", op, ": weight must be 2-D (out, in), got ",
                     weight.sizes());
-  TORCH_CHECK_VALUE(weight.numel() > 0, "qpart.", op, ": weight is empty (shape ",
-                    weight.sizes(), ")");
+  TORCH_CHECK_VALUE(weight.numel() > 0, "qpart.", op, ": weight is empty (shape ", weight.sizes(),
+                    ")");
   group_size(op, weight.size(1), gs);
 }
 
@@ -112,15 +110,14 @@ struct LinearDims {
 
 /// All arguments of qpart.linear; returns the problem size.
 inline LinearDims linear(const Tensor& input, const Tensor& packed_w, const Tensor& scales,
-                         const Tensor& zeros, const std::optional<Tensor>& bias_t,
-                         int64_t nbits, int64_t in_features) {
+                         const Tensor& zeros, const std::optional<Tensor>& bias_t, int64_t nbits,
+                         int64_t in_features) {
   const char* op = "linear";
   float_tensor(op, "input", input);
   TORCH_CHECK_VALUE(input.dim() >= 1, "qpart.linear: input must have at least one dimension");
   const int64_t kdim = input.size(-1);
   TORCH_CHECK_VALUE(kdim == in_features, "qpart.linear: input has ", kdim,
-                    " features in its last dimension but the weight has in_features=",
-                    in_features);
+                    " features in its last dimension but the weight has in_features=", in_features);
   on_device(op, "packed weight", packed_w, input.device());
   const int64_t gs = packed(op, packed_w, scales, zeros, nbits, kdim);
   bias(op, bias_t, packed_w.size(0), input.device());
@@ -135,8 +132,8 @@ struct Conv2dDims {
 
 /// All arguments of qpart.conv2d; returns the convolution's sizes.
 inline Conv2dDims conv2d(const Tensor& input, const Tensor& packed_w, const Tensor& scales,
-                         const Tensor& zeros, const std::optional<Tensor>& bias_t,
-                         int64_t nbits, at::IntArrayRef weight_shape, at::IntArrayRef stride,
+                         const Tensor& zeros, const std::optional<Tensor>& bias_t, int64_t nbits,
+                         at::IntArrayRef weight_shape, at::IntArrayRef stride,
                          at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   const char* op = "conv2d";
   float_tensor(op, "input", input);
@@ -145,16 +142,31 @@ inline Conv2dDims conv2d(const Tensor& input, const Tensor& packed_w, const Tens
   TORCH_CHECK_VALUE(weight_shape.size() == 4 && weight_shape[0] >= 1 && weight_shape[1] >= 1 &&
                         weight_shape[2] >= 1 && weight_shape[3] >= 1,
                     "qpart.conv2d: weight_shape must be 4 positive ints (out, in/groups, kh, "
-                    "kw), got ", weight_shape);
+                    "kw), got ",
+                    weight_shape);
   TORCH_CHECK_VALUE(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
                     "qpart.conv2d: stride, padding and dilation must be pairs");
   TORCH_CHECK_VALUE(stride[0] >= 1 && stride[1] >= 1 && dilation[0] >= 1 && dilation[1] >= 1 &&
                         padding[0] >= 0 && padding[1] >= 0,
                     "qpart.conv2d: stride and dilation must be >= 1 and padding >= 0");
-  Conv2dDims d{input.size(0), input.size(1), input.size(2), input.size(3),
-               weight_shape[0], weight_shape[2], weight_shape[3],
-               stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-               groups, 0, 0, 0, 0};
+  Conv2dDims d{input.size(0),
+               input.size(1),
+               input.size(2),
+               input.size(3),
+               weight_shape[0],
+               weight_shape[2],
+               weight_shape[3],
+               stride[0],
+               stride[1],
+               padding[0],
+               padding[1],
+               dilation[0],
+               dilation[1],
+               groups,
+               0,
+               0,
+               0,
+               0};
   TORCH_CHECK_VALUE(groups >= 1 && d.c_in % groups == 0, "qpart.conv2d: groups ", groups,
                     " must be >= 1 and divide ", d.c_in, " input channels");
   TORCH_CHECK_VALUE(d.c_in / groups == weight_shape[1], "qpart.conv2d: input has ", d.c_in,
@@ -171,8 +183,8 @@ inline Conv2dDims conv2d(const Tensor& input, const Tensor& packed_w, const Tens
   d.h_out = (d.h_in + 2 * d.pad_h - d.dil_h * (d.kh - 1) - 1) / d.stride_h + 1;
   d.w_out = (d.w_in + 2 * d.pad_w - d.dil_w * (d.kw - 1) - 1) / d.stride_w + 1;
   TORCH_CHECK_VALUE(d.h_out > 0 && d.w_out > 0, "qpart.conv2d: input ", input.sizes().slice(2),
-                    " is too small for kernel ", weight_shape.slice(2), " with padding ",
-                    padding, " and dilation ", dilation);
+                    " is too small for kernel ", weight_shape.slice(2), " with padding ", padding,
+                    " and dilation ", dilation);
   return d;
 }
 
@@ -206,6 +218,14 @@ inline int64_t dequantize_activation(const Tensor& packed_a, const Tensor& scale
   const int64_t kdim = numel / rows;
   packed(op, packed_a, scales, zeros, nbits, kdim);
   return kdim;
+}
+
+/// Outcome of a device quantizer: NaN/Inf in the input, or a group whose range does not fit a
+/// float16 scale at `bits`, raise the same ValueError on every device.
+inline void quantize_status(const char* op, int64_t bits, bool non_finite, bool scale_overflow) {
+  TORCH_CHECK_VALUE(!non_finite, "qpart.", op, ": input contains NaN or Inf values");
+  TORCH_CHECK_VALUE(!scale_overflow, "qpart.", op,
+                    ": a group's value range is too wide for a float16 scale at ", bits, " bits");
 }
 
 }  // namespace op_checks

@@ -71,10 +71,7 @@ struct Cpu {
       if (st != k::Status::kOk) status.store(static_cast<int>(st));
     });
     const auto st = static_cast<k::Status>(status.load());
-    TORCH_CHECK_VALUE(st != k::Status::kNonFinite, "qpart.", op,
-                      ": input contains NaN or Inf values");
-    TORCH_CHECK_VALUE(st != k::Status::kScaleOverflow, "qpart.", op,
-                      ": a group's value range is too wide for a float16 scale at ", bits, " bits");
+    chk::quantize_status(op, bits, st == k::Status::kNonFinite, st == k::Status::kScaleOverflow);
     return {packed, scales, zeros};
   }
 
