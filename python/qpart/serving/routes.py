@@ -90,7 +90,6 @@ def list_models(models: ModelsDep) -> list[ModelInfo]:
 def plan_response(entry: ModelEntry, plan: Plan, served: ServedPlan, held: bool) -> PlanResponse:
     """The :class:`PlanResponse` of a table lookup's ``plan`` (with this request's costs)
     and its served pattern."""
-    c = plan.costs
     seg = served.segments
     return PlanResponse(
         plan_id=served.plan_id,
@@ -114,17 +113,7 @@ def plan_response(entry: ModelEntry, plan: Plan, served: ServedPlan, held: bool)
         segment_id=served.encoded.segment_id,
         segment_bytes=len(served.encoded.data),
         segment_held=held,
-        predicted=PredictedTerms(
-            device_time_s=c.device_time_s,
-            server_time_s=c.server_time_s,
-            tx_time_s=c.tx_time_s,
-            total_time_s=c.total_time_s,
-            device_energy_j=c.device_energy_j,
-            tx_energy_j=c.tx_energy_j,
-            total_energy_j=c.total_energy_j,
-            server_cost=c.server_cost,
-            objective=c.objective,
-        ),
+        predicted=PredictedTerms.model_validate(plan.costs, from_attributes=True),
     )
 
 

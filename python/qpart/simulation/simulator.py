@@ -106,9 +106,8 @@ class Simulator:
         self.ae_steps = ae_steps
         #: configs[scheme][level] -> list over valid points (level-free schemes: key 0.0)
         self.configs: dict[str, dict[float, list[SchemeConfig]]] = {}
-        # The scheme builders' context (qpart.simulation.baselines.SchemeContext).
-        self.prof, self.calib, self.table = setup.prof, setup.calib, setup.table
-        self.x_train, self.y_tune = setup.x_train, setup.y_tune
+        # The scheme builders' context (qpart.simulation.baselines.SchemeContext): the
+        # setup's fields (properties below), the acceptance rule and these caches.
         self.rule = AcceptanceRule(setup.calib.safety)
         self.coefficients = default_bit_costs(setup.prof, server=server)
         self.qpart_configs: dict[tuple, SchemeConfig] = {}
@@ -116,6 +115,26 @@ class Simulator:
         self.pruning_sweeps: dict[int, list] = {}
         self.pruned: dict = {}
         self._prepared = False
+
+    @property
+    def prof(self) -> ModelProfile:
+        return self.s.prof
+
+    @property
+    def calib(self) -> Calibration:
+        return self.s.calib
+
+    @property
+    def table(self) -> PatternTable:
+        return self.s.table
+
+    @property
+    def x_train(self) -> torch.Tensor:
+        return self.s.x_train
+
+    @property
+    def y_tune(self) -> torch.Tensor:
+        return self.s.y_tune
 
     # -- preparation -------------------------------------------------------------------
     def prepare(self) -> None:
