@@ -166,8 +166,8 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> list[DemoRo
         MNIST_MODEL_ID, model, data.x_test[:2], calib, description="six-layer MNIST MLP"
     )
     say(
-        f"[3/5] pattern table: {len(entry.table)} patterns, {len(entry.by_segment)} distinct "
-        f"device segments encoded ({time.perf_counter() - t:.1f} s)"
+        f"[3/5] pattern table: {len(entry.table)} patterns, {len(entry.segment_keys)} distinct "
+        f"device segments, encoded on first request ({time.perf_counter() - t:.1f} s)"
     )
     float_acc = accuracy(model, data.x_test, data.y_test)
     rows: list[DemoRow] = []
@@ -187,7 +187,7 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> list[DemoRo
             served = entry.plans[plan["plan_id"]]
             with torch.no_grad():
                 split = run_split(
-                    seg.module, served.segments.server, data.x_test, plan["activation_bits"]
+                    seg.module, served.server, data.x_test, plan["activation_bits"]
                 ).reshape(data.x_test.shape[0], -1)
             q_acc = float((split.argmax(-1) == data.y_test).float().mean())
             n = len(results)

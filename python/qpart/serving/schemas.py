@@ -107,6 +107,24 @@ class InferResponse(BaseModel):
     server_time_s: float
 
 
+class LayerInfo(BaseModel):
+    """One learnable layer of a served model (in execution order)."""
+
+    name: str
+    kind: str
+    weights: int
+    macs: int
+    output_elems: int
+
+
+class CutInfo(BaseModel):
+    """A valid partition point ``p < L`` and the per-sample shape of what crosses there."""
+
+    p: int
+    shape: list[int]
+    elems: int
+
+
 class ModelInfo(BaseModel):
     id: str
     description: str
@@ -114,7 +132,12 @@ class ModelInfo(BaseModel):
     valid_points: list[int]
     accuracy_levels: list[float]
     patterns: int
+    segments: int
     input_shape: list[int]
+    output_shape: list[int]
+    fp32_weight_bytes: int
+    layers: list[LayerInfo]
+    cuts: list[CutInfo]
 
 
 class Health(BaseModel):
