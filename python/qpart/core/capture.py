@@ -88,7 +88,8 @@ def export_model(model: nn.Module, example_input: torch.Tensor) -> torch.export.
     """``torch.export`` of ``model`` (eval mode) on ``example_input`` with a dynamic batch
     dimension; :class:`ProfileError` when it cannot be captured."""
     _check_signature(model)
-    model.eval()
+    if not isinstance(model, fx.GraphModule):  # an unlifted exported program has no eval()
+        model.eval()
     example = example_input
     if example.shape[0] < 2:  # a dynamic dimension needs an example size >= 2
         example = torch.cat([example] * 2)
@@ -379,9 +380,8 @@ def _build_graph(builder: _Builder) -> fx.GraphModule:
             functional = graph_ops.functional_of(target)
             if functional is not None:
                 target = functional
-            if graph_ops.op_name(target) is None:
+            if graph_ops.op_name(target) is None:  # reported after the loop, with the others
                 unsupported.append(f"{graph_ops.describe(node.target)} {_where(node)}")
-                continue
             new = graph.call_function(target, map_args(node.args), map_args(node.kwargs))
             _copy_meta(node, new)
             env[node] = new
@@ -416,7 +416,9 @@ def capture(
     if not isinstance(example_input, torch.Tensor) or example_input.dim() < 1:
         raise ProfileError("qpart: example_input must be a batched tensor (batch first)")
     if isinstance(model, torch.export.ExportedProgram):
-        ep = model
+        # re-exported with a dynamic batch dimension (a program saved with a static batch
+        # size would otherwise only run at that size)
+        ep = export_model(model.module(check_guards=False), example_input)
     elif isinstance(model, nn.Module):
         ep = export_model(model, example_input)
     else:

@@ -103,6 +103,10 @@ class DeviceClient:
             raise ServerError(resp.status_code, str(detail))
         return resp
 
+    def models(self) -> list[dict]:
+        """``GET /v1/models``: the served models with their shapes, layers and cut points."""
+        return self._check(self.http.get("/v1/models")).json()
+
     def plan_request(self, model: str, accuracy_budget: float) -> dict:
         """The JSON body of ``POST /v1/plan`` for this device."""
         p, c, w = self.profile, self.channel, self.weights

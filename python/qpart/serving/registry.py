@@ -9,15 +9,18 @@ bounded by the table size. A *segment id* is the sha256 of an encoded segment.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import fx, nn
 
 from ..core.profile import ModelProfile, profile
 from ..core.split import fp32_weight_bytes, quantized_segments, split_model
+from ..planning.calibration import cached_calibration
 from ..planning.noise_model import Calibration
 from ..planning.table import PatternTable, Plan, Request
 from .segment import EncodedSegment, describe_graph, encode_segment
@@ -170,3 +173,71 @@ class ModelEntry:
         plan = self.table.lookup(request)
         pid = make_plan_id(self.model_id, plan.partition_point, plan.bits, plan.activation_bits)
         return plan, self.plans[pid]
+
+
+@dataclass
+class ModelSpec:
+    """What a server needs to serve a model: the model (an ``nn.Module`` that
+    ``torch.export`` captures, or an ``ExportedProgram``), an example input batch (batch
+    first), calibration inputs drawn from the inputs it will see (a few hundred or more),
+    and a description."""
+
+    model: nn.Module | torch.export.ExportedProgram
+    example: torch.Tensor
+    calibration: torch.Tensor
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("example", "calibration"):
+            value = getattr(self, name)
+            if not isinstance(value, torch.Tensor) or value.dim() < 2 or value.shape[0] < 1:
+                raise ValueError(
+                    f"ModelSpec.{name} must be a batched tensor (batch first), got "
+                    f"{type(value).__name__} {tuple(getattr(value, 'shape', ()))}"
+                )
+        if tuple(self.example.shape[1:]) != tuple(self.calibration.shape[1:]):
+            raise ValueError(
+                f"ModelSpec: calibration inputs {tuple(self.calibration.shape[1:])} and the "
+                f"example {tuple(self.example.shape[1:])} differ in per-sample shape"
+            )
+
+
+def entry_from_spec(
+    model_id: str,
+    spec: ModelSpec,
+    cache_dir: str | os.PathLike[str],
+    seed: int = 0,
+    progress: bool = False,
+    segment_cache_size: int = DEFAULT_SEGMENT_CACHE,
+) -> ModelEntry:
+    """Registers ``spec`` as ``model_id``: capture and profile (clear errors for anything
+    unsupported), calibration and pattern table from ``cache_dir`` when cached there under
+    the weights' digest (else computed and cached), segments encoded lazily."""
+    prof = profile(spec.model, spec.example)
+    model = spec.model if isinstance(spec.model, nn.Module) else prof.graph_module
+    describe_graph(prof.graph_module, float_layers=True)
+    calib, path, _ = cached_calibration(
+        model, spec.calibration, prof, cache_dir, model_id, seed, progress
+    )
+    table_path = Path(path).with_name(Path(path).stem + "_table.json")
+    table = None
+    if table_path.is_file():
+        try:
+            table = PatternTable.load(table_path, prof)
+        except (ValueError, KeyError, TypeError, OSError):
+            table = None  # stale or corrupt: rebuilt below
+    if table is None:
+        table = PatternTable.build(prof, calib)
+        tmp = table_path.with_suffix(f".{os.getpid()}.tmp")
+        table.save(tmp)
+        os.replace(tmp, table_path)
+    return ModelEntry.create(
+        model_id,
+        model,
+        spec.example,
+        calib,
+        table,
+        spec.description,
+        prof=prof,
+        segment_cache_size=segment_cache_size,
+    )

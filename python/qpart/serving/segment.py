@@ -360,7 +360,12 @@ def _build_layers(arch: dict, tensors: dict[str, torch.Tensor], used: set[str]) 
         args = {}
         for key, value in config.items():
             if isinstance(value, list):
-                value = tuple(_shape(value, f"module {i} {key}"))
+                if len(value) != 2 or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_DIM
+                    for v in value
+                ):
+                    _fail(f"module {i} ({kind}): {key}={value} is not a pair of sizes")
+                value = tuple(value)
             elif key == "bias":
                 value = _expect(value, bool, f"module {i} bias")
             elif value is not None:
