@@ -1,6 +1,7 @@
 """The README's "serve your own model" flow as a user runs it: ``qpart serve --model
-ID=module:factory`` in one process, ``qpart device --model ID --input FILE`` in another; the
-device's outputs equal the local quantized split model of the plan it got."""
+mynet=mymodels:make`` from the folder holding ``examples/mymodels.py`` in one process,
+``qpart device --model mynet --input FILE`` in another; the device's outputs equal the local
+quantized split model of the plan it got."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ import torch
 from qpart.core.split import quantized_split_model
 from qpart.serving.registry import entry_from_spec
 from qpart.serving.server import free_port
-from user_models import functional_spec
 
 TESTS = Path(__file__).resolve().parents[1]
+EXAMPLES = TESTS.parent / "examples"
+CALIB = 96  # fewer calibration inputs than the example's 256: a quicker start-up
 
 
 def _env() -> dict:
@@ -41,7 +43,9 @@ def server(tmp_path_factory):
         _qpart(
             "serve",
             "--model",
-            "mine=user_models:functional_spec",
+            "mine=mymodels:make",
+            "--calib-samples",
+            str(CALIB),
             "--port",
             str(port),
             "--cache-dir",
@@ -51,6 +55,7 @@ def server(tmp_path_factory):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=_env(),
+        cwd=EXAMPLES,  # factories import from the current directory
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -76,7 +81,7 @@ def server(tmp_path_factory):
 
 def test_device_runs_a_users_model_from_an_input_file(server, tmp_path):
     url, cache = server
-    x = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(9))
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(9))
     np.save(tmp_path / "x.npy", x.numpy())
     out = subprocess.run(
         _qpart(
@@ -99,7 +104,12 @@ def test_device_runs_a_users_model_from_an_input_file(server, tmp_path):
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [line["input"] for line in lines] == [0, 1, 2]
-    entry = entry_from_spec("mine", functional_spec(), cache)  # same cache: same table
+    sys.path.insert(0, str(EXAMPLES))
+    from mymodels import make
+
+    spec = make()
+    spec.calibration = spec.calibration[:CALIB]
+    entry = entry_from_spec("mine", spec, cache)  # same cache: the server's table
     for i, line in enumerate(lines):
         ref = quantized_split_model(
             entry.profile, line["partition_point"], line["bits"], line["activation_bits"]
@@ -118,7 +128,7 @@ def test_device_refuses_inputs_of_the_wrong_shape(server, tmp_path):
         env=_env(),
         timeout=60,
     )
-    assert out.returncode == 2 and "takes (3, 12, 12)" in out.stderr
+    assert out.returncode == 2 and "takes (3, 32, 32)" in out.stderr
 
 
 @pytest.mark.parametrize(
