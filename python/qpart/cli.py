@@ -364,6 +364,12 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
     )
     _cache_args(parser)
     parser.add_argument(
+        "--model",
+        default="mnist-mlp",
+        choices=["mnist-mlp", "mnist-cnn", "mnist-resnet"],
+        help="built-in workload to simulate (default: mnist-mlp)",
+    )
+    parser.add_argument(
         "--requests",
         type=_positive_int,
         default=1000,

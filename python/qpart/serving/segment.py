@@ -225,7 +225,9 @@ def encode_segment(
         **graph,
         **({"extra": extra} if extra else {}),
     }
-    data = save(tensors, metadata={METADATA_KEY: json.dumps(arch, sort_keys=True)})
+    data = save(
+        tensors, metadata={METADATA_KEY: json.dumps(arch, sort_keys=True, separators=(",", ":"))}
+    )
     sizes = {k: t.numel() * t.element_size() for k, t in tensors.items()}
     return EncodedSegment(
         data,

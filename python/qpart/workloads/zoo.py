@@ -14,7 +14,15 @@ import torch
 from torch import nn
 
 from .data import holdout_split, load_mnist, random_shift
-from .models import HOLDOUT, default_cache_dir, mnist_cnn, mnist_mlp, mnist_resnet, train_classifier
+from .models import (
+    HOLDOUT,
+    default_cache_dir,
+    mnist_cnn,
+    mnist_mlp,
+    mnist_resnet,
+    train_classifier,
+    trained_mnist_mlp,
+)
 
 #: Bump when a recipe or architecture below changes (stale weights are then not reused).
 ZOO_VERSION = 1
@@ -103,7 +111,9 @@ def builtin_model(
     torch.manual_seed(seed)
     model = recipe.build()
     path = cache / f"{model_id}_zoo{ZOO_VERSION}_seed{seed}.pt"
-    if path.is_file():
+    if model_id == "mnist-mlp":  # the experiments' held-out MLP (same recipe, same cache)
+        model = trained_mnist_mlp(cache, seed, progress, holdout=HOLDOUT)
+    elif path.is_file():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     else:
         train_classifier(
