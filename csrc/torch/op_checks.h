@@ -20,8 +20,47 @@ using at::Tensor;
 constexpr int64_t kMinBits = 1;
 constexpr int64_t kMaxBits = 8;
 
-/// Bytes of one packed row of `k` codes at `bits` bits (docs/FORMAT.md).
-inline int64_t packed_row_bytes(int64_t k, int64_t bits) { return (k * bits + 7) / 8; }
+// ---- checked geometry ------------------------------------------------------------------
+//
+// Every size computed from user input goes through these helpers, so that no int64 overflow
+// reaches an allocation, an index or a kernel launch. They raise the same ValueError as
+// qpart_kernels/ops/checks.py (which applies the same bounds to Python's unbounded ints), so
+// the native ops and the reference accept exactly the same inputs.
+
+/// `a * b`; raises "<what> overflows int64" instead of wrapping.
+inline int64_t checked_mul(const char* op, const char* what, int64_t a, int64_t b) {
+  int64_t out = 0;
+  TORCH_CHECK_VALUE(!__builtin_mul_overflow(a, b, &out), "qpart.", op, ": ", what, " (", a, " * ",
+                    b, ") overflows int64");
+  return out;
+}
+
+/// `a + b`; raises "<what> overflows int64" instead of wrapping.
+inline int64_t checked_add(const char* op, const char* what, int64_t a, int64_t b) {
+  int64_t out = 0;
+  TORCH_CHECK_VALUE(!__builtin_add_overflow(a, b, &out), "qpart.", op, ": ", what, " (", a, " + ",
+                    b, ") overflows int64");
+  return out;
+}
+
+/// Bytes of one packed row of `k` codes at `bits` bits (docs/FORMAT.md), overflow-checked.
+inline int64_t packed_row_bytes(const char* op, int64_t k, int64_t bits) {
+  return checked_add(op, "packed row bits", checked_mul(op, "packed row bits", k, bits), 7) / 8;
+}
+
+/// One spatial dimension of a convolution: the output size of an input of `in` elements with
+/// `pad` on both sides, a kernel of `kernel` taps `dil` apart and `stride`, with floor
+/// semantics (a padded input smaller than the dilated kernel is rejected, never rounded up
+/// to one output). Raises on int64 overflow. Returns 0 when the input is too small.
+inline int64_t conv_output_size(const char* op, int64_t in, int64_t kernel, int64_t stride,
+                                int64_t pad, int64_t dil) {
+  const int64_t padded =
+      checked_add(op, "padded input size", in, checked_mul(op, "padding", 2, pad));
+  const int64_t span = checked_add(op, "dilated kernel size",
+                                   checked_mul(op, "dilated kernel size", dil, kernel - 1), 1);
+  if (padded < span) return 0;
+  return (padded - span) / stride + 1;
+}
 
 inline void bits(const char* op, int64_t bits) {
   TORCH_CHECK_VALUE(bits >= kMinBits && bits <= kMaxBits, "qpart.", op,
@@ -70,7 +109,7 @@ inline int64_t packed(const char* op, const Tensor& packed, const Tensor& scales
                     ": packed weight, scales and zeros must be 2-D");
   TORCH_CHECK_VALUE(packed.numel() > 0, "qpart.", op, ": packed weight is empty");
   TORCH_CHECK_VALUE(kdim > 0, "qpart.", op, ": the reduction size must be positive, got ", kdim);
-  const int64_t expected = packed_row_bytes(kdim, nbits);
+  const int64_t expected = packed_row_bytes(op, kdim, nbits);
   TORCH_CHECK_VALUE(packed.size(1) == expected, "qpart.", op, ": packed weight has ",
                     packed.size(1), " bytes per row but ", kdim, " columns at ", nbits,
                     " bits need ", expected);
@@ -172,7 +211,8 @@ inline Conv2dDims conv2d(const Tensor& input, const Tensor& packed_w, const Tens
   TORCH_CHECK_VALUE(d.c_in / groups == weight_shape[1], "qpart.conv2d: input has ", d.c_in,
                     " channels, so ", d.c_in / groups, " per group, but the weight expects ",
                     weight_shape[1], " per group");
-  d.k = weight_shape[1] * d.kh * d.kw;
+  d.k = checked_mul(op, "weight row length",
+                    checked_mul(op, "weight row length", weight_shape[1], d.kh), d.kw);
   on_device(op, "packed weight", packed_w, input.device());
   d.group_size = packed(op, packed_w, scales, zeros, nbits, d.k);
   TORCH_CHECK_VALUE(packed_w.size(0) == d.c_out, "qpart.conv2d: packed weight has ",
@@ -180,11 +220,15 @@ inline Conv2dDims conv2d(const Tensor& input, const Tensor& packed_w, const Tens
   TORCH_CHECK_VALUE(d.c_out % groups == 0, "qpart.conv2d: groups ", groups, " must divide ",
                     d.c_out, " output channels");
   bias(op, bias_t, d.c_out, input.device());
-  d.h_out = (d.h_in + 2 * d.pad_h - d.dil_h * (d.kh - 1) - 1) / d.stride_h + 1;
-  d.w_out = (d.w_in + 2 * d.pad_w - d.dil_w * (d.kw - 1) - 1) / d.stride_w + 1;
+  d.h_out = conv_output_size(op, d.h_in, d.kh, d.stride_h, d.pad_h, d.dil_h);
+  d.w_out = conv_output_size(op, d.w_in, d.kw, d.stride_w, d.pad_w, d.dil_w);
   TORCH_CHECK_VALUE(d.h_out > 0 && d.w_out > 0, "qpart.conv2d: input ", input.sizes().slice(2),
                     " is too small for kernel ", weight_shape.slice(2), " with padding ", padding,
                     " and dilation ", dilation);
+  checked_mul(
+      op, "output size",
+      checked_mul(op, "output size", checked_mul(op, "output size", d.batch, d.c_out), d.h_out),
+      d.w_out);
   return d;
 }
 
@@ -207,7 +251,7 @@ inline int64_t dequantize_activation(const Tensor& packed_a, const Tensor& scale
   int64_t numel = 1;
   for (int64_t d : shape) {
     TORCH_CHECK_VALUE(d >= 0, "qpart.", op, ": shape ", shape, " has a negative size");
-    numel *= d;
+    numel = checked_mul(op, "shape size", numel, d);
   }
   TORCH_CHECK_VALUE(numel > 0, "qpart.", op, ": shape ", shape, " is empty");
   TORCH_CHECK_VALUE(scales.dim() == 2 && scales.size(1) == 1, "qpart.", op,

@@ -100,6 +100,9 @@ Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
                     "qpart.linear: int8_activations=True needs groups of at most ",
                     k::kMaxI8GroupSize, " inputs (exact int32 group sums), got ", gs,
                     "; quantize the weight with a smaller group_size");
+  TORCH_CHECK_VALUE(!int8_activations ||
+                        k::fold_exact(nullptr, 0, scale_ptr(scales.contiguous()), scales.numel()),
+                    "qpart.linear: int8_activations=True needs finite weight scales");
 
   std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end());
   out_shape.back() = n;
@@ -165,10 +168,15 @@ Tensor conv2d_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
   // batch 1 with one group still spreads over the threads; each output element belongs to
   // one tile, so the result does not depend on the thread count (which only sizes the tiles
   // so that they split evenly).
-  const k::Conv2dPlan plan = k::conv2d_plan(shape, at::get_num_threads());
+  const Tensor x = input.to(at::kFloat).contiguous();
+  const Tensor p = packed.contiguous(), s = scales.contiguous(), z = zeros.contiguous();
+  // NaN/Inf (or huge) inputs and non-finite scales run the portable per-term tiles: the direct
+  // x86 kernels fold the zero points, which would turn Inf into NaN (qpart_kernels.h).
+  const bool exact = k::fold_exact(x.const_data_ptr<float>(), x.numel(), scale_ptr(s), s.numel());
+  const k::Conv2dPlan plan = exact
+                                 ? k::conv2d_plan(shape, at::get_num_threads())
+                                 : k::conv2d_plan(shape, k::CpuIsa::kScalar, at::get_num_threads());
   if (plan.items > 0) {
-    const Tensor x = input.to(at::kFloat).contiguous();
-    const Tensor p = packed.contiguous(), s = scales.contiguous(), z = zeros.contiguous();
     Tensor b;
     if (bias.has_value()) b = bias->to(at::kFloat).contiguous();
     const float* bias_ptr = b.defined() ? b.const_data_ptr<float>() : nullptr;
