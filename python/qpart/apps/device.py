@@ -8,8 +8,10 @@ import json
 import os
 import sys
 
+import httpx
+
 from ..core.costs import ChannelState, DeviceProfile, ObjectiveWeights
-from ..serving.device import DeviceClient, ServerError
+from ..serving.device import DeviceClient, ServerError, ServerUnreachable
 from ..workloads.data import load_mnist
 
 
@@ -55,7 +57,10 @@ def run_device(args: argparse.Namespace) -> int:
     except ServerError as exc:
         print(f"qpart device: error: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
+    except ServerUnreachable as exc:
+        print(f"qpart device: error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, httpx.HTTPError) as exc:
         print(f"qpart device: error: cannot reach {args.url}: {exc}", file=sys.stderr)
         return 1
     return 0
