@@ -7,6 +7,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/DeviceType.h>
+#include <c10/core/Scalar.h>
 #include <c10/util/Exception.h>
 
 #include <cstdint>
@@ -65,6 +66,17 @@ inline int64_t conv_output_size(const char* op, int64_t in, int64_t kernel, int6
 inline void bits(const char* op, int64_t bits) {
   TORCH_CHECK_VALUE(bits >= kMinBits && bits <= kMaxBits, "qpart.", op,
                     ": bits must be in 1..8, got ", bits);
+}
+
+/// The `bits` argument of an op as the schema passes it (a Scalar, so that a Python bool or
+/// float is still recognizable here): a real integer in 1..8, else TypeError / ValueError,
+/// like qpart_kernels/ops/checks.py::check_bits.
+inline int64_t bits_arg(const char* op, const c10::Scalar& bits_value) {
+  TORCH_CHECK_TYPE(bits_value.isIntegral(/*includeBool=*/false), "qpart.", op,
+                   ": bits must be an int in 1..8, got ", bits_value, " (", bits_value.type(), ")");
+  const int64_t value = bits_value.toLong();
+  bits(op, value);
+  return value;
 }
 
 /// `t` must live on `device` (the device whose kernel runs).

@@ -91,8 +91,9 @@ struct Cpu {
 };
 
 Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scales,
-                  const Tensor& zeros, const std::optional<Tensor>& bias, int64_t bits,
-                  int64_t in_features, bool int8_activations) {
+                  const Tensor& zeros, const std::optional<Tensor>& bias,
+                  const c10::Scalar& bits_value, int64_t in_features, bool int8_activations) {
+  const int64_t bits = chk::bits_arg("linear", bits_value);
   chk::on_device("linear", "input", input, kCpu);
   const chk::LinearDims dims = chk::linear(input, packed, scales, zeros, bias, bits, in_features);
   const int64_t kdim = dims.k, n = dims.n, gs = dims.group_size, m = dims.m;
@@ -153,9 +154,11 @@ Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
 }
 
 Tensor conv2d_cpu(const Tensor& input, const Tensor& packed, const Tensor& scales,
-                  const Tensor& zeros, const std::optional<Tensor>& bias, int64_t bits,
-                  at::IntArrayRef weight_shape, at::IntArrayRef stride, at::IntArrayRef padding,
-                  at::IntArrayRef dilation, int64_t groups) {
+                  const Tensor& zeros, const std::optional<Tensor>& bias,
+                  const c10::Scalar& bits_value, at::IntArrayRef weight_shape,
+                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                  int64_t groups) {
+  const int64_t bits = chk::bits_arg("conv2d", bits_value);
   chk::on_device("conv2d", "input", input, kCpu);
   const chk::Conv2dDims d = chk::conv2d(input, packed, scales, zeros, bias, bits, weight_shape,
                                         stride, padding, dilation, groups);

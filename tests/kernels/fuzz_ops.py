@@ -41,9 +41,10 @@ def _int(rng: random.Random, low: int, high: int, hostile: float = 0.15) -> int:
 
 
 def _bits(rng: random.Random) -> int:
-    return (
-        rng.choice([1, 2, 3, 4, 5, 6, 7, 8, 8, 4]) if rng.random() > 0.1 else rng.choice([0, 9, -3])
-    )
+    """Mostly 1..8; sometimes out of range, or not an int (bool, float: a TypeError)."""
+    if rng.random() > 0.12:
+        return rng.choice([1, 2, 3, 4, 5, 6, 7, 8, 8, 4])
+    return rng.choice([0, 9, -3, True, False, 4.0])
 
 
 def _values(
@@ -72,7 +73,7 @@ def _packed(rng: random.Random, rows: int, k: int, bits: int, group: int):
 
     k = max(k, 1)
     rows = max(rows, 1)
-    b = bits if 1 <= bits <= 8 else 4
+    b = bits if type(bits) is int and 1 <= bits <= 8 else 4
     g = group if group > 0 and k % group == 0 and (group == k or group % 32 == 0) else k
     if rng.random() < 0.7:
         packed, scales, zeros = reference.quantize_weight(torch.randn(rows, k), b, g)

@@ -154,6 +154,37 @@ def test_wrappers_reject_bits_that_are_not_ints_in_range(bits):
             call()
 
 
+@pytest.mark.parametrize("bits", [True, False, 4.0, 1.0])
+def test_ops_reject_bits_that_are_not_ints(isa, bits):
+    """Issue reproducer: ``torch.ops.qpart.*`` accepted ``bits=True`` as 1 (``Scalar bits``)."""
+    w = torch.randn(2, 32)
+    q = qk.quantize_weight(w, 4)
+    x = torch.randn(1, 32)
+    aq = qk.quantize_activation(x, 4)
+    x4 = torch.randn(1, 32, 1, 1)
+    for impl in (torch.ops.qpart, reference):
+        calls = [
+            (impl.quantize_weight, (w, bits, 32)),
+            (impl.dequantize_weight, (*q, bits, 32)),
+            (impl.linear, (x, *q, None, bits, 32)),
+            (impl.conv2d, (x4, *q, None, bits, [2, 32, 1, 1], [1, 1], [0, 0], [1, 1], 1)),
+            (impl.quantize_activation, (x, bits, False)),
+            (impl.dequantize_activation, (*aq, bits, [1, 32], torch.float32)),
+        ]
+        for fn, args in calls:
+            with pytest.raises(TypeError, match="bits must be an int"):
+                fn(*args)
+
+
+def test_ops_still_take_int_bits(isa):
+    w = torch.randn(2, 32)
+    for bits in range(1, 9):
+        native = torch.ops.qpart.quantize_weight(w, bits, 32)
+        ref = reference.quantize_weight(w, bits, 32)
+        for a, b in zip(native, ref, strict=True):
+            assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("value", [True, 2.0, "1"])
 def test_conv2d_wrapper_rejects_non_int_geometry(value):
     q = qk.quantize_weight(torch.randn(2, 9), 4)
