@@ -69,3 +69,23 @@ def test_every_op_native_equals_reference(isa):
     rejected = collections.Counter(r["op"] for r in results if r["native"] != "ok")
     for op in ("quantize_weight", "dequantize_weight", "linear", "conv2d"):
         assert accepted[op] > 0 and rejected[op] > 0, (op, accepted, rejected)
+
+
+def test_a_crashing_case_is_counted_and_the_run_goes_on(monkeypatch, tmp_path):
+    """The harness itself: a child that dies mid-case (SIGABRT) is recorded and restarted."""
+    fake = tmp_path / "fuzz_crash.py"
+    fake.write_text(
+        "import json, os, sys\n"
+        "seed, count, start = map(int, sys.argv[1:4])\n"
+        "for i in range(start, count):\n"
+        "    print(json.dumps({'start': i}), flush=True)\n"
+        "    if i in (2, 5):\n"
+        "        os.abort()\n"
+        "    print(json.dumps({'case': i, 'op': 'linear', 'native': 'ok',"
+        " 'reference': 'ok', 'agree': True}), flush=True)\n"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "FUZZER", fake)
+    monkeypatch.setattr(sys.modules[__name__], "CASES", 8)
+    results, crashes = _run_isa("scalar")
+    assert crashes == [2, 5]
+    assert [r["case"] for r in results] == [0, 1, 3, 4, 6, 7]
