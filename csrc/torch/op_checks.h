@@ -20,6 +20,9 @@ using at::Tensor;
 
 constexpr int64_t kMinBits = 1;
 constexpr int64_t kMaxBits = 8;
+/// Largest conv2d stride, padding or dilation (2^31 - 1): larger ones have no use, and the
+/// reference's F.conv2d (oneDNN) fails on some (e.g. an int64-max stride), so both reject them.
+constexpr int64_t kMaxConvParam = 2147483647;
 
 // ---- checked geometry ------------------------------------------------------------------
 //
@@ -200,6 +203,11 @@ inline Conv2dDims conv2d(const Tensor& input, const Tensor& packed_w, const Tens
   TORCH_CHECK_VALUE(stride[0] >= 1 && stride[1] >= 1 && dilation[0] >= 1 && dilation[1] >= 1 &&
                         padding[0] >= 0 && padding[1] >= 0,
                     "qpart.conv2d: stride and dilation must be >= 1 and padding >= 0");
+  for (const at::IntArrayRef pair : {stride, padding, dilation}) {
+    TORCH_CHECK_VALUE(pair[0] <= kMaxConvParam && pair[1] <= kMaxConvParam,
+                      "qpart.conv2d: stride, padding and dilation must be at most ", kMaxConvParam,
+                      ", got stride ", stride, ", padding ", padding, ", dilation ", dilation);
+  }
   Conv2dDims d{input.size(0),
                input.size(1),
                input.size(2),

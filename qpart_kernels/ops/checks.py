@@ -25,6 +25,10 @@ def _is_int(value: object) -> bool:
     return isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool)
 
 
+#: Largest conv2d stride, padding or dilation (``op_checks::kMaxConvParam``): larger ones have
+#: no use and torch's own convolution (oneDNN) fails on some, so native and reference reject them.
+MAX_CONV_PARAM = 2**31 - 1
+
 #: Bounds of the native ops' int64 sizes; every size computed from user input must fit.
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -246,6 +250,12 @@ def check_conv2d(
     ):
         if len(pair) != 2 or any(v < low for v in pair):
             raise ValueError(f"qpart.conv2d: {name} must be two ints >= {low}, got {list(pair)}")
+    for pair in (stride, padding, dilation):
+        if any(v > MAX_CONV_PARAM for v in pair):
+            raise ValueError(
+                f"qpart.conv2d: stride, padding and dilation must be at most {MAX_CONV_PARAM}, "
+                f"got stride {list(stride)}, padding {list(padding)}, dilation {list(dilation)}"
+            )
     c_in = input.shape[1]
     if groups < 1 or c_in % groups != 0:
         raise ValueError(

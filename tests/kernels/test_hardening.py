@@ -48,7 +48,7 @@ def _conv_native_and_ref(x, q, bits, weight_shape, stride=(1, 1), padding=(0, 0)
 def test_conv2d_dilation_overflow_is_rejected(isa):
     """Issue reproducer: ``dilation*(k-1)`` wrapped around int64 and crashed AVX2/AVX-512."""
     q = qk.quantize_weight(torch.randn(4, 8), 4)
-    with pytest.raises(ValueError, match="overflows int64"):
+    with pytest.raises(ValueError, match="at most 2147483647"):
         qk.conv2d(torch.randn(1, 2, 9, 10), *q, 4, (4, 2, 4, 1), dilation=(6148914691236517206, 1))
 
 
@@ -75,6 +75,22 @@ def test_conv2d_padding_overflow_is_rejected(isa, pad):
         torch.randn(1, 1, 4, 4), q, 4, (2, 1, 3, 3), padding=(pad, 0)
     )
     assert native is ValueError and ref is ValueError
+
+
+@pytest.mark.parametrize("big", [2**31, 2**62, 2**63 - 1])
+def test_conv2d_parameters_over_int32_are_rejected_by_both(isa, big):
+    """Found by the fuzzer: torch's own conv (the reference) fails on an int64-max stride
+    while the native kernel gave one output row; both now reject any stride, padding or
+    dilation over 2**31 - 1, and accept (with equal values) up to it."""
+    q = qk.quantize_weight(torch.randn(2, 2), 4)
+    x = torch.randn(2, 1, 4, 4)
+    for kw in ("stride", "padding", "dilation"):
+        geometry = {"stride": (1, 1), "padding": (1, 0), "dilation": (1, 1), kw: (big, 1)}
+        native, ref = _conv_native_and_ref(x, q, 4, (2, 1, 1, 2), **geometry)
+        assert native is ValueError and ref is ValueError, kw
+    native, ref = _conv_native_and_ref(x, q, 4, (2, 1, 1, 2), (2**31 - 1, 2), (1, 0), (3, 2))
+    assert native.shape == ref.shape == (2, 2, 1, 1)
+    torch.testing.assert_close(native, ref, rtol=1e-4, atol=1e-4)
 
 
 def test_conv2d_output_size_uses_floor_division(isa):
