@@ -237,7 +237,7 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         type=_positive_int,
         default=8,
         metavar="N",
-        help="requests processed at once; others wait (default: 8)",
+        help="requests processed at once; others wait briefly, then get 503 (default: 8)",
     )
     _threads_arg(parser)
     parser.add_argument(

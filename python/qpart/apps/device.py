@@ -10,10 +10,11 @@ import math
 import os
 import sys
 
+import httpx
 import torch
 
 from ..core.costs import ChannelState, DeviceProfile, ObjectiveWeights
-from ..serving.device import DeviceClient, ServerError
+from ..serving.device import DeviceClient, ServerError, ServerUnreachable
 from ..workloads.data import load_mnist
 from .model_specs import SpecError, load_inputs
 
@@ -81,10 +82,10 @@ def run_device(args: argparse.Namespace) -> int:
     except SpecError as exc:
         print(f"qpart device: error: {exc}", file=sys.stderr)
         return 2
-    except ServerError as exc:
+    except (ServerError, ServerUnreachable) as exc:
         print(f"qpart device: error: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
+    except (OSError, httpx.HTTPError) as exc:
         print(f"qpart device: error: cannot reach {args.url}: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -43,9 +43,10 @@ ERRORS = {
     400: {"model": ErrorBody},
     401: {"model": ErrorBody},
     404: {"model": ErrorBody},
+    408: {"model": ErrorBody, "description": "request body not received in time"},
     413: {"model": ErrorBody},
     422: {"model": ErrorBody},
-    503: {"model": ErrorBody},
+    503: {"model": ErrorBody, "description": "server busy (see Retry-After)"},
 }
 """The error answers every guarded route documents (body :class:`ErrorBody`)."""
 
@@ -215,6 +216,7 @@ def run_server_half(served: ServedPlan, body: bytes, max_batch: int) -> InferRes
 @serving.post(
     "/infer/{plan_id}",
     response_model=InferResponse,
+    responses={409: {"model": ErrorBody, "description": "the plan runs entirely on the device"}},
     openapi_extra={
         "requestBody": {
             "required": True,

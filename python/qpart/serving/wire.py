@@ -113,13 +113,15 @@ def parse_activation_header(body: bytes) -> ActivationHeader:
             f"activation body is {len(body)} bytes, shorter than the "
             f"{ACTIVATION_HEADER_BYTES}-byte header"
         )
-    magic, version, bits, ndim, _, pid, *shape = ACTIVATION_HEADER.unpack_from(body)
+    magic, version, bits, ndim, reserved, pid, *shape = ACTIVATION_HEADER.unpack_from(body)
     if magic != ACTIVATION_MAGIC:
         raise WireFormatError(f"bad magic {magic!r}: not a qpart activation body")
     if version != ACTIVATION_VERSION:
         raise WireFormatError(f"unsupported activation format version {version}")
     if not 1 <= bits <= 8:
         raise WireFormatError(f"bits must be 1..8, got {bits}")
+    if reserved != 0:
+        raise WireFormatError(f"reserved header byte must be 0, got {reserved}")
     if not 1 <= ndim <= MAX_NDIM:
         raise WireFormatError(f"ndim must be 1..{MAX_NDIM}, got {ndim}")
     if any(d == 0 for d in shape[:ndim]) or any(shape[ndim:]):
@@ -161,6 +163,8 @@ def decode_activation(
     packed = buf[3 * batch :].reshape(batch, row)
     if not torch.isfinite(scales).all():
         raise WireFormatError("activation scales must be finite")
+    if bool((scales.view(torch.int16) < 0).any()):  # the sign bit: -0.0 too
+        raise WireFormatError("activation scales must be non-negative")
     if bool((zeros > (1 << head.bits) - 1).any()):
         raise WireFormatError(f"activation zero points exceed {(1 << head.bits) - 1}")
     x = qpart_kernels.dequantize_activation(
