@@ -177,12 +177,13 @@ def test_v1_segment_still_decodes():
 
 
 @pytest.mark.slow
-def test_residual_cnn_served_over_http_from_the_cli_arguments(tmp_path):
-    """``qpart serve --model mnist-resnet`` as the CLI builds it; a device runs digits."""
+def test_residual_cnn_served_over_http_from_the_cli_arguments():
+    """``qpart serve --model mnist-resnet`` as the CLI builds it (the default cache: the
+    trained weights are shared with other tests); a device runs digits."""
     args = argparse.Namespace(
         model=["mnist-resnet"],
         config=None,
-        cache_dir=str(tmp_path),
+        cache_dir=None,
         seed=0,
         progress=False,
         calib_samples=300,
