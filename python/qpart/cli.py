@@ -239,6 +239,27 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="requests processed at once; others wait briefly, then get 503 (default: 8)",
     )
+    parser.add_argument(
+        "--queue-timeout-s",
+        type=_positive_float,
+        default=0.5,
+        metavar="S",
+        help="how long a request waits for a slot before its 503 (default: 0.5)",
+    )
+    parser.add_argument(
+        "--body-timeout-s",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="a request body must arrive within this time, else 408 (default: 10)",
+    )
+    parser.add_argument(
+        "--max-uploads",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="request bodies received at once; more get 503 (default: 4 x max-concurrency)",
+    )
     _threads_arg(parser)
     parser.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]

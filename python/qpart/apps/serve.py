@@ -102,6 +102,9 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = ServerSettings(
         max_body_bytes=args.max_body_bytes,
         max_concurrency=args.max_concurrency,
+        queue_timeout_s=getattr(args, "queue_timeout_s", 0.5),
+        body_timeout_s=getattr(args, "body_timeout_s", 10.0),
+        max_uploads=getattr(args, "max_uploads", None),
         token=args.token or os.environ.get("QPART_TOKEN") or None,
     )
     listing = ", ".join(f"{e.model_id!r} ({len(e.table)} patterns)" for e in entries.values())
