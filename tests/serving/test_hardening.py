@@ -157,11 +157,11 @@ def test_unauthenticated_caller_gets_401_before_body_validation(secured, content
 
 def _split_body(entry: ModelEntry) -> tuple[bytes, tuple[int, ...], int]:
     for sp in entry.plans.values():
-        if sp.pattern.activation_bits is not None and sp.segments.cut_shape:
+        if sp.pattern.activation_bits is not None and sp.cut_shape:
             with torch.no_grad():
-                cut = sp.segments.device(torch.randn(2, 16))
+                cut = sp.device_module()(torch.randn(2, 16))
             bits = sp.pattern.activation_bits
-            return encode_activation(cut, bits, sp.plan_id), tuple(sp.segments.cut_shape), bits
+            return encode_activation(cut, bits, sp.plan_id), tuple(sp.cut_shape), bits
     raise AssertionError("no split plan")
 
 
