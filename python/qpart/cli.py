@@ -179,6 +179,12 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    if args.replicas is not None or args.ray_address:
+        from .apps.cluster import run_cluster
+
+        if args.replicas is None:
+            args.replicas = 1
+        return run_cluster(args)
     from .apps.serve import run_serve
 
     return run_serve(args)
@@ -238,6 +244,21 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         default=8,
         metavar="N",
         help="requests processed at once; others wait briefly, then get 503 (default: 8)",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="serve N replicas behind one address with Ray Serve on a local Ray instance "
+        "(loopback); needs pip install 'qpart[cluster]'",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="deploy onto an existing Ray cluster (e.g. 'auto' or 'ray://head:10001') "
+        "instead of a local instance",
     )
     parser.add_argument(
         "--queue-timeout-s",

@@ -65,8 +65,9 @@ def model_sources(args: argparse.Namespace) -> list[ModelSource]:
     return sources
 
 
-def build_entries(args: argparse.Namespace) -> dict[str, ModelEntry]:
-    """Registers every model of ``args`` (progress on stderr, one line per model)."""
+def build_entries(args: argparse.Namespace, quiet: bool = False) -> dict[str, ModelEntry]:
+    """Registers every model of ``args`` (progress on stderr, one line per model, unless
+    ``quiet``)."""
     cache = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
     sources = model_sources(args)
     if not sources:
@@ -75,12 +76,15 @@ def build_entries(args: argparse.Namespace) -> dict[str, ModelEntry]:
     entries: dict[str, ModelEntry] = {}
     for source in sources:
         start = time.perf_counter()
-        print(f"qpart serve: registering {source.model_id!r} ...", file=sys.stderr, flush=True)
+        if not quiet:
+            print(f"qpart serve: registering {source.model_id!r} ...", file=sys.stderr, flush=True)
         spec = load_spec(source, cache, args.seed, args.progress, args.calib_samples)
         entries[source.model_id] = entry_from_spec(
             source.model_id, spec, cache, args.seed, args.progress
         )
         entry = entries[source.model_id]
+        if quiet:
+            continue
         print(
             f"qpart serve: {source.model_id!r}: {entry.profile.num_layers} layers, valid "
             f"points {list(entry.profile.valid_points)}, {len(entry.table)} patterns "
@@ -91,15 +95,13 @@ def build_entries(args: argparse.Namespace) -> dict[str, ModelEntry]:
     return entries
 
 
-def run_serve(args: argparse.Namespace) -> int:
-    """Runs ``qpart serve`` for parsed CLI ``args`` (blocks until the server stops)."""
-    torch.set_num_threads(args.threads)
-    try:
-        entries = build_entries(args)
-    except (SpecError, ProfileError, WireFormatError, KeyError) as exc:
-        print(f"qpart serve: error: {exc}", file=sys.stderr)
-        return 2
-    settings = ServerSettings(
+#: What a bad model or model argument raises at registration.
+REGISTRATION_ERRORS = (SpecError, ProfileError, WireFormatError, KeyError)
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    """The server limits and token of parsed ``qpart serve`` arguments."""
+    return ServerSettings(
         max_body_bytes=args.max_body_bytes,
         max_concurrency=args.max_concurrency,
         queue_timeout_s=getattr(args, "queue_timeout_s", 0.5),
@@ -107,6 +109,17 @@ def run_serve(args: argparse.Namespace) -> int:
         max_uploads=getattr(args, "max_uploads", None),
         token=args.token or os.environ.get("QPART_TOKEN") or None,
     )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Runs ``qpart serve`` for parsed CLI ``args`` (blocks until the server stops)."""
+    torch.set_num_threads(args.threads)
+    try:
+        entries = build_entries(args)
+    except REGISTRATION_ERRORS as exc:
+        print(f"qpart serve: error: {exc}", file=sys.stderr)
+        return 2
+    settings = settings_from_args(args)
     listing = ", ".join(f"{e.model_id!r} ({len(e.table)} patterns)" for e in entries.values())
     print(
         f"qpart serve: {listing} on http://{args.host}:{args.port}"

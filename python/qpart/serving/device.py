@@ -39,8 +39,10 @@ class ServerUnreachable(ConnectionError):
     """No answer from the server after every try (connection refused or reset, timeout)."""
 
 
-#: Statuses a retry can cure: request body timeout, server busy (with ``Retry-After``).
-RETRY_STATUSES = frozenset({408, 503})
+#: Statuses a retry can cure: request body timeout, server busy (with ``Retry-After``), and
+#: the answers of a proxy whose replica died mid-request (500 / 502 / 504; every v1 call is
+#: idempotent, so a retry is safe - a persistent 500 still ends in ``ServerError``).
+RETRY_STATUSES = frozenset({408, 500, 502, 503, 504})
 #: Longest ``Retry-After`` the client honours (seconds); longer ones are capped.
 MAX_RETRY_AFTER_S = 10.0
 
@@ -84,8 +86,8 @@ class DeviceClient:
 
     Every call of the v1 API is idempotent (plans and inferences are pure functions of the
     request), so each is tried up to ``retries`` times: after a transport error (refused,
-    reset, timed out) or a 408/503 answer, with exponential backoff from ``backoff_s`` (a
-    503's ``Retry-After`` when longer, capped at 10 s). After the last try a transport error
+    reset, timed out) or an answer in ``RETRY_STATUSES``, with exponential backoff from
+    ``backoff_s`` (a 503's ``Retry-After`` when longer, capped at 10 s). After the last try a transport error
     raises :class:`ServerUnreachable`, an error status :class:`ServerError`."""
 
     base_url: str
