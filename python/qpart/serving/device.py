@@ -87,8 +87,9 @@ class DeviceClient:
     Every call of the v1 API is idempotent (plans and inferences are pure functions of the
     request), so each is tried up to ``retries`` times: after a transport error (refused,
     reset, timed out) or an answer in ``RETRY_STATUSES``, with exponential backoff from
-    ``backoff_s`` (a 503's ``Retry-After`` when longer, capped at 10 s). After the last try a transport error
-    raises :class:`ServerUnreachable`, an error status :class:`ServerError`."""
+    ``backoff_s`` (a 503's ``Retry-After`` when longer, capped at 10 s). After the last try
+    a transport error raises :class:`ServerUnreachable`, an error status
+    :class:`ServerError`."""
 
     base_url: str
     profile: DeviceProfile = DeviceProfile()
