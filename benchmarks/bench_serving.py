@@ -1,7 +1,10 @@
-"""Serving benchmarks on loopback: requests per second for plan, segment (cached = 304 and
-not), infer, and the end-to-end latency breakdown of one device request (MNIST MLP).
+"""Serving benchmarks on loopback: requests per second and p50 / p99 latency for plan,
+segment (cached = 304 and not), infer, and the end-to-end latency breakdown of one device
+request (MNIST MLP); with ``--modes uvicorn,1,2`` the same load against plain ``qpart serve``
+and against 1 and 2 Ray Serve replicas, in one run.
 
     .venv/bin/python benchmarks/bench_serving.py [--seconds 3] [--clients 4] [--cache-dir DIR]
+        [--modes uvicorn,1,2]
 
 The server runs in a separate process (``qpart serve``, one torch thread); clients are
 threads with their own ``httpx`` connection. Numbers depend on the machine's load.
@@ -26,8 +29,8 @@ from qpart.serving.wire import encode_activation
 from qpart.workloads.data import load_mnist
 
 
-def _rate(fn, seconds: float, clients: int) -> tuple[float, float]:
-    """Requests/s and median latency (ms) of ``fn(client)`` from ``clients`` threads."""
+def _rate(fn, seconds: float, clients: int) -> tuple[float, float, float]:
+    """Requests/s, p50 and p99 latency (ms) of ``fn(client)`` from ``clients`` threads."""
     lat: list[float] = []
     lock = threading.Lock()
     stop = time.monotonic() + seconds
@@ -47,7 +50,9 @@ def _rate(fn, seconds: float, clients: int) -> tuple[float, float]:
         t.start()
     for t in threads:
         t.join()
-    return len(lat) / (time.perf_counter() - t0), 1e3 * statistics.median(lat)
+    lat.sort()
+    p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+    return len(lat) / (time.perf_counter() - t0), 1e3 * statistics.median(lat), 1e3 * p99
 
 
 def main() -> None:
@@ -55,7 +60,31 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--cache-dir", default=None)
+    ap.add_argument(
+        "--modes",
+        default="uvicorn",
+        help="comma-separated server modes, run one after the other with the same client "
+        "load: 'uvicorn' (plain qpart serve) and/or replica counts ('1,2': qpart serve "
+        "--replicas N on Ray Serve)",
+    )
     args = ap.parse_args()
+    results = {}
+    for mode in args.modes.split(","):
+        results[mode] = run_mode(args, mode.strip())
+    if len(results) > 1:
+        print("\nsame client load, every mode (req/s; p50 / p99 ms):")
+        names = list(next(iter(results.values())))
+        print(f"{'endpoint':<32}" + "".join(f"{m:>24}" for m in results))
+        for i, name in enumerate(names):
+            cells = []
+            for rows in results.values():
+                rps, p50, p99 = list(rows.values())[i]
+                cells.append(f"{rps:>6.0f}; {p50:>6.2f} / {p99:>6.2f}")
+            print(f"{name:<32}" + "".join(f"{c:>24}" for c in cells))
+
+
+def run_mode(args, mode: str) -> dict:
+    """Starts the server in ``mode``, measures every endpoint, stops it."""
     port = free_port()
     cmd = [
         sys.executable,
@@ -68,10 +97,12 @@ def main() -> None:
         "--max-concurrency",
         "16",
     ] + (["--cache-dir", args.cache_dir] if args.cache_dir else [])
+    if mode != "uvicorn":
+        cmd += ["--replicas", mode]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
+        for _ in range(1200):
             try:
                 if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
                     break
@@ -104,11 +135,14 @@ def main() -> None:
                 lambda c: c.post(f"{url}/v1/infer/{pid}", content=body),
             ),
         ]
-        print(f"loopback, {args.clients} client threads, {args.seconds:.0f} s each")
-        print(f"{'endpoint':<32} {'req/s':>8} {'median ms':>10}")
+        label = "plain qpart serve" if mode == "uvicorn" else f"{mode} Ray Serve replicas"
+        print(f"\n{label}: loopback, {args.clients} client threads, {args.seconds:.0f} s each")
+        print(f"{'endpoint':<32} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+        measured = {}
         for name, fn in rows:
-            rps, med = _rate(fn, args.seconds, args.clients)
-            print(f"{name:<32} {rps:>8.0f} {med:>10.2f}")
+            measured[name] = _rate(fn, args.seconds, args.clients)
+            rps, p50, p99 = measured[name]
+            print(f"{name:<32} {rps:>8.0f} {p50:>8.2f} {p99:>8.2f}")
         # end-to-end breakdown of one device request (a fresh device: the first request
         # fetches the segment, the others find it cached)
         phone.close()
@@ -136,9 +170,10 @@ def main() -> None:
             f"{1e3 * first.total_s:.2f} ms, segment {1e3 * first.segment_s:.2f} ms"
         )
         phone.close()
+        return measured
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.wait(timeout=30)
 
 
 if __name__ == "__main__":
