@@ -5,7 +5,6 @@ survive the restart."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,14 +15,12 @@ import torch
 
 from qpart.apps.cluster import APP_NAME, DEPLOYMENT_NAME, ReplicaConfig, start, stop
 from qpart.apps.serve import MNIST_MODEL_ID, mnist_entry
-from qpart.core.profile import profile
 from qpart.core.split import quantized_split_model
-from qpart.planning.calibration import cached_calibration
 from qpart.serving.deps import ServerSettings
 from qpart.serving.device import DeviceClient
 from qpart.serving.server import free_port
 from qpart.workloads.data import load_mnist
-from qpart.workloads.models import cached_model_path, default_cache_dir, trained_mnist_mlp
+from serving_helpers import mlp_cache, wait_for_health
 
 pytestmark = pytest.mark.slow  # a local Ray instance (~30 s to start)
 
@@ -33,15 +30,7 @@ BUDGETS = (0.005, 0.01, 0.02)
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    root = tmp_path_factory.mktemp("qpart-cluster")
-    src = cached_model_path(default_cache_dir(), 0)
-    if src.is_file():
-        shutil.copy(src, cached_model_path(root, 0))
-    data = load_mnist(seed=0)
-    model = trained_mnist_mlp(cache_dir=root, seed=0, progress=False)
-    prof = profile(model, data.x_test[:2])
-    cached_calibration(model, data.x_train[:CALIB], prof, root, "mnist_mlp_seed0", 0)
-    return root
+    return mlp_cache(tmp_path_factory.mktemp("qpart-cluster"), CALIB)
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +39,7 @@ def cluster(cache):
     config = ReplicaConfig((), None, str(cache), 0, CALIB, ServerSettings(max_concurrency=16))
     start(config, replicas=2, port=port)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while httpx.get(f"{url}/v1/health", timeout=10).status_code != 200:
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
+    wait_for_health(url, None, 120)
     yield url
     stop()
 

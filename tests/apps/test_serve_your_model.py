@@ -9,10 +9,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import torch
@@ -20,6 +18,7 @@ import torch
 from qpart.core.split import quantized_split_model
 from qpart.serving.registry import entry_from_spec
 from qpart.serving.server import free_port
+from serving_helpers import wait_for_health
 
 TESTS = Path(__file__).resolve().parents[1]
 EXAMPLES = TESTS.parent / "examples"
@@ -58,19 +57,7 @@ def server(tmp_path_factory):
         cwd=EXAMPLES,  # factories import from the current directory
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stdout.read().decode()}")
-        try:
-            if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("server did not start in 120 s")
-        time.sleep(0.2)
+    wait_for_health(url, proc, 120)
     yield url, cache
     proc.terminate()
     try:

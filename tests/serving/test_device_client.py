@@ -14,15 +14,13 @@ import httpx
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from torch import nn
 
 from qpart.apps import device as device_app
-from qpart.core.profile import profile
-from qpart.planning.calibration import calibrate
 from qpart.serving.deps import ServerSettings
 from qpart.serving.device import DeviceClient, ServerError, ServerUnreachable
 from qpart.serving.registry import ModelEntry
 from qpart.serving.server import ServerThread, create_app, free_port
+from serving_helpers import tiny_mlp_entry
 
 MODEL = "tiny-mlp"
 
@@ -30,13 +28,7 @@ MODEL = "tiny-mlp"
 @pytest.fixture(scope="module")
 def entry() -> ModelEntry:
     """A 16-24-4 MLP, calibrated on 200 random inputs at two levels (~1 s)."""
-    gen = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 4)).eval()
-    x = torch.randn(200, 16, generator=gen)
-    prof = profile(model, x[:2])
-    calib = calibrate(model, x, prof=prof, levels=(0.01, 0.02), progress=False)
-    return ModelEntry.create(MODEL, model, x[:2], calib, description="16-24-4 MLP")
+    return tiny_mlp_entry(MODEL)
 
 
 def _flaky_transport(failures: list, ok_json: dict) -> tuple[httpx.MockTransport, list]:

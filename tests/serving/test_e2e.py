@@ -6,11 +6,9 @@ test completes without errors."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -19,14 +17,12 @@ import torch
 
 from qpart.apps.serve import MNIST_MODEL_ID, mnist_entry
 from qpart.core.costs import ChannelState, DeviceProfile, ObjectiveWeights
-from qpart.core.profile import profile
 from qpart.core.split import run_split
-from qpart.planning.calibration import cached_calibration
 from qpart.serving.device import DeviceClient, ServerError
 from qpart.serving.server import free_port
 from qpart.serving.wire import ACTIVATION_HEADER_BYTES, encode_activation
 from qpart.workloads.data import load_mnist
-from qpart.workloads.models import cached_model_path, default_cache_dir, trained_mnist_mlp
+from serving_helpers import mlp_cache, wait_for_health
 
 pytestmark = pytest.mark.slow  # a real server process + a small calibration (~25 s setup)
 
@@ -42,17 +38,8 @@ PHONE = dict(profile=DeviceProfile(clock_hz=2e9), weights=ObjectiveWeights(1, 1,
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    """A cache with the trained MLP (copied from the user cache when there) and a small
-    calibration, so the server process starts in seconds."""
-    root = tmp_path_factory.mktemp("qpart-serving")
-    src = cached_model_path(default_cache_dir(), 0)
-    if src.is_file():
-        shutil.copy(src, cached_model_path(root, 0))
-    data = load_mnist(seed=0)
-    model = trained_mnist_mlp(cache_dir=root, seed=0, progress=False)
-    prof = profile(model, data.x_test[:2])
-    cached_calibration(model, data.x_train[:CALIB], prof, root, "mnist_mlp_seed0", 0)
-    return root
+    """A cache with the trained MLP and a small calibration: the server starts in seconds."""
+    return mlp_cache(tmp_path_factory.mktemp("qpart-serving"), CALIB)
 
 
 @pytest.fixture(scope="module")
@@ -90,19 +77,7 @@ def server(cache):
         env=env,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stdout.read().decode()}")
-        try:
-            if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("server did not start in 60 s")
-        time.sleep(0.2)
+    wait_for_health(url, proc, 60)
     yield url
     proc.terminate()
     try:

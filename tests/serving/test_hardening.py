@@ -17,11 +17,8 @@ import httpx
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from torch import nn
 
 from qpart.core.costs import DeviceProfile
-from qpart.core.profile import profile
-from qpart.planning.calibration import calibrate
 from qpart.serving.deps import ServerSettings
 from qpart.serving.registry import ModelEntry
 from qpart.serving.server import LimitMiddleware, ServerThread, create_app
@@ -31,6 +28,7 @@ from qpart.serving.wire import (
     decode_activation,
     encode_activation,
 )
+from serving_helpers import tiny_mlp_entry
 
 MODEL = "tiny-mlp"
 TOKEN = "secret"
@@ -40,13 +38,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture(scope="module")
 def entry() -> ModelEntry:
     """A 16-24-4 MLP, calibrated on 200 random inputs at two levels (~1 s)."""
-    gen = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 4)).eval()
-    x = torch.randn(200, 16, generator=gen)
-    prof = profile(model, x[:2])
-    calib = calibrate(model, x, prof=prof, levels=(0.01, 0.02), progress=False)
-    return ModelEntry.create(MODEL, model, x[:2], calib, description="16-24-4 MLP")
+    return tiny_mlp_entry(MODEL)
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,8 @@ import torch
 from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from starlette.requests import Request
-from torch import nn
 
-from qpart.core.profile import profile
 from qpart.core.split import roundtrip_activation
-from qpart.planning.calibration import calibrate
 from qpart.serving import deps
 from qpart.serving.deps import (
     ServerSettings,
@@ -29,6 +26,7 @@ from qpart.serving.registry import ModelEntry
 from qpart.serving.schemas import PLAN_ID_PATTERN
 from qpart.serving.server import SEGMENT_ID_HEADER, create_app
 from qpart.serving.wire import ACTIVATION_HEADER_BYTES, encode_activation
+from serving_helpers import tiny_mlp_entry
 
 MODEL = "tiny-mlp"
 TOKEN = "secret"
@@ -39,13 +37,7 @@ OTHER = "0" * 16  # well-formed, unknown plan id
 @pytest.fixture(scope="module")
 def entry() -> ModelEntry:
     """A 16-24-4 MLP, calibrated on 200 random inputs at two levels (~1 s)."""
-    gen = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 4)).eval()
-    x = torch.randn(200, 16, generator=gen)
-    prof = profile(model, x[:2])
-    calib = calibrate(model, x, prof=prof, levels=(0.01, 0.02), progress=False)
-    return ModelEntry.create(MODEL, model, x[:2], calib, description="16-24-4 MLP")
+    return tiny_mlp_entry(MODEL)
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
 
-from qpart.core.profile import profile
-from qpart.planning.calibration import calibrate
 from qpart.serving.deps import ServerSettings
 from qpart.serving.registry import ModelEntry
 from qpart.serving.server import ServerThread
+from serving_helpers import tiny_mlp_entry
 
 pytest.importorskip("schemathesis")
 
@@ -32,12 +29,7 @@ SEED = 18
 @pytest.fixture(scope="module")
 def entry() -> ModelEntry:
     """A 16-24-4 MLP, calibrated on 200 random inputs at two levels (~1 s)."""
-    gen = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 4)).eval()
-    x = torch.randn(200, 16, generator=gen)
-    calib = calibrate(model, x, prof=profile(model, x[:2]), levels=(0.01, 0.02), progress=False)
-    return ModelEntry.create("tiny-mlp", model, x[:2], calib, description="16-24-4 MLP")
+    return tiny_mlp_entry("tiny-mlp")
 
 
 def _schemathesis() -> list[str]:
