@@ -34,6 +34,7 @@ def tiny_setup() -> SimulationSetup:
     x_te, y_te = _blobs(600, 2)
     train_classifier(model, x_tr, y_tr, epochs=15, batch_size=64, lr=1e-2, seed=0, progress=False)
     prof = profile(model, x_te[:2])
-    x_acc = _blobs(600, 3)[0]  # held-out acceptance inputs (not trained on)
-    calib = calibrate(model, x_acc, prof=prof, levels=LEVELS, seed=0, progress=False)
-    return SimulationSetup(model, prof, calib, x_te, y_te, x_acc)
+    x_sel = _blobs(400, 4)[0]  # selection inputs (calibration, refinement; not trained on)
+    x_acc = _blobs(600, 3)[0]  # held-out acceptance inputs, disjoint from both
+    calib = calibrate(model, x_sel, prof=prof, levels=LEVELS, seed=0, progress=False)
+    return SimulationSetup(model, prof, calib, x_te, y_te, x_sel, x_accept=x_acc)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.metrics import AgreementSpec
 from ..core.profile import ModelProfile
 from ..core.profile import profile as profile_model
 from ..core.split import roundtrip_activation
@@ -43,8 +44,12 @@ from .solve import default_bit_costs, solve_partition
 
 
 def adversarial_margins(logits: torch.Tensor) -> torch.Tensor:
-    """``||r*|| = min_{j != k} (z_k - z_j) / sqrt(2)`` per sample (``k`` the predicted class)."""
-    top2 = logits.topk(2, dim=-1).values
+    """``||r*|| = min_{j != k} (z_k - z_j) / sqrt(2)`` per sample (``k`` the predicted class;
+    outputs flattened per sample; zero for one-element outputs)."""
+    flat = logits.reshape(logits.shape[0], -1)
+    if flat.shape[1] < 2:
+        return torch.zeros(flat.shape[0])
+    top2 = flat.topk(2, dim=-1).values
     return (top2[:, 0] - top2[:, 1]) / math.sqrt(2.0)
 
 
@@ -102,6 +107,7 @@ def calibrate(
     seed: int = 0,
     progress: bool = True,
     threads: int | None = 1,
+    agreement: AgreementSpec = None,
 ) -> Calibration:
     """Calibrates the accuracy model of ``model`` on inputs ``x`` (no labels needed: the
     float model's own predictions are the reference, so the flip rate bounds the loss).
@@ -111,7 +117,10 @@ def calibrate(
     robustness ``t``; ``safety``: the closed loop keeps the measured flip rate of the planned
     configurations at or below ``safety * a``; ``threads``: torch intra-op threads while
     calibrating (1 is fastest for these small, many passes on a loaded machine; restored
-    afterwards; ``None`` keeps the current setting). See the module docstring.
+    afterwards; ``None`` keeps the current setting); ``agreement``: what counts as the
+    same answer as the float model (:func:`qpart.core.metrics.agreement`; top-1 by
+    default) - every "flip rate" here is that metric's disagreement rate. See the module
+    docstring.
     """
     old_threads = torch.get_num_threads()
     if threads is not None:
@@ -129,13 +138,25 @@ def calibrate(
             shrink,
             seed,
             progress,
+            agreement,
         )
     finally:
         torch.set_num_threads(old_threads)
 
 
 def _calibrate(
-    model, x, prof, levels, widths, reference_drop, safety, max_shrink_steps, shrink, seed, progress
+    model,
+    x,
+    prof,
+    levels,
+    widths,
+    reference_drop,
+    safety,
+    max_shrink_steps,
+    shrink,
+    seed,
+    progress,
+    agreement_spec=None,
 ) -> Calibration:
     from tqdm.auto import tqdm
 
@@ -147,7 +168,7 @@ def _calibrate(
     if prof is None:
         prof = profile_model(model, x[:2])
     torch.manual_seed(seed)
-    probe = Probe(prof, x)
+    probe = Probe(prof, x, agreement_spec)
     margins = adversarial_margins(probe.ref)
     gen = torch.Generator()
     n_sources = prof.num_layers + len(prof.cuts)
@@ -185,7 +206,7 @@ def _calibrate(
 
     def logit_flips(energy: float) -> float:
         noisy = probe.ref + noise_dir * math.sqrt(energy / probe.ref.shape[1])
-        return float((noisy.argmax(-1) != probe.pred).float().mean())
+        return probe.agreement.disagreement_rate(noisy, probe.ref)
 
     def energy_for(drop: float) -> float:
         lo, hi = -30.0, 30.0

@@ -33,8 +33,15 @@ class Plan:
     included); ``memory_bytes``: weights plus peak float activations on the device;
     ``predicted_noise``: ``D = sum p e^(-alpha b)/t``; ``predicted_loss``: the accuracy loss
     the calibration maps ``D`` to; ``costs``: the objective terms for the request;
-    ``measured_flip_rate``: the flip rate on the acceptance inputs when the widths were
-    refined by measurement (:mod:`qpart.planning.refinement`), else ``None``.
+    ``selection_loss``: the disagreement rate on the *selection* inputs when the widths were
+    refined by measurement there (:mod:`qpart.planning.refinement`; optimistic, since the
+    widths were chosen on those inputs), else ``None``.
+
+    Held-out acceptance (:mod:`qpart.planning.heldout`; ``None`` when the table was built
+    without acceptance data): ``measured_loss`` is the disagreement rate with the float
+    model on ``acceptance_n`` acceptance inputs the widths were never chosen on,
+    ``loss_upper_bound`` its one-sided Clopper-Pearson upper bound at ``confidence``, and
+    ``measured_accuracy_loss`` the measured accuracy loss there when labels were given.
     """
 
     partition_point: int
@@ -50,7 +57,17 @@ class Plan:
     device_macs: int
     server_macs: int
     costs: CostBreakdown | None = None
-    measured_flip_rate: float | None = None
+    selection_loss: float | None = None
+    measured_loss: float | None = None
+    acceptance_n: int | None = None
+    loss_upper_bound: float | None = None
+    confidence: float | None = None
+    measured_accuracy_loss: float | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the plan carries a held-out acceptance measurement."""
+        return self.loss_upper_bound is not None
 
 
 def default_bit_costs(
@@ -152,7 +169,7 @@ def make_plan(
     server=None,
     channel=None,
     weights=None,
-    measured_flip_rate: float | None = None,
+    selection_loss: float | None = None,
 ) -> Plan:
     """A :class:`Plan` with exact payloads and (for the given request) the cost terms."""
     w_bytes = prof.weight_payload_bytes(p, bits)
@@ -181,7 +198,7 @@ def make_plan(
         prof.device_macs(p),
         prof.server_macs(p),
         costs,
-        measured_flip_rate,
+        selection_loss,
     )
 
 
