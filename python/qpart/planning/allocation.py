@@ -16,12 +16,16 @@ Problem, for variables ``i`` (the device layers' weights and the cut activation)
   added noise while the budget holds, then a pairwise-exchange pass. Its cost is provably
   at most ``sum_i c_i`` above the continuous optimum, hence above the integer optimum.
 * :func:`exact_allocation` - branch and bound with the continuous relaxation as the bound:
-  the integer optimum, for measuring the gap on small problems.
+  the integer optimum, optionally seeded with an incumbent and stopped at a time cap.
+* ``allocate_bits(method="auto")`` (what the planner uses) - the greedy solution as the
+  incumbent, then branch and bound within ``time_limit_s``: the integer optimum when it
+  finishes, else the greedy widths with their gap to the continuous lower bound reported.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,12 +46,16 @@ class InfeasibleError(ValueError):
 @dataclass(frozen=True)
 class Allocation:
     """Bit widths (``bits``, int array) with their predicted noise ``sum g e^(-alpha b)``,
-    linear cost ``sum c b`` and, when computed, the continuous solution."""
+    linear cost ``sum c b`` and, when computed, the continuous solution. ``optimal``: the
+    widths are the proven integer optimum (``None``: not known); ``gap``: relative gap
+    ``(cost - lower bound) / cost`` to the best proven lower bound (``0`` when optimal)."""
 
     bits: np.ndarray
     noise: float
     cost: float
     continuous: np.ndarray | None = None
+    optimal: bool | None = None
+    gap: float | None = None
 
 
 def _arrays(g, alpha, c):
@@ -226,11 +234,15 @@ def allocate_bits(
     memory_per_bit=None,
     memory_budget: float | None = None,
     method: str = "greedy",
+    time_limit_s: float = 0.05,
 ) -> Allocation:
     """Integer bit widths minimizing ``sum c b`` under the noise budget (and memory).
 
-    ``method="greedy"`` (default; closed form + rounding + greedy, fast at any size) or
-    ``"exact"`` (:func:`exact_allocation`, for small problems).
+    ``method="greedy"`` (default; closed form + rounding + greedy, fast at any size),
+    ``"exact"`` (:func:`exact_allocation`, for small problems) or ``"auto"`` (greedy as the
+    incumbent, then branch and bound capped at ``time_limit_s`` seconds: the integer
+    optimum when it finishes - ``optimal=True`` - else the greedy widths with ``gap``, their
+    relative distance to the continuous lower bound).
 
     ``g``: per variable ``p_i / t_i`` (noise energy at 0 bits over robustness); ``alpha``:
     decay per bit (scalar or per variable); ``c``: cost per bit; ``budget``: ``C(a)``.
@@ -239,8 +251,8 @@ def allocate_bits(
     Rounding goes up first, so the accuracy budget is never exceeded. Raises
     :class:`InfeasibleError` naming the failing constraint (``"accuracy"`` or ``"memory"``).
     """
-    if method not in ("greedy", "exact"):
-        raise ValueError(f"method must be 'greedy' or 'exact', got {method!r}")
+    if method not in ("greedy", "exact", "auto"):
+        raise ValueError(f"method must be 'greedy', 'exact' or 'auto', got {method!r}")
     g, alpha, c = _arrays(g, alpha, c)
     if g.size == 0:
         return Allocation(np.zeros(0, dtype=np.int64), 0.0, 0.0, np.zeros(0))
@@ -261,7 +273,10 @@ def allocate_bits(
     for _ in range(30):
         bits = _greedy(g, alpha, c + nu * (m if m is not None else 0.0), budget, start, lo, hi)
         if memory_budget is None or m is None or float(m @ bits) <= memory_budget * (1 + _REL_TOL):
-            return Allocation(bits, noise_of(g, alpha, bits), float(c @ bits), b_cont)
+            greedy = Allocation(bits, noise_of(g, alpha, bits), float(c @ bits), b_cont)
+            if method == "greedy":
+                return greedy
+            return _improve(g, alpha, c, budget, lo, hi, m, memory_budget, greedy, time_limit_s)
         nu = max(nu * 2.0, float(np.max(c)) / max(float(np.max(m)), 1e-300))
     if g.size <= 10:
         return exact_allocation(
@@ -271,6 +286,32 @@ def allocate_bits(
         "memory",
         "device memory: no integer rounding of the continuous solution fits the memory limit",
     )
+
+
+def _improve(g, alpha, c, budget, lo, hi, m, memory_budget, greedy, time_limit_s) -> Allocation:
+    """``method="auto"``: branch and bound seeded with the greedy widths, capped in time."""
+    try:
+        exact = exact_allocation(
+            g,
+            alpha,
+            c,
+            budget,
+            lo=lo,
+            hi=hi,
+            memory_per_bit=m,
+            memory_budget=memory_budget,
+            incumbent=greedy.bits,
+            time_limit_s=time_limit_s,
+        )
+    except _TimeUp:
+        lower = float(c @ greedy.continuous) if greedy.continuous is not None else 0.0
+        gap = max(0.0, (greedy.cost - lower) / greedy.cost) if greedy.cost > 0 else 0.0
+        return Allocation(greedy.bits, greedy.noise, greedy.cost, greedy.continuous, False, gap)
+    return Allocation(exact.bits, exact.noise, exact.cost, greedy.continuous, True, 0.0)
+
+
+class _TimeUp(Exception):
+    """The branch and bound ran past its time cap."""
 
 
 def exact_allocation(
@@ -283,9 +324,15 @@ def exact_allocation(
     hi: int = MAX_BITS,
     memory_per_bit=None,
     memory_budget: float | None = None,
+    incumbent=None,
+    time_limit_s: float | None = None,
 ) -> Allocation:
     """The integer optimum by branch and bound (continuous relaxation as the lower bound).
-    Meant for small problems (up to ~12 variables); raises :class:`InfeasibleError`."""
+    Meant for small problems (up to ~12 variables); raises :class:`InfeasibleError`.
+    ``incumbent``: a feasible integer solution to start from (prunes earlier; returned
+    when nothing is cheaper); ``time_limit_s``: raise the internal time-up signal past
+    this many seconds (used by ``allocate_bits(method="auto")``)."""
+    deadline = None if time_limit_s is None else time.perf_counter() + time_limit_s
     g, alpha, c = _arrays(g, alpha, c)
     n = g.size
     _check_accuracy_feasible(g, alpha, budget, hi)
@@ -300,7 +347,16 @@ def exact_allocation(
     min_mem_tail = np.concatenate([np.cumsum((m * lo)[::-1])[::-1], [0.0]])
     best_cost = math.inf
     best_bits: np.ndarray | None = None
+    if incumbent is not None:
+        inc = np.asarray(incumbent, np.int64).ravel()[order]
+        if (
+            float(g @ np.exp(-alpha * inc)) <= limit
+            and float(m @ inc) <= mem_limit
+            and np.all((inc >= lo) & (inc <= hi))
+        ):
+            best_cost, best_bits = float(c @ inc), inc.copy()
     bits = np.zeros(n, dtype=np.int64)
+    visits = 0
 
     def bound(k, noise, cost):
         if k == n:
@@ -315,7 +371,10 @@ def exact_allocation(
         return cost + float(c[k:] @ b)
 
     def dfs(k, noise, cost, mem):
-        nonlocal best_cost, best_bits
+        nonlocal best_cost, best_bits, visits
+        visits += 1
+        if deadline is not None and visits % 64 == 0 and time.perf_counter() > deadline:
+            raise _TimeUp
         if k == n:
             if cost < best_cost:
                 best_cost, best_bits = cost, bits.copy()

@@ -134,8 +134,10 @@ class PatternTable:
         for level in tqdm(levels, desc="pattern table", disable=not progress, leave=False):
             budget = calib.budget(level)
             for p in prof.valid_points:
+                gap = None
                 try:
-                    bits, b_a, _ = solve_partition(prof, calib, p, budget, coef)
+                    bits, b_a, alloc = solve_partition(prof, calib, p, budget, coef)
+                    gap = alloc.gap
                 except InfeasibleError:
                     if refiner is None:
                         continue
@@ -147,9 +149,20 @@ class PatternTable:
                         continue
                     if ref.accepted:
                         bits, b_a, flips = ref.bits, ref.activation_bits, ref.flip_rate
+                        gap = None
                 noise = predicted_noise(prof, calib, p, bits, b_a)
                 patterns.append(
-                    make_plan(prof, calib, p, bits, b_a, float(level), noise, selection_loss=flips)
+                    make_plan(
+                        prof,
+                        calib,
+                        p,
+                        bits,
+                        b_a,
+                        float(level),
+                        noise,
+                        selection_loss=flips,
+                        allocation_gap=gap,
+                    )
                 )
         if acceptance is not None:
             patterns += _uniform_patterns(prof, calib, levels)
