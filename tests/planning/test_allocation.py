@@ -201,3 +201,26 @@ def test_auto_falls_back_to_the_greedy_with_its_gap_past_the_time_cap():
     assert 0.0 <= auto.gap < 1.0
     with pytest.raises(ValueError, match="auto"):
         allocate_bits(g, alpha, c, budget, method="nope")
+
+
+def test_exact_matches_brute_force_with_memory_on_five_variables():
+    import itertools
+
+    rng = np.random.default_rng(17)
+    grid = np.array(list(itertools.product(range(1, 9), repeat=5)), dtype=np.float64)
+    for _ in range(8):
+        g, alpha, c, budget = _random_problem(rng, 5)
+        m = rng.uniform(0.5, 2.0, 5)
+        noise = (g * np.exp(-alpha * grid)).sum(1)
+        mem_budget = float(m @ np.full(5, 5.0))
+        ok = (noise <= budget * (1 + 1e-9)) & (grid @ m <= mem_budget * (1 + 1e-9))
+        if not ok.any():
+            continue
+        best = float((grid[ok] @ c).min())
+        got = exact_allocation(g, alpha, c, budget, memory_per_bit=m, memory_budget=mem_budget)
+        assert got.cost == pytest.approx(best, rel=1e-12)
+        auto = allocate_bits(
+            g, alpha, c, budget, memory_per_bit=m, memory_budget=mem_budget, method="auto"
+        )
+        if auto.optimal:
+            assert auto.cost == pytest.approx(best, rel=1e-12)
