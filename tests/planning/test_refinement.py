@@ -47,12 +47,14 @@ def test_refined_widths_always_meet_the_acceptance_rule(s, refiner):
                     r.flip_rate, abs=1e-9
                 )
     # every refined pattern of the simulator's table carries its selection measurement
-    # (the uniform fallback patterns after them have none), every pattern its held-out one
-    refined = s.table.patterns[: len(LEVELS) * len(s.prof.valid_points)]
+    # within the selection rule (the tighter selection limits only lower it); the uniform
+    # fallback patterns have none; every pattern carries its held-out measurement
+    refined = [pl for pl in s.table.patterns if pl.selection_loss is not None]
+    assert len(refined) >= len(LEVELS) * len(s.prof.valid_points)
     for pl in refined:
-        assert pl.selection_loss is not None
         assert pl.selection_loss <= s.calib.safety * pl.accuracy_budget + 1e-12
-    assert all(pl.selection_loss is None for pl in s.table.patterns[len(refined) :])
+    uniform = [pl for pl in s.table.patterns if pl.selection_loss is None]
+    assert len(uniform) >= 8 * len(s.prof.valid_points)
     assert all(pl.accepted and pl.acceptance_n == 600 for pl in s.table.patterns)
 
 

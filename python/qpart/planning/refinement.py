@@ -155,11 +155,13 @@ class MeasuredRefiner:
         coefficients: np.ndarray,
         bits: Sequence[int] | None,
         b_a: int | None,
+        limit: float | None = None,
     ) -> Refined:
         """Refines the model's solution ``(bits, b_a)`` (``None`` if the model found none)
-        at partition point ``p`` for accuracy level ``level``; see the module docstring."""
+        at partition point ``p`` for accuracy level ``level``; see the module docstring.
+        ``limit``: the largest selectable disagreement rate (default ``safety * level``)."""
         has_act = p < self.prof.num_layers
-        limit = self.limit(calib, level)
+        limit = self.limit(calib, level) if limit is None else float(limit)
         g, alpha, _ = allocation_problem(self.prof, calib, p, coefficients)
         start_evals = len(self._flips)
 

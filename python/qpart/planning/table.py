@@ -40,6 +40,9 @@ from .solve import Plan, default_bit_costs, make_plan, predicted_noise, solve_pa
 
 TABLE_FORMAT = "qpart-pattern-table"
 TABLE_VERSION = 2
+#: Selection limits (fractions of ``safety * a``) refined per (point, level) when the table
+#: is built with both a refiner and held-out acceptance.
+SELECTION_FACTORS = (1.0, 0.5, 0.25, 0.0)
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ class PatternTable:
         progress: bool = False,
         refiner: MeasuredRefiner | None = None,
         acceptance: HeldOutAcceptance | None = None,
+        selection_factors: Sequence[float] = SELECTION_FACTORS,
     ) -> PatternTable:
         """Algorithm 1: one pattern per (valid partition point, accuracy level), widths
         optimised for the given (default: Table II) request. Levels default to the
@@ -125,7 +129,14 @@ class PatternTable:
         pattern is then measured once there and carries its measured loss, ``n`` and upper
         bound; the uniform widths ``1..8`` at every point are added as fallback patterns
         (design level: the smallest level whose ``C(a)`` their predicted noise meets, else
-        ``1.0``) so a point whose refined patterns fail acceptance still has candidates."""
+        ``1.0``) so a point whose refined patterns fail acceptance still has candidates.
+        With both ``refiner`` and ``acceptance``, every (point, level) is also refined to the
+        tighter selection limits ``f * safety * a`` for ``f`` in ``selection_factors`` (the
+        first factor, ``1``, gives the pattern of the plain refinement): the selection
+        split's loss is optimistic, so stricter candidates are what pass the held-out bound;
+        the cheapest that passes is served. The noise model's own widths at ``C(a) *
+        2^(k/2)``, ``k = -4..0`` (not pushed to the edge of the selection split) are added
+        as candidates too."""
         from tqdm.auto import tqdm
 
         levels = sorted(calib.budgets) if levels is None else sorted(levels)
@@ -142,29 +153,41 @@ class PatternTable:
                     if refiner is None:
                         continue
                     bits = b_a = None
-                flips = None
-                if refiner is not None:
-                    ref = refiner.refine(calib, p, float(level), coef, bits, b_a)
-                    if not ref.accepted and bits is None:
+                factors = (1.0,)
+                if refiner is not None and acceptance is not None:
+                    factors = tuple(selection_factors) or (1.0,)
+                seen = set()
+                for factor in factors:
+                    pb, pa, flips, pgap = bits, b_a, None, gap
+                    if refiner is not None:
+                        limit = factor * refiner.limit(calib, float(level))
+                        ref = refiner.refine(calib, p, float(level), coef, bits, b_a, limit)
+                        if not ref.accepted and bits is None:
+                            continue
+                        if ref.accepted:
+                            pb, pa, flips = ref.bits, ref.activation_bits, ref.flip_rate
+                            pgap = None
+                    key = (tuple(pb), pa)
+                    if key in seen:
                         continue
-                    if ref.accepted:
-                        bits, b_a, flips = ref.bits, ref.activation_bits, ref.flip_rate
-                        gap = None
-                noise = predicted_noise(prof, calib, p, bits, b_a)
-                patterns.append(
-                    make_plan(
-                        prof,
-                        calib,
-                        p,
-                        bits,
-                        b_a,
-                        float(level),
-                        noise,
-                        selection_loss=flips,
-                        allocation_gap=gap,
+                    seen.add(key)
+                    noise = predicted_noise(prof, calib, p, pb, pa)
+                    patterns.append(
+                        make_plan(
+                            prof,
+                            calib,
+                            p,
+                            pb,
+                            pa,
+                            float(level),
+                            noise,
+                            selection_loss=flips,
+                            allocation_gap=pgap,
+                        )
                     )
-                )
         if acceptance is not None:
+            if refiner is not None:
+                patterns += _model_patterns(prof, calib, levels, coef, patterns)
             patterns += _uniform_patterns(prof, calib, levels)
             patterns = [_accepted(pl, acceptance) for pl in patterns]
         return cls(prof, calib, patterns)
@@ -294,6 +317,39 @@ class PatternTable:
         """Reads a table written by :meth:`save`."""
         with open(path) as f:
             return cls.from_dict(json.load(f), prof)
+
+
+def _model_patterns(
+    prof: ModelProfile,
+    calib: Calibration,
+    levels: Sequence[float],
+    coef: np.ndarray,
+    existing: Sequence[Plan],
+) -> list[Plan]:
+    """The noise model's integer widths at ``C(a) * 2^(k/2)``, ``k = -4..0``, for every
+    valid point and level (design level ``a``), skipping configurations already present."""
+    have = {(pl.partition_point, pl.bits, pl.activation_bits) for pl in existing}
+    out = []
+    for level in levels:
+        for p in prof.valid_points:
+            for k in range(-4, 1):
+                try:
+                    bits, b_a, alloc = solve_partition(
+                        prof, calib, p, calib.budget(level) * 2 ** (k / 2), coef
+                    )
+                except InfeasibleError:
+                    continue
+                key = (p, tuple(bits), b_a)
+                if key in have:
+                    continue
+                have.add(key)
+                noise = predicted_noise(prof, calib, p, bits, b_a)
+                out.append(
+                    make_plan(
+                        prof, calib, p, bits, b_a, float(level), noise, allocation_gap=alloc.gap
+                    )
+                )
+    return out
 
 
 def _uniform_patterns(

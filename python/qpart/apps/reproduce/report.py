@@ -280,9 +280,10 @@ def results_markdown(results: ReproductionResults) -> str:
         md += [
             "",
             "Why: QPART's table contains the uniform widths and is served by the same "
-            "held-out rule, so where another scheme wins it is "
-            "either a non-quantizing scheme or a tie broken by the exact byte counts; the "
-            "raw rows are in points.json.",
+            "held-out rule as the uniform and pruning baselines, so where another scheme "
+            "wins it is one not held to that rule (the closed form, the autoencoder), a "
+            "non-quantizing scheme, or a tie broken by the exact byte counts; the raw rows "
+            "are in points.json.",
         ]
     md += [
         "",
