@@ -30,6 +30,7 @@ FILES=(
   csrc/kernels/x86/linear_avx2.cpp
   csrc/kernels/x86/linear_avx512_gemm.cpp
   csrc/kernels/x86/linear_avx512_gemv.cpp
+  csrc/kernels/x86/conv2d_x86_tile.h
   csrc/tests/test_isa_table.cpp
   csrc/torch/extension.cpp
   csrc/torch/ops_cpu.cpp

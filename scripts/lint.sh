@@ -22,7 +22,7 @@ if ! "$PY" -m ruff --version >/dev/null 2>&1 || ! "$VENV/bin/lint-imports" --hel
 fi
 
 cd "$ROOT"
-PY_SOURCES=(python qpart_kernels tests benchmarks setup.py)
+PY_SOURCES=(python qpart_kernels tests benchmarks examples setup.py)
 echo "==> ruff check"
 "$PY" -m ruff check "${PY_SOURCES[@]}"
 echo "==> ruff format --check"

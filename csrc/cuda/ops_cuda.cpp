@@ -127,9 +127,10 @@ struct Cuda {
 };
 
 Tensor linear_cuda(const Tensor& input, const Tensor& packed, const Tensor& scales,
-                   const Tensor& zeros, const std::optional<Tensor>& bias, int64_t bits,
-                   int64_t in_features, bool int8_activations) {
+                   const Tensor& zeros, const std::optional<Tensor>& bias,
+                   const c10::Scalar& bits_value, int64_t in_features, bool int8_activations) {
   const char* op = "linear";
+  const int64_t bits = chk::bits_arg(op, bits_value);
   TORCH_CHECK_NOT_IMPLEMENTED(!int8_activations,
                               "qpart.linear: int8_activations=True has native kernels on CPU "
                               "only; use qpart_kernels.linear(..., int8_activations=True), "
@@ -157,10 +158,12 @@ Tensor linear_cuda(const Tensor& input, const Tensor& packed, const Tensor& scal
 }
 
 Tensor conv2d_cuda(const Tensor& input, const Tensor& packed, const Tensor& scales,
-                   const Tensor& zeros, const std::optional<Tensor>& bias, int64_t bits,
-                   at::IntArrayRef weight_shape, at::IntArrayRef stride, at::IntArrayRef padding,
-                   at::IntArrayRef dilation, int64_t groups) {
+                   const Tensor& zeros, const std::optional<Tensor>& bias,
+                   const c10::Scalar& bits_value, at::IntArrayRef weight_shape,
+                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                   int64_t groups) {
   const char* op = "conv2d";
+  const int64_t bits = chk::bits_arg(op, bits_value);
   cuda_device(op, "input", input);
   const chk::Conv2dDims d = chk::conv2d(input, packed, scales, zeros, bias, bits, weight_shape,
                                         stride, padding, dilation, groups);

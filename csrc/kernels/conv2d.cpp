@@ -188,7 +188,11 @@ void conv2d_f32(const float* x, const Conv2dShape& s, const uint8_t* packed,
                 int64_t group_size, int bits, int64_t item_begin, int64_t item_end, float* scratch,
                 float* y) {
   // The tiles of (image, group) item i are the contiguous plan items [i * per, (i + 1) * per).
-  const Conv2dPlan plan = conv2d_plan(s);
+  // Operands the folding direct kernels would get wrong (NaN/Inf) run the portable tiles.
+  const int64_t groups = s.k() / group_size;
+  const bool exact =
+      fold_exact(x, s.batch * s.c_in * s.h_in * s.w_in, scale_bits, s.c_out * groups);
+  const Conv2dPlan plan = exact ? conv2d_plan(s) : conv2d_plan(s, CpuIsa::kScalar);
   const int64_t per = plan.co_blocks * plan.px_blocks;
   conv2d_f32_items(plan, x, s, packed, scale_bits, zeros, bias, group_size, bits, item_begin * per,
                    item_end * per, scratch, y);

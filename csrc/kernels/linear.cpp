@@ -33,6 +33,14 @@ void linear_f32_scalar(const float* x, int64_t m, int64_t k, const uint8_t* pack
 
 }  // namespace detail
 
+bool fold_exact(const float* x, int64_t n, const uint16_t* scale_bits, int64_t n_scales) {
+  bool ok = true;
+  for (int64_t i = 0; i < n; ++i)
+    ok &= x[i] <= kFoldSafeAbs && x[i] >= -kFoldSafeAbs;                              // NaN: false
+  for (int64_t i = 0; i < n_scales; ++i) ok &= (scale_bits[i] & 0x7c00u) != 0x7c00u;  // Inf/NaN
+  return ok;
+}
+
 void linear_f32(const float* x, int64_t m, int64_t k, const uint8_t* packed,
                 const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
                 int64_t n_total, int64_t group_size, int bits, int64_t n_begin, int64_t n_end,
@@ -40,7 +48,9 @@ void linear_f32(const float* x, int64_t m, int64_t k, const uint8_t* packed,
   if (n_begin >= n_end || m <= 0) return;
   const detail::IsaKernels& isa = detail::active_isa_kernels();
   const bool simd_shape = group_size == k || group_size % 8 == 0;
-  if (isa.fn.linear_f32 != nullptr && simd_shape) {
+  const int64_t groups = k / group_size;
+  if (isa.fn.linear_f32 != nullptr && simd_shape &&
+      fold_exact(x, m * k, scale_bits + n_begin * groups, (n_end - n_begin) * groups)) {
     // Scratch lives here (a plain TU) so the ISA-specific files instantiate no std templates.
     thread_local std::vector<float> xsum, scratch;
     const size_t xsum_n = static_cast<size_t>(m * (k / group_size));

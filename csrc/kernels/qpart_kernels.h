@@ -106,10 +106,25 @@ void dequantize_rows(const uint8_t* packed, const uint16_t* scale_bits, const ui
                      float* out);
 
 // ---- packed matmul ----------------------------------------------------------------------
+//
+// IEEE semantics: the SIMD kernels fold the zero points, s * (sum x*code - z * sum x), which
+// turns an Inf input into Inf - Inf = NaN (and can overflow on huge finite inputs) where the
+// reference's per-term products x * ((code - z) * s) give +-Inf. Operands that are not
+// fold_exact therefore run the portable per-term kernel (linear_f32 does this itself; conv2d
+// callers pick conv2d_plan(s, CpuIsa::kScalar, ...)), so NaN/Inf give what the reference gives
+// on every ISA.
+
+/// Largest |x| the zero-point folding sums without overflow (2^60; see fold_exact).
+constexpr float kFoldSafeAbs = 1152921504606846976.0f;
+
+/// Whether the folding SIMD kernels give the reference's value for these operands: every
+/// |x[i]| <= kFoldSafeAbs (so no NaN/Inf) and every fp16 scale finite.
+bool fold_exact(const float* x, int64_t n, const uint16_t* scale_bits, int64_t n_scales);
 
 /// y[m, n] = sum_k x[m, k] * W[n, k] + bias[n] for output columns n in [n_begin, n_end),
 /// where W (n_total x k) is packed. x is row-major m x k, y row-major m x n_total.
-/// `bias` may be null. Accumulates in fp32.
+/// `bias` may be null. Accumulates in fp32. Operands that are not fold_exact run the
+/// portable per-term kernel whatever the ISA (IEEE semantics of the reference).
 void linear_f32(const float* x, int64_t m, int64_t k, const uint8_t* packed,
                 const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
                 int64_t n_total, int64_t group_size, int bits, int64_t n_begin, int64_t n_end,

@@ -424,4 +424,53 @@ TEST(Conv2d, TileEdgesEveryIsa) {
   run_conv_case_all_isas(make_shape(1, 64, 9, 9, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1), 576, 3, true, 7);
 }
 
+// Inf/NaN inputs and non-finite scales give the per-term (reference) result on every ISA:
+// the SIMD kernels fold the zero points, which would turn Inf into NaN (issue 18).
+TEST(Linear, NonFiniteOperandsMatchScalarOnEveryIsa) {
+  EXPECT_TRUE(qpart::kernels::fold_exact(nullptr, 0, nullptr, 0));
+  const float inf = std::numeric_limits<float>::infinity();
+  const float bad[] = {inf, -inf, std::numeric_limits<float>::quiet_NaN(), 2e18f};
+  for (float v : bad) EXPECT_FALSE(qpart::kernels::fold_exact(&v, 1, nullptr, 0)) << v;
+  const uint16_t half_inf = 0x7c00u, half_one = 0x3c00u;
+  EXPECT_FALSE(qpart::kernels::fold_exact(nullptr, 0, &half_inf, 1));
+  EXPECT_TRUE(qpart::kernels::fold_exact(nullptr, 0, &half_one, 1));
+
+  const int64_t m = 3, k = 64, n = 9, gs = 32;
+  for (int bits : {2, 4, 8}) {
+    qpart::kernels::Status st;
+    qpart_test::Packed p = qpart_test::quantize(
+        qpart_test::random_normal(static_cast<size_t>(n * k), 11), n, k, gs, bits, &st);
+    ASSERT_EQ(st, qpart::kernels::Status::kOk);
+    for (float v : bad) {
+      std::vector<float> x = qpart_test::random_normal(static_cast<size_t>(m * k), 12);
+      x[3] = v;
+      x[2 * k + 5] = -v;
+      std::vector<float> want(static_cast<size_t>(m * n));
+      {
+        IsaGuard guard;
+        ASSERT_TRUE(qpart::kernels::set_cpu_isa(CpuIsa::kScalar));
+        qpart::kernels::linear_f32(x.data(), m, k, p.packed.data(), p.scales.data(), p.zeros.data(),
+                                   nullptr, n, gs, bits, 0, n, want.data());
+      }
+      for (CpuIsa isa : supported_isas()) {
+        IsaGuard guard;
+        ASSERT_TRUE(qpart::kernels::set_cpu_isa(isa));
+        std::vector<float> got(static_cast<size_t>(m * n));
+        qpart::kernels::linear_f32(x.data(), m, k, p.packed.data(), p.scales.data(), p.zeros.data(),
+                                   nullptr, n, gs, bits, 0, n, got.data());
+        for (size_t i = 0; i < got.size(); ++i) {
+          if (std::isnan(want[i])) {
+            EXPECT_TRUE(std::isnan(got[i])) << qpart::kernels::cpu_isa_name(isa) << " " << i;
+          } else if (std::isinf(want[i])) {
+            EXPECT_EQ(got[i], want[i]) << qpart::kernels::cpu_isa_name(isa) << " " << i;
+          } else {
+            EXPECT_NEAR(got[i], want[i], 1e-3f * (1.0f + std::fabs(want[i])))
+                << qpart::kernels::cpu_isa_name(isa) << " " << i;
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace

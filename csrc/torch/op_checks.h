@@ -7,6 +7,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/DeviceType.h>
+#include <c10/core/Scalar.h>
 #include <c10/util/Exception.h>
 
 #include <cstdint>
@@ -19,13 +20,66 @@ using at::Tensor;
 
 constexpr int64_t kMinBits = 1;
 constexpr int64_t kMaxBits = 8;
+/// Largest conv2d stride, padding or dilation (2^31 - 1): larger ones have no use, and the
+/// reference's F.conv2d (oneDNN) fails on some (e.g. an int64-max stride), so both reject them.
+constexpr int64_t kMaxConvParam = 2147483647;
 
-/// Bytes of one packed row of `k` codes at `bits` bits (docs/FORMAT.md).
-inline int64_t packed_row_bytes(int64_t k, int64_t bits) { return (k * bits + 7) / 8; }
+// ---- checked geometry ------------------------------------------------------------------
+//
+// Every size computed from user input goes through these helpers, so that no int64 overflow
+// reaches an allocation, an index or a kernel launch. They raise the same ValueError as
+// qpart_kernels/ops/checks.py (which applies the same bounds to Python's unbounded ints), so
+// the native ops and the reference accept exactly the same inputs.
+
+/// `a * b`; raises "<what> overflows int64" instead of wrapping.
+inline int64_t checked_mul(const char* op, const char* what, int64_t a, int64_t b) {
+  int64_t out = 0;
+  TORCH_CHECK_VALUE(!__builtin_mul_overflow(a, b, &out), "qpart.", op, ": ", what, " (", a, " * ",
+                    b, ") overflows int64");
+  return out;
+}
+
+/// `a + b`; raises "<what> overflows int64" instead of wrapping.
+inline int64_t checked_add(const char* op, const char* what, int64_t a, int64_t b) {
+  int64_t out = 0;
+  TORCH_CHECK_VALUE(!__builtin_add_overflow(a, b, &out), "qpart.", op, ": ", what, " (", a, " + ",
+                    b, ") overflows int64");
+  return out;
+}
+
+/// Bytes of one packed row of `k` codes at `bits` bits (docs/FORMAT.md), overflow-checked.
+inline int64_t packed_row_bytes(const char* op, int64_t k, int64_t bits) {
+  return checked_add(op, "packed row bits", checked_mul(op, "packed row bits", k, bits), 7) / 8;
+}
+
+/// One spatial dimension of a convolution: the output size of an input of `in` elements with
+/// `pad` on both sides, a kernel of `kernel` taps `dil` apart and `stride`, with floor
+/// semantics (a padded input smaller than the dilated kernel is rejected, never rounded up
+/// to one output). Raises on int64 overflow. Returns 0 when the input is too small.
+inline int64_t conv_output_size(const char* op, int64_t in, int64_t kernel, int64_t stride,
+                                int64_t pad, int64_t dil) {
+  const int64_t padded =
+      checked_add(op, "padded input size", in, checked_mul(op, "padding", 2, pad));
+  const int64_t span = checked_add(op, "dilated kernel size",
+                                   checked_mul(op, "dilated kernel size", dil, kernel - 1), 1);
+  if (padded < span) return 0;
+  return (padded - span) / stride + 1;
+}
 
 inline void bits(const char* op, int64_t bits) {
   TORCH_CHECK_VALUE(bits >= kMinBits && bits <= kMaxBits, "qpart.", op,
                     ": bits must be in 1..8, got ", bits);
+}
+
+/// The `bits` argument of an op as the schema passes it (a Scalar, so that a Python bool or
+/// float is still recognizable here): a real integer in 1..8, else TypeError / ValueError,
+/// like qpart_kernels/ops/checks.py::check_bits.
+inline int64_t bits_arg(const char* op, const c10::Scalar& bits_value) {
+  TORCH_CHECK_TYPE(bits_value.isIntegral(/*includeBool=*/false), "qpart.", op,
+                   ": bits must be an int in 1..8, got ", bits_value, " (", bits_value.type(), ")");
+  const int64_t value = bits_value.toLong();
+  bits(op, value);
+  return value;
 }
 
 /// `t` must live on `device` (the device whose kernel runs).
@@ -70,7 +124,7 @@ inline int64_t packed(const char* op, const Tensor& packed, const Tensor& scales
                     ": packed weight, scales and zeros must be 2-D");
   TORCH_CHECK_VALUE(packed.numel() > 0, "qpart.", op, ": packed weight is empty");
   TORCH_CHECK_VALUE(kdim > 0, "qpart.", op, ": the reduction size must be positive, got ", kdim);
-  const int64_t expected = packed_row_bytes(kdim, nbits);
+  const int64_t expected = packed_row_bytes(op, kdim, nbits);
   TORCH_CHECK_VALUE(packed.size(1) == expected, "qpart.", op, ": packed weight has ",
                     packed.size(1), " bytes per row but ", kdim, " columns at ", nbits,
                     " bits need ", expected);
@@ -149,6 +203,11 @@ inline Conv2dDims conv2d(const Tensor& input, const Tensor& packed_w, const Tens
   TORCH_CHECK_VALUE(stride[0] >= 1 && stride[1] >= 1 && dilation[0] >= 1 && dilation[1] >= 1 &&
                         padding[0] >= 0 && padding[1] >= 0,
                     "qpart.conv2d: stride and dilation must be >= 1 and padding >= 0");
+  for (const at::IntArrayRef pair : {stride, padding, dilation}) {
+    TORCH_CHECK_VALUE(pair[0] <= kMaxConvParam && pair[1] <= kMaxConvParam,
+                      "qpart.conv2d: stride, padding and dilation must be at most ", kMaxConvParam,
+                      ", got stride ", stride, ", padding ", padding, ", dilation ", dilation);
+  }
   Conv2dDims d{input.size(0),
                input.size(1),
                input.size(2),
@@ -172,7 +231,8 @@ inline Conv2dDims conv2d(const Tensor& input, const Tensor& packed_w, const Tens
   TORCH_CHECK_VALUE(d.c_in / groups == weight_shape[1], "qpart.conv2d: input has ", d.c_in,
                     " channels, so ", d.c_in / groups, " per group, but the weight expects ",
                     weight_shape[1], " per group");
-  d.k = weight_shape[1] * d.kh * d.kw;
+  d.k = checked_mul(op, "weight row length",
+                    checked_mul(op, "weight row length", weight_shape[1], d.kh), d.kw);
   on_device(op, "packed weight", packed_w, input.device());
   d.group_size = packed(op, packed_w, scales, zeros, nbits, d.k);
   TORCH_CHECK_VALUE(packed_w.size(0) == d.c_out, "qpart.conv2d: packed weight has ",
@@ -180,11 +240,15 @@ inline Conv2dDims conv2d(const Tensor& input, const Tensor& packed_w, const Tens
   TORCH_CHECK_VALUE(d.c_out % groups == 0, "qpart.conv2d: groups ", groups, " must divide ",
                     d.c_out, " output channels");
   bias(op, bias_t, d.c_out, input.device());
-  d.h_out = (d.h_in + 2 * d.pad_h - d.dil_h * (d.kh - 1) - 1) / d.stride_h + 1;
-  d.w_out = (d.w_in + 2 * d.pad_w - d.dil_w * (d.kw - 1) - 1) / d.stride_w + 1;
+  d.h_out = conv_output_size(op, d.h_in, d.kh, d.stride_h, d.pad_h, d.dil_h);
+  d.w_out = conv_output_size(op, d.w_in, d.kw, d.stride_w, d.pad_w, d.dil_w);
   TORCH_CHECK_VALUE(d.h_out > 0 && d.w_out > 0, "qpart.conv2d: input ", input.sizes().slice(2),
                     " is too small for kernel ", weight_shape.slice(2), " with padding ", padding,
                     " and dilation ", dilation);
+  checked_mul(
+      op, "output size",
+      checked_mul(op, "output size", checked_mul(op, "output size", d.batch, d.c_out), d.h_out),
+      d.w_out);
   return d;
 }
 
@@ -207,7 +271,7 @@ inline int64_t dequantize_activation(const Tensor& packed_a, const Tensor& scale
   int64_t numel = 1;
   for (int64_t d : shape) {
     TORCH_CHECK_VALUE(d >= 0, "qpart.", op, ": shape ", shape, " has a negative size");
-    numel *= d;
+    numel = checked_mul(op, "shape size", numel, d);
   }
   TORCH_CHECK_VALUE(numel > 0, "qpart.", op, ": shape ", shape, " is empty");
   TORCH_CHECK_VALUE(scales.dim() == 2 && scales.size(1) == 1, "qpart.", op,

@@ -91,8 +91,9 @@ struct Cpu {
 };
 
 Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scales,
-                  const Tensor& zeros, const std::optional<Tensor>& bias, int64_t bits,
-                  int64_t in_features, bool int8_activations) {
+                  const Tensor& zeros, const std::optional<Tensor>& bias,
+                  const c10::Scalar& bits_value, int64_t in_features, bool int8_activations) {
+  const int64_t bits = chk::bits_arg("linear", bits_value);
   chk::on_device("linear", "input", input, kCpu);
   const chk::LinearDims dims = chk::linear(input, packed, scales, zeros, bias, bits, in_features);
   const int64_t kdim = dims.k, n = dims.n, gs = dims.group_size, m = dims.m;
@@ -100,6 +101,9 @@ Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
                     "qpart.linear: int8_activations=True needs groups of at most ",
                     k::kMaxI8GroupSize, " inputs (exact int32 group sums), got ", gs,
                     "; quantize the weight with a smaller group_size");
+  TORCH_CHECK_VALUE(!int8_activations ||
+                        k::fold_exact(nullptr, 0, scale_ptr(scales.contiguous()), scales.numel()),
+                    "qpart.linear: int8_activations=True needs finite weight scales");
 
   std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end());
   out_shape.back() = n;
@@ -150,9 +154,11 @@ Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
 }
 
 Tensor conv2d_cpu(const Tensor& input, const Tensor& packed, const Tensor& scales,
-                  const Tensor& zeros, const std::optional<Tensor>& bias, int64_t bits,
-                  at::IntArrayRef weight_shape, at::IntArrayRef stride, at::IntArrayRef padding,
-                  at::IntArrayRef dilation, int64_t groups) {
+                  const Tensor& zeros, const std::optional<Tensor>& bias,
+                  const c10::Scalar& bits_value, at::IntArrayRef weight_shape,
+                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                  int64_t groups) {
+  const int64_t bits = chk::bits_arg("conv2d", bits_value);
   chk::on_device("conv2d", "input", input, kCpu);
   const chk::Conv2dDims d = chk::conv2d(input, packed, scales, zeros, bias, bits, weight_shape,
                                         stride, padding, dilation, groups);
@@ -165,10 +171,15 @@ Tensor conv2d_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
   // batch 1 with one group still spreads over the threads; each output element belongs to
   // one tile, so the result does not depend on the thread count (which only sizes the tiles
   // so that they split evenly).
-  const k::Conv2dPlan plan = k::conv2d_plan(shape, at::get_num_threads());
+  const Tensor x = input.to(at::kFloat).contiguous();
+  const Tensor p = packed.contiguous(), s = scales.contiguous(), z = zeros.contiguous();
+  // NaN/Inf (or huge) inputs and non-finite scales run the portable per-term tiles: the direct
+  // x86 kernels fold the zero points, which would turn Inf into NaN (qpart_kernels.h).
+  const bool exact = k::fold_exact(x.const_data_ptr<float>(), x.numel(), scale_ptr(s), s.numel());
+  const k::Conv2dPlan plan = exact
+                                 ? k::conv2d_plan(shape, at::get_num_threads())
+                                 : k::conv2d_plan(shape, k::CpuIsa::kScalar, at::get_num_threads());
   if (plan.items > 0) {
-    const Tensor x = input.to(at::kFloat).contiguous();
-    const Tensor p = packed.contiguous(), s = scales.contiguous(), z = zeros.contiguous();
     Tensor b;
     if (bias.has_value()) b = bias->to(at::kFloat).contiguous();
     const float* bias_ptr = b.defined() ? b.const_data_ptr<float>() : nullptr;

@@ -31,6 +31,7 @@ from .planning.noise_model import Calibration, NoiseModel
 from .planning.solve import Plan, plan_request, solve_partition
 from .planning.table import PatternTable, Request
 from .planning.validation import ValidationResult, validate
+from .serving.registry import ModelSpec
 
 __all__ = [
     "Allocation",
@@ -41,6 +42,7 @@ __all__ = [
     "InfeasibleError",
     "LayerProfile",
     "ModelProfile",
+    "ModelSpec",
     "NoiseModel",
     "ObjectiveWeights",
     "PatternTable",

@@ -172,7 +172,8 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
         type=_positive_int,
         default=2000,
         metavar="N",
-        help="training digits used for calibration (default: 2000)",
+        help="calibration inputs used per model (default: 2000 for the MNIST MLP; at most "
+        "this many of a model's calibration inputs otherwise)",
     )
     parser.set_defaults(handler=_run_demo)
 
@@ -187,10 +188,28 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="run the QPART server (HTTP, FastAPI + uvicorn)",
-        description="Serves the MNIST MLP (calibration cached on disk): /v1/health, "
-        "/v1/models, /v1/plan, /v1/segment/{plan_id}, /v1/infer/{plan_id}; OpenAPI at /docs.",
+        description="Serves the models named by --model / --config (default: the MNIST MLP); "
+        "each is captured, calibrated and tabulated once (cached on disk under its weights' "
+        "digest). Routes: /v1/health, /v1/models, /v1/plan, /v1/segment/{plan_id}, "
+        "/v1/infer/{plan_id}; OpenAPI at /docs.",
     )
     _cache_args(parser)
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="ID=SPEC",
+        help="serve a model (repeatable). SPEC: a built-in id (mnist-mlp, mnist-cnn, "
+        "mnist-resnet), 'package.module:factory' (returns a qpart.ModelSpec or (model, "
+        "example, calibration inputs)), or 'PROGRAM.pt2:CALIBRATION.npy|.safetensors'. "
+        "A built-in id alone serves it under its own id",
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="TOML",
+        help="serve the [models.ID] tables of a TOML file (builtin / factory / program + "
+        "calibration, optional description)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     parser.add_argument("--port", type=_positive_int, default=8000, help="port (default: 8000)")
     parser.add_argument(
@@ -198,7 +217,8 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         type=_positive_int,
         default=2000,
         metavar="N",
-        help="training digits used for calibration (default: 2000)",
+        help="calibration inputs used per model (default: 2000 for the MNIST MLP; at most "
+        "this many of a model's calibration inputs otherwise)",
     )
     parser.add_argument(
         "--token",
@@ -217,7 +237,28 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         type=_positive_int,
         default=8,
         metavar="N",
-        help="requests processed at once; others wait (default: 8)",
+        help="requests processed at once; others wait briefly, then get 503 (default: 8)",
+    )
+    parser.add_argument(
+        "--queue-timeout-s",
+        type=_positive_float,
+        default=0.5,
+        metavar="S",
+        help="how long a request waits for a slot before its 503 (default: 0.5)",
+    )
+    parser.add_argument(
+        "--body-timeout-s",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="a request body must arrive within this time, else 408 (default: 10)",
+    )
+    parser.add_argument(
+        "--max-uploads",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="request bodies received at once; more get 503 (default: 4 x max-concurrency)",
     )
     _threads_arg(parser)
     parser.add_argument(
@@ -248,10 +289,10 @@ def _weights(text: str) -> tuple[float, float, float]:
 def _add_device(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "device",
-        help="run a QPART device against a server (MNIST test digits as input)",
+        help="run a QPART device against a server (inputs from a file, or MNIST digits)",
         description="Asks the server for a plan, fetches and caches the quantized segment, "
         "runs it on the QPART kernels, sends the packed cut activation and prints one JSON "
-        "line per digit with measured and predicted bytes and times.",
+        "line per input with the prediction and measured and predicted bytes and times.",
     )
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL")
     parser.add_argument("--model", default="mnist-mlp", help="model id (default: mnist-mlp)")
@@ -262,11 +303,23 @@ def _add_device(subparsers: argparse._SubParsersAction) -> None:
         help="accuracy budget as a fraction (default: 0.01)",
     )
     parser.add_argument(
+        "--input",
+        default=None,
+        metavar="FILE",
+        help="inputs to send, one request per row (.npy, or .safetensors with one tensor or "
+        "one named 'inputs'; per-sample shape as /v1/models says). Default: MNIST test digits",
+    )
+    parser.add_argument(
         "--digits",
         type=_positive_int,
-        default=4,
+        default=None,
         metavar="N",
-        help="test digits to send, one request each (default: 4)",
+        help="how many inputs to send (default: 4 digits, or every row of --input)",
+    )
+    parser.add_argument(
+        "--print-output",
+        action="store_true",
+        help="add the model output of each input to its JSON line",
     )
     parser.add_argument("--seed", type=_seed, default=0, help="data split seed (default: 0)")
     parser.add_argument("--clock-hz", type=_positive_float, default=200e6)
@@ -331,6 +384,12 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
         "request and scheme) and summary.json.",
     )
     _cache_args(parser)
+    parser.add_argument(
+        "--model",
+        default="mnist-mlp",
+        choices=["mnist-mlp", "mnist-cnn", "mnist-resnet"],
+        help="built-in workload to simulate (default: mnist-mlp)",
+    )
     parser.add_argument(
         "--requests",
         type=_positive_int,

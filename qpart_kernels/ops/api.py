@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -26,10 +27,21 @@ class QuantizedTensor(NamedTuple):
         )
 
 
+def _int(value: object, name: str, op: str = "conv2d") -> int:
+    """``value`` as an int if it is a real integer (not a bool, float, tensor), else TypeError."""
+    if checks._is_int(value):
+        return value  # type: ignore[return-value]
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)  # numpy integers
+    raise TypeError(f"qpart.{op}: {name} must be an int, got {value!r}")
+
+
 def _pair(value: int | Sequence[int], name: str) -> list[int]:
-    if isinstance(value, int):
-        return [value, value]
-    pair = list(value)
+    if checks._is_int(value) or isinstance(value, numbers.Integral):
+        return [_int(value, name)] * 2
+    if isinstance(value, (bool, float, str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"qpart.conv2d: {name} must be an int or a pair of ints, got {value!r}")
+    pair = [_int(v, name) for v in value]
     if len(pair) != 2:
         raise ValueError(f"qpart.conv2d: {name} must be an int or a pair, got {value!r}")
     return pair
@@ -44,6 +56,8 @@ def quantize_weight(
     ``group_size`` consecutive input columns (a multiple of 32 that divides ``in``).
     """
     checks.check_bits("quantize_weight", bits)
+    if group_size is not None:
+        _int(group_size, "group_size", "quantize_weight")
     if group_size is None and isinstance(weight, torch.Tensor) and weight.dim() == 2:
         group_size = weight.shape[1]
     return QuantizedTensor(*torch.ops.qpart.quantize_weight(weight, bits, group_size))
@@ -57,6 +71,8 @@ def dequantize_weight(
     in_features: int,
 ) -> torch.Tensor:
     """Returns the float32 ``(out, in_features)`` weight a packed weight represents."""
+    checks.check_bits("dequantize_weight", bits)
+    _int(in_features, "in_features", "dequantize_weight")
     return torch.ops.qpart.dequantize_weight(packed, scales, zeros, bits, in_features)
 
 
@@ -89,6 +105,11 @@ def linear(
     )
     if in_features is None:
         in_features = input.shape[-1] if input.dim() >= 1 else 0
+    _int(in_features, "in_features", "linear")
+    if not isinstance(int8_activations, bool):
+        raise TypeError(f"qpart.linear: int8_activations must be a bool, got {int8_activations!r}")
+    if int8_activations:
+        checks.check_int8_scales(scales)
     if int8_activations and input.device.type != "cpu":
         from .reference import int8_fake_quant
 
@@ -130,11 +151,11 @@ def conv2d(
         zeros,
         bias,
         bits,
-        [int(v) for v in weight_shape],
+        [_int(v, "weight_shape") for v in weight_shape],
         _pair(stride, "stride"),
         _pair(padding, "padding"),
         _pair(dilation, "dilation"),
-        groups,
+        _int(groups, "groups"),
     )
     if input.is_cuda and backends.TRITON_OPS_LOADED:
         return torch.ops.qpart_triton.conv2d(*args)
@@ -144,6 +165,8 @@ def conv2d(
 def quantize_activation(input: torch.Tensor, bits: int, per_token: bool = False) -> QuantizedTensor:
     """Quantizes an activation for transfer: one group per tensor, or per row of the last dim."""
     checks.check_bits("quantize_activation", bits)
+    if not isinstance(per_token, bool):
+        raise TypeError(f"qpart.quantize_activation: per_token must be a bool, got {per_token!r}")
     return QuantizedTensor(*torch.ops.qpart.quantize_activation(input, bits, per_token))
 
 
@@ -156,4 +179,6 @@ def dequantize_activation(
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Rebuilds an activation of ``shape`` and ``dtype`` from :func:`quantize_activation`."""
+    checks.check_bits("dequantize_activation", bits)
+    shape = [_int(v, "shape", "dequantize_activation") for v in shape]
     return torch.ops.qpart.dequantize_activation(packed, scales, zeros, bits, list(shape), dtype)

@@ -25,9 +25,43 @@ def _is_int(value: object) -> bool:
     return isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool)
 
 
-def packed_row_bytes(k: int, bits: int) -> int:
+#: Largest conv2d stride, padding or dilation (``op_checks::kMaxConvParam``): larger ones have
+#: no use and torch's own convolution (oneDNN) fails on some, so native and reference reject them.
+MAX_CONV_PARAM = 2**31 - 1
+
+#: Bounds of the native ops' int64 sizes; every size computed from user input must fit.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+def checked(op: str, what: str, value: int) -> int:
+    """``value`` if it fits in int64, else the native ops' ``ValueError`` ("overflows int64").
+
+    Python ints never overflow, so the reference applies the bounds of the C++ checks
+    (csrc/torch/op_checks.h) explicitly: native and reference accept the same inputs.
+    """
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"qpart.{op}: {what} ({value}) overflows int64")
+    return value
+
+
+def packed_row_bytes(k: int, bits: int, op: str = "packed_row_bytes") -> int:
     """Bytes of one packed row of ``k`` codes at ``bits`` bits: ``ceil(k * bits / 8)``."""
-    return (k * bits + 7) // 8
+    return checked(op, "packed row bits", checked(op, "packed row bits", k * bits) + 7) // 8
+
+
+def conv_output_size(op: str, size: int, kernel: int, stride: int, pad: int, dil: int) -> int:
+    """Output size of one convolution dimension (floor semantics, int64-checked; 0: too small).
+
+    Same as ``op_checks::conv_output_size``: the padded input must hold the dilated kernel.
+    """
+    padded = checked(op, "padded input size", size + checked(op, "padding", 2 * pad))
+    span = checked(
+        op, "dilated kernel size", checked(op, "dilated kernel size", dil * (kernel - 1)) + 1
+    )
+    if padded < span:
+        return 0
+    return (padded - span) // stride + 1
 
 
 def check_bits(op: str, bits: int) -> None:
@@ -100,7 +134,7 @@ def check_packed(
     if k <= 0:
         raise ValueError(f"qpart.{op}: the reduction size must be positive, got {k}")
     n = packed.shape[0]
-    expected = packed_row_bytes(k, bits)
+    expected = packed_row_bytes(k, bits, op)
     if packed.shape[1] != expected:
         raise ValueError(
             f"qpart.{op}: packed weight has {packed.shape[1]} bytes per row but {k} "
@@ -160,6 +194,16 @@ def check_linear(
             )
 
 
+def check_int8_scales(scales: torch.Tensor) -> None:
+    """The integer path (``int8_activations=True``) needs finite weight scales.
+
+    Its per-group folding ``scale_w * (sum q*code - zero * sum q)`` cannot give the
+    reference's per-term Inf/NaN, so both reject such weights (a value check: not traced).
+    """
+    if not bool(torch.isfinite(scales).all()):
+        raise ValueError("qpart.linear: int8_activations=True needs finite weight scales")
+
+
 def conv2d_output_hw(
     h: int,
     w: int,
@@ -168,9 +212,9 @@ def conv2d_output_hw(
     padding: Sequence[int],
     dilation: Sequence[int],
 ) -> tuple[int, int]:
-    """Output height and width of a 2-D convolution."""
-    ho = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
-    wo = (w + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    """Output height and width of a 2-D convolution (0 where the input is too small)."""
+    ho = conv_output_size("conv2d", h, kernel[0], stride[0], padding[0], dilation[0])
+    wo = conv_output_size("conv2d", w, kernel[1], stride[1], padding[1], dilation[1])
     return ho, wo
 
 
@@ -206,6 +250,12 @@ def check_conv2d(
     ):
         if len(pair) != 2 or any(v < low for v in pair):
             raise ValueError(f"qpart.conv2d: {name} must be two ints >= {low}, got {list(pair)}")
+    for pair in (stride, padding, dilation):
+        if any(v > MAX_CONV_PARAM for v in pair):
+            raise ValueError(
+                f"qpart.conv2d: stride, padding and dilation must be at most {MAX_CONV_PARAM}, "
+                f"got stride {list(stride)}, padding {list(padding)}, dilation {list(dilation)}"
+            )
     c_in = input.shape[1]
     if groups < 1 or c_in % groups != 0:
         raise ValueError(
@@ -216,7 +266,8 @@ def check_conv2d(
             f"qpart.conv2d: input has {c_in} channels, so {c_in // groups} per group, but the "
             f"weight expects {weight_shape[1]} per group (weight_shape {list(weight_shape)})"
         )
-    k = weight_shape[1] * kernel_size[0] * kernel_size[1]
+    what = "weight row length"
+    k = checked(op, what, checked(op, what, weight_shape[1] * kernel_size[0]) * kernel_size[1])
     check_packed(op, packed, scales, zeros, bits, k)
     c_out = packed.shape[0]
     if c_out != weight_shape[0]:
@@ -234,6 +285,8 @@ def check_conv2d(
             f"qpart.conv2d: input {tuple(input.shape[2:])} is too small for kernel "
             f"{list(kernel_size)} with padding {list(padding)} and dilation {list(dilation)}"
         )
+    what = "output size"
+    checked(op, what, checked(op, what, checked(op, what, input.shape[0] * c_out) * ho) * wo)
     return ho, wo
 
 
@@ -260,7 +313,7 @@ def check_activation_packed(
     for d in shape:
         if d < 0:
             raise ValueError(f"qpart.{op}: shape {list(shape)} has a negative size")
-        numel *= d
+        numel = checked(op, "shape size", numel * d)
     if numel == 0:
         raise ValueError(f"qpart.{op}: shape {list(shape)} is empty")
     if scales.dim() != 2 or scales.shape[1] != 1:

@@ -1,5 +1,10 @@
 """The ``qpart`` op library: every schema is defined here, once, with ``bits`` an argument.
 
+``bits`` is a ``Scalar`` rather than an ``int`` in the schemas: the dispatcher converts a
+Python bool given for an ``int`` to 1 or 0 before any kernel runs, while a ``Scalar`` keeps
+its type, so every implementation (native, reference, fake) can reject ``bits=True`` (and
+``4.0``) with a ``TypeError``. Valid calls pass a Python int as before.
+
 Implementations are attached per dispatch key: the pure-PyTorch reference as
 ``CompositeExplicitAutograd`` (the fallback on any device), fake kernels for tracing, and
 native kernels registered by the compiled extension (``qpart_kernels._C``) for CPU.
@@ -13,26 +18,26 @@ NAMESPACE = "qpart"
 
 SCHEMAS = {
     "quantize_weight": (
-        "quantize_weight(Tensor weight, int bits, int group_size) -> (Tensor, Tensor, Tensor)"
+        "quantize_weight(Tensor weight, Scalar bits, int group_size) -> (Tensor, Tensor, Tensor)"
     ),
     "dequantize_weight": (
-        "dequantize_weight(Tensor packed, Tensor scales, Tensor zeros, int bits, "
+        "dequantize_weight(Tensor packed, Tensor scales, Tensor zeros, Scalar bits, "
         "int in_features) -> Tensor"
     ),
     "linear": (
         "linear(Tensor input, Tensor packed, Tensor scales, Tensor zeros, Tensor? bias, "
-        "int bits, int in_features, bool int8_activations=False) -> Tensor"
+        "Scalar bits, int in_features, bool int8_activations=False) -> Tensor"
     ),
     "conv2d": (
         "conv2d(Tensor input, Tensor packed, Tensor scales, Tensor zeros, Tensor? bias, "
-        "int bits, int[4] weight_shape, int[2] stride, int[2] padding, int[2] dilation, "
+        "Scalar bits, int[4] weight_shape, int[2] stride, int[2] padding, int[2] dilation, "
         "int groups) -> Tensor"
     ),
     "quantize_activation": (
-        "quantize_activation(Tensor input, int bits, bool per_token) -> (Tensor, Tensor, Tensor)"
+        "quantize_activation(Tensor input, Scalar bits, bool per_token) -> (Tensor, Tensor, Tensor)"
     ),
     "dequantize_activation": (
-        "dequantize_activation(Tensor packed, Tensor scales, Tensor zeros, int bits, "
+        "dequantize_activation(Tensor packed, Tensor scales, Tensor zeros, Scalar bits, "
         "int[] shape, ScalarType dtype) -> Tensor"
     ),
 }

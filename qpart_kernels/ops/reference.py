@@ -157,6 +157,8 @@ def linear(
     the integer kernels compute exactly in int32 per group, up to float rounding.
     """
     checks.check_linear(input, packed, scales, zeros, bias, bits, in_features, int8_activations)
+    if int8_activations:
+        checks.check_int8_scales(scales)
     weight = dequantize_groups(packed, scales, zeros, bits, in_features)
     b = None if bias is None else bias.to(torch.float32)
     x = int8_fake_quant(input) if int8_activations else input.to(torch.float32)

@@ -73,6 +73,9 @@ def test_quick_reproduction_writes_every_table_and_figure(tmp_path, capsys):
         assert j[("qpart", p)] <= j[("uniform", p)] * (1 + 1e-9), p
     assert res["rule_fewer_bits_points"] or res["rule_same_bits_points"]
     assert "### The same requests with held segments" in md
+    assert "## Where the partition points land, per workload and device class" in md
+    for model_id in ("mnist-mlp", "mnist-cnn", "mnist-resnet"):
+        assert f"| {model_id} |" in md
     # What the method guarantees (docs/PLANNING.md §4.4), not one machine's numbers: every
     # QPART plan served at the 1 % budget has a held-out 95 % upper bound <= 1 % on the 600
     # acceptance digits (or is the float segment, which loses nothing) ...

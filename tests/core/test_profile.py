@@ -121,7 +121,7 @@ class Reused(nn.Module):
 
 
 def test_errors():
-    with pytest.raises(ProfileError, match="cannot trace"):
+    with pytest.raises(ProfileError, match="cannot capture"):
         profile(Untraceable(), torch.zeros(2, 4))
     with pytest.raises(ProfileError, match="more than once"):
         profile(Reused(), torch.zeros(2, 4))

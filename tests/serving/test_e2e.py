@@ -143,9 +143,9 @@ def test_end_to_end_matches_in_process_split_and_predicted_bytes(server, entry, 
         res = dev.run(x[:3], MODEL, budget)
     plan = res.plan
     served = entry.plans[plan["plan_id"]]
-    ref = run_split(
-        served.segments.device, served.segments.server, x[:3], plan["activation_bits"]
-    ).reshape(3, -1)
+    ref = run_split(served.device_module(), served.server, x[:3], plan["activation_bits"]).reshape(
+        3, -1
+    )
     torch.testing.assert_close(res.output, ref, rtol=1e-4, atol=1e-4)
     # bytes on the wire = the planner's payloads (+ fixed headers)
     assert res.segment_tensor_bytes == plan["weight_payload_bytes"]
@@ -371,7 +371,7 @@ def test_bounded_load_no_errors_no_lost_responses(server, entry, digits):
                     res = dev.run(xi, MODEL, [0.01, 0.02][i % 2])
                     sp = entry.plans[res.plan["plan_id"]]
                     ref = run_split(
-                        sp.segments.device, sp.segments.server, xi, sp.pattern.activation_bits
+                        sp.device_module(), sp.server, xi, sp.pattern.activation_bits
                     ).reshape(1, -1)
                     if not torch.allclose(res.output, ref, rtol=1e-4, atol=1e-4):
                         raise AssertionError("output mismatch")

@@ -79,7 +79,7 @@ def _device_only_plan(entry: ModelEntry):
 def _body(sp, x: torch.Tensor, plan_id: str | None = None) -> tuple[bytes, torch.Tensor]:
     """The infer body for inputs ``x`` under ``sp`` and the cut activation it packs."""
     with torch.no_grad():
-        cut = sp.segments.device(x)
+        cut = sp.device_module()(x)
     return encode_activation(cut, sp.pattern.activation_bits, plan_id or sp.plan_id), cut
 
 
@@ -209,7 +209,7 @@ def test_infer_round_trip_equals_the_server_segment(client, entry):
     assert r.status_code == 200, r.text
     res = r.json()
     with torch.no_grad():
-        ref = sp.segments.server(roundtrip_activation(cut, sp.pattern.activation_bits))
+        ref = sp.server(roundtrip_activation(cut, sp.pattern.activation_bits))
     out = torch.tensor(res["output"])
     torch.testing.assert_close(out, ref.reshape(5, -1), rtol=1e-5, atol=1e-5)
     assert res["plan_id"] == pid and res["batch"] == 5

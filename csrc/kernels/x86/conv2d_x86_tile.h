@@ -88,8 +88,10 @@ inline void im2col_run(const float* row, int64_t w_in, int64_t ix0, int64_t sw, 
   }
   // Columns t in [lo, hi) land inside the row: 0 <= ix0 + t * sw < w_in (no division for
   // stride 1: this runs once per run and depth row).
-  int64_t lo = ix0 >= 0 ? 0 : sw == 1 ? -ix0 : (-ix0 + sw - 1) / sw;
-  int64_t hi = ix0 >= w_in ? 0 : sw == 1 ? w_in - ix0 : (w_in - ix0 + sw - 1) / sw;
+  // Ceiling divisions written so that no intermediate overflows for any stride (an int64-max
+  // stride is valid geometry: one output column).
+  int64_t lo = ix0 >= 0 ? 0 : (-ix0) / sw + ((-ix0) % sw != 0);
+  int64_t hi = ix0 >= w_in ? 0 : (w_in - ix0) / sw + ((w_in - ix0) % sw != 0);
   if (lo > n) lo = n;
   if (hi > n) hi = n;
   if (hi < lo) hi = lo;
@@ -150,8 +152,8 @@ struct ShiftSource {
 };
 
 template <class V, int NV, class Src>
-void conv_micro(const float* w, const Src& src, int64_t kc, int64_t rows, int64_t px,
-                float* y, int64_t ldy, const float* bias, bool first) {
+void conv_micro(const float* w, const Src& src, int64_t kc, int64_t rows, int64_t px, float* y,
+                int64_t ldy, const float* bias, bool first) {
   using Vec = typename V::Vec;
   constexpr int MR = V::kMr, L = V::kLanes;
   Vec acc[MR][NV];
@@ -192,8 +194,8 @@ void conv_micro(const float* w, const Src& src, int64_t kc, int64_t rows, int64_
 
 // Picks the micro-kernel with just enough pixel vectors for `px` (1..kNr) pixels.
 template <class V, class Src>
-void conv_micro_any(const float* w, const Src& src, int64_t kc, int64_t rows, int64_t px,
-                    float* y, int64_t ldy, const float* bias, bool first) {
+void conv_micro_any(const float* w, const Src& src, int64_t kc, int64_t rows, int64_t px, float* y,
+                    int64_t ldy, const float* bias, bool first) {
   constexpr int NV = V::kNr / V::kLanes;
   static_assert(NV >= 1 && NV <= 3, "1 to 3 pixel vectors per micro-tile");
   const int64_t nv = (px + V::kLanes - 1) / V::kLanes;
@@ -219,8 +221,8 @@ void conv_dequant_panel(const Conv2dArgs& a, const Conv2dTile& t, int64_t k0, in
   for (int64_t r = 0; r < t.co_n; ++r) {
     const int64_t n = t.co0 + r;
     V::template unpack<BITS>(u, a.packed + n * row_bytes, k0, kc, codes);
-    V::dequant_codes(codes, k0, kc, a.scale_bits + n * groups, a.zeros + n * groups,
-                     a.group_size, panel + r * kConvKc);
+    V::dequant_codes(codes, k0, kc, a.scale_bits + n * groups, a.zeros + n * groups, a.group_size,
+                     panel + r * kConvKc);
   }
 }
 
@@ -239,8 +241,8 @@ inline float* align64(float* p) {
 // Row tiles: input rows [iy0, iy0 + nrows) of channels [c0, c0 + nch) of one image/group,
 // each padded to wp = w_in + 2 * pad_w columns (zeros outside the image), channel-major;
 // `slack` zeros follow (the last panel of the last channel reads past its plane).
-inline void pad_rows(const float* image, const Conv2dShape& s, int64_t g, int64_t c0,
-                     int64_t nch, int64_t iy0, int64_t nrows, int64_t slack, float* xpad) {
+inline void pad_rows(const float* image, const Conv2dShape& s, int64_t g, int64_t c0, int64_t nch,
+                     int64_t iy0, int64_t nrows, int64_t slack, float* xpad) {
   const int64_t cg = s.c_in / s.groups, wp = s.w_in + 2 * s.pad_w;
   const size_t pad_bytes = static_cast<size_t>(s.pad_w) * sizeof(float);
   for (int64_t c = 0; c < nch; ++c) {
@@ -306,9 +308,8 @@ void conv_tile_rows(const Conv2dArgs& a, const Conv2dTile& t, float* scratch) {
     for (int64_t i = 0; i < panels; ++i) {
       const int64_t px = computed - i * NR < NR ? computed - i * NR : NR;
       for (int64_t r0 = 0; r0 < t.co_n; r0 += MR) {
-        conv_micro_any<V>(panel + r0 * kConvKc, ShiftSource{xpad + i * NR, offset}, kc,
-                          t.co_n - r0, px, acc + r0 * ld + i * NR, ld,
-                          bias ? bias + r0 : nullptr, k0 == 0);
+        conv_micro_any<V>(panel + r0 * kConvKc, ShiftSource{xpad + i * NR, offset}, kc, t.co_n - r0,
+                          px, acc + r0 * ld + i * NR, ld, bias ? bias + r0 : nullptr, k0 == 0);
       }
     }
   }
@@ -345,9 +346,8 @@ void conv_tile(const Conv2dArgs& a, const Conv2dTile& t, float* scratch) {
     for (int64_t i = 0; i * NR < t.p_n; ++i) {
       const int64_t px = t.p_n - i * NR < NR ? t.p_n - i * NR : NR;
       for (int64_t r0 = 0; r0 < t.co_n; r0 += MR) {
-        conv_micro_any<V>(panel + r0 * kConvKc, PanelSource<V>{cols + i * kc * NR}, kc,
-                          t.co_n - r0, px, y0 + r0 * pixels + i * NR, pixels,
-                          bias ? bias + r0 : nullptr,
+        conv_micro_any<V>(panel + r0 * kConvKc, PanelSource<V>{cols + i * kc * NR}, kc, t.co_n - r0,
+                          px, y0 + r0 * pixels + i * NR, pixels, bias ? bias + r0 : nullptr,
                           k0 == 0);
       }
     }

@@ -30,9 +30,11 @@ namespace glue {
 using at::Tensor;
 
 template <typename Device>
-std::tuple<Tensor, Tensor, Tensor> quantize_weight_impl(const Tensor& weight, int64_t bits,
+std::tuple<Tensor, Tensor, Tensor> quantize_weight_impl(const Tensor& weight,
+                                                        const c10::Scalar& bits_value,
                                                         int64_t group_size) {
   const char* op = "quantize_weight";
+  const int64_t bits = op_checks::bits_arg(op, bits_value);
   Device::check_device(op, "weight", weight);
   op_checks::weight(op, weight, bits, group_size);
   const typename Device::Guard guard(op, weight);
@@ -41,8 +43,9 @@ std::tuple<Tensor, Tensor, Tensor> quantize_weight_impl(const Tensor& weight, in
 
 template <typename Device>
 Tensor dequantize_weight_impl(const Tensor& packed, const Tensor& scales, const Tensor& zeros,
-                              int64_t bits, int64_t in_features) {
+                              const c10::Scalar& bits_value, int64_t in_features) {
   const char* op = "dequantize_weight";
+  const int64_t bits = op_checks::bits_arg(op, bits_value);
   Device::check_device(op, "packed weight", packed);
   const int64_t gs = op_checks::packed(op, packed, scales, zeros, bits, in_features);
   const typename Device::Guard guard(op, packed);
@@ -52,9 +55,11 @@ Tensor dequantize_weight_impl(const Tensor& packed, const Tensor& scales, const 
 /// Activations: one quantization group per row of the last dimension (per tensor when
 /// per_token is false, checked by op_checks::quantize_activation).
 template <typename Device>
-std::tuple<Tensor, Tensor, Tensor> quantize_activation_impl(const Tensor& input, int64_t bits,
+std::tuple<Tensor, Tensor, Tensor> quantize_activation_impl(const Tensor& input,
+                                                            const c10::Scalar& bits_value,
                                                             bool per_token) {
   const char* op = "quantize_activation";
+  const int64_t bits = op_checks::bits_arg(op, bits_value);
   Device::check_device(op, "input", input);
   const int64_t kdim = op_checks::quantize_activation(input, bits, per_token);
   const typename Device::Guard guard(op, input);
@@ -63,8 +68,10 @@ std::tuple<Tensor, Tensor, Tensor> quantize_activation_impl(const Tensor& input,
 
 template <typename Device>
 Tensor dequantize_activation_impl(const Tensor& packed, const Tensor& scales, const Tensor& zeros,
-                                  int64_t bits, at::IntArrayRef shape, at::ScalarType dtype) {
+                                  const c10::Scalar& bits_value, at::IntArrayRef shape,
+                                  at::ScalarType dtype) {
   const char* op = "dequantize_activation";
+  const int64_t bits = op_checks::bits_arg(op, bits_value);
   Device::check_device(op, "packed", packed);
   const int64_t kdim = op_checks::dequantize_activation(packed, scales, zeros, bits, shape, dtype);
   const typename Device::Guard guard(op, packed);

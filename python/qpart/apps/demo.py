@@ -181,8 +181,8 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> list[DemoRo
     )
     say(
         f"[3/5] pattern table: {len(entry.table)} patterns accepted on the {data.n_test} test "
-        f"digits (95 % upper bounds), {len(entry.by_segment)} distinct device segments "
-        f"encoded ({time.perf_counter() - t:.1f} s)"
+        f"digits (95 % upper bounds), {len(entry.segment_keys)} distinct device segments, "
+        f"encoded on first request ({time.perf_counter() - t:.1f} s)"
     )
     float_acc = accuracy(model, data.x_test, data.y_test)
     rows: list[DemoRow] = []
@@ -202,7 +202,7 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> list[DemoRo
             served = entry.plans[plan["plan_id"]]
             with torch.no_grad():
                 split = run_split(
-                    seg.module, served.segments.server, data.x_test, plan["activation_bits"]
+                    seg.module, served.server, data.x_test, plan["activation_bits"]
                 ).reshape(data.x_test.shape[0], -1)
             q_acc = float((split.argmax(-1) == data.y_test).float().mean())
             n = len(results)

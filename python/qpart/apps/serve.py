@@ -1,22 +1,28 @@
-"""``qpart serve``: the MNIST MLP entry (trained or loaded, calibrated, cached on disk) served
+"""``qpart serve``: the models named by ``--model`` / ``--config`` (default: the MNIST MLP),
+each captured, calibrated and tabulated (cached on disk under the weights' digest), served
 by the FastAPI app with uvicorn."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+import time
 from pathlib import Path
 
 import torch
 
+from ..core.errors import ProfileError
 from ..core.profile import profile
 from ..planning.calibration import cached_calibration
 from ..planning.heldout import HeldOutAcceptance
 from ..planning.table import PatternTable
-from ..serving.registry import ModelEntry
+from ..serving.errors import WireFormatError
+from ..serving.registry import ModelEntry, entry_from_spec
 from ..serving.server import ServerSettings, serve
 from ..workloads.data import load_mnist
 from ..workloads.models import default_cache_dir, trained_mnist_mlp
+from .model_specs import ModelSource, SpecError, load_spec, parse_config, parse_model_arg
 
 MNIST_MODEL_ID = "mnist-mlp"
 
@@ -47,22 +53,72 @@ def mnist_entry(
         calib,
         table=table,
         description="six-layer MNIST MLP (784-512-256-128-64-32-10)",
+        prof=prof,
     )
+
+
+def model_sources(args: argparse.Namespace) -> list[ModelSource]:
+    """The models ``qpart serve`` registers: ``--config`` tables, then ``--model``
+    arguments; the MNIST MLP when neither is given. Ids must be unique."""
+    sources: list[ModelSource] = []
+    if getattr(args, "config", None):
+        sources += parse_config(args.config)
+    sources += [parse_model_arg(m) for m in getattr(args, "model", None) or []]
+    seen: set[str] = set()
+    for s in sources:
+        if s.model_id in seen:
+            raise SpecError(f"model id {s.model_id!r} is given twice")
+        seen.add(s.model_id)
+    return sources
+
+
+def build_entries(args: argparse.Namespace) -> dict[str, ModelEntry]:
+    """Registers every model of ``args`` (progress on stderr, one line per model)."""
+    cache = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
+    sources = model_sources(args)
+    if not sources:
+        entry = mnist_entry(cache, args.seed, args.calib_samples, args.progress)
+        return {entry.model_id: entry}
+    entries: dict[str, ModelEntry] = {}
+    for source in sources:
+        start = time.perf_counter()
+        print(f"qpart serve: registering {source.model_id!r} ...", file=sys.stderr, flush=True)
+        spec = load_spec(source, cache, args.seed, args.progress, args.calib_samples)
+        entries[source.model_id] = entry_from_spec(
+            source.model_id, spec, cache, args.seed, args.progress
+        )
+        entry = entries[source.model_id]
+        print(
+            f"qpart serve: {source.model_id!r}: {entry.profile.num_layers} layers, valid "
+            f"points {list(entry.profile.valid_points)}, {len(entry.table)} patterns "
+            f"({time.perf_counter() - start:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return entries
 
 
 def run_serve(args: argparse.Namespace) -> int:
     """Runs ``qpart serve`` for parsed CLI ``args`` (blocks until the server stops)."""
     torch.set_num_threads(args.threads)
-    entry = mnist_entry(args.cache_dir, args.seed, args.calib_samples, args.progress)
+    try:
+        entries = build_entries(args)
+    except (SpecError, ProfileError, WireFormatError, KeyError) as exc:
+        print(f"qpart serve: error: {exc}", file=sys.stderr)
+        return 2
     settings = ServerSettings(
         max_body_bytes=args.max_body_bytes,
         max_concurrency=args.max_concurrency,
+        queue_timeout_s=getattr(args, "queue_timeout_s", 0.5),
+        body_timeout_s=getattr(args, "body_timeout_s", 10.0),
+        max_uploads=getattr(args, "max_uploads", None),
         token=args.token or os.environ.get("QPART_TOKEN") or None,
     )
+    listing = ", ".join(f"{e.model_id!r} ({len(e.table)} patterns)" for e in entries.values())
     print(
-        f"qpart serve: model {entry.model_id!r} ({len(entry.table)} patterns) on "
-        f"http://{args.host}:{args.port}" + (" (bearer token required)" if settings.token else ""),
+        f"qpart serve: {listing} on http://{args.host}:{args.port}"
+        + (" (bearer token required)" if settings.token else ""),
         flush=True,
     )
-    serve({entry.model_id: entry}, args.host, args.port, settings, args.log_level)
+    serve(entries, args.host, args.port, settings, args.log_level)
     return 0

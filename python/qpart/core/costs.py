@@ -53,7 +53,14 @@ class DeviceProfile:
     @property
     def energy_per_mac_j(self) -> float:
         """Energy of one MAC: ``kappa * f^2 * c_dev`` joules."""
-        return self.kappa_j_per_cycle_hz2 * self.clock_hz**2 * self.cycles_per_mac
+        # A product, not ``clock_hz**2``: float ``**`` raises OverflowError past 1e154 Hz.
+        energy = self.kappa_j_per_cycle_hz2 * self.clock_hz * self.clock_hz * self.cycles_per_mac
+        if not math.isfinite(energy):
+            raise ValueError(
+                f"DeviceProfile: energy per MAC overflows (clock_hz={self.clock_hz!r}, "
+                f"kappa_j_per_cycle_hz2={self.kappa_j_per_cycle_hz2!r})"
+            )
+        return energy
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,19 @@
 """Layer profile of a model: per learnable layer its weight count, MACs and output size, and
 the valid partition points (DESIGN.md §3).
 
-Every model goes through ``torch.fx`` (an ``nn.Sequential`` traces trivially). Learnable
-layers are the ``nn.Linear`` / ``nn.Conv2d`` calls, in execution order ``1..L``. Partition
+Every model is captured with :func:`qpart.core.capture.capture` (``torch.export``, rebuilt
+over the supported operator set). Learnable layers are the ``nn.Linear`` / ``nn.Conv2d``
+calls of the captured graph (BatchNorm folded in), in execution order ``1..L``. Partition
 point ``p`` puts layers ``1..p`` on the device; it is valid when, somewhere between layer
 ``p`` and layer ``p+1`` in the graph's order, exactly one tensor crosses the cut (inside a
 residual block two tensors cross, so it is not a cut; after the block's add it is). Among
 several such positions the one with the smallest crossing tensor is used (latest on ties).
 ``p = 0``: only the (possibly preprocessed) input crosses; ``p = L``: everything runs on the
 device and nothing is sent back.
+
+Every other tensor the device segment reads (float BatchNorm parameters that could not be
+folded, buffers, constants) is shipped in float and counted in ``D_w``
+(:meth:`ModelProfile.weight_payload_bytes`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,23 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import fx, nn
 
+from .capture import capture
+from .errors import ProfileError
+
+__all__ = [
+    "ACTIVATION_OVERHEAD_BYTES",
+    "BIAS_BYTES",
+    "FLOAT_BYTES",
+    "SCALE_ZERO_BYTES",
+    "CutPoint",
+    "LayerProfile",
+    "ModelProfile",
+    "ProfileError",
+    "attribute",
+    "instrument_cut",
+    "profile",
+]
+
 #: Bytes per quantized output channel besides the packed codes: fp16 scale + uint8 zero.
 SCALE_ZERO_BYTES = 3
 #: Bytes per fp32 bias element.
@@ -28,10 +50,6 @@ BIAS_BYTES = 4
 ACTIVATION_OVERHEAD_BYTES = 3
 #: Bytes per float activation element held in device memory.
 FLOAT_BYTES = 4
-
-
-class ProfileError(ValueError):
-    """The model cannot be profiled (not traceable, or an unsupported structure)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,11 @@ class CutPoint:
     node: str
     activation_elems: int
     device_peak_activation_elems: int
+    float_tensor_bytes: int = 0
+    cut_shape: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cut_shape", tuple(int(d) for d in self.cut_shape))
 
 
 @dataclass
@@ -81,6 +104,9 @@ class ModelProfile:
     cuts: dict[int, CutPoint]
     full_device_peak_activation_elems: int
     graph_module: fx.GraphModule | None = field(default=None, repr=False, compare=False)
+    full_float_tensor_bytes: int = 0
+    input_shape: tuple[int, ...] = ()
+    output_shape: tuple[int, ...] = ()
 
     @property
     def num_layers(self) -> int:
@@ -110,11 +136,20 @@ class ModelProfile:
         self.check_point(p)
         return 0 if p == self.num_layers else self.cuts[p].activation_elems
 
+    def float_tensor_bytes(self, p: int) -> int:
+        """Bytes of the float tensors besides the layers' (unfolded BatchNorm parameters,
+        buffers, constants) that the device segment at ``p`` reads and is shipped."""
+        self.check_point(p)
+        if p == self.num_layers:
+            return self.full_float_tensor_bytes
+        return self.cuts[p].float_tensor_bytes
+
     def weight_payload_bytes(self, p: int, bits) -> int:
-        """Exact ``D_w`` in bytes for layer widths ``bits`` (length ``p``; ``None`` = fp32)."""
+        """Exact ``D_w`` in bytes for layer widths ``bits`` (length ``p``; ``None`` = fp32):
+        every layer's payload plus :meth:`float_tensor_bytes`."""
         if len(bits) != p:
             raise ValueError(f"need {p} layer widths for partition point {p}, got {len(bits)}")
-        return sum(
+        return self.float_tensor_bytes(p) + sum(
             layer.payload_bytes(None if b is None else int(b))
             for layer, b in zip(self.layers[:p], bits)
         )
@@ -146,6 +181,9 @@ class ModelProfile:
             "input_elems": self.input_elems,
             "cuts": [asdict(c) for c in self.cuts.values()],
             "full_device_peak_activation_elems": self.full_device_peak_activation_elems,
+            "full_float_tensor_bytes": self.full_float_tensor_bytes,
+            "input_shape": list(self.input_shape),
+            "output_shape": list(self.output_shape),
         }
 
     @classmethod
@@ -156,6 +194,9 @@ class ModelProfile:
             input_elems=int(data["input_elems"]),
             cuts={int(c["p"]): CutPoint(**c) for c in data["cuts"]},
             full_device_peak_activation_elems=int(data["full_device_peak_activation_elems"]),
+            full_float_tensor_bytes=int(data.get("full_float_tensor_bytes", 0)),
+            input_shape=tuple(data.get("input_shape", ())),
+            output_shape=tuple(data.get("output_shape", ())),
         )
 
 
@@ -165,29 +206,33 @@ def _per_sample(shape) -> int:
     return int(math.prod(shape[1:]))
 
 
-def trace(model: nn.Module) -> fx.GraphModule:
-    """``torch.fx.symbolic_trace`` with a clear :class:`ProfileError` on failure."""
-    try:
-        return fx.symbolic_trace(model)
-    except Exception as exc:  # fx raises many types (TraceError, TypeError, ...)
-        raise ProfileError(
-            f"qpart.profile: cannot trace {type(model).__name__} with torch.fx "
-            f"({type(exc).__name__}: {exc}); models need a static, traceable forward"
-        ) from exc
+def attribute(module: nn.Module, target: str):
+    """The attribute ``target`` (a dotted path) of ``module``."""
+    obj = module
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def trace(model: nn.Module, example_input: torch.Tensor) -> fx.GraphModule:
+    """The captured graph of ``model`` (:func:`qpart.core.capture.capture`)."""
+    return capture(model, example_input)
 
 
 def profile(model: nn.Module, example_input: torch.Tensor) -> ModelProfile:
     """Profiles ``model`` for inputs shaped like ``example_input`` (batch dimension first).
 
-    Returns per learnable layer (``nn.Linear`` / ``nn.Conv2d``, in execution order) its
-    weight count, MACs per sample (linear ``C_in*C_out`` per row; conv
-    ``C_in/groups*C_out*kh*kw*H_out*W_out``) and output elements per sample, plus the valid
-    partition points. Raises :class:`ProfileError` if the model cannot be traced, has a
-    layer called twice, several inputs, or no learnable layer.
+    ``model`` is any ``nn.Module`` that ``torch.export`` captures (extra ``forward``
+    arguments take their defaults) or an ``ExportedProgram``. Returns per learnable layer
+    (``nn.Linear`` / ``nn.Conv2d``, in execution order) its weight count, MACs per sample
+    (linear ``C_in*C_out`` per row; conv ``C_in/groups*C_out*kh*kw*H_out*W_out``) and output
+    elements per sample, plus the valid partition points. Raises :class:`ProfileError` if the
+    model cannot be captured, uses an unsupported op, has a layer called twice, several
+    inputs, or no learnable layer.
     """
     if not isinstance(example_input, torch.Tensor) or example_input.dim() < 2:
         raise ProfileError("qpart.profile: example_input must be a batched tensor (batch first)")
-    gm = trace(model)
+    gm = capture(model, example_input)
     from torch.fx.passes.shape_prop import ShapeProp
 
     try:
@@ -254,6 +299,20 @@ def profile(model: nn.Module, example_input: torch.Tensor) -> ModelProfile:
         peak = max(peak, before + numel(n))
         peak_upto.append(peak)
 
+    # float tensors (get_attr) read at or before node j ship with a device segment cut at j.
+    first_read: dict[int, int] = {}
+    for n in nodes:
+        if n.op == "get_attr" and n.users:
+            t = attribute(gm, str(n.target))
+            size = t.numel() * t.element_size()
+            first = min(index[u] for u in n.users)
+            first_read[first] = first_read.get(first, 0) + size
+    float_upto: list[int] = []
+    acc = 0
+    for j in range(len(nodes)):
+        acc += first_read.get(j, 0)
+        float_upto.append(acc)
+
     cuts: dict[int, CutPoint] = {}
     start_positions = [index[placeholders[0]]] + layer_nodes
     for p in range(len(layers)):
@@ -271,9 +330,20 @@ def profile(model: nn.Module, example_input: torch.Tensor) -> ModelProfile:
                 best = (size, j)
         if best is not None:
             j = best[1]
-            cuts[p] = CutPoint(p, nodes[j].name, best[0], peak_upto[j])
+            shape = nodes[j].meta["tensor_meta"].shape[1:]
+            cuts[p] = CutPoint(p, nodes[j].name, best[0], peak_upto[j], float_upto[j], shape)
     full_peak = peak_upto[-1]
-    return ModelProfile(tuple(layers), _per_sample(example_input.shape), cuts, full_peak, gm)
+    final = next(n for n in nodes if n.op == "output").args[0]
+    return ModelProfile(
+        tuple(layers),
+        _per_sample(example_input.shape),
+        cuts,
+        full_peak,
+        gm,
+        full_float_tensor_bytes=float_upto[-1],
+        input_shape=tuple(int(d) for d in example_input.shape[1:]),
+        output_shape=tuple(int(d) for d in final.meta["tensor_meta"].shape[1:]),
+    )
 
 
 def instrument_cut(

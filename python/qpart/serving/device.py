@@ -7,6 +7,8 @@ sends it and returns the server's output - with bytes and times measured at ever
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,16 @@ class ServerError(RuntimeError):
         super().__init__(f"HTTP {status}: {detail}")
         self.status = status
         self.detail = detail
+
+
+class ServerUnreachable(ConnectionError):
+    """No answer from the server after every try (connection refused or reset, timeout)."""
+
+
+#: Statuses a retry can cure: request body timeout, server busy (with ``Retry-After``).
+RETRY_STATUSES = frozenset({408, 503})
+#: Longest ``Retry-After`` the client honours (seconds); longer ones are capped.
+MAX_RETRY_AFTER_S = 10.0
 
 
 @dataclass
@@ -67,7 +79,14 @@ class DeviceResult:
 class DeviceClient:
     """HTTP client of one device. ``profile``/``channel``/``weights``/``memory_bytes``
     describe it in plan requests; segments are cached in memory (and in ``cache_dir`` when
-    given) by their sha256, which is verified on every fetch and load."""
+    given) by their sha256, which is verified on every fetch and load; a bad cache entry (a
+    corrupt or unreadable file, a directory, a symlink) is removed and fetched again.
+
+    Every call of the v1 API is idempotent (plans and inferences are pure functions of the
+    request), so each is tried up to ``retries`` times: after a transport error (refused,
+    reset, timed out) or a 408/503 answer, with exponential backoff from ``backoff_s`` (a
+    503's ``Retry-After`` when longer, capped at 10 s). After the last try a transport error
+    raises :class:`ServerUnreachable`, an error status :class:`ServerError`."""
 
     base_url: str
     profile: DeviceProfile = DeviceProfile()
@@ -79,10 +98,42 @@ class DeviceClient:
     timeout_s: float = 30.0
     segments: dict[str, DecodedSegment] = field(default_factory=dict)
     held_segment: str | None = None
+    retries: int = 4
+    backoff_s: float = 0.25
+    transport: httpx.BaseTransport | None = None
 
     def __post_init__(self) -> None:
+        if self.retries < 1:
+            raise ValueError(f"retries must be >= 1, got {self.retries}")
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        self.http = httpx.Client(base_url=self.base_url, timeout=self.timeout_s, headers=headers)
+        self.http = httpx.Client(
+            base_url=self.base_url,
+            timeout=self.timeout_s,
+            headers=headers,
+            transport=self.transport,
+        )
+
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """One idempotent call with retries (see the class doc); returns a < 400 answer."""
+        for attempt in range(1, self.retries + 1):
+            delay = self.backoff_s * 2 ** (attempt - 1)
+            try:
+                resp = self.http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                if attempt == self.retries:
+                    raise ServerUnreachable(
+                        f"cannot reach {self.base_url} ({method} {path}) after "
+                        f"{self.retries} tries: {exc or type(exc).__name__}"
+                    ) from exc
+            else:
+                if resp.status_code not in RETRY_STATUSES or attempt == self.retries:
+                    return self._check(resp)
+                try:
+                    delay = max(delay, float(resp.headers.get("retry-after", 0)))
+                except ValueError:
+                    pass
+            time.sleep(min(delay, MAX_RETRY_AFTER_S))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
         self.http.close()
@@ -102,6 +153,10 @@ class DeviceClient:
                 detail = resp.text
             raise ServerError(resp.status_code, str(detail))
         return resp
+
+    def models(self) -> list[dict]:
+        """``GET /v1/models``: the served models with their shapes, layers and cut points."""
+        return self._check(self.http.get("/v1/models")).json()
 
     def plan_request(self, model: str, accuracy_budget: float) -> dict:
         """The JSON body of ``POST /v1/plan`` for this device."""
@@ -126,8 +181,8 @@ class DeviceClient:
 
     def plan(self, model: str, accuracy_budget: float) -> dict:
         """``POST /v1/plan``; returns the plan JSON."""
-        return self._check(
-            self.http.post("/v1/plan", json=self.plan_request(model, accuracy_budget))
+        return self._request(
+            "POST", "/v1/plan", json=self.plan_request(model, accuracy_budget)
         ).json()
 
     def _disk_path(self, segment_id: str) -> Path | None:
@@ -141,22 +196,34 @@ class DeviceClient:
             self.held_segment = sid
             return self.segments[sid], 0
         path = self._disk_path(sid)
-        if path is not None and path.is_file():
-            try:
-                seg = decode_segment(path.read_bytes(), sid)
+        if path is not None:
+            seg = self._load_cached(path, sid)
+            if seg is not None:
                 self.segments[sid] = seg
                 self.held_segment = sid
                 return seg, 0
-            except WireFormatError:
-                path.unlink(missing_ok=True)  # corrupt cache entry: fetch again
-        resp = self._check(self.http.get(f"/v1/segment/{plan['plan_id']}"))
+        resp = self._request("GET", f"/v1/segment/{plan['plan_id']}")
         seg = decode_segment(resp.content, sid)  # verifies the sha256
         self.segments[sid] = seg
         self.held_segment = sid
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(resp.content)
+            _store(path, resp.content)
         return seg, len(resp.content)
+
+    @staticmethod
+    def _load_cached(path: Path, sid: str) -> DecodedSegment | None:
+        """The cached segment at ``path``, or None after removing a bad entry (anything but
+        a regular file holding a segment with this sha256: a directory, a symlink, an
+        unreadable or corrupt file)."""
+        if not (path.exists() or path.is_symlink()):
+            return None
+        if path.is_file() and not path.is_symlink():
+            try:
+                return decode_segment(path.read_bytes(), sid)
+            except (OSError, WireFormatError):
+                pass
+        _remove(path)
+        return None
 
     def run(self, x: torch.Tensor, model: str, accuracy_budget: float) -> DeviceResult:
         """The whole flow for a batch ``x``: plan, segment, local run, pack, infer."""
@@ -191,12 +258,11 @@ class DeviceClient:
             body = encode_activation(cut, int(plan["activation_bits"]), plan["plan_id"])
             t4 = time.perf_counter()
             quant_s = t4 - t3
-            resp = self._check(
-                self.http.post(
-                    f"/v1/infer/{plan['plan_id']}",
-                    content=body,
-                    headers={"Content-Type": "application/octet-stream"},
-                )
+            resp = self._request(
+                "POST",
+                f"/v1/infer/{plan['plan_id']}",
+                content=body,
+                headers={"Content-Type": "application/octet-stream"},
             )
             infer_s = time.perf_counter() - t4
             data = resp.json()
@@ -220,6 +286,31 @@ class DeviceClient:
             server_s,
             total,
         )
+
+
+def _remove(path: Path) -> None:
+    """Removes a cache entry whatever it is (file, symlink, directory tree); best effort."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _store(path: Path, data: bytes) -> None:
+    """Writes a cache entry atomically (temporary file, then rename over whatever is there);
+    a cache that cannot be written only costs a later fetch."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink() or path.exists():
+            _remove(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def activation_overhead_bytes() -> int:

@@ -1,37 +1,35 @@
-"""Models a server holds: each with its profile, calibration, pattern table and the
-quantized device segments of every pattern (encoded once, keyed by content hash).
+"""Models a server holds: each with its profile, calibration and pattern table; the device
+segments of its patterns are encoded on first request and kept in a bounded cache.
 
 A *plan id* names a pattern's configuration ``(model, p, bits, activation bits)``: 16 hex
 digits of a sha256, deterministic, so it survives server restarts and the set of ids is
-bounded by the table size.
+bounded by the table size. A *segment id* is the sha256 of an encoded segment.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from ..core.profile import ModelProfile, profile
-from ..core.split import SplitSegments, fp32_weight_bytes, quantized_segments
+from ..core.split import fp32_weight_bytes, quantized_segments, split_model
+from ..planning.calibration import cached_calibration
 from ..planning.noise_model import Calibration
 from ..planning.table import PatternTable, Plan, Request
-from .wire import EncodedSegment, encode_segment
+from .segment import EncodedSegment, describe_graph, encode_segment
 
+#: Encoded segments a model keeps in memory (least recently used ones are dropped and
+#: re-encoded, byte-identically, when asked for again).
+DEFAULT_SEGMENT_CACHE = 32
 
-@dataclass
-class ServedPlan:
-    """One pattern as served: its id, segments (quantized device half + float server half)
-    and the encoded device segment."""
-
-    plan_id: str
-    model_id: str
-    pattern: Plan
-    segments: SplitSegments
-    encoded: EncodedSegment
-    fp32_weight_bytes: int
+SegmentKey = tuple[int, tuple[int, ...]]
 
 
 def make_plan_id(model_id: str, p: int, bits, activation_bits) -> str:
@@ -41,6 +39,55 @@ def make_plan_id(model_id: str, p: int, bits, activation_bits) -> str:
 
 
 @dataclass
+class ServedPlan:
+    """One pattern as served: its id and configuration; the encoded device segment and the
+    float server half come from the owning :class:`ModelEntry` (built on first use)."""
+
+    plan_id: str
+    model_id: str
+    pattern: Plan
+    fp32_weight_bytes: int
+    entry: ModelEntry = field(repr=False, compare=False)
+
+    @property
+    def key(self) -> SegmentKey:
+        """``(p, bits)``: plans that differ only in activation bits share a segment."""
+        return (self.pattern.partition_point, tuple(self.pattern.bits))
+
+    @property
+    def encoded(self) -> EncodedSegment:
+        """The device segment's container (encoded on first use, then cached)."""
+        return self.entry.encoded_segment(self.key)
+
+    def device_module(self) -> fx.GraphModule:
+        """A fresh quantized device segment of this plan, in process (what the device
+        rebuilds from :attr:`encoded`)."""
+        p, bits = self.key
+        return quantized_segments(self.entry.profile, p, bits).device
+
+    @property
+    def server(self) -> nn.Module:
+        """The float server half (cut activation -> model output)."""
+        return self.entry.server_half(self.pattern.partition_point)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Per-sample shape of the model input."""
+        return self.entry.profile.input_shape
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Per-sample shape of the model output."""
+        return self.entry.profile.output_shape
+
+    @property
+    def cut_shape(self) -> tuple[int, ...] | None:
+        """Per-sample shape of the cut activation (``None`` at ``p = L``)."""
+        p = self.pattern.partition_point
+        return None if p == self.entry.profile.num_layers else self.entry.profile.cuts[p].cut_shape
+
+
+@dataclass(eq=False)
 class ModelEntry:
     """A registered model. Build with :meth:`create`; serves :meth:`plan` lookups."""
 
@@ -50,8 +97,12 @@ class ModelEntry:
     profile: ModelProfile
     calibration: Calibration
     table: PatternTable
+    segment_cache_size: int = DEFAULT_SEGMENT_CACHE
     plans: dict[str, ServedPlan] = field(default_factory=dict)
-    by_segment: dict[str, tuple[int, tuple[int, ...]]] = field(default_factory=dict)
+    by_segment: dict[str, SegmentKey] = field(default_factory=dict)
+    _segments: OrderedDict[SegmentKey, EncodedSegment] = field(default_factory=OrderedDict)
+    _servers: dict[int, fx.GraphModule] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def create(
@@ -62,40 +113,131 @@ class ModelEntry:
         calibration: Calibration,
         table: PatternTable | None = None,
         description: str = "",
+        prof: ModelProfile | None = None,
+        segment_cache_size: int = DEFAULT_SEGMENT_CACHE,
     ) -> ModelEntry:
-        """Profiles ``model``, builds the table (unless given) and encodes the segment of
-        every pattern (identical segments are encoded once)."""
+        """Profiles ``model`` (unless ``prof`` is given), checks that every part of its graph
+        can be shipped in a device segment, and builds the table (unless given). Raises
+        ``ProfileError`` / ``WireFormatError`` naming what is unsupported - at registration,
+        never at request time. Segments are encoded lazily."""
         model = model.eval()
-        prof = profile(model, example)
+        prof = prof or profile(model, example)
+        describe_graph(prof.graph_module, float_layers=True)
         table = table or PatternTable.build(prof, calibration)
-        entry = cls(model_id, description, model, prof, calibration, table)
-        encoded: dict[tuple[int, tuple[int, ...]], tuple[SplitSegments, EncodedSegment]] = {}
+        entry = cls(model_id, description, model, prof, calibration, table, int(segment_cache_size))
         for pl in table.patterns:
-            key = (pl.partition_point, tuple(pl.bits))
-            if key not in encoded:
-                seg = quantized_segments(prof, pl.partition_point, pl.bits)
-                out = seg.cut_shape if seg.cut_shape is not None else seg.output_shape
-                enc = encode_segment(
-                    seg.device,
-                    seg.input_shape,
-                    out,
-                    {"model": model_id, "partition_point": pl.partition_point},
-                )
-                encoded[key] = (seg, enc)
-                entry.by_segment[enc.segment_id] = key
-            seg, enc = encoded[key]
             pid = make_plan_id(model_id, pl.partition_point, pl.bits, pl.activation_bits)
             entry.plans[pid] = ServedPlan(
-                pid, model_id, pl, seg, enc, fp32_weight_bytes(prof, pl.partition_point)
+                pid, model_id, pl, fp32_weight_bytes(prof, pl.partition_point), entry
             )
         return entry
 
+    @property
+    def segment_keys(self) -> set[SegmentKey]:
+        """The distinct ``(p, bits)`` device segments of the table."""
+        return {sp.key for sp in self.plans.values()}
+
+    def encoded_segment(self, key: SegmentKey) -> EncodedSegment:
+        """The encoded device segment ``(p, bits)`` (from the bounded cache, or encoded)."""
+        with self._lock:
+            enc = self._segments.get(key)
+            if enc is not None:
+                self._segments.move_to_end(key)
+                return enc
+            p, bits = key
+            seg = quantized_segments(self.profile, p, bits)
+            out = seg.cut_shape if seg.cut_shape is not None else seg.output_shape
+            enc = encode_segment(
+                seg.device, seg.input_shape, out, {"model": self.model_id, "partition_point": p}
+            )
+            self._segments[key] = enc
+            self.by_segment[enc.segment_id] = key
+            while len(self._segments) > max(1, self.segment_cache_size):
+                self._segments.popitem(last=False)
+            return enc
+
+    def server_half(self, p: int) -> fx.GraphModule:
+        """The float server segment at partition point ``p`` (built once per point)."""
+        with self._lock:
+            gm = self._servers.get(p)
+            if gm is None:
+                gm = self._servers[p] = split_model(self.profile, p).server
+            return gm
+
     def plan(self, request: Request, held_segment: str | None = None) -> tuple[Plan, ServedPlan]:
-        """Table lookup (a held segment known to this model is free); returns the plan with
-        its cost terms and the served pattern."""
+        """Table lookup (a held segment this server has encoded is free); returns the plan
+        with its cost terms and the served pattern."""
         held = self.by_segment.get(held_segment) if held_segment else None
         if held is not None:
             request = Request(**{**request.__dict__, "held_segment": held})
         plan = self.table.lookup(request)
         pid = make_plan_id(self.model_id, plan.partition_point, plan.bits, plan.activation_bits)
         return plan, self.plans[pid]
+
+
+@dataclass
+class ModelSpec:
+    """What a server needs to serve a model: the model (an ``nn.Module`` that
+    ``torch.export`` captures, or an ``ExportedProgram``), an example input batch (batch
+    first), calibration inputs drawn from the inputs it will see (a few hundred or more),
+    and a description."""
+
+    model: nn.Module | torch.export.ExportedProgram
+    example: torch.Tensor
+    calibration: torch.Tensor
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("example", "calibration"):
+            value = getattr(self, name)
+            if not isinstance(value, torch.Tensor) or value.dim() < 2 or value.shape[0] < 1:
+                raise ValueError(
+                    f"ModelSpec.{name} must be a batched tensor (batch first), got "
+                    f"{type(value).__name__} {tuple(getattr(value, 'shape', ()))}"
+                )
+        if tuple(self.example.shape[1:]) != tuple(self.calibration.shape[1:]):
+            raise ValueError(
+                f"ModelSpec: calibration inputs {tuple(self.calibration.shape[1:])} and the "
+                f"example {tuple(self.example.shape[1:])} differ in per-sample shape"
+            )
+
+
+def entry_from_spec(
+    model_id: str,
+    spec: ModelSpec,
+    cache_dir: str | os.PathLike[str],
+    seed: int = 0,
+    progress: bool = False,
+    segment_cache_size: int = DEFAULT_SEGMENT_CACHE,
+) -> ModelEntry:
+    """Registers ``spec`` as ``model_id``: capture and profile (clear errors for anything
+    unsupported), calibration and pattern table from ``cache_dir`` when cached there under
+    the weights' digest (else computed and cached), segments encoded lazily."""
+    prof = profile(spec.model, spec.example)
+    model = spec.model if isinstance(spec.model, nn.Module) else prof.graph_module
+    describe_graph(prof.graph_module, float_layers=True)
+    calib, path, _ = cached_calibration(
+        model, spec.calibration, prof, cache_dir, model_id, seed, progress
+    )
+    table_path = Path(path).with_name(Path(path).stem + "_table.json")
+    table = None
+    if table_path.is_file():
+        try:
+            table = PatternTable.load(table_path, prof)
+        except (ValueError, KeyError, TypeError, OSError):
+            table = None  # stale or corrupt: rebuilt below
+    if table is None:
+        table = PatternTable.build(prof, calib)
+        tmp = table_path.with_suffix(f".{os.getpid()}.tmp")
+        table.save(tmp)
+        os.replace(tmp, table_path)
+    return ModelEntry.create(
+        model_id,
+        model,
+        spec.example,
+        calib,
+        table,
+        spec.description,
+        prof=prof,
+        segment_cache_size=segment_cache_size,
+    )

@@ -27,9 +27,11 @@ from .deps import ModelsDep, ServedPlanDep, SettingsDep, require_token
 from .registry import ModelEntry, ServedPlan
 from .schemas import (
     SEGMENT_ID_HEADER,
+    CutInfo,
     ErrorBody,
     Health,
     InferResponse,
+    LayerInfo,
     ModelInfo,
     PlanRequest,
     PlanResponse,
@@ -41,9 +43,10 @@ ERRORS = {
     400: {"model": ErrorBody},
     401: {"model": ErrorBody},
     404: {"model": ErrorBody},
+    408: {"model": ErrorBody, "description": "request body not received in time"},
     413: {"model": ErrorBody},
     422: {"model": ErrorBody},
-    503: {"model": ErrorBody},
+    503: {"model": ErrorBody, "description": "server busy (see Retry-After)"},
 }
 """The error answers every guarded route documents (body :class:`ErrorBody`)."""
 
@@ -69,19 +72,40 @@ def health(models: ModelsDep) -> Health:
     dependencies=[Depends(require_token)],
 )
 def list_models(models: ModelsDep) -> list[ModelInfo]:
-    """The registered models with their partition points and calibrated levels."""
-    return [
-        ModelInfo(
-            id=e.model_id,
-            description=e.description,
-            num_layers=e.profile.num_layers,
-            valid_points=list(e.profile.valid_points),
-            accuracy_levels=sorted({p.accuracy_budget for p in e.table.patterns}),
-            patterns=len(e.table),
-            input_shape=list(next(iter(e.plans.values())).segments.input_shape),
-        )
-        for e in models.values()
-    ]
+    """The registered models: layers, valid partition points with their cut shapes, fp32
+    bytes and the calibrated accuracy levels."""
+    return [model_info(e) for e in models.values()]
+
+
+def model_info(entry: ModelEntry) -> ModelInfo:
+    """The :class:`ModelInfo` of a registered model."""
+    prof = entry.profile
+    return ModelInfo(
+        id=entry.model_id,
+        description=entry.description,
+        num_layers=prof.num_layers,
+        valid_points=list(prof.valid_points),
+        accuracy_levels=sorted({p.accuracy_budget for p in entry.table.patterns}),
+        patterns=len(entry.table),
+        segments=len(entry.segment_keys),
+        input_shape=list(prof.input_shape),
+        output_shape=list(prof.output_shape),
+        fp32_weight_bytes=prof.weight_payload_bytes(prof.num_layers, [None] * prof.num_layers),
+        layers=[
+            LayerInfo(
+                name=layer.name,
+                kind=layer.kind,
+                weights=layer.weight_count,
+                macs=layer.macs,
+                output_elems=layer.output_elems,
+            )
+            for layer in prof.layers
+        ],
+        cuts=[
+            CutInfo(p=c.p, shape=list(c.cut_shape), elems=c.activation_elems)
+            for c in sorted(prof.cuts.values(), key=lambda c: c.p)
+        ],
+    )
 
 
 # ----------------------------------------------------------------------------- serving
@@ -93,7 +117,6 @@ def plan_response(
     """The :class:`PlanResponse` of a table lookup's ``plan`` (with this request's costs)
     and its served pattern; ``predicted_only``: the request asked to be served by the
     predicted level (a plan without held-out measurement is always predicted-only)."""
-    seg = served.segments
     return PlanResponse(
         plan_id=served.plan_id,
         model=entry.model_id,
@@ -115,9 +138,9 @@ def plan_response(
         memory_bytes=plan.memory_bytes,
         device_macs=plan.device_macs,
         server_macs=plan.server_macs,
-        input_shape=list(seg.input_shape),
-        cut_shape=None if seg.cut_shape is None else list(seg.cut_shape),
-        output_shape=list(seg.output_shape),
+        input_shape=list(served.input_shape),
+        cut_shape=None if served.cut_shape is None else list(served.cut_shape),
+        output_shape=list(served.output_shape),
         segment_id=served.encoded.segment_id,
         segment_bytes=len(served.encoded.data),
         segment_held=held,
@@ -180,14 +203,14 @@ def run_server_half(served: ServedPlan, body: bytes, max_batch: int) -> InferRes
     plan_id = served.plan_id
     try:
         head, x = decode_activation(
-            body, served.segments.cut_shape, served.pattern.activation_bits, max_batch
+            body, served.cut_shape, served.pattern.activation_bits, max_batch
         )
     except WireFormatError as exc:
         raise HTTPException(400, f"bad activation body: {exc}") from exc
     if head.plan_id != plan_id:
         raise HTTPException(400, f"activation body is for plan {head.plan_id!r}, not {plan_id!r}")
     with torch.no_grad():
-        out = served.segments.server(x)
+        out = served.server(x)
     elapsed = time.perf_counter() - start
     out2 = out.reshape(out.shape[0], -1)
     return InferResponse(
@@ -203,6 +226,7 @@ def run_server_half(served: ServedPlan, body: bytes, max_batch: int) -> InferRes
 @serving.post(
     "/infer/{plan_id}",
     response_model=InferResponse,
+    responses={409: {"model": ErrorBody, "description": "the plan runs entirely on the device"}},
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -13,31 +13,36 @@ _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DeviceSpec(BaseModel):
-    """The device's compute and radio profile (docs/PLANNING.md §2; Table II defaults)."""
+    """The device's compute and radio profile (docs/PLANNING.md §2; Table II defaults).
+
+    Every numeric field of a request is bounded (here and below) to a physically meaningful
+    range, so that no combination can overflow the cost model (a 1e200 Hz clock squared) or
+    give a non-finite objective: out-of-range values are a 422, never a 500.
+    """
 
     model_config = _STRICT
-    cycles_per_mac: float = Field(5.0, gt=0, description="device cycles per MAC")
-    clock_hz: float = Field(200e6, gt=0, description="device clock (Hz)")
-    kappa_j_per_cycle_hz2: float = Field(1e-27, ge=0, description="energy coefficient")
-    tx_power_w: float = Field(1.0, ge=0, description="transmit power (W)")
-    rx_power_w: float = Field(0.0, ge=0, description="receive power (W)")
+    cycles_per_mac: float = Field(5.0, ge=1e-6, le=1e6, description="device cycles per MAC")
+    clock_hz: float = Field(200e6, ge=1.0, le=1e12, description="device clock (Hz)")
+    kappa_j_per_cycle_hz2: float = Field(1e-27, ge=0, le=1e-15, description="energy coefficient")
+    tx_power_w: float = Field(1.0, ge=0, le=1e4, description="transmit power (W)")
+    rx_power_w: float = Field(0.0, ge=0, le=1e4, description="receive power (W)")
 
 
 class ChannelSpec(BaseModel):
     """Link capacities in bit/s."""
 
     model_config = _STRICT
-    uplink_bps: float = Field(200e6, gt=0)
-    downlink_bps: float = Field(200e6, gt=0)
+    uplink_bps: float = Field(200e6, ge=1.0, le=1e15)
+    downlink_bps: float = Field(200e6, ge=1.0, le=1e15)
 
 
 class WeightsSpec(BaseModel):
     """Objective weights ``J = w_t T + w_e E + w_c S``."""
 
     model_config = _STRICT
-    time: float = Field(1.0, ge=0)
-    energy: float = Field(1.0, ge=0)
-    cost: float = Field(1.0, ge=0)
+    time: float = Field(1.0, ge=0, le=1e6)
+    energy: float = Field(1.0, ge=0, le=1e6)
+    cost: float = Field(1.0, ge=0, le=1e6)
 
 
 class PlanRequest(BaseModel):
@@ -49,7 +54,9 @@ class PlanRequest(BaseModel):
     device: DeviceSpec = DeviceSpec()
     channel: ChannelSpec = ChannelSpec()
     weights: WeightsSpec = WeightsSpec()
-    memory_bytes: float | None = Field(None, gt=0, description="device memory; null = unbounded")
+    memory_bytes: float | None = Field(
+        None, ge=1.0, le=1e18, description="device memory; null = unbounded"
+    )
     held_segment: str | None = Field(
         None, pattern=r"^[0-9a-f]{64}$", description="sha256 of a segment the device holds"
     )
@@ -123,6 +130,24 @@ class InferResponse(BaseModel):
     server_time_s: float
 
 
+class LayerInfo(BaseModel):
+    """One learnable layer of a served model (in execution order)."""
+
+    name: str
+    kind: str
+    weights: int
+    macs: int
+    output_elems: int
+
+
+class CutInfo(BaseModel):
+    """A valid partition point ``p < L`` and the per-sample shape of what crosses there."""
+
+    p: int
+    shape: list[int]
+    elems: int
+
+
 class ModelInfo(BaseModel):
     id: str
     description: str
@@ -130,7 +155,12 @@ class ModelInfo(BaseModel):
     valid_points: list[int]
     accuracy_levels: list[float]
     patterns: int
+    segments: int
     input_shape: list[int]
+    output_shape: list[int]
+    fp32_weight_bytes: int
+    layers: list[LayerInfo]
+    cuts: list[CutInfo]
 
 
 class Health(BaseModel):

@@ -2,10 +2,11 @@
 
 ``GET /v1/health``, ``GET /v1/models``, ``POST /v1/plan``, ``GET /v1/segment/{plan_id}``,
 ``POST /v1/infer/{plan_id}``; the generated OpenAPI schema is at ``/openapi.json`` and
-``/docs``. Every bad input gets a 4xx with ``{"detail": "<message>"}``. Request bodies are
-bounded (``max_body_bytes``, 413), in-flight requests are bounded (``max_concurrency``;
-requests wait up to ``queue_timeout_s`` for a slot, then 503), and a bearer token is
-required on every endpoint but ``/v1/health`` when ``token`` is set (401).
+``/docs``. Every bad input gets a 4xx with ``{"detail": "<message>"}``. A bearer token is
+required on every endpoint but ``/v1/health`` when ``token`` is set (401, checked first);
+request bodies are bounded in size (413) and time (408); in-flight requests are bounded
+(``max_concurrency``; a request waits at most ``queue_timeout_s`` for a slot, then 503 with
+``Retry-After``); ``/v1/health`` is outside every limit (:class:`LimitMiddleware`).
 
 The pieces: :mod:`.schemas` (pydantic request/response models), :mod:`.deps` (settings and
 state on ``app.state``, typed dependencies, the token check), :mod:`.routes` (the routers);
@@ -46,18 +47,34 @@ __all__ = [
 # ----------------------------------------------------------------------------- middleware
 
 
+#: Paths outside every limit and the token: liveness must answer while the server is loaded.
+UNLIMITED_PATHS = frozenset({"/v1/health"})
+
+
 class LimitMiddleware:
-    """ASGI middleware: rejects bodies over ``max_bytes`` (413, also for chunked bodies)
-    and bounds in-flight requests with a semaphore (503 after ``queue_timeout_s``)."""
+    """ASGI middleware that keeps the server up for everyone (docs/SERVING.md, "Limits").
 
-    def __init__(self, app, max_bytes: int, max_concurrency: int, queue_timeout_s: float):
+    In order, before the app sees a request:
+
+    1. ``/v1/health`` passes straight through (no token, no slot, no queue);
+    2. the bearer token of every other ``/v1`` route is checked (401) before any body byte
+       is read or a slot is taken, so unauthenticated clients cannot hold resources;
+    3. a declared ``Content-Length`` over ``max_bytes`` gets 413;
+    4. a request with a body takes one of ``upload_slots`` (503 at once when none is free)
+       and must deliver the whole body within ``body_timeout_s`` (408) and ``max_bytes``
+       (413, also for chunked bodies) - a stalled upload never holds a request slot;
+    5. it waits at most ``queue_timeout_s`` for one of ``max_concurrency`` request slots,
+       else 503 with ``Retry-After`` (load is shed quickly instead of queued).
+    """
+
+    def __init__(self, app, settings: ServerSettings):
         self.app = app
-        self.max_bytes = max_bytes
-        self.max_concurrency = max_concurrency
-        self.queue_timeout_s = queue_timeout_s
+        self.settings = settings
+        self.max_bytes = settings.max_body_bytes
         self._sem: asyncio.Semaphore | None = None
+        self._uploads: asyncio.Semaphore | None = None
 
-    async def _reject(self, send, status: int, message: str) -> None:
+    async def _reject(self, send, status: int, message: str, headers=()) -> None:
         body = json.dumps({"detail": message}).encode()
         await send(
             {
@@ -66,18 +83,53 @@ class LimitMiddleware:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
+                    *headers,
                 ],
             }
         )
         await send({"type": "http.response.body", "body": body})
 
+    async def _busy(self, send, what: str) -> None:
+        retry = str(self.settings.retry_after_s).encode()
+        await self._reject(
+            send, 503, f"server busy: {what}; retry later", [(b"retry-after", retry)]
+        )
+
+    async def _read_body(self, receive) -> bytes | int:
+        """The whole body, or the status to answer (408 too slow, 413 too large, 0 gone)."""
+        chunks, total, more = [], 0, True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.body_timeout_s
+        while more:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                return 408
+            if message["type"] == "http.disconnect":
+                return 0
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.max_bytes:
+                return 413
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("path") in UNLIMITED_PATHS:
             return await self.app(scope, receive, send)
         if self._sem is None:
-            self._sem = asyncio.Semaphore(self.max_concurrency)
+            self._sem = asyncio.Semaphore(self.settings.max_concurrency)
+            self._uploads = asyncio.Semaphore(self.settings.upload_slots)
         headers = dict(scope.get("headers") or [])
+        if scope.get("path", "").startswith("/v1/") and not self.settings.token_ok(
+            headers.get(b"authorization", b"").decode("latin-1")
+        ):
+            return await self._reject(
+                send, 401, "missing or invalid bearer token", [(b"www-authenticate", b"Bearer")]
+            )
         length = headers.get(b"content-length")
+        declared = 0
         if length is not None:
             try:
                 declared = int(length)
@@ -89,27 +141,29 @@ class LimitMiddleware:
                     413,
                     f"request body of {declared} bytes exceeds the limit of {self.max_bytes} bytes",
                 )
-        # Take a slot first, so buffered bodies are bounded by max_concurrency * max_bytes.
-        try:
-            await asyncio.wait_for(self._sem.acquire(), self.queue_timeout_s)
-        except asyncio.TimeoutError:
-            return await self._reject(send, 503, "server busy: too many concurrent requests")
-        try:
-            # Buffer the body (bounded) so a chunked upload cannot exceed the limit either.
-            chunks, total, more = [], 0, True
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                chunk = message.get("body", b"")
-                total += len(chunk)
-                if total > self.max_bytes:
+        body = b""
+        if declared > 0 or b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+            if self._uploads.locked():
+                return await self._busy(send, "too many uploads in progress")
+            async with self._uploads:
+                got = await self._read_body(receive)
+            if isinstance(got, int):
+                if got == 408:
+                    timeout = self.settings.body_timeout_s
+                    return await self._reject(
+                        send, 408, f"request body not received within {timeout} s"
+                    )
+                if got == 413:
                     return await self._reject(
                         send, 413, f"request body exceeds the limit of {self.max_bytes} bytes"
                     )
-                chunks.append(chunk)
-                more = message.get("more_body", False)
-            body = b"".join(chunks)
+                return None  # the client went away
+            body = got
+        try:
+            await asyncio.wait_for(self._sem.acquire(), self.settings.queue_timeout_s)
+        except asyncio.TimeoutError:
+            return await self._busy(send, "too many concurrent requests")
+        try:
             sent = False
 
             async def replay():
@@ -163,12 +217,7 @@ def create_app(models: Mapping[str, ModelEntry], settings: ServerSettings | None
     state.install(app)
     app.include_router(routes.meta)
     app.include_router(routes.serving)
-    app.add_middleware(
-        LimitMiddleware,
-        max_bytes=state.settings.max_body_bytes,
-        max_concurrency=state.settings.max_concurrency,
-        queue_timeout_s=state.settings.queue_timeout_s,
-    )
+    app.add_middleware(LimitMiddleware, settings=state.settings)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     return app
 

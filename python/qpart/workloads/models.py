@@ -201,3 +201,52 @@ def digits8_cnn() -> nn.Sequential:
         nn.ReLU(),
         nn.Linear(64, 10),
     )
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 conv + BatchNorm, ReLU, and a residual add (through a
+    strided 1x1 conv + BatchNorm when the shape changes)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return torch.relu(out + shortcut)
+
+
+class ResidualCNN(nn.Module):
+    """A small ResNet for 28x28 digits: strided stem conv + BatchNorm, three basic blocks
+    (8 -> 16 -> 32 channels, the last two strided with 1x1 downsample paths), global average
+    pooling and a linear classifier (10 learnable layers)."""
+
+    def __init__(self, channels: tuple[int, int, int] = (8, 16, 32), classes: int = N_CLASSES):
+        super().__init__()
+        c1, c2, c3 = channels
+        self.stem = nn.Conv2d(1, c1, 3, 2, 1, bias=False)
+        self.bn = nn.BatchNorm2d(c1)
+        self.layer1 = BasicBlock(c1, c1)
+        self.layer2 = BasicBlock(c1, c2, stride=2)
+        self.layer3 = BasicBlock(c2, c3, stride=2)
+        self.fc = nn.Linear(c3, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.stem(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def mnist_resnet() -> ResidualCNN:
+    """The residual CNN workload for 28x28 digits (:class:`ResidualCNN`)."""
+    return ResidualCNN()

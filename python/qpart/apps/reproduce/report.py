@@ -505,6 +505,34 @@ def results_markdown(results: ReproductionResults) -> str:
             [[n, a, b, f"{c} %", f"{d} %", f"{e} %"] for n, a, b, c, d, e in PAPER_TABLE4],
         )
     )
+    if res.device_classes:
+        md += [
+            "",
+            "## Where the partition points land, per workload and device class",
+            "",
+            "QPART's table lookup (Algorithm 2) for four reference devices "
+            "(`qpart.simulation.device_classes`: an MCU on a 1 Mbit/s link, a phone on LTE, "
+            "a Jetson-class board on Wi-Fi, a gateway on Ethernet whose operator prices server "
+            "time 100x) with every built-in workload (`qpart serve --model ID`); "
+            "'-' where no stored pattern meets the budget.",
+            "",
+        ]
+        budgets = sorted({a for r in res.device_classes for a in r["points"]}, key=float)
+        md.append(
+            _table(
+                ["workload", "L", "valid p", "device class"] + [_pct(float(a), 2) for a in budgets],
+                [
+                    [
+                        r["model"],
+                        r["layers"],
+                        " ".join(map(str, r["valid_points"])),
+                        r["device"],
+                    ]
+                    + ["-" if r["points"].get(a) is None else r["points"][a] for a in budgets]
+                    for r in res.device_classes
+                ],
+            )
+        )
     md += [
         "",
         f"## Simulation: {size.requests} random requests",

@@ -30,7 +30,8 @@ class ReproductionResults:
 
     ``rows`` / ``per_point`` are the per-(scheme, partition point) rows at the 1 % budget
     (Table II request) and averaged over the random requests; ``by`` indexes ``rows`` by
-    ``(scheme, p)``. ``targets`` is the dict written as ``results.json``.
+    ``(scheme, p)``. ``targets`` is the dict written as ``results.json``. ``device_classes``:
+    per built-in workload and reference device class, QPART's partition point per budget.
     """
 
     command: str
@@ -53,3 +54,4 @@ class ReproductionResults:
     data_path: Path
     distribution: RequestDistribution
     held_memory_bytes: tuple[int, int]
+    device_classes: list[dict] = ()  # type: ignore[assignment]

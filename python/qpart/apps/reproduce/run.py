@@ -21,11 +21,13 @@ from ...planning.calibration import cached_calibration
 from ...planning.refinement import MeasuredRefiner
 from ...planning.table import PatternTable
 from ...simulation.baselines import SCHEMES, pick_uniform, uniform_sweep
+from ...simulation.device_classes import partition_points
 from ...simulation.requests import RequestDistribution
 from ...simulation.simulator import SimulationSetup, Simulator
 from ...workloads.data import MnistSplit, load_digits8
 from ...workloads.models import default_cache_dir, digits8_cnn, mnist_cnn, train_classifier
-from ..experiment import MnistExperiment, mnist_experiment, torch_threads
+from ...workloads.zoo import builtin_ids
+from ..experiment import SELECTION, MnistExperiment, mnist_experiment, torch_threads
 from .figures import write_figures
 from .report import results_markdown
 from .results import ReproductionResults, Size
@@ -249,6 +251,33 @@ def _cnn_rows(
     return cnn_rows
 
 
+def _device_class_rows(
+    setup: SimulationSetup, size: Size, cache: Path, seed: int, progress: bool
+) -> list[dict]:
+    """Where QPART's lookup puts the four reference device classes, per built-in workload
+    (the MLP's refined table; the CNNs' tables as calibrated) and budget."""
+    rows = []
+    for model_id in builtin_ids():
+        if model_id == "mnist-mlp":
+            prof, table, calib = setup.prof, setup.table, setup.calib
+        else:
+            n = min(size.cnn_calib_samples, SELECTION)
+            exp = mnist_experiment(seed, cache, n, progress, model_id)
+            prof, table, calib = exp.prof, PatternTable.build(exp.prof, exp.calib), exp.calib
+        levels = sorted(calib.budgets)
+        for device, points in partition_points(table, levels).items():
+            rows.append(
+                {
+                    "model": model_id,
+                    "layers": prof.num_layers,
+                    "valid_points": list(prof.valid_points),
+                    "device": device,
+                    "points": {str(a): p for a, p in points.items()},
+                }
+            )
+    return rows
+
+
 def _targets(by: dict, points: tuple[int, ...], equal: list[dict]) -> dict:
     """The headline numbers checked against the paper's targets (part of ``results.json``)."""
     q_rows = [by[("qpart", p)] for p in points]
@@ -364,6 +393,7 @@ def run_reproduction(
 
     # --- Table IV analogue (CNNs) ----------------------------------------------------
     cnn_rows = _cnn_rows(exp, by, fa, size, cache, seed, progress)
+    device_classes = _device_class_rows(setup, size, cache, seed, progress)
     hits = [exp.calibration_cached] + [r["calibration_cached"] for r in cnn_rows[:2]]
     elapsed = time.time() - t0
 
@@ -377,6 +407,7 @@ def run_reproduction(
         "table4": cnn_rows,
         "summary": summary,
         "summary_held": held_summary,
+        "device_classes": device_classes,
     }
     with open(data_path / "results.json", "w") as f:
         json.dump(targets, f, indent=1, default=str)
@@ -402,6 +433,7 @@ def run_reproduction(
         data_path=data_path,
         distribution=dist,
         held_memory_bytes=HELD_MEMORY_BYTES,
+        device_classes=device_classes,
     )
     write_figures(results, out / "figures")
     (out / "RESULTS.md").write_text(results_markdown(results))
