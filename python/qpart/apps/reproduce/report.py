@@ -514,7 +514,10 @@ def results_markdown(results: ReproductionResults) -> str:
             "(`qpart.simulation.device_classes`: an MCU on a 1 Mbit/s link, a phone on LTE, "
             "a Jetson-class board on Wi-Fi, a gateway on Ethernet whose operator prices server "
             "time 100x) with every built-in workload (`qpart serve --model ID`); "
-            "'-' where no stored pattern meets the budget.",
+            "'-' where no stored pattern meets the budget. The MLP's table is accepted on "
+            "the 600 held-out acceptance digits (served by the 95 % upper bound, which 600 "
+            "digits cannot bring below 0.5 %); the CNNs' tables are served by their "
+            "predicted levels (no acceptance split; docs/PLANNING.md §4.4).",
             "",
         ]
         budgets = sorted({a for r in res.device_classes for a in r["points"]}, key=float)
