@@ -16,7 +16,7 @@ from qpart.workloads.models import train_classifier
 LEVELS = (0.01, 0.02, 0.05)
 
 
-def _blobs(n: int, seed: int):
+def blobs(n: int, seed: int):
     gen = torch.Generator().manual_seed(seed)
     centers = torch.randn(4, 16, generator=torch.Generator().manual_seed(123)) * 1.2
     y = torch.randint(0, 4, (n,), generator=gen)
@@ -30,10 +30,11 @@ def tiny_setup() -> SimulationSetup:
     model = nn.Sequential(
         nn.Linear(16, 48), nn.ReLU(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 4)
     )
-    x_tr, y_tr = _blobs(1200, 1)
-    x_te, y_te = _blobs(600, 2)
+    x_tr, y_tr = blobs(1200, 1)
+    x_te, y_te = blobs(600, 2)
     train_classifier(model, x_tr, y_tr, epochs=15, batch_size=64, lr=1e-2, seed=0, progress=False)
     prof = profile(model, x_te[:2])
-    x_acc = _blobs(600, 3)[0]  # held-out acceptance inputs (not trained on)
-    calib = calibrate(model, x_acc, prof=prof, levels=LEVELS, seed=0, progress=False)
-    return SimulationSetup(model, prof, calib, x_te, y_te, x_acc)
+    x_sel = blobs(400, 4)[0]  # selection inputs (calibration, refinement; not trained on)
+    x_acc = blobs(600, 3)[0]  # held-out acceptance inputs, disjoint from both
+    calib = calibrate(model, x_sel, prof=prof, levels=LEVELS, seed=0, progress=False)
+    return SimulationSetup(model, prof, calib, x_te, y_te, x_sel, x_accept=x_acc)

@@ -440,11 +440,11 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--calib-samples",
         type=_positive_int,
-        default=1000,
+        default=400,
         metavar="N",
-        help="held-out digits (of the 1000 the model is not trained on) "
-        "used for calibration and as every scheme's acceptance data "
-        "(default: 1000)",
+        help="held-out digits (of the 1000 the model is not trained on; the last 600 are "
+        "the acceptance split) used for calibration and refinement (default: 400, at most "
+        "400)",
     )
     _threads_arg(parser)
     parser.add_argument(

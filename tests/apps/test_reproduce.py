@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 
 import pytest
 
 from qpart.cli import main
+from qpart.planning.bounds import binomial_cdf, clopper_pearson_upper
 
 pytestmark = pytest.mark.slow
 
@@ -76,16 +76,30 @@ def test_quick_reproduction_writes_every_table_and_figure(tmp_path, capsys):
     assert "## Where the partition points land, per workload and device class" in md
     for model_id in ("mnist-mlp", "mnist-cnn", "mnist-resnet"):
         assert f"| {model_id} |" in md
-    # What the method guarantees: every served QPART plan passed the acceptance rule on the
-    # acceptance digits (flip rate <= safety x 1 %) ...
-    for r in rows:
-        if r["scheme"] == "qpart":
-            flips = r["detail"].get("acceptance_flip_rate")
-            assert flips is not None and flips <= 0.5 * 0.01 + 1e-9, r
-    # ... so its loss on the unseen test digits is within the 1 % budget up to the sampling
-    # noise of the test set (three binomial standard errors at 1 %); the trained network and
-    # so the exact loss differ by machine, so no tighter number is asserted here.
+    # What the method guarantees (docs/PLANNING.md §4.4), not one machine's numbers: every
+    # QPART plan served at the 1 % budget has a held-out 95 % upper bound <= 1 % on the 600
+    # acceptance digits (or is the float segment, which loses nothing) ...
+    served = res["qpart_served"]
+    assert len(served) == 7
+    for sp in served:
+        if sp["fallback"] == "float":
+            assert sp["test_loss"] == 0.0
+            continue
+        assert sp["acceptance_n"] == 600
+        assert sp["loss_upper_bound"] <= 0.01 + 1e-12, sp
+        assert sp["loss_upper_bound"] == pytest.approx(
+            clopper_pearson_upper(round(sp["measured_loss"] * 600), 600, 0.95), abs=1e-12
+        )
+    # ... so each has a true loss <= 1 % unless a 5 % event happened; the unseen test digits
+    # must not refute that: a one-sided binomial test of "loss <= 1 %" on them, at 1e-4 per
+    # plan, passes for every served plan (a plan with a true loss of 1 % passes with
+    # probability > 0.9999; the old 3-SE margin is gone).
     n_test = res["test_digits"]
-    assert res["max_qpart_loss"] <= 0.01 + 3 * math.sqrt(0.01 * 0.99 / n_test)
-    assert res["max_weight_ratio"] <= 0.15
+    for sp in served:
+        k = max(0, round(sp["test_loss"] * n_test))
+        p_value = 1.0 - binomial_cdf(k - 1, n_test, 0.01) if k else 1.0
+        assert p_value > 1e-4, (sp, p_value)
+    # structural, not one machine's number: a served quantized segment ships at most 8 bits
+    # per weight plus per-row scales (the paper's ~12 % depends on the trained network)
+    assert 0.0 < res["max_weight_ratio"] <= 0.3
     assert len(re.findall(r"\bmet\b", md)) >= 2

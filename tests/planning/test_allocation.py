@@ -163,3 +163,64 @@ def test_bad_inputs():
         allocate_bits([1.0, 1.0], 1.0, [1.0], 1.0)
     with pytest.raises(InfeasibleError):
         allocate_bits([1.0], 1.0, [1.0], 0.0)
+
+
+def _random_problem(rng, n):
+    g = rng.uniform(0.1, 10.0, n)
+    alpha = rng.uniform(0.8, 1.6, n)
+    c = rng.uniform(0.1, 10.0, n)
+    budget = float(g @ np.exp(-alpha * rng.uniform(2.0, 6.0, n)))
+    return g, alpha, c, budget
+
+
+def test_auto_serves_the_integer_optimum_when_it_solves_in_time():
+    rng = np.random.default_rng(7)
+    better = 0
+    for _ in range(60):
+        g, alpha, c, budget = _random_problem(rng, int(rng.integers(2, 8)))
+        auto = allocate_bits(g, alpha, c, budget, method="auto", time_limit_s=10.0)
+        exact = exact_allocation(g, alpha, c, budget)
+        greedy = allocate_bits(g, alpha, c, budget)
+        assert auto.optimal is True and auto.gap == 0.0
+        assert auto.cost == pytest.approx(exact.cost, rel=1e-12)
+        assert auto.noise <= budget * (1 + 1e-9)
+        assert auto.cost <= greedy.cost * (1 + 1e-12)
+        better += auto.cost < greedy.cost * (1 - 1e-9)
+    assert better >= 1  # the greedy is not always optimal; auto fixes those cases
+
+
+def test_auto_falls_back_to_the_greedy_with_its_gap_past_the_time_cap():
+    rng = np.random.default_rng(3)
+    g, alpha, c, budget = _random_problem(rng, 40)
+    auto = allocate_bits(g, alpha, c, budget, method="auto", time_limit_s=0.0)
+    greedy = allocate_bits(g, alpha, c, budget)
+    assert auto.optimal is False
+    assert np.array_equal(auto.bits, greedy.bits)
+    lower = float(c @ greedy.continuous)
+    assert auto.gap == pytest.approx((greedy.cost - lower) / greedy.cost)
+    assert 0.0 <= auto.gap < 1.0
+    with pytest.raises(ValueError, match="auto"):
+        allocate_bits(g, alpha, c, budget, method="nope")
+
+
+def test_exact_matches_brute_force_with_memory_on_five_variables():
+    import itertools
+
+    rng = np.random.default_rng(17)
+    grid = np.array(list(itertools.product(range(1, 9), repeat=5)), dtype=np.float64)
+    for _ in range(8):
+        g, alpha, c, budget = _random_problem(rng, 5)
+        m = rng.uniform(0.5, 2.0, 5)
+        noise = (g * np.exp(-alpha * grid)).sum(1)
+        mem_budget = float(m @ np.full(5, 5.0))
+        ok = (noise <= budget * (1 + 1e-9)) & (grid @ m <= mem_budget * (1 + 1e-9))
+        if not ok.any():
+            continue
+        best = float((grid[ok] @ c).min())
+        got = exact_allocation(g, alpha, c, budget, memory_per_bit=m, memory_budget=mem_budget)
+        assert got.cost == pytest.approx(best, rel=1e-12)
+        auto = allocate_bits(
+            g, alpha, c, budget, memory_per_bit=m, memory_budget=mem_budget, method="auto"
+        )
+        if auto.optimal:
+            assert auto.cost == pytest.approx(best, rel=1e-12)

@@ -46,10 +46,16 @@ def test_refined_widths_always_meet_the_acceptance_rule(s, refiner):
                 assert probe.with_plan(p, r.bits, r.activation_bits)[1] == pytest.approx(
                     r.flip_rate, abs=1e-9
                 )
-    # every pattern of the simulator's table carries its measured, accepted flip rate
-    for pl in s.table.patterns:
-        assert pl.measured_flip_rate is not None
-        assert pl.measured_flip_rate <= s.calib.safety * pl.accuracy_budget + 1e-12
+    # every refined pattern of the simulator's table carries its selection measurement
+    # within the selection rule (the tighter selection limits only lower it); the uniform
+    # fallback patterns have none; every pattern carries its held-out measurement
+    refined = [pl for pl in s.table.patterns if pl.selection_loss is not None]
+    assert len(refined) >= len(LEVELS) * len(s.prof.valid_points)
+    for pl in refined:
+        assert pl.selection_loss <= s.calib.safety * pl.accuracy_budget + 1e-12
+    uniform = [pl for pl in s.table.patterns if pl.selection_loss is None]
+    assert len(uniform) >= 8 * len(s.prof.valid_points)
+    assert all(pl.accepted and pl.acceptance_n == 600 for pl in s.table.patterns)
 
 
 def test_refined_never_costs_more_than_uniform_with_the_same_rule(s, refiner):
@@ -89,8 +95,8 @@ def test_refined_table_keeps_the_fast_lookup_path(s, tmp_path):
     table = s.table
     table.save(tmp_path / "t.json")
     loaded = PatternTable.load(tmp_path / "t.json")
-    assert [pl.measured_flip_rate for pl in loaded.patterns] == [
-        pl.measured_flip_rate for pl in table.patterns
+    assert [pl.selection_loss for pl in loaded.patterns] == [
+        pl.selection_loss for pl in table.patterns
     ]
     for level in LEVELS:
         a = table.lookup(Request(level))
@@ -100,9 +106,9 @@ def test_refined_table_keeps_the_fast_lookup_path(s, tmp_path):
             b.bits,
             b.activation_bits,
         )
-        assert a.accuracy_budget <= level
+        assert a.loss_upper_bound <= level + 1e-12
     unrefined = build_table(s.prof, s.calib, s.x_train, refine=False)
-    assert all(pl.measured_flip_rate is None for pl in unrefined.patterns)
+    assert all(pl.selection_loss is None for pl in unrefined.patterns)
 
 
 def test_holdout_split_is_stratified_and_disjoint():

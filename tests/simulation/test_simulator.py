@@ -177,7 +177,8 @@ def test_held_weights_and_device_memory():
         fits = [
             pl
             for pl in setup.table.patterns
-            if pl.accuracy_budget <= req.budget and pl.memory_bytes <= req.device.memory_bytes
+            if pl.loss_upper_bound <= req.budget + 1e-9
+            and pl.memory_bytes <= req.device.memory_bytes
         ]
         best = min(
             evaluate_costs(

@@ -22,6 +22,8 @@ from ..core.metrics import accuracy
 from ..core.profile import profile
 from ..core.split import run_split
 from ..planning.calibration import cached_calibration
+from ..planning.heldout import HeldOutAcceptance
+from ..planning.table import PatternTable
 from ..serving.device import DeviceClient
 from ..serving.registry import ModelEntry
 from ..serving.server import ServerThread
@@ -83,11 +85,16 @@ def _fmt_bits(bits: list[int], b_a: int | None) -> str:
     return f"{w}/{'-' if b_a is None else b_a}"
 
 
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
 def format_rows(rows: list[DemoRow]) -> str:
     """The demo table (one line per device) and a legend."""
     head = (
         f"{'device':<11} {'budget':>6} {'p':>2} {'bits w/a':>10} {'D_w (B)':>8} {'%fp32':>6} "
-        f"{'seg B':>7} {'act B/req':>10} {'loss pred':>9} {'meas':>6} {'T pred ms':>9} "
+        f"{'seg B':>7} {'act B/req':>10} {'loss pred':>9} {'held':>6} {'bound':>6} {'n':>5} "
+        f"{'meas':>6} {'T pred ms':>9} "
         f"{'E pred mJ':>9} {'cost':>8} {'wall ms':>8} {'dev ms':>6} {'srv ms':>6} {'ok':>5}"
     )
     lines = [head, "-" * len(head)]
@@ -108,6 +115,8 @@ def format_rows(rows: list[DemoRow]) -> str:
             f"{r.device.name:<11} {100 * r.device.budget:>5.1f}% {p['partition_point']:>2} "
             f"{_fmt_bits(p['bits'], p['activation_bits']):>10} {p['weight_payload_bytes']:>8,} "
             f"{pct:>5.1f}% {r.segment_bytes:>7,} {act:>10} {100 * p['predicted_loss']:>8.2f}% "
+            f"{_pct(p.get('measured_loss')):>6} {_pct(p.get('loss_upper_bound')):>6} "
+            f"{p.get('acceptance_n') or '-':>5} "
             f"{100 * r.measured_loss:>5.1f}% {1e3 * pr['total_time_s']:>9.3f} "
             f"{1e3 * pr['total_energy_j']:>9.3f} {pr['server_cost']:>8.1e} {r.wall_ms:>8.2f} "
             f"{r.device_ms:>6.2f} {r.server_ms:>6.2f} {r.correct:>2}/{r.requests:<2}"
@@ -117,8 +126,12 @@ def format_rows(rows: list[DemoRow]) -> str:
         "bits w/a: device layer widths / cut-activation width; D_w: segment tensor bytes "
         "(= planner's D_w exactly); seg B: container bytes received (D_w + safetensors header; "
         "0 once cached); act B/req: measured / predicted (D_a + 32-byte header) bytes sent per "
-        "request; loss: predicted vs measured accuracy loss on the held-out test digits "
-        "(same split path, real kernels); T/E/cost: planner predictions for the device profile; "
+        "request; loss pred: the noise model's predicted loss; held / bound / n: the plan's "
+        "measured disagreement with the float model on the n acceptance digits (the test "
+        "digits) and its one-sided 95 % Clopper-Pearson upper bound - a plan is served for a "
+        "budget only when that bound meets it; meas: measured accuracy loss on the test "
+        "digits (same split path, real kernels); T/E/cost: planner predictions for the "
+        "device profile; "
         "wall/dev/srv: measured mean per request (plan + segment + device + infer round trip).",
     ]
     return "\n".join(lines)
@@ -162,12 +175,14 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> list[DemoRo
         )
     )
     t = time.perf_counter()
+    table = PatternTable.build(prof, calib, acceptance=HeldOutAcceptance(prof, data.x_test))
     entry = ModelEntry.create(
-        MNIST_MODEL_ID, model, data.x_test[:2], calib, description="six-layer MNIST MLP"
+        MNIST_MODEL_ID, model, data.x_test[:2], calib, table, description="six-layer MNIST MLP"
     )
     say(
-        f"[3/5] pattern table: {len(entry.table)} patterns, {len(entry.segment_keys)} distinct "
-        f"device segments, encoded on first request ({time.perf_counter() - t:.1f} s)"
+        f"[3/5] pattern table: {len(entry.table)} patterns accepted on the {data.n_test} test "
+        f"digits (95 % upper bounds), {len(entry.segment_keys)} distinct device segments, "
+        f"encoded on first request ({time.perf_counter() - t:.1f} s)"
     )
     float_acc = accuracy(model, data.x_test, data.y_test)
     rows: list[DemoRow] = []

@@ -15,6 +15,8 @@ import torch
 from ..core.errors import ProfileError
 from ..core.profile import profile
 from ..planning.calibration import cached_calibration
+from ..planning.heldout import HeldOutAcceptance
+from ..planning.table import PatternTable
 from ..serving.errors import WireFormatError
 from ..serving.registry import ModelEntry, entry_from_spec
 from ..serving.server import ServerSettings, serve
@@ -32,7 +34,10 @@ def mnist_entry(
     progress: bool = False,
 ) -> ModelEntry:
     """The default served model: the six-layer MNIST MLP (trained or loaded from the cache),
-    calibrated on ``calib_samples`` training digits (cached on disk)."""
+    calibrated on ``calib_samples`` training digits (cached on disk); its table's patterns
+    are accepted on the 1000 test digits (trained and calibrated without them): each plan
+    carries its held-out measured loss and 95 % upper bound, and serves a budget only when
+    the bound meets it (docs/PLANNING.md §4.4)."""
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     data = load_mnist(seed=seed)
     model = trained_mnist_mlp(cache_dir=cache, seed=seed, progress=progress)
@@ -40,11 +45,13 @@ def mnist_entry(
     calib, _, _ = cached_calibration(
         model, data.x_train[:calib_samples], prof, cache, f"mnist_mlp_seed{seed}", seed, progress
     )
+    table = PatternTable.build(prof, calib, acceptance=HeldOutAcceptance(prof, data.x_test))
     return ModelEntry.create(
         MNIST_MODEL_ID,
         model,
         data.x_test[:2],
         calib,
+        table=table,
         description="six-layer MNIST MLP (784-512-256-128-64-32-10)",
         prof=prof,
     )

@@ -38,7 +38,15 @@ def _simulate(args: argparse.Namespace, t0: float) -> int:
             file=sys.stderr,
         )
         return 2
-    setup = SimulationSetup(exp.model, exp.prof, calib, exp.data.x_test, exp.data.y_test, exp.x_cal)
+    setup = SimulationSetup(
+        exp.model,
+        exp.prof,
+        calib,
+        exp.data.x_test,
+        exp.data.y_test,
+        exp.x_cal,
+        x_accept=exp.x_accept,
+    )
     memory = None if args.memory_kib is None else tuple(1024.0 * m for m in args.memory_kib)
     dist = RequestDistribution(budgets=args.budgets, memory_bytes=memory)
     _, perf = simulate(

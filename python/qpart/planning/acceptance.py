@@ -1,9 +1,11 @@
-"""The acceptance rule every measured selection uses (QPART's refinement and the uniform and
-pruning baselines alike): a configuration is accepted at accuracy level ``a`` when its
-measured loss against the float model on the acceptance inputs is at most ``safety * a``.
+"""The selection rule the measured refinement uses on its *selection* inputs: a
+configuration is selectable at accuracy level ``a`` when its measured loss against the float
+model there is at most ``safety * a``. The measured loss is the disagreement rate against the
+float model's own outputs (:class:`qpart.core.metrics.Agreement`, top-1 by default), which
+bounds the accuracy loss on those inputs.
 
-The measured loss is the prediction-flip rate against the float model's own predictions
-(:func:`qpart.core.metrics.flip_rate`), which bounds the accuracy loss on those inputs.
+Serving does not rely on this rule: every table pattern is measured again on a separate
+acceptance split and served only by its held-out upper bound (:mod:`.heldout`).
 """
 
 from __future__ import annotations

@@ -15,13 +15,18 @@ Problem, for variables ``i`` (the device layers' weights and the cut activation)
   accuracy budget), then greedily lower the widths with the best cost saving per unit of
   added noise while the budget holds, then a pairwise-exchange pass. Its cost is provably
   at most ``sum_i c_i`` above the continuous optimum, hence above the integer optimum.
-* :func:`exact_allocation` - branch and bound with the continuous relaxation as the bound:
-  the integer optimum, for measuring the gap on small problems.
+* :func:`exact_allocation` - branch and bound with a Lagrangian bound (integer per-variable
+  minima over a grid of multipliers, exact at the root's multiplier up to the grid):
+  the integer optimum, optionally seeded with an incumbent and stopped at a time cap.
+* ``allocate_bits(method="auto")`` (what the planner uses) - the greedy solution as the
+  incumbent, then branch and bound within ``time_limit_s``: the integer optimum when it
+  finishes, else the greedy widths with their gap to the continuous lower bound reported.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,12 +47,16 @@ class InfeasibleError(ValueError):
 @dataclass(frozen=True)
 class Allocation:
     """Bit widths (``bits``, int array) with their predicted noise ``sum g e^(-alpha b)``,
-    linear cost ``sum c b`` and, when computed, the continuous solution."""
+    linear cost ``sum c b`` and, when computed, the continuous solution. ``optimal``: the
+    widths are the proven integer optimum (``None``: not known); ``gap``: relative gap
+    ``(cost - lower bound) / cost`` to the best proven lower bound (``0`` when optimal)."""
 
     bits: np.ndarray
     noise: float
     cost: float
     continuous: np.ndarray | None = None
+    optimal: bool | None = None
+    gap: float | None = None
 
 
 def _arrays(g, alpha, c):
@@ -226,11 +235,15 @@ def allocate_bits(
     memory_per_bit=None,
     memory_budget: float | None = None,
     method: str = "greedy",
+    time_limit_s: float = 0.05,
 ) -> Allocation:
     """Integer bit widths minimizing ``sum c b`` under the noise budget (and memory).
 
-    ``method="greedy"`` (default; closed form + rounding + greedy, fast at any size) or
-    ``"exact"`` (:func:`exact_allocation`, for small problems).
+    ``method="greedy"`` (default; closed form + rounding + greedy, fast at any size),
+    ``"exact"`` (:func:`exact_allocation`, for small problems) or ``"auto"`` (greedy as the
+    incumbent, then branch and bound capped at ``time_limit_s`` seconds: the integer
+    optimum when it finishes - ``optimal=True`` - else the greedy widths with ``gap``, their
+    relative distance to the continuous lower bound).
 
     ``g``: per variable ``p_i / t_i`` (noise energy at 0 bits over robustness); ``alpha``:
     decay per bit (scalar or per variable); ``c``: cost per bit; ``budget``: ``C(a)``.
@@ -239,8 +252,8 @@ def allocate_bits(
     Rounding goes up first, so the accuracy budget is never exceeded. Raises
     :class:`InfeasibleError` naming the failing constraint (``"accuracy"`` or ``"memory"``).
     """
-    if method not in ("greedy", "exact"):
-        raise ValueError(f"method must be 'greedy' or 'exact', got {method!r}")
+    if method not in ("greedy", "exact", "auto"):
+        raise ValueError(f"method must be 'greedy', 'exact' or 'auto', got {method!r}")
     g, alpha, c = _arrays(g, alpha, c)
     if g.size == 0:
         return Allocation(np.zeros(0, dtype=np.int64), 0.0, 0.0, np.zeros(0))
@@ -261,7 +274,10 @@ def allocate_bits(
     for _ in range(30):
         bits = _greedy(g, alpha, c + nu * (m if m is not None else 0.0), budget, start, lo, hi)
         if memory_budget is None or m is None or float(m @ bits) <= memory_budget * (1 + _REL_TOL):
-            return Allocation(bits, noise_of(g, alpha, bits), float(c @ bits), b_cont)
+            greedy = Allocation(bits, noise_of(g, alpha, bits), float(c @ bits), b_cont)
+            if method == "greedy":
+                return greedy
+            return _improve(g, alpha, c, budget, lo, hi, m, memory_budget, greedy, time_limit_s)
         nu = max(nu * 2.0, float(np.max(c)) / max(float(np.max(m)), 1e-300))
     if g.size <= 10:
         return exact_allocation(
@@ -271,6 +287,57 @@ def allocate_bits(
         "memory",
         "device memory: no integer rounding of the continuous solution fits the memory limit",
     )
+
+
+def _improve(g, alpha, c, budget, lo, hi, m, memory_budget, greedy, time_limit_s) -> Allocation:
+    """``method="auto"``: branch and bound seeded with the greedy widths, capped in time."""
+    try:
+        exact = exact_allocation(
+            g,
+            alpha,
+            c,
+            budget,
+            lo=lo,
+            hi=hi,
+            memory_per_bit=m,
+            memory_budget=memory_budget,
+            incumbent=greedy.bits,
+            time_limit_s=time_limit_s,
+        )
+    except _TimeUp:
+        lower = float(c @ greedy.continuous) if greedy.continuous is not None else 0.0
+        gap = max(0.0, (greedy.cost - lower) / greedy.cost) if greedy.cost > 0 else 0.0
+        return Allocation(greedy.bits, greedy.noise, greedy.cost, greedy.continuous, False, gap)
+    return Allocation(exact.bits, exact.noise, exact.cost, greedy.continuous, True, 0.0)
+
+
+class _TimeUp(Exception):
+    """The branch and bound ran past its time cap."""
+
+
+def _lagrangian_tables(g, alpha, c, lo, hi, points: int = 33):
+    """Multipliers (geometric grid spanning every variable's stationary range) and, per
+    multiplier, the suffix sums over variables ``k..n-1`` of ``h_i(lam) = min over integer
+    b in [lo, hi] of (c_i b + lam g_i e^(-alpha_i b))`` (shape ``(points, n + 1)``)."""
+    widths = np.arange(lo, hi + 1, dtype=np.float64)
+    pos = g > 0
+    if not pos.any():
+        lam = np.zeros(1)
+    else:
+        with np.errstate(divide="ignore"):
+            lo_l = c[pos] * np.exp(alpha[pos] * lo) / (alpha[pos] * g[pos])
+            hi_l = c[pos] * np.exp(alpha[pos] * hi) / (alpha[pos] * g[pos])
+        a = max(float(np.min(lo_l)), 1e-300)
+        b = max(float(np.max(hi_l)), a)
+        lam = np.concatenate([[0.0], np.geomspace(a, b, points)])
+    # h[j, i] = min_b c_i b + lam_j g_i e^(-alpha_i b)
+    terms = (
+        c[None, :, None] * widths[None, None, :]
+        + lam[:, None, None] * (g[:, None] * np.exp(-alpha[:, None] * widths[None, :]))[None]
+    )
+    h = terms.min(axis=2)
+    suffix = np.concatenate([np.cumsum(h[:, ::-1], axis=1)[:, ::-1], np.zeros((lam.size, 1))], 1)
+    return lam, suffix
 
 
 def exact_allocation(
@@ -283,9 +350,15 @@ def exact_allocation(
     hi: int = MAX_BITS,
     memory_per_bit=None,
     memory_budget: float | None = None,
+    incumbent=None,
+    time_limit_s: float | None = None,
 ) -> Allocation:
-    """The integer optimum by branch and bound (continuous relaxation as the lower bound).
-    Meant for small problems (up to ~12 variables); raises :class:`InfeasibleError`."""
+    """The integer optimum by branch and bound (Lagrangian lower bound, see ``bound``).
+    Meant for small problems (up to ~12 variables); raises :class:`InfeasibleError`.
+    ``incumbent``: a feasible integer solution to start from (prunes earlier; returned
+    when nothing is cheaper); ``time_limit_s``: raise the internal time-up signal past
+    this many seconds (used by ``allocate_bits(method="auto")``)."""
+    deadline = None if time_limit_s is None else time.perf_counter() + time_limit_s
     g, alpha, c = _arrays(g, alpha, c)
     n = g.size
     _check_accuracy_feasible(g, alpha, budget, hi)
@@ -300,22 +373,36 @@ def exact_allocation(
     min_mem_tail = np.concatenate([np.cumsum((m * lo)[::-1])[::-1], [0.0]])
     best_cost = math.inf
     best_bits: np.ndarray | None = None
+    if incumbent is not None:
+        inc = np.asarray(incumbent, np.int64).ravel()[order]
+        if (
+            float(g @ np.exp(-alpha * inc)) <= limit
+            and float(m @ inc) <= mem_limit
+            and np.all((inc >= lo) & (inc <= hi))
+        ):
+            best_cost, best_bits = float(c @ inc), inc.copy()
     bits = np.zeros(n, dtype=np.int64)
+    visits = 0
+
+    lam, suffix = _lagrangian_tables(g, alpha, c, lo, hi)
 
     def bound(k, noise, cost):
+        """Lagrangian lower bound of the best completion: for every multiplier ``lam`` and
+        any feasible integer completion, ``sum c b >= sum_i h_i(lam) - lam * rest`` with
+        ``h_i(lam) = min_b (c_i b + lam g_i e^(-alpha_i b))`` over the integer widths; the
+        best of a geometric grid of multipliers is taken."""
         if k == n:
             return cost
         rest = budget - noise
         if rest <= 0:
             return math.inf
-        try:
-            b = _closed_form(g[k:], alpha[k:], c[k:], rest, lo, hi)
-        except InfeasibleError:
-            return math.inf
-        return cost + float(c[k:] @ b)
+        return cost + float(np.max(suffix[:, k] - lam * rest))
 
     def dfs(k, noise, cost, mem):
-        nonlocal best_cost, best_bits
+        nonlocal best_cost, best_bits, visits
+        visits += 1
+        if deadline is not None and time.perf_counter() >= deadline:
+            raise _TimeUp
         if k == n:
             if cost < best_cost:
                 best_cost, best_bits = cost, bits.copy()

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.metrics import AgreementSpec
 from ..core.profile import ModelProfile
 from ..core.profile import profile as profile_model
 from ..core.split import roundtrip_activation
@@ -43,8 +44,12 @@ from .solve import default_bit_costs, solve_partition
 
 
 def adversarial_margins(logits: torch.Tensor) -> torch.Tensor:
-    """``||r*|| = min_{j != k} (z_k - z_j) / sqrt(2)`` per sample (``k`` the predicted class)."""
-    top2 = logits.topk(2, dim=-1).values
+    """``||r*|| = min_{j != k} (z_k - z_j) / sqrt(2)`` per sample (``k`` the predicted class;
+    outputs flattened per sample; zero for one-element outputs)."""
+    flat = logits.reshape(logits.shape[0], -1)
+    if flat.shape[1] < 2:
+        return torch.zeros(flat.shape[0])
+    top2 = flat.topk(2, dim=-1).values
     return (top2[:, 0] - top2[:, 1]) / math.sqrt(2.0)
 
 
@@ -68,6 +73,37 @@ def _uniform_activation_noise(x: torch.Tensor, scale: float, seed: int) -> torch
     flat = x.reshape(x.shape[0], -1)
     step = (flat.max(1, keepdim=True).values - flat.min(1, keepdim=True).values) * scale
     return (flat + step * (torch.rand(flat.shape, generator=gen) - 0.5)).reshape(x.shape)
+
+
+class _NoisyWeight:
+    """``_uniform_weight_noise(w, scale, seed)`` with the range and the (seeded, hence
+    identical for every scale) noise pattern drawn once."""
+
+    def __init__(self, w: torch.Tensor, seed: int):
+        w2 = w.detach().reshape(w.shape[0], -1).float()
+        self.w2 = w2
+        self.span = w2.max(1, keepdim=True).values - w2.min(1, keepdim=True).values
+        self.noise = torch.rand(w2.shape, generator=torch.Generator().manual_seed(seed)) - 0.5
+
+    def __call__(self, scale: float) -> torch.Tensor:
+        return self.w2 + (self.span * scale) * self.noise
+
+
+class _NoisyActivation:
+    """``_uniform_activation_noise(x, scale, seed)`` with the per-sample range and the noise
+    pattern of the (fixed) cut value computed once."""
+
+    def __init__(self, seed: int):
+        self.seed, self.key, self.parts = seed, None, None
+
+    def __call__(self, x: torch.Tensor, scale: float) -> torch.Tensor:
+        if self.key is not x:
+            flat = x.reshape(x.shape[0], -1)
+            span = flat.max(1, keepdim=True).values - flat.min(1, keepdim=True).values
+            gen = torch.Generator().manual_seed(self.seed)
+            self.key, self.parts = x, (flat, span, torch.rand(flat.shape, generator=gen) - 0.5)
+        flat, span, noise = self.parts
+        return (flat + (span * scale) * noise).reshape(x.shape)
 
 
 def _bisect_scale(measure, target_flips: float, iters: int = 11) -> float:
@@ -102,6 +138,7 @@ def calibrate(
     seed: int = 0,
     progress: bool = True,
     threads: int | None = 1,
+    agreement: AgreementSpec = None,
 ) -> Calibration:
     """Calibrates the accuracy model of ``model`` on inputs ``x`` (no labels needed: the
     float model's own predictions are the reference, so the flip rate bounds the loss).
@@ -111,7 +148,10 @@ def calibrate(
     robustness ``t``; ``safety``: the closed loop keeps the measured flip rate of the planned
     configurations at or below ``safety * a``; ``threads``: torch intra-op threads while
     calibrating (1 is fastest for these small, many passes on a loaded machine; restored
-    afterwards; ``None`` keeps the current setting). See the module docstring.
+    afterwards; ``None`` keeps the current setting); ``agreement``: what counts as the
+    same answer as the float model (:func:`qpart.core.metrics.agreement`; top-1 by
+    default) - every "flip rate" here is that metric's disagreement rate. See the module
+    docstring.
     """
     old_threads = torch.get_num_threads()
     if threads is not None:
@@ -129,13 +169,25 @@ def calibrate(
             shrink,
             seed,
             progress,
+            agreement,
         )
     finally:
         torch.set_num_threads(old_threads)
 
 
 def _calibrate(
-    model, x, prof, levels, widths, reference_drop, safety, max_shrink_steps, shrink, seed, progress
+    model,
+    x,
+    prof,
+    levels,
+    widths,
+    reference_drop,
+    safety,
+    max_shrink_steps,
+    shrink,
+    seed,
+    progress,
+    agreement_spec=None,
 ) -> Calibration:
     from tqdm.auto import tqdm
 
@@ -147,7 +199,7 @@ def _calibrate(
     if prof is None:
         prof = profile_model(model, x[:2])
     torch.manual_seed(seed)
-    probe = Probe(prof, x)
+    probe = Probe(prof, x, agreement_spec)
     margins = adversarial_margins(probe.ref)
     gen = torch.Generator()
     n_sources = prof.num_layers + len(prof.cuts)
@@ -159,9 +211,10 @@ def _calibrate(
         energies = {b: probe.with_weight(layer.name, quantized_weight(w, b))[0] for b in widths}
         p, alpha = _fit(list(energies), list(energies.values()))
 
-        def measure(scale, w=w, name=layer.name, i=i):
-            gen.manual_seed(seed * 1000 + i)
-            return probe.with_weight(name, _uniform_weight_noise(w, scale, gen))
+        noisy = _NoisyWeight(w, seed * 1000 + i)
+
+        def measure(scale, name=layer.name, noisy=noisy):
+            return probe.with_weight(name, noisy(scale))
 
         t = _bisect_scale(measure, reference_drop)
         layer_models.append(NoiseModel(p, alpha, max(t, 1e-30), energies))
@@ -171,10 +224,9 @@ def _calibrate(
     for p_cut in sorted(prof.cuts):
         energies = {b: probe.with_activation(p_cut, roundtrip_activation, b)[0] for b in widths}
         p, alpha = _fit(list(energies), list(energies.values()))
+        noisy_act = _NoisyActivation(seed * 1000 + 500 + p_cut)
         t = _bisect_scale(
-            lambda s, p_cut=p_cut: probe.with_activation(
-                p_cut, _uniform_activation_noise, s, seed * 1000 + 500 + p_cut
-            ),
+            lambda s, p_cut=p_cut, f=noisy_act: probe.with_activation(p_cut, f, s),
             reference_drop,
         )
         act_models[p_cut] = NoiseModel(p, alpha, max(t, 1e-30), energies)
@@ -185,7 +237,7 @@ def _calibrate(
 
     def logit_flips(energy: float) -> float:
         noisy = probe.ref + noise_dir * math.sqrt(energy / probe.ref.shape[1])
-        return float((noisy.argmax(-1) != probe.pred).float().mean())
+        return probe.agreement.disagreement_rate(noisy, probe.ref)
 
     def energy_for(drop: float) -> float:
         lo, hi = -30.0, 30.0
@@ -211,19 +263,39 @@ def _calibrate(
         safety,
     )
     costs = default_bit_costs(prof)
+    points = [p for p in prof.valid_points if p != 0 or 0 in prof.cuts]
+    measured: dict[tuple, float] = {}  # flip rate per configuration, across steps and levels
+    weights: dict[tuple[str, int], torch.Tensor] = {}
+
+    def weight(name: str, b: int) -> torch.Tensor:
+        if (name, b) not in weights:
+            weights[(name, b)] = quantized_weight(probe.modules[name].weight, b)
+        return weights[(name, b)]
+
+    def passes(c_value: float, limit: float) -> bool:
+        """Whether every point's plan at ``C = c_value`` flips at most ``limit``; stops at
+        the first failing point and tries it first next time (the decision equals the
+        maximum over all points; measurements are cached per configuration)."""
+        for p_cut in list(points):
+            try:
+                bits, b_a, _ = solve_partition(prof, calib, p_cut, c_value, costs)
+            except InfeasibleError:
+                continue
+            key = (p_cut, tuple(bits), b_a)
+            if key not in measured:
+                measured[key] = probe.with_plan(p_cut, bits, b_a, weight)[1]
+                bar.set_postfix_str(f"closed loop: {len(measured)} plans measured")
+            if measured[key] > limit:
+                points.remove(p_cut)
+                points.insert(0, p_cut)
+                return False
+        return True
+
     for level in sorted(levels):
+        bar.set_description(f"calibrating: C({level:g})")
         c_value = energy_for(level) / e_ref
         for _ in range(max_shrink_steps):
-            worst = 0.0
-            for p_cut in prof.valid_points:
-                if p_cut == 0 and 0 not in prof.cuts:
-                    continue
-                try:
-                    bits, b_a, _ = solve_partition(prof, calib, p_cut, c_value, costs)
-                except InfeasibleError:
-                    continue
-                worst = max(worst, probe.with_plan(p_cut, bits, b_a)[1])
-            if worst <= safety * level:
+            if passes(c_value, safety * level):
                 break
             c_value *= shrink
         calib.budgets[float(level)] = c_value

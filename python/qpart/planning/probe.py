@@ -1,6 +1,7 @@
 """Re-runs a profiled float graph on fixed inputs with some layer weights replaced and/or the
-cut activation transformed, and measures the logit-noise energy and prediction-flip rate
-against the float model. Calibration and the measured refinement both measure through it."""
+cut activation transformed, and measures the output-noise energy and the disagreement rate
+(:class:`qpart.core.metrics.Agreement`, top-1 by default) against the float model.
+Calibration, the measured refinement and the held-out acceptance all measure through it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch import fx
 
 import qpart_kernels
 
-from ..core.metrics import flip_rate
+from ..core.metrics import AgreementSpec, agreement
 from ..core.profile import ModelProfile
 from ..core.split import roundtrip_activation
 
@@ -19,10 +20,14 @@ from ..core.split import roundtrip_activation
 class Probe:
     """Runs the float graph on the calibration inputs with some weights replaced and/or the
     cut activation transformed. Float values of every node are cached once, so a
-    perturbation at node ``k`` only re-runs the graph from ``k`` on."""
+    perturbation at node ``k`` only re-runs the graph from ``k`` on. ``agreement``: what
+    counts as the same answer (:func:`qpart.core.metrics.agreement`; default top-1)."""
 
-    def __init__(self, prof: ModelProfile, x: torch.Tensor):
+    def __init__(self, prof: ModelProfile, x: torch.Tensor, agreement_spec: AgreementSpec = None):
+        if x.shape[0] == 0:
+            raise ValueError("Probe: no inputs")
         self.prof = prof
+        self.agreement = agreement(agreement_spec)
         self.gm = prof.graph_module
         self.nodes = list(self.gm.graph.nodes)
         self.index = {n.name: i for i, n in enumerate(self.nodes)}
@@ -36,7 +41,7 @@ class Probe:
             self.ref = interp.run(x)
             self.cache = dict(interp.env)
         self.x = x
-        self.pred = self.ref.argmax(-1)
+        self.n = int(x.shape[0])
 
     def run(
         self,
@@ -77,9 +82,10 @@ class Probe:
             return fx.Interpreter(self.gm).run(self.x, initial_env=init)
 
     def stats(self, logits: torch.Tensor) -> tuple[float, float]:
-        """``(logit-noise energy E||z - z_float||^2, flip rate)`` of ``logits``."""
-        energy = float(((logits - self.ref) ** 2).sum(-1).mean())
-        return energy, flip_rate(logits, self.pred)
+        """``(output-noise energy E||z - z_float||^2, disagreement rate)`` of ``logits``."""
+        diff = (logits - self.ref).reshape(self.n, -1)
+        energy = float((diff**2).sum(-1).mean())
+        return energy, self.agreement.disagreement_rate(logits, self.ref)
 
     def with_weight(self, name: str, new_weight: torch.Tensor) -> tuple[float, float]:
         """Stats with layer ``name``'s weight replaced by ``new_weight``."""
@@ -101,6 +107,17 @@ class Probe:
         and the cut activation at ``b_a`` (``None`` or ``p = L``: float). ``weight(name,
         bits)`` supplies the dequantized weights (default: quantized afresh); a plan that
         changes nothing measures ``(0, 0)``."""
+        return self.stats(self.plan_outputs(p, bits, b_a, weight))
+
+    def plan_outputs(
+        self,
+        p: int,
+        bits: Sequence[int],
+        b_a: int | None,
+        weight: Callable[[str, int], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The outputs of a plan on the probe's inputs (see :meth:`with_plan`); the float
+        outputs when the plan changes nothing."""
         if weight is None:
 
             def weight(name: str, b: int) -> torch.Tensor:
@@ -115,8 +132,8 @@ class Probe:
             cut = (p, roundtrip_activation, (b_a,))
             starts.append(self.index[self.prof.cuts[p].node])
         if not starts:
-            return 0.0, 0.0
-        return self.stats(self.run(min(starts), weights, cut))
+            return self.ref
+        return self.run(min(starts), weights, cut)
 
 
 class _swapped:  # noqa: N801 - used as a context manager

@@ -3,15 +3,15 @@
 The closed form (paper Eqs. 23-40) and :func:`qpart.planning.allocation.allocate_bits` choose widths
 from the calibrated *additive noise model*, which is conservative by construction (upper
 envelopes, a closed loop that shrinks ``C(a)`` until the worst partition point passes). This
-module then works with *measurements* on acceptance inputs (held-out calibration digits the
-model was not trained on):
+module then works with *measurements* on the *selection* inputs (held-out digits the model
+was not trained on, e.g. the calibration digits). Because the search keeps the cheapest of
+many tries that pass on these inputs, their measured loss is optimistic; the table therefore
+measures every refined pattern once more on a separate acceptance split
+(:mod:`qpart.planning.heldout`) and serves it only by that held-out upper bound.
 
-**Acceptance rule** (:mod:`qpart.planning.acceptance`). A configuration is accepted at
-accuracy level ``a`` when its measured prediction-flip rate against the float model on the
-acceptance inputs is ``<= safety * a`` (the calibration's ``safety``, 0.5 by default). The
-flip rate bounds the accuracy loss on those inputs. The uniform-width and pruning baselines
-are tuned with exactly this rule on exactly these inputs
-(:mod:`qpart.simulation.baselines`).
+**Selection rule** (:mod:`qpart.planning.acceptance`). A configuration is selectable at
+accuracy level ``a`` when its measured disagreement rate against the float model on the
+selection inputs is ``<= safety * a`` (the calibration's ``safety``, 0.5 by default).
 
 **Refinement** (:meth:`MeasuredRefiner.refine`), for partition point ``p`` and level ``a``:
 
@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..core.metrics import AgreementSpec
 from ..core.profile import ModelProfile
 from .acceptance import AcceptanceRule, within
 from .allocation import MAX_BITS, MIN_BITS, InfeasibleError
@@ -67,7 +68,9 @@ class MeasuredRefiner:
     """Measures configurations on acceptance inputs ``x`` (no labels: the float model's own
     predictions are the reference) and refines pattern widths (module docstring).
 
-    ``safety``: the rule's factor (``None``: the calibration's own ``safety``).
+    ``safety``: the rule's factor (``None``: the calibration's own ``safety``);
+    ``agreement``: what counts as the same answer (default top-1; the "flip rate" is
+    that metric's disagreement rate).
     Measurements are cached per configuration; dequantized weights per (layer, width).
     """
 
@@ -80,10 +83,11 @@ class MeasuredRefiner:
         lo: int = MIN_BITS,
         hi: int = MAX_BITS,
         max_exchanges: int = 8,
+        agreement: AgreementSpec = None,
     ):
         self.prof, self.safety, self.lo, self.hi = prof, safety, lo, hi
         self.max_exchanges = max_exchanges
-        self.probe = Probe(prof, x)
+        self.probe = Probe(prof, x, agreement)
         self.n_samples = int(x.shape[0])
         self._weights: dict[tuple[str, int], torch.Tensor] = {}
         self._flips: dict[tuple, float] = {}
@@ -151,11 +155,13 @@ class MeasuredRefiner:
         coefficients: np.ndarray,
         bits: Sequence[int] | None,
         b_a: int | None,
+        limit: float | None = None,
     ) -> Refined:
         """Refines the model's solution ``(bits, b_a)`` (``None`` if the model found none)
-        at partition point ``p`` for accuracy level ``level``; see the module docstring."""
+        at partition point ``p`` for accuracy level ``level``; see the module docstring.
+        ``limit``: the largest selectable disagreement rate (default ``safety * level``)."""
         has_act = p < self.prof.num_layers
-        limit = self.limit(calib, level)
+        limit = self.limit(calib, level) if limit is None else float(limit)
         g, alpha, _ = allocation_problem(self.prof, calib, p, coefficients)
         start_evals = len(self._flips)
 

@@ -23,6 +23,9 @@ from ..core.profile import ModelProfile
 from .allocation import InfeasibleError, allocate_bits
 from .noise_model import Calibration
 
+#: Time cap (seconds) of the exact branch and bound per allocation problem.
+EXACT_TIME_LIMIT_S = 0.05
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -33,8 +36,18 @@ class Plan:
     included); ``memory_bytes``: weights plus peak float activations on the device;
     ``predicted_noise``: ``D = sum p e^(-alpha b)/t``; ``predicted_loss``: the accuracy loss
     the calibration maps ``D`` to; ``costs``: the objective terms for the request;
-    ``measured_flip_rate``: the flip rate on the acceptance inputs when the widths were
-    refined by measurement (:mod:`qpart.planning.refinement`), else ``None``.
+    ``selection_loss``: the disagreement rate on the *selection* inputs when the widths were
+    refined by measurement there (:mod:`qpart.planning.refinement`; optimistic, since the
+    widths were chosen on those inputs), else ``None``.
+
+    Held-out acceptance (:mod:`qpart.planning.heldout`; ``None`` when the table was built
+    without acceptance data): ``measured_loss`` is the disagreement rate with the float
+    model on ``acceptance_n`` acceptance inputs the widths were never chosen on,
+    ``loss_upper_bound`` its one-sided Clopper-Pearson upper bound at ``confidence``, and
+    ``measured_accuracy_loss`` the measured accuracy loss there when labels were given.
+    ``allocation_gap``: for the noise model's widths, ``0`` when they are its proven integer
+    optimum (branch and bound), else the greedy's relative gap to the continuous lower
+    bound (the time cap was hit); ``None`` when unknown (e.g. measured refinement).
     """
 
     partition_point: int
@@ -50,7 +63,18 @@ class Plan:
     device_macs: int
     server_macs: int
     costs: CostBreakdown | None = None
-    measured_flip_rate: float | None = None
+    selection_loss: float | None = None
+    measured_loss: float | None = None
+    acceptance_n: int | None = None
+    loss_upper_bound: float | None = None
+    confidence: float | None = None
+    measured_accuracy_loss: float | None = None
+    allocation_gap: float | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the plan carries a held-out acceptance measurement."""
+        return self.loss_upper_bound is not None
 
 
 def default_bit_costs(
@@ -93,13 +117,20 @@ def solve_partition(
     budget: float,
     coefficients: np.ndarray,
     memory_bytes: float | None = None,
+    *,
+    method: str = "auto",
+    time_limit_s: float = EXACT_TIME_LIMIT_S,
 ):
     """Integer widths for partition point ``p`` under noise budget ``C = budget``.
 
     Variables: layers ``1..p`` (cost per bit ``W_i * coefficients[2]``) and the cut
     activation (``A_p * coefficients[3]``). ``memory_bytes`` bounds weights + peak
     activations (``ceil`` rounding of packed rows is covered by one byte per row).
-    Returns ``(bits, activation_bits, allocation)``; raises :class:`InfeasibleError`.
+    ``method``: see :func:`qpart.planning.allocation.allocate_bits` - by default
+    ``"auto"``, the integer optimum of the model by branch and bound when it finishes within
+    ``time_limit_s`` per problem, else the greedy widths (``allocation.optimal`` /
+    ``allocation.gap`` say which). Returns ``(bits, activation_bits, allocation)``; raises
+    :class:`InfeasibleError`.
     """
     prof.check_point(p)
     layers = prof.layers[:p]
@@ -123,6 +154,8 @@ def solve_partition(
         budget,
         memory_per_bit=mem if mem_budget is not None else None,
         memory_budget=mem_budget,
+        method=method,
+        time_limit_s=time_limit_s,
     )
     bits = [int(b) for b in alloc.bits[:p]]
     b_a = int(alloc.bits[p]) if has_act else None
@@ -152,7 +185,8 @@ def make_plan(
     server=None,
     channel=None,
     weights=None,
-    measured_flip_rate: float | None = None,
+    selection_loss: float | None = None,
+    allocation_gap: float | None = None,
 ) -> Plan:
     """A :class:`Plan` with exact payloads and (for the given request) the cost terms."""
     w_bytes = prof.weight_payload_bytes(p, bits)
@@ -181,7 +215,8 @@ def make_plan(
         prof.device_macs(p),
         prof.server_macs(p),
         costs,
-        measured_flip_rate,
+        selection_loss,
+        allocation_gap=allocation_gap,
     )
 
 
@@ -223,6 +258,7 @@ def plan_request(
             server,
             channel,
             weights,
+            allocation_gap=alloc.gap,
         )
         if best is None or plan.costs.objective < best.costs.objective:
             best = plan

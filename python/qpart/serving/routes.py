@@ -111,9 +111,12 @@ def model_info(entry: ModelEntry) -> ModelInfo:
 # ----------------------------------------------------------------------------- serving
 
 
-def plan_response(entry: ModelEntry, plan: Plan, served: ServedPlan, held: bool) -> PlanResponse:
+def plan_response(
+    entry: ModelEntry, plan: Plan, served: ServedPlan, held: bool, predicted_only: bool = False
+) -> PlanResponse:
     """The :class:`PlanResponse` of a table lookup's ``plan`` (with this request's costs)
-    and its served pattern."""
+    and its served pattern; ``predicted_only``: the request asked to be served by the
+    predicted level (a plan without held-out measurement is always predicted-only)."""
     return PlanResponse(
         plan_id=served.plan_id,
         model=entry.model_id,
@@ -124,6 +127,11 @@ def plan_response(entry: ModelEntry, plan: Plan, served: ServedPlan, held: bool)
         activation_bits=plan.activation_bits,
         accuracy_level=plan.accuracy_budget,
         predicted_loss=plan.predicted_loss,
+        measured_loss=plan.measured_loss,
+        loss_upper_bound=plan.loss_upper_bound,
+        acceptance_n=plan.acceptance_n,
+        confidence=plan.confidence,
+        predicted_only=predicted_only or not plan.accepted,
         weight_payload_bytes=plan.weight_payload_bytes,
         activation_payload_bytes=plan.activation_payload_bytes,
         fp32_weight_bytes=served.fp32_weight_bytes,
@@ -156,13 +164,15 @@ def plan(req: PlanRequest, models: ModelsDep) -> PlanResponse:
             ),
             channel=ChannelState(**req.channel.model_dump()),
             weights=ObjectiveWeights(**req.weights.model_dump()),
+            predicted_only=req.predicted_only,
         )
         result, served = entry.plan(lookup, req.held_segment)
     except InfeasibleError as exc:
         raise HTTPException(422, f"infeasible request ({exc.constraint}): {exc}") from exc
     except ValueError as exc:
         raise HTTPException(422, f"invalid request: {exc}") from exc
-    return plan_response(entry, result, served, req.held_segment == served.encoded.segment_id)
+    held = req.held_segment == served.encoded.segment_id
+    return plan_response(entry, result, served, held, req.predicted_only)
 
 
 @serving.get(

@@ -60,6 +60,11 @@ class PlanRequest(BaseModel):
     held_segment: str | None = Field(
         None, pattern=r"^[0-9a-f]{64}$", description="sha256 of a segment the device holds"
     )
+    predicted_only: bool = Field(
+        False,
+        description="serve by the noise model's predicted level instead of the held-out "
+        "upper bound (no measured guarantee)",
+    )
 
 
 class PredictedTerms(BaseModel):
@@ -88,6 +93,17 @@ class PlanResponse(BaseModel):
     activation_bits: int | None
     accuracy_level: float = Field(description="calibrated level of the chosen pattern")
     predicted_loss: float
+    measured_loss: float | None = Field(
+        None, description="disagreement rate with the float model on the acceptance split"
+    )
+    loss_upper_bound: float | None = Field(
+        None, description="one-sided Clopper-Pearson upper bound of the true disagreement rate"
+    )
+    acceptance_n: int | None = Field(None, description="acceptance samples the bound rests on")
+    confidence: float | None = Field(None, description="confidence of the upper bound")
+    predicted_only: bool = Field(
+        False, description="served by the predicted level only (no measured guarantee)"
+    )
     weight_payload_bytes: int = Field(description="D_w: tensor bytes of the segment")
     activation_payload_bytes: int = Field(description="D_a per sample (0 when p = L)")
     fp32_weight_bytes: int

@@ -1,14 +1,16 @@
 """Offloading schemes compared by the simulator (docs/SIMULATION.md §3), each a real,
 runnable implementation at a given partition point ``p``:
 
-* ``qpart``        - the planner's integer allocation (closed form + rounding + greedy);
+* ``qpart``        - the planner's pattern table: per level the cheapest pattern at ``p``
+                     that may serve it (held-out upper bound ``<= a``);
 * ``closed_form``  - the paper's one-shot closed form: the continuous KKT widths rounded up,
                      without our integer refinement;
 * ``uniform``      - one width for every device layer and the cut activation: the smallest
-                     whose *measured* accuracy loss meets the target;
+                     whose held-out upper bound meets the budget (with an acceptance split;
+                     else whose selection loss meets the selection rule);
 * ``no_opt``       - direct offloading: float32 device segment and float32 activation;
 * ``pruning``      - unstructured magnitude pruning of the device layers (same sparsity in
-                     each), the largest sparsity whose measured loss meets the target; the
+                     each), the largest sparsity accepted as the uniform widths are; the
                      surviving weights ship as float32 values plus a 1-bit mask, the
                      activation as float32;
 * ``autoencoder``  - a small linear encoder (device) / decoder + ReLU (server) trained on the
@@ -16,6 +18,8 @@ runnable implementation at a given partition point ``p``:
 
 A :class:`SchemeConfig` carries everything the cost model needs (MACs on each side, exact
 payload bytes) and the runnable ``module`` (input -> logits) the executing module measures.
+A scheme with no accepted configuration at a point sends the float segment there
+(:func:`float_fallback`): the same serving rule for every scheme.
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ from ..planning.allocation import (
     continuous_allocation,
     noise_of,
 )
+from ..planning.heldout import HeldOutAcceptance
 from ..planning.noise_model import Calibration
-from ..planning.solve import allocation_problem, solve_partition
+from ..planning.solve import Plan, allocation_problem, solve_partition
 from ..planning.table import PatternTable
 
 #: Sparsities tried by the pruning baseline (ascending).
@@ -457,7 +462,8 @@ class SchemeContext(Protocol):
     """What a scheme builder reads (the :class:`~qpart.simulation.simulator.Simulator`):
     the model's profile, calibration and QPART table, the acceptance inputs ``x_train`` with
     the float model's predictions ``y_tune``, the simulated levels, the Table II cost
-    coefficients, the acceptance rule, and caches shared across partition points."""
+    coefficients, the selection rule, the held-out acceptance (``None`` without an
+    acceptance split), and caches shared across partition points."""
 
     prof: ModelProfile
     calib: Calibration
@@ -467,6 +473,7 @@ class SchemeContext(Protocol):
     levels: tuple[float, ...]
     coefficients: np.ndarray
     rule: AcceptanceRule
+    acceptance: HeldOutAcceptance | None
     ae_steps: int
     seed: int
     uniform_sweeps: dict[int, dict[int, tuple[SchemeConfig, float]]]
@@ -512,41 +519,56 @@ def scheme_builder(name: str) -> SchemeBuilder:
     return _BUILDERS[name]
 
 
-def qpart_pattern_config(
-    ctx: SchemeContext,
-    p: int,
-    bits: Sequence[int],
-    b_a: int | None,
-    level: float,
-    flip_rate: float | None = None,
-) -> SchemeConfig:
-    """The QPART configuration of a table pattern (built once per distinct pattern);
-    ``flip_rate``: its measured flip rate on the acceptance inputs, if refined."""
-    key = (p, tuple(bits), b_a)
+def qpart_pattern_config(ctx: SchemeContext, pl: Plan, level: float) -> SchemeConfig:
+    """The QPART configuration of table pattern ``pl`` (built once per distinct pattern),
+    with its selection and held-out measurements in ``detail``."""
+    key = (pl.partition_point, tuple(pl.bits), pl.activation_bits)
     if key not in ctx.qpart_configs:
-        extra = {} if flip_rate is None else {"acceptance_flip_rate": flip_rate}
+        extra = {}
+        if pl.selection_loss is not None:
+            extra["selection_loss"] = pl.selection_loss
+        if pl.accepted:
+            extra.update(
+                measured_loss=pl.measured_loss,
+                acceptance_n=pl.acceptance_n,
+                loss_upper_bound=pl.loss_upper_bound,
+            )
         ctx.qpart_configs[key] = quantized_config(
-            ctx.prof, "qpart", p, bits, b_a, level=level, **extra
+            ctx.prof,
+            "qpart",
+            pl.partition_point,
+            pl.bits,
+            pl.activation_bits,
+            level=level,
+            **extra,
         )
     return ctx.qpart_configs[key]
 
 
+def float_fallback(ctx: SchemeContext, p: int, scheme: str) -> SchemeConfig:
+    """What a scheme sends at ``p`` when none of its configurations is accepted for the
+    budget: the float32 segment and activation (zero loss), tagged ``fallback``."""
+    cfg = no_opt_config(ctx.prof, p)
+    cfg.scheme = scheme
+    cfg.detail = {"fallback": "float"}
+    return cfg
+
+
 @register_scheme("qpart")
 def _qpart(ctx: SchemeContext, p: int) -> dict[float, SchemeConfig | None]:
+    """Per level: the cheapest (Table II costs) table pattern at ``p`` that may serve it
+    (:meth:`PatternTable.servable`); the float segment if none may."""
     out: dict[float, SchemeConfig | None] = {}
+    table = ctx.table
+    at_p = np.array([pl.partition_point == p for pl in table.patterns], dtype=bool)
+    scores = table.features @ ctx.coefficients if len(table) else np.zeros(0)
     for lv in ctx.levels:
-        pl = next(
-            (
-                x
-                for x in ctx.table.patterns
-                if x.partition_point == p and abs(x.accuracy_budget - lv) < 1e-12
-            ),
-            None,
-        )
-        if pl is not None:
-            out[lv] = qpart_pattern_config(
-                ctx, p, pl.bits, pl.activation_bits, lv, pl.measured_flip_rate
-            )
+        ok = at_p & table.servable(lv)
+        if not ok.any():
+            out[lv] = float_fallback(ctx, p, "qpart") if table.accepted else None
+            continue
+        idx = int(np.argmin(np.where(ok, scores, np.inf)))
+        out[lv] = qpart_pattern_config(ctx, table.patterns[idx], lv)
     return out
 
 
@@ -563,24 +585,57 @@ def _closed_form(ctx: SchemeContext, p: int) -> dict[float, SchemeConfig | None]
 
 @register_scheme("uniform")
 def _uniform(ctx: SchemeContext, p: int) -> dict[float, SchemeConfig | None]:
+    """Per level: the smallest uniform width accepted for it (held-out bound with an
+    acceptance split, else the selection rule on ``x_train``); float if none is."""
     if p not in ctx.uniform_sweeps:
         ctx.uniform_sweeps[p] = uniform_sweep(ctx.prof, p, ctx.x_train, ctx.y_tune)
-        for cfg, acc in ctx.uniform_sweeps[p].values():
-            cfg.detail["acceptance_flip_rate"] = 1.0 - acc
+        for b, (cfg, acc) in ctx.uniform_sweeps[p].items():
+            cfg.detail["selection_loss"] = 1.0 - acc
+            if ctx.acceptance is not None:
+                m = ctx.acceptance.measure(p, [b] * p, b if p < ctx.prof.num_layers else None)
+                cfg.detail.update(
+                    measured_loss=m.measured_loss,
+                    acceptance_n=m.n,
+                    loss_upper_bound=m.upper_bound,
+                )
     sweep = ctx.uniform_sweeps[p]
-    # y_tune holds the float model's predictions: 1 - accuracy is the flip rate.
-    return {lv: pick_uniform(sweep, 1.0, ctx.rule.limit(lv))[0] for lv in ctx.levels}
+    if ctx.acceptance is None:
+        # y_tune holds the float model's predictions: 1 - accuracy is the flip rate.
+        return {lv: pick_uniform(sweep, 1.0, ctx.rule.limit(lv))[0] for lv in ctx.levels}
+    out: dict[float, SchemeConfig | None] = {}
+    for lv in ctx.levels:
+        ok = [b for b in sorted(sweep) if within(sweep[b][0].detail["loss_upper_bound"], lv)]
+        out[lv] = sweep[ok[0]][0] if ok else float_fallback(ctx, p, "uniform")
+    return out
 
 
 @register_scheme("pruning")
 def _pruning(ctx: SchemeContext, p: int) -> dict[float, SchemeConfig | None]:
+    """Per level: the largest sparsity (scanned upwards, stopping at the first failure)
+    accepted for it; sparsity 0 is the float segment."""
     if p not in ctx.pruning_sweeps:
-        ctx.pruning_sweeps[p] = pruning_sweep(ctx.prof, p, ctx.x_train, ctx.y_tune)
+        sweep = pruning_sweep(ctx.prof, p, ctx.x_train, ctx.y_tune)
+        if ctx.acceptance is not None:
+            gm = copy.deepcopy(ctx.prof.graph_module).eval()
+            mags = _sorted_magnitudes(ctx.prof, p)
+            bounds = []
+            for s_, _, _ in sweep:
+                _apply_pruning(ctx.prof, p, gm, s_, mags)
+                bounds.append(ctx.acceptance.measure_model(gm).upper_bound)
+            # the held-out bound stands in for "1 - accuracy" of the selection sweep
+            sweep = [(s_, 1.0 - b, size, b) for (s_, _, size), b in zip(sweep, bounds)]
+        ctx.pruning_sweeps[p] = sweep
     sweep = ctx.pruning_sweeps[p]
-    return {
-        lv: pick_pruning(ctx.prof, p, sweep, 1.0, ctx.rule.limit(lv), ctx.pruned)
-        for lv in ctx.levels
-    }
+    if ctx.acceptance is None:
+        return {
+            lv: pick_pruning(ctx.prof, p, sweep, 1.0, ctx.rule.limit(lv), ctx.pruned)
+            for lv in ctx.levels
+        }
+    out: dict[float, SchemeConfig | None] = {}
+    for lv in ctx.levels:
+        held = [(s_, 1.0 - b, size) if s_ > 0 else (s_, 1.0, size) for s_, _, size, b in sweep]
+        out[lv] = pick_pruning(ctx.prof, p, held, 1.0, lv, ctx.pruned)
+    return out
 
 
 @register_scheme("autoencoder")

@@ -21,9 +21,12 @@ from ..core.costs import (
     ServerProfile,
     cost_coefficients,
 )
-from ..core.metrics import accuracy
+from ..core.metrics import AgreementSpec, accuracy
 from ..core.profile import ModelProfile
 from ..planning.acceptance import AcceptanceRule
+from ..planning.allocation import InfeasibleError
+from ..planning.bounds import DEFAULT_CONFIDENCE
+from ..planning.heldout import HeldOutAcceptance
 from ..planning.noise_model import Calibration
 from ..planning.refinement import MeasuredRefiner
 from ..planning.solve import default_bit_costs
@@ -31,6 +34,7 @@ from ..planning.table import PatternTable, Request
 from .baselines import (
     SCHEMES,
     SchemeConfig,
+    float_fallback,
     qpart_pattern_config,
     registered_schemes,
     scheme_builder,
@@ -42,11 +46,19 @@ from .requests import RequestDistribution, SimRequest
 @dataclass
 class SimulationSetup:
     """What a simulation needs: the model, its profile and calibration, the evaluation and
-    training inputs. ``x_train`` (the acceptance inputs: normally held-out calibration digits
-    the model was not trained on) trains the autoencoder, refines QPART's widths (``refine``,
-    when no ``table`` is given) and tunes the uniform and pruning baselines, all with one
-    acceptance rule: the flip rate against the float model's predictions on these inputs
-    must be ``<= calib.safety * a`` (``y_tune`` holds the float predictions)."""
+    training inputs. ``x_train`` (the *selection* inputs: normally the held-out calibration
+    digits the model was not trained on) trains the autoencoder and refines QPART's widths
+    (``refine``, when no ``table`` is given) with the selection rule (disagreement rate
+    ``<= calib.safety * a``; ``y_tune`` holds the float predictions).
+
+    ``x_accept`` (optional; disjoint from ``x_train``, never used to choose anything): the
+    acceptance split. Then every scheme's configuration - QPART's table patterns, the
+    uniform widths, the pruning sparsities - serves budget ``a`` only if its one-sided
+    Clopper-Pearson upper bound (``confidence``) of the disagreement rate on ``x_accept`` is
+    ``<= a`` (:mod:`qpart.planning.heldout`); a scheme with no such configuration at a point
+    sends the float segment there. Without ``x_accept`` the uniform and pruning baselines
+    are tuned on ``x_train`` with the selection rule and QPART serves by design level.
+    ``agreement``: what counts as the same answer (default top-1), for every scheme."""
 
     model: nn.Module
     prof: ModelProfile
@@ -56,25 +68,48 @@ class SimulationSetup:
     x_train: torch.Tensor
     table: PatternTable | None = None
     refine: bool = True
+    x_accept: torch.Tensor | None = None
+    confidence: float = DEFAULT_CONFIDENCE
+    agreement: AgreementSpec = None
     float_accuracy: float = field(init=False)
     y_tune: torch.Tensor = field(init=False, repr=False)
+    acceptance: HeldOutAcceptance | None = field(init=False, repr=False)
 
     def __post_init__(self):
         self.float_accuracy = accuracy(self.model.eval(), self.x_eval, self.y_eval)
         with torch.inference_mode():
             self.y_tune = self.model(self.x_train).argmax(-1)
+        self.acceptance = None
+        if self.x_accept is not None:
+            self.acceptance = HeldOutAcceptance(
+                self.prof, self.x_accept, confidence=self.confidence, agreement=self.agreement
+            )
         if self.table is None:
-            self.table = build_table(self.prof, self.calib, self.x_train, self.refine)
+            self.table = build_table(
+                self.prof,
+                self.calib,
+                self.x_train,
+                self.refine,
+                acceptance=self.acceptance,
+                agreement=self.agreement,
+            )
 
 
 def build_table(
-    prof: ModelProfile, calib: Calibration, x_accept: torch.Tensor, refine: bool = True
+    prof: ModelProfile,
+    calib: Calibration,
+    x_select: torch.Tensor,
+    refine: bool = True,
+    *,
+    acceptance: HeldOutAcceptance | None = None,
+    agreement: AgreementSpec = None,
 ) -> PatternTable:
     """QPART's pattern table (Table II costs), its widths refined by measurement on the
-    acceptance inputs ``x_accept`` with the calibration's rule (flip rate ``<= safety * a``,
-    :mod:`qpart.planning.refinement`) unless ``refine`` is false."""
-    refiner = MeasuredRefiner(prof, x_accept, calib.safety) if refine else None
-    return PatternTable.build(prof, calib, refiner=refiner)
+    selection inputs ``x_select`` with the calibration's rule (disagreement rate ``<= safety
+    * a``, :mod:`qpart.planning.refinement`) unless ``refine`` is false, then (with
+    ``acceptance``) measured on the held-out acceptance split."""
+    refiner = MeasuredRefiner(prof, x_select, calib.safety, agreement=agreement) if refine else None
+    return PatternTable.build(prof, calib, refiner=refiner, acceptance=acceptance)
 
 
 class Simulator:
@@ -136,6 +171,10 @@ class Simulator:
     def y_tune(self) -> torch.Tensor:
         return self.s.y_tune
 
+    @property
+    def acceptance(self) -> HeldOutAcceptance | None:
+        return self.s.acceptance
+
     # -- preparation -------------------------------------------------------------------
     def prepare(self) -> None:
         """Builds every scheme's configurations with its registered builder
@@ -195,24 +234,32 @@ class Simulator:
         return min(fit or cands[:1], key=lambda c: perf.evaluate(c, req, channel)["objective"])
 
     def _qpart_lookup(self, req: SimRequest, channel: ChannelState) -> SchemeConfig:
+        """Algorithm 2; when no pattern may serve the budget (held-out bounds all above it),
+        the float segment at the cheapest point (as every scheme without an accepted
+        configuration)."""
         table = self.s.table
-        if self.communication.held_weights:
-            coef = cost_coefficients(req.device, self.server, channel, req.weights)
-            pl = table.patterns[
-                table.lookup_index(
-                    coef, req.budget, req.device.memory_bytes, np.ones(len(table), dtype=bool)
+        try:
+            if self.communication.held_weights:
+                coef = cost_coefficients(req.device, self.server, channel, req.weights)
+                pl = table.patterns[
+                    table.lookup_index(
+                        coef, req.budget, req.device.memory_bytes, np.ones(len(table), dtype=bool)
+                    )
+                ]
+            else:
+                pl = table.lookup(
+                    Request(req.budget, req.device, channel, req.weights, self.server)
                 )
-            ]
-        else:
-            pl = table.lookup(Request(req.budget, req.device, channel, req.weights, self.server))
-        return qpart_pattern_config(
-            self,
-            pl.partition_point,
-            pl.bits,
-            pl.activation_bits,
-            pl.accuracy_budget,
-            pl.measured_flip_rate,
-        )
+        except InfeasibleError as exc:
+            if exc.constraint != "accuracy":
+                raise
+            cands = [float_fallback(self, p, "qpart") for p in self.prof.valid_points]
+            fit = [c for c in cands if c.memory_bytes <= req.device.memory_bytes] or cands[:1]
+            perf = getattr(self, "performance_probe", None) or PerformanceModule(
+                self.executing, self.communication, self.s.float_accuracy
+            )
+            return min(fit, key=lambda c: perf.evaluate(c, req, channel)["objective"])
+        return qpart_pattern_config(self, pl, pl.accuracy_budget)
 
     # -- running -----------------------------------------------------------------------
     def run(self, requests: Iterable[SimRequest]) -> PerformanceModule:

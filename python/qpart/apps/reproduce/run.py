@@ -27,12 +27,12 @@ from ...simulation.simulator import SimulationSetup, Simulator
 from ...workloads.data import MnistSplit, load_digits8
 from ...workloads.models import default_cache_dir, digits8_cnn, mnist_cnn, train_classifier
 from ...workloads.zoo import builtin_ids
-from ..experiment import MnistExperiment, mnist_experiment, torch_threads
+from ..experiment import SELECTION, MnistExperiment, mnist_experiment, torch_threads
 from .figures import write_figures
 from .report import results_markdown
 from .results import ReproductionResults, Size
 
-FULL = Size(1000, 1000, 8, 40, 1000, 600)
+FULL = Size(400, 1000, 8, 40, 1000, 600)
 QUICK = Size(400, 200, 2, 10, 40, 100)
 
 #: Device memory range (bytes, log-uniform) of the held-segment simulation.
@@ -259,11 +259,12 @@ def _device_class_rows(
     rows = []
     for model_id in builtin_ids():
         if model_id == "mnist-mlp":
-            prof, table = setup.prof, setup.table
+            prof, table, calib = setup.prof, setup.table, setup.calib
         else:
-            exp = mnist_experiment(seed, cache, size.cnn_calib_samples, progress, model_id)
-            prof, table = exp.prof, PatternTable.build(exp.prof, exp.calib)
-        levels = sorted({p.accuracy_budget for p in table.patterns})
+            n = min(size.cnn_calib_samples, SELECTION)
+            exp = mnist_experiment(seed, cache, n, progress, model_id)
+            prof, table, calib = exp.prof, PatternTable.build(exp.prof, exp.calib), exp.calib
+        levels = sorted(calib.budgets)
         for device, points in partition_points(table, levels).items():
             rows.append(
                 {
@@ -310,7 +311,19 @@ def _targets(by: dict, points: tuple[int, ...], equal: list[dict]) -> dict:
         )
         * (1 + 1e-9)
     ]
+    served = [
+        {
+            "p": r["partition_point"],
+            "fallback": r["detail"].get("fallback"),
+            "measured_loss": r["detail"].get("measured_loss"),
+            "acceptance_n": r["detail"].get("acceptance_n"),
+            "loss_upper_bound": r["detail"].get("loss_upper_bound"),
+            "test_loss": r["accuracy_loss"],
+        }
+        for r in q_rows
+    ]
     return {
+        "qpart_served": served,
         "max_qpart_loss": max_loss,
         "max_weight_ratio": max(ratios),
         "qpart_lowest_points": q_lowest,
@@ -348,7 +361,9 @@ def run_reproduction(
     # --- MNIST MLP: every scheme at every point, then the random requests ------------
     exp = mnist_experiment(seed, cache, size.calib_samples, progress)
     prof, data, calib = exp.prof, exp.data, exp.calib
-    setup = SimulationSetup(exp.model, prof, calib, data.x_test, data.y_test, exp.x_cal)
+    setup = SimulationSetup(
+        exp.model, prof, calib, data.x_test, data.y_test, exp.x_cal, x_accept=exp.x_accept
+    )
     levels = tuple(sorted(calib.budgets))
     sim = Simulator(setup, levels=levels, seed=seed, progress=progress, ae_steps=size.ae_steps)
     sim.prepare()

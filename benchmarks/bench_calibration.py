@@ -1,0 +1,198 @@
+"""Calibration time, this tree against a baseline commit ("today's code"), in the same run.
+
+    PYTHONPATH=python python benchmarks/bench_calibration.py [--baseline 02c8cff] \
+        [--rounds 1] [--quick] [--json benchmarks/results/calibration.json]
+
+For each workload (the MNIST MLP on 2000 training digits, a ``mnist_cnn``-style CNN and a
+random-weight ResNet-18-shaped CNN on small inputs) the baseline and this tree calibrate the
+same model on the same inputs in separate processes, interleaved per round, each with its
+own default thread setting (the baseline: one thread; this tree: torch's default). The
+baseline tree is ``git archive`` of ``--baseline`` (default: the commit this work started
+from). Prediction quality is compared with one function for both calibrations: every
+pattern of the (unrefined) table is measured on held-out inputs, and the mean absolute
+error between its measured disagreement rate and its predicted loss is reported. Not a
+test: numbers depend on the machine and its load (run it on a quiet machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE = "02c8cff"
+
+
+# ------------------------------------------------------------------------- workloads
+def _workload(name: str, quick: bool):
+    """``(model, x_calib, x_heldout)`` of a workload, deterministic."""
+    import torch
+
+    torch.manual_seed(0)
+    if name == "mlp":
+        from qpart.workloads.data import load_mnist
+        from qpart.workloads.models import trained_mnist_mlp
+
+        data = load_mnist(seed=0)
+        model = trained_mnist_mlp(seed=0, progress=False)
+        n = 500 if quick else 2000
+        return model.eval(), data.x_train[:n], data.x_test
+    if name == "cnn":
+        from qpart.workloads.data import load_mnist
+        from qpart.workloads.models import mnist_cnn, train_classifier
+
+        data = load_mnist(seed=0)
+        x = data.x_train.reshape(-1, 1, 28, 28)
+        model = mnist_cnn()
+        train_classifier(model, x, data.y_train, epochs=1, seed=0, progress=False)
+        n = 128 if quick else 512
+        return model.eval(), x[:n], data.x_test.reshape(-1, 1, 28, 28)
+    if name == "resnet18":
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from test_bench_planner import resnet18_shaped
+
+        model = resnet18_shaped().eval()
+        with torch.no_grad():  # a random network: scale the head so logits are spread
+            model[-1].weight.mul_(20.0)
+        gen = torch.Generator().manual_seed(1)
+        n = 16 if quick else 64
+        x = torch.randn(n + 256, 3, 32, 32, generator=gen).relu()
+        return model, x[:n], x[n:]
+    raise ValueError(name)
+
+
+def _child(name: str, quick: bool, out: str, threads: int | None) -> None:
+    """Runs in the child process: calibrates with the imported tree's defaults (or
+    ``threads`` torch threads)."""
+    import torch
+
+    from qpart.core.profile import profile
+    from qpart.planning.calibration import calibrate
+
+    model, x, _ = _workload(name, quick)
+    prof = profile(model, x[:2])
+    kw = {} if threads is None else {"threads": threads}
+    seen = []
+    orig = torch.set_num_threads
+
+    def spy(n):  # records the thread count calibrate() runs with
+        seen.append(n)
+        orig(n)
+
+    torch.set_num_threads = spy
+    t = time.perf_counter()
+    calib = calibrate(model, x, prof=prof, progress=False, **kw)
+    seconds = time.perf_counter() - t
+    torch.set_num_threads = orig
+    used = seen[0] if len(seen) > 1 else torch.get_num_threads()
+    calib.save(out + ".calib.json")
+    with open(out, "w") as f:
+        json.dump({"seconds": seconds, "threads": used}, f)
+
+
+def _run(tree_python: Path, name: str, quick: bool, threads: int | None = None) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "r.json")
+        env = {**os.environ, "PYTHONPATH": f"{tree_python}{os.pathsep}{ROOT / 'benchmarks'}"}
+        cmd = [sys.executable, __file__, "--child", name, "--out", out]
+        cmd += ["--quick"] if quick else []
+        cmd += [] if threads is None else ["--threads", str(threads)]
+        subprocess.run(cmd, check=True, env=env)
+        with open(out) as f:
+            res = json.load(f)
+        with open(out + ".calib.json") as f:
+            res["calibration"] = json.load(f)
+    return res
+
+
+def _quality(name: str, quick: bool, calib_doc: dict) -> dict:
+    """Mean |measured held-out disagreement - predicted loss| over the unrefined table."""
+    from qpart.core.profile import profile
+    from qpart.planning.heldout import HeldOutAcceptance
+    from qpart.planning.noise_model import Calibration
+    from qpart.planning.table import PatternTable
+
+    model, x, x_held = _workload(name, quick)
+    prof = profile(model, x[:2])
+    calib = Calibration.from_dict(calib_doc)
+    table = PatternTable.build(prof, calib, acceptance=HeldOutAcceptance(prof, x_held))
+    pats = [p for p in table.patterns if p.selection_loss is None and p.accuracy_budget < 1.0]
+    pats = pats[: len(calib.budgets) * len(prof.valid_points)]  # the model's patterns only
+    errs = [abs(p.measured_loss - p.predicted_loss) for p in pats]
+    over = [p.measured_loss > p.accuracy_budget for p in pats]
+    return {
+        "patterns": len(pats),
+        "mean_abs_error": sum(errs) / max(len(errs), 1),
+        "over_level": sum(over) / max(len(over), 1),
+        "budgets": sorted(calib.budgets.items()),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--baseline", default=BASELINE)
+    ap.add_argument("--workloads", default="mlp,cnn,resnet18")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for this tree's calibration (default: its default)",
+    )
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        _child(args.child, args.quick, args.out, args.threads)
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", args.baseline, "python"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        trees = {"baseline": Path(tmp) / "python", "new": ROOT / "python"}
+        rows = []
+        for name in args.workloads.split(","):
+            runs = {k: [] for k in trees}
+            for _ in range(args.rounds):
+                for which, tree in trees.items():
+                    threads = args.threads if which == "new" else None
+                    runs[which].append(_run(tree, name, args.quick, threads))
+            row = {"workload": name}
+            for which in trees:
+                best = min(runs[which], key=lambda r: r["seconds"])
+                row[which] = {
+                    "seconds": [r["seconds"] for r in runs[which]],
+                    "threads": best["threads"],
+                    "quality": _quality(name, args.quick, best["calibration"]),
+                }
+            row["speedup"] = min(row["baseline"]["seconds"]) / min(row["new"]["seconds"])
+            rows.append(row)
+            b, n = row["baseline"], row["new"]
+            print(
+                f"{name:<9} baseline {min(b['seconds']):8.2f} s ({b['threads']} thr)  new "
+                f"{min(n['seconds']):8.2f} s ({n['threads']} thr)  speedup "
+                f"{row['speedup']:5.2f}x  |pred-meas| {b['quality']['mean_abs_error']:.4f} -> "
+                f"{n['quality']['mean_abs_error']:.4f}  over level "
+                f"{b['quality']['over_level']:.2f} -> {n['quality']['over_level']:.2f}",
+                flush=True,
+            )
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump({"baseline": args.baseline, "quick": args.quick, "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
