@@ -23,5 +23,7 @@ class Net(nn.Module):
 def make() -> qpart.ModelSpec:
     torch.manual_seed(0)
     model = Net().eval()  # model.load_state_dict(torch.load("weights.pt")) for a trained one
-    x = torch.randn(256, 3, 32, 32)  # calibration inputs: samples of what the model will see
-    return qpart.ModelSpec(model, example=x[:2], calibration=x, description="my residual CNN")
+    x = torch.randn(512, 3, 32, 32)  # samples of what the model will see: use real data
+    return qpart.ModelSpec(
+        model, example=x[:2], calibration=x[:256], acceptance=x[256:], description="my residual CNN"
+    )

@@ -208,3 +208,7 @@ def test_residual_cnn_served_over_http_from_the_cli_arguments():
                     res.activation_bytes
                     == ACTIVATION_HEADER_BYTES + 6 * p["activation_payload_bytes"]
                 )
+            # built-in models are accepted on the 1000 test digits (never trained,
+            # calibrated or selected on): a served plan's 95 % upper bound meets its budget
+            assert p["acceptance_n"] == 1000 and not p["predicted_only"]
+            assert p["loss_upper_bound"] <= budget

@@ -179,7 +179,11 @@ def load_spec(
     if source.builtin is not None:
         kwargs = {} if calibration_samples is None else {"calibration_samples": calibration_samples}
         b = builtin_model(source.builtin, cache_dir, seed, progress, **kwargs)
-        return ModelSpec(b.model, b.example, b.calibration, source.description or b.description)
+        # calibrated on held-out training digits, accepted on the test digits (never trained,
+        # calibrated or selected on)
+        return ModelSpec(
+            b.model, b.example, b.calibration, source.description or b.description, b.x_test
+        )
     if source.factory is not None:
         spec = _call_factory(source.factory)
     else:

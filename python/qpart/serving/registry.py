@@ -21,6 +21,7 @@ from torch import fx, nn
 from ..core.profile import ModelProfile, profile
 from ..core.split import fp32_weight_bytes, quantized_segments, split_model
 from ..planning.calibration import cached_calibration
+from ..planning.heldout import HeldOutAcceptance
 from ..planning.noise_model import Calibration
 from ..planning.table import PatternTable, Plan, Request
 from .segment import EncodedSegment, describe_graph, encode_segment
@@ -175,31 +176,60 @@ class ModelEntry:
         return plan, self.plans[pid]
 
 
+#: Share of the calibration inputs held out for acceptance when no acceptance set is given,
+#: and the fewest inputs for which that split is made.
+ACCEPTANCE_FRACTION = 0.6
+MIN_SPLIT_INPUTS = 400
+
+
+def _digest(x: torch.Tensor) -> str:
+    return hashlib.sha256(x.detach().contiguous().cpu().numpy().tobytes()).hexdigest()[:12]
+
+
 @dataclass
 class ModelSpec:
     """What a server needs to serve a model: the model (an ``nn.Module`` that
     ``torch.export`` captures, or an ``ExportedProgram``), an example input batch (batch
     first), calibration inputs drawn from the inputs it will see (a few hundred or more),
-    and a description."""
+    a description, and optionally acceptance inputs: held-out samples the widths are never
+    chosen on, on which every plan's loss is measured with a confidence bound
+    (docs/PLANNING.md §4.4). Without them, :func:`entry_from_spec` holds out the last
+    :data:`ACCEPTANCE_FRACTION` of the calibration inputs when there are at least
+    :data:`MIN_SPLIT_INPUTS`; with fewer, plans are served on predicted loss only."""
 
     model: nn.Module | torch.export.ExportedProgram
     example: torch.Tensor
     calibration: torch.Tensor
     description: str = ""
+    acceptance: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        for name in ("example", "calibration"):
+        names = ("example", "calibration") + (
+            ("acceptance",) if self.acceptance is not None else ()
+        )
+        for name in names:
             value = getattr(self, name)
             if not isinstance(value, torch.Tensor) or value.dim() < 2 or value.shape[0] < 1:
                 raise ValueError(
                     f"ModelSpec.{name} must be a batched tensor (batch first), got "
                     f"{type(value).__name__} {tuple(getattr(value, 'shape', ()))}"
                 )
-        if tuple(self.example.shape[1:]) != tuple(self.calibration.shape[1:]):
-            raise ValueError(
-                f"ModelSpec: calibration inputs {tuple(self.calibration.shape[1:])} and the "
-                f"example {tuple(self.example.shape[1:])} differ in per-sample shape"
-            )
+        for name in names[1:]:
+            if tuple(self.example.shape[1:]) != tuple(getattr(self, name).shape[1:]):
+                raise ValueError(
+                    f"ModelSpec: {name} inputs {tuple(getattr(self, name).shape[1:])} and the "
+                    f"example {tuple(self.example.shape[1:])} differ in per-sample shape"
+                )
+
+    def splits(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(calibration inputs, acceptance inputs or None)`` as registration uses them."""
+        if self.acceptance is not None:
+            return self.calibration, self.acceptance
+        n = self.calibration.shape[0]
+        if n < MIN_SPLIT_INPUTS:
+            return self.calibration, None
+        held = int(round(n * ACCEPTANCE_FRACTION))
+        return self.calibration[: n - held], self.calibration[n - held :]
 
 
 def entry_from_spec(
@@ -211,15 +241,17 @@ def entry_from_spec(
     segment_cache_size: int = DEFAULT_SEGMENT_CACHE,
 ) -> ModelEntry:
     """Registers ``spec`` as ``model_id``: capture and profile (clear errors for anything
-    unsupported), calibration and pattern table from ``cache_dir`` when cached there under
-    the weights' digest (else computed and cached), segments encoded lazily."""
+    unsupported), calibration on the selection inputs and the pattern table accepted on the
+    held-out inputs (:meth:`ModelSpec.splits`), both from ``cache_dir`` when cached there
+    under the weights' and inputs' digests (else computed and cached), segments encoded
+    lazily."""
     prof = profile(spec.model, spec.example)
     model = spec.model if isinstance(spec.model, nn.Module) else prof.graph_module
     describe_graph(prof.graph_module, float_layers=True)
-    calib, path, _ = cached_calibration(
-        model, spec.calibration, prof, cache_dir, model_id, seed, progress
-    )
-    table_path = Path(path).with_name(Path(path).stem + "_table.json")
+    x_select, x_accept = spec.splits()
+    calib, path, _ = cached_calibration(model, x_select, prof, cache_dir, model_id, seed, progress)
+    suffix = "predicted" if x_accept is None else f"accepted_{_digest(x_accept)}"
+    table_path = Path(path).with_name(f"{Path(path).stem}_table_{suffix}.json")
     table = None
     if table_path.is_file():
         try:
@@ -227,7 +259,8 @@ def entry_from_spec(
         except (ValueError, KeyError, TypeError, OSError):
             table = None  # stale or corrupt: rebuilt below
     if table is None:
-        table = PatternTable.build(prof, calib)
+        acceptance = None if x_accept is None else HeldOutAcceptance(prof, x_accept)
+        table = PatternTable.build(prof, calib, acceptance=acceptance, progress=progress)
         tmp = table_path.with_suffix(f".{os.getpid()}.tmp")
         table.save(tmp)
         os.replace(tmp, table_path)
