@@ -16,7 +16,7 @@ ARM_TORCH="${QPART_ARM_TORCH:-2.9.1}"
 ARM_PY=3.11  # Debian bookworm's python3.11 (arm64) runs the device
 ARM_SYSROOT="$ARM_CACHE/sysroot"
 ARM_SITE="$ARM_CACHE/site-torch-$ARM_TORCH"
-ARM_PIP_PLATFORM=(--platform manylinux_2_28_aarch64 --python-version "$ARM_PY"
+ARM_PIP_PLATFORM=(--platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 --python-version "$ARM_PY"
   --implementation cp --only-binary=:all:)
 # Debian arm64 packages for python3.11 and the libraries torch and the stdlib need.
 ARM_DEBS=(python3.11-minimal libpython3.11-minimal libpython3.11-stdlib python3.11
