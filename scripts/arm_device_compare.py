@@ -77,8 +77,12 @@ def main() -> int:
     """CLI entry point; exit status 1 on any disagreement."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("records", nargs="+", help="JSON records; the first is the reference")
-    ap.add_argument("--exact", default="", help="comma-separated record indices (1-based) "
-                    "that must be bit-identical to the record before them")
+    ap.add_argument(
+        "--exact",
+        default="",
+        help="comma-separated record indices (1-based) "
+        "that must be bit-identical to the record before them",
+    )
     args = ap.parse_args()
     recs = []
     for path in args.records:
