@@ -37,6 +37,7 @@ start=$SECONDS
 
 "$ARM_ROOT/scripts/build_aarch64_wheel.sh"
 wheel=("$OUT"/dist/qpart-*aarch64.whl)
+arm_torch_wheel # cached by the build: sets ARM_TORCH_WHEEL
 
 if [[ ! -f "$ARM_SITE/.complete" ]]; then
   arm_log "aarch64 torch $ARM_TORCH + the device's dependencies -> $ARM_SITE"
@@ -55,11 +56,12 @@ rm -rf "$DEV_TARGET"
 "$HOST_PY" -m pip install -q --target "$DEV_TARGET" "${ARM_PIP_PLATFORM[@]}" --no-deps "${wheel[0]}"
 DEV_PATH="$DEV_TARGET:$ARM_SITE"
 
-WORK="$(mktemp -d)"
+WORK="$OUT/records" # the JSON records and the server log stay for inspection
+rm -rf "$WORK"
+mkdir -p "$WORK"
 server_pid=""
 cleanup() {
   if [[ -n "$server_pid" ]]; then kill "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$WORK"
 }
 trap cleanup EXIT
 model_args=() run_args=()

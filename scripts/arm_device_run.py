@@ -24,6 +24,40 @@ from qpart.serving.device import DeviceClient
 from qpart.serving.wire import encode_activation
 
 
+def _sha(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
+
+
+def int8_probe(seed: int) -> list[dict]:
+    """The integer linear path (``act_int8=True``) on seeded weights and inputs, batch 1 and
+    5, 3 and 4 bits: docs/OPS.md promises bit-exact results on every ISA, and on aarch64 it
+    runs ``sdot`` or the plain NEON kernel by CPU (the segments use the float path)."""
+    from qpart_kernels import QPartLinear
+
+    gen = torch.Generator().manual_seed(seed + 1)
+    lin = torch.nn.Linear(256, 48)
+    with torch.no_grad():
+        lin.weight.copy_(torch.rand(48, 256, generator=gen) * 2 - 1)
+        lin.bias.copy_(torch.rand(48, generator=gen) - 0.5)
+    out = []
+    for bits in (3, 4):
+        q = QPartLinear.from_float(lin, bits, act_int8=True)
+        for batch in (1, 5):
+            x = torch.rand(batch, 256, generator=gen) * 4 - 2
+            with torch.no_grad():
+                y = q(x)
+            out.append(
+                {
+                    "bits": bits,
+                    "batch": batch,
+                    "weight_sha": _sha(lin.weight.detach()),
+                    "input_sha": _sha(x),
+                    "output": y.reshape(-1).tolist(),
+                }
+            )
+    return out
+
+
 def run(args: argparse.Namespace) -> dict:
     """Runs every (model, budget) on ``args.inputs`` seeded inputs; returns the record."""
     import qpart_kernels
@@ -35,6 +69,7 @@ def run(args: argparse.Namespace) -> dict:
         "extension": qpart_kernels.extension_loaded(),
         "cpu_isa": cpu_isa.get_cpu_isa(),
         "runs": [],
+        "int8_probe": int8_probe(args.seed),
     }
     client = DeviceClient(
         args.url,
@@ -66,7 +101,7 @@ def run(args: argparse.Namespace) -> dict:
                             "model": model,
                             "budget": budget,
                             "input": i,
-                            "input_sha": hashlib.sha256(x.numpy().tobytes()).hexdigest(),
+                            "input_sha": _sha(x),
                             "plan_id": plan["plan_id"],
                             "partition_point": plan["partition_point"],
                             "bits": plan["bits"],

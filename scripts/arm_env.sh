@@ -42,8 +42,11 @@ arm_die() {
   exit 1
 }
 
-# The cross compiler and qemu from the host's Debian packages.
+# The cross compiler and qemu from the host's Debian packages; an x86 Python with pip,
+# setuptools and wheel (the venv of scripts/setup_env.sh also runs the server).
 arm_host_tools() {
+  "$HOST_PY" -c 'import setuptools, wheel, pip' 2>/dev/null ||
+    arm_die "$HOST_PY lacks pip/setuptools/wheel: run scripts/setup_env.sh or set QPART_VENV"
   apt_install_if_missing aarch64-linux-gnu-g++ g++-aarch64-linux-gnu
   apt_install_if_missing qemu-aarch64 qemu-user
   apt_install_if_missing unzip unzip
