@@ -36,7 +36,7 @@ fi
 # shellcheck source=scripts/apt_deps.sh
 source "$ARM_ROOT/scripts/apt_deps.sh"
 
-arm_log() { echo "==> $*"; }
+arm_log() { echo "==> [${SECONDS}s] $*"; }
 arm_die() {
   echo "error: $*" >&2
   exit 1
