@@ -138,6 +138,11 @@ class ModelEntry:
         """The distinct ``(p, bits)`` device segments of the table."""
         return {sp.key for sp in self.plans.values()}
 
+    def is_encoded(self, key: SegmentKey) -> bool:
+        """Whether segment ``key`` is in the cache now (then :meth:`encoded_segment` is a
+        dictionary lookup)."""
+        return key in self._segments
+
     def encoded_segment(self, key: SegmentKey) -> EncodedSegment:
         """The encoded device segment ``(p, bits)`` (from the bounded cache, or encoded)."""
         with self._lock:

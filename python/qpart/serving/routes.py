@@ -149,9 +149,13 @@ def plan_response(
 
 
 @serving.post("/plan", response_model=PlanResponse)
-def plan(req: PlanRequest, models: ModelsDep) -> PlanResponse:
+async def plan(req: PlanRequest, models: ModelsDep) -> PlanResponse:
     """Table lookup (paper Algorithm 2) for the device's request. A held segment that
-    one of the patterns uses counts as free (no weight download)."""
+    one of the patterns uses counts as free (no weight download).
+
+    Runs on the event loop (the lookup takes microseconds; a thread-pool hand-off would
+    cost more than the work); only the first request for a segment, which encodes it,
+    goes to the thread pool."""
     entry = models.get(req.model)
     if entry is None:
         raise HTTPException(404, f"unknown model {req.model!r}; registered: {sorted(models)}")
@@ -171,6 +175,8 @@ def plan(req: PlanRequest, models: ModelsDep) -> PlanResponse:
         raise HTTPException(422, f"infeasible request ({exc.constraint}): {exc}") from exc
     except ValueError as exc:
         raise HTTPException(422, f"invalid request: {exc}") from exc
+    if not entry.is_encoded(served.key):
+        await run_in_threadpool(entry.encoded_segment, served.key)
     held = req.held_segment == served.encoded.segment_id
     return plan_response(entry, result, served, held, req.predicted_only)
 

@@ -232,7 +232,14 @@ def serve(
     """Runs the app with uvicorn (blocking)."""
     import uvicorn
 
-    uvicorn.run(create_app(models, settings), host=host, port=port, log_level=log_level)
+    uvicorn.run(
+        create_app(models, settings),
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=log_level in ("info", "debug"),
+        lifespan="off",
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
