@@ -22,7 +22,6 @@ naming the op and where it is in the model.
 from __future__ import annotations
 
 import inspect
-import math
 
 import torch
 from torch import fx, nn
@@ -433,8 +432,3 @@ def capture(
             "a QPART model takes exactly one"
         )
     return _build_graph(builder)
-
-
-def tensor_bytes(t: torch.Tensor) -> int:
-    """Bytes of a tensor's elements."""
-    return math.prod(t.shape) * t.element_size()

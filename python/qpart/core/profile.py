@@ -214,11 +214,6 @@ def attribute(module: nn.Module, target: str):
     return obj
 
 
-def trace(model: nn.Module, example_input: torch.Tensor) -> fx.GraphModule:
-    """The captured graph of ``model`` (:func:`qpart.core.capture.capture`)."""
-    return capture(model, example_input)
-
-
 def profile(model: nn.Module, example_input: torch.Tensor) -> ModelProfile:
     """Profiles ``model`` for inputs shaped like ``example_input`` (batch dimension first).
 

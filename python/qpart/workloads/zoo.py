@@ -108,25 +108,26 @@ def builtin_model(
     def shape(x: torch.Tensor) -> torch.Tensor:
         return x.reshape(-1, 1, 28, 28) if recipe.image else x
 
-    torch.manual_seed(seed)
-    model = recipe.build()
     path = cache / f"{model_id}_zoo{ZOO_VERSION}_seed{seed}.pt"
     if model_id == "mnist-mlp":  # the experiments' held-out MLP (same recipe, same cache)
         model = trained_mnist_mlp(cache, seed, progress, holdout=HOLDOUT)
-    elif path.is_file():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     else:
-        train_classifier(
-            model,
-            shape(train.x_train),
-            train.y_train,
-            epochs=recipe.epochs,
-            lr=recipe.lr,
-            seed=seed,
-            progress=progress,
-            augment=_image_shift if recipe.image else random_shift,
-        )
-        _save_atomic(model.state_dict(), path)
+        torch.manual_seed(seed)
+        model = recipe.build()
+        if path.is_file():
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        else:
+            train_classifier(
+                model,
+                shape(train.x_train),
+                train.y_train,
+                epochs=recipe.epochs,
+                lr=recipe.lr,
+                seed=seed,
+                progress=progress,
+                augment=_image_shift if recipe.image else random_shift,
+            )
+            _save_atomic(model.state_dict(), path)
     return BuiltinModel(
         model_id,
         recipe.description,
