@@ -4,20 +4,28 @@ request (MNIST MLP); with ``--modes uvicorn,1,2`` the same load against plain ``
 and against 1 and 2 Ray Serve replicas, in one run.
 
     .venv/bin/python benchmarks/bench_serving.py [--seconds 3] [--clients 4] [--cache-dir DIR]
-        [--modes uvicorn,1,2]
+        [--modes uvicorn,1,2] [--load httpx|wrk]
 
-The server runs in a separate process (``qpart serve``, one torch thread); clients are
-threads with their own ``httpx`` connection. Numbers depend on the machine's load.
+The server runs in a separate process (``qpart serve``, one torch thread). The load comes
+from ``--clients`` Python threads with their own ``httpx`` connection (``--load httpx``,
+the default), or from ``wrk`` (``--load wrk``: one wrk thread, ``--clients`` connections;
+a C client, so that the Python client is not what is measured; ``apt-get install wrk``).
+Numbers depend on the machine's load.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import torch
@@ -55,6 +63,54 @@ def _rate(fn, seconds: float, clients: int) -> tuple[float, float, float]:
     return len(lat) / (time.perf_counter() - t0), 1e3 * statistics.median(lat), 1e3 * p99
 
 
+_WRK_SCRIPT = """
+wrk.method = "{method}"
+local f = io.open("{body}", "rb")
+wrk.body = f:read("*all")
+f:close()
+{headers}
+"""
+
+
+def _wrk_ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([0-9.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def _wrk_rate(
+    url: str, method: str, body: bytes, headers: dict, seconds: float, connections: int
+) -> tuple[float, float, float]:
+    """Requests/s, p50 and p99 latency (ms) of one request repeated by ``wrk`` (one thread,
+    ``connections`` connections); raises if any answer was an error."""
+    with tempfile.TemporaryDirectory() as tmp:
+        body_path = Path(tmp) / "body"
+        body_path.write_bytes(body)
+        lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+        script = Path(tmp) / "request.lua"
+        script.write_text(_WRK_SCRIPT.format(method=method, body=body_path, headers=lines))
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{max(1, round(seconds))}s",
+                "--latency",
+                "-s",
+                str(script),
+                url,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+    p50 = _wrk_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = _wrk_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    return rps, p50, p99
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=3.0)
@@ -67,7 +123,15 @@ def main() -> None:
         "load: 'uvicorn' (plain qpart serve) and/or replica counts ('1,2': qpart serve "
         "--replicas N on Ray Serve)",
     )
+    ap.add_argument(
+        "--load",
+        choices=("httpx", "wrk"),
+        default="httpx",
+        help="load generator: Python httpx client threads, or wrk (C; needs wrk on PATH)",
+    )
     args = ap.parse_args()
+    if args.load == "wrk" and shutil.which("wrk") is None:
+        sys.exit("--load wrk needs wrk on PATH (apt-get install wrk)")
     results = {}
     for mode in args.modes.split(","):
         results[mode] = run_mode(args, mode.strip())
@@ -120,27 +184,53 @@ def run_mode(args, mode: str) -> dict:
             "device": {"clock_hz": 2e9},
             "weights": {"time": 1, "energy": 1, "cost": 100},
         }
-        rows = [
-            ("plan", lambda c: c.post(f"{url}/v1/plan", json=req)),
+        json_type = {"Content-Type": "application/json"}
+        requests = [  # name, method, path, body, headers
+            ("plan", "POST", "/v1/plan", json.dumps(req).encode(), json_type),
             (
                 f"segment (not cached, {plan['segment_bytes']} B)",
-                lambda c: c.get(f"{url}/v1/segment/{pid}"),
+                "GET",
+                f"/v1/segment/{pid}",
+                b"",
+                {},
             ),
             (
                 "segment (cached, 304)",
-                lambda c: c.get(f"{url}/v1/segment/{pid}", headers={"If-None-Match": f'"{sid}"'}),
+                "GET",
+                f"/v1/segment/{pid}",
+                b"",
+                {"If-None-Match": f'"{sid}"'},
             ),
             (
                 f"infer (p={plan['partition_point']}, {len(body)} B body)",
-                lambda c: c.post(f"{url}/v1/infer/{pid}", content=body),
+                "POST",
+                f"/v1/infer/{pid}",
+                body,
+                {"Content-Type": "application/octet-stream"},
             ),
         ]
         label = "plain qpart serve" if mode == "uvicorn" else f"{mode} Ray Serve replicas"
-        print(f"\n{label}: loopback, {args.clients} client threads, {args.seconds:.0f} s each")
+        load = (
+            f"wrk, 1 thread, {args.clients} connections"
+            if args.load == "wrk"
+            else f"{args.clients} httpx client threads"
+        )
+        print(f"\n{label}: loopback, {load}, {args.seconds:.0f} s each")
         print(f"{'endpoint':<32} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
         measured = {}
-        for name, fn in rows:
-            measured[name] = _rate(fn, args.seconds, args.clients)
+        for name, method, path, content, headers in requests:
+            if args.load == "wrk":
+                measured[name] = _wrk_rate(
+                    url + path, method, content, headers, args.seconds, args.clients
+                )
+            else:
+                measured[name] = _rate(
+                    lambda c, m=method, p=path, b=content, h=headers: c.request(
+                        m, url + p, content=b, headers=h
+                    ),
+                    args.seconds,
+                    args.clients,
+                )
             rps, p50, p99 = measured[name]
             print(f"{name:<32} {rps:>8.0f} {p50:>8.2f} {p99:>8.2f}")
         # end-to-end breakdown of one device request (a fresh device: the first request

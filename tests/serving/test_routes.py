@@ -4,6 +4,8 @@ answers and error statuses, auth, the body limit, and the typed dependencies on 
 
 from __future__ import annotations
 
+import asyncio
+
 import hashlib
 
 import pytest
@@ -283,20 +285,20 @@ def test_state_lives_on_app_state(entry):
 
 def test_served_plan_and_token_dependencies_called_directly(entry):
     pid, sp = _split_plan(entry)
-    assert get_served_plan(pid, entry.plans) is sp
+    assert asyncio.run(get_served_plan(pid, entry.plans)) is sp
     with pytest.raises(HTTPException) as info:
-        get_served_plan(OTHER, entry.plans)
+        asyncio.run(get_served_plan(OTHER, entry.plans))
     assert info.value.status_code == 404
 
     def request(auth: str | None) -> Request:
         headers = [] if auth is None else [(b"authorization", auth.encode())]
         return Request({"type": "http", "headers": headers})
 
-    assert require_token(request(None), ServerSettings()) is None
-    assert require_token(request(f"Bearer {TOKEN}"), ServerSettings(token=TOKEN)) is None
+    assert asyncio.run(require_token(request(None), ServerSettings())) is None
+    assert asyncio.run(require_token(request(f"Bearer {TOKEN}"), ServerSettings(token=TOKEN))) is None
     for auth in (None, "Bearer nope", f"bearer {TOKEN}"):
         with pytest.raises(HTTPException) as info:
-            require_token(request(auth), ServerSettings(token=TOKEN))
+            asyncio.run(require_token(request(auth), ServerSettings(token=TOKEN)))
         assert info.value.status_code == 401
 
 

@@ -94,7 +94,7 @@ class ServingState:
         app.state.qpart = self
 
 
-def get_state(request: Request) -> ServingState:
+async def get_state(request: Request) -> ServingState:
     """The state of the app answering ``request``."""
     return request.app.state.qpart
 
@@ -102,15 +102,15 @@ def get_state(request: Request) -> ServingState:
 StateDep = Annotated[ServingState, Depends(get_state)]
 
 
-def get_settings(state: StateDep) -> ServerSettings:
+async def get_settings(state: StateDep) -> ServerSettings:
     return state.settings
 
 
-def get_models(state: StateDep) -> Mapping[str, ModelEntry]:
+async def get_models(state: StateDep) -> Mapping[str, ModelEntry]:
     return state.models
 
 
-def get_plans(state: StateDep) -> Mapping[str, ServedPlan]:
+async def get_plans(state: StateDep) -> Mapping[str, ServedPlan]:
     return state.plans
 
 
@@ -119,7 +119,7 @@ ModelsDep = Annotated[Mapping[str, ModelEntry], Depends(get_models)]
 PlansDep = Annotated[Mapping[str, ServedPlan], Depends(get_plans)]
 
 
-def get_served_plan(
+async def get_served_plan(
     plan_id: Annotated[str, Path(pattern=PLAN_ID_PATTERN)], plans: PlansDep
 ) -> ServedPlan:
     """The served plan named by the ``{plan_id}`` path parameter (404 when unknown)."""
@@ -138,7 +138,7 @@ BEARER = HTTPBearer(
 )
 
 
-def require_token(
+async def require_token(
     request: Request,
     settings: SettingsDep,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,

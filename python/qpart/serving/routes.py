@@ -60,7 +60,7 @@ serving = APIRouter(
 
 
 @meta.get("/health", response_model=Health)
-def health(models: ModelsDep) -> Health:
+async def health(models: ModelsDep) -> Health:
     """Liveness and the registered model ids (no auth)."""
     return Health(status="ok", version=__version__, models=sorted(models))
 
@@ -149,7 +149,7 @@ def plan_response(
 
 
 @serving.post("/plan", response_model=PlanResponse)
-async def plan(req: PlanRequest, models: ModelsDep) -> PlanResponse:
+async def plan(req: PlanRequest, models: ModelsDep) -> Response:
     """Table lookup (paper Algorithm 2) for the device's request. A held segment that
     one of the patterns uses counts as free (no weight download).
 
@@ -178,7 +178,9 @@ async def plan(req: PlanRequest, models: ModelsDep) -> PlanResponse:
     if not entry.is_encoded(served.key):
         await run_in_threadpool(entry.encoded_segment, served.key)
     held = req.held_segment == served.encoded.segment_id
-    return plan_response(entry, result, served, held, req.predicted_only)
+    response = plan_response(entry, result, served, held, req.predicted_only)
+    # Already a valid PlanResponse: skip FastAPI's second validation of the return value.
+    return Response(response.model_dump_json(), media_type="application/json")
 
 
 @serving.get(

@@ -10,6 +10,9 @@ SEGMENT_ID_HEADER = "X-QPART-Segment-Id"
 PLAN_ID_PATTERN = r"^[0-9a-f]{16}$"
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+#: Request parts are frozen (hence hashable), so pydantic uses their defaults as they are
+#: instead of deep-copying them for every request.
+_REQUEST = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
 class DeviceSpec(BaseModel):
@@ -20,7 +23,7 @@ class DeviceSpec(BaseModel):
     give a non-finite objective: out-of-range values are a 422, never a 500.
     """
 
-    model_config = _STRICT
+    model_config = _REQUEST
     cycles_per_mac: float = Field(5.0, ge=1e-6, le=1e6, description="device cycles per MAC")
     clock_hz: float = Field(200e6, ge=1.0, le=1e12, description="device clock (Hz)")
     kappa_j_per_cycle_hz2: float = Field(1e-27, ge=0, le=1e-15, description="energy coefficient")
@@ -31,7 +34,7 @@ class DeviceSpec(BaseModel):
 class ChannelSpec(BaseModel):
     """Link capacities in bit/s."""
 
-    model_config = _STRICT
+    model_config = _REQUEST
     uplink_bps: float = Field(200e6, ge=1.0, le=1e15)
     downlink_bps: float = Field(200e6, ge=1.0, le=1e15)
 
@@ -39,7 +42,7 @@ class ChannelSpec(BaseModel):
 class WeightsSpec(BaseModel):
     """Objective weights ``J = w_t T + w_e E + w_c S``."""
 
-    model_config = _STRICT
+    model_config = _REQUEST
     time: float = Field(1.0, ge=0, le=1e6)
     energy: float = Field(1.0, ge=0, le=1e6)
     cost: float = Field(1.0, ge=0, le=1e6)
@@ -48,7 +51,7 @@ class WeightsSpec(BaseModel):
 class PlanRequest(BaseModel):
     """A device's planning request."""
 
-    model_config = _STRICT
+    model_config = _REQUEST
     model: str = Field(..., min_length=1, max_length=128, description="registered model id")
     accuracy_budget: float = Field(..., gt=0, le=1, description="allowed accuracy loss (fraction)")
     device: DeviceSpec = DeviceSpec()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Mapping
 
@@ -45,6 +46,15 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- middleware
+
+
+async def _within(awaitable, seconds: float):
+    """``await awaitable`` or raise ``asyncio.TimeoutError`` after ``seconds``
+    (``asyncio.timeout`` where there is one: it needs no extra task per call)."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)
 
 
 #: Paths outside every limit and the token: liveness must answer while the server is loaded.
@@ -97,14 +107,15 @@ class LimitMiddleware:
 
     async def _read_body(self, receive) -> bytes | int:
         """The whole body, or the status to answer (408 too slow, 413 too large, 0 gone)."""
+        try:
+            return await _within(self._receive_body(receive), self.settings.body_timeout_s)
+        except asyncio.TimeoutError:
+            return 408
+
+    async def _receive_body(self, receive) -> bytes | int:
         chunks, total, more = [], 0, True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.body_timeout_s
         while more:
-            try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
-            except asyncio.TimeoutError:
-                return 408
+            message = await receive()
             if message["type"] == "http.disconnect":
                 return 0
             chunk = message.get("body", b"")
@@ -114,6 +125,17 @@ class LimitMiddleware:
             chunks.append(chunk)
             more = message.get("more_body", False)
         return b"".join(chunks)
+
+    async def _acquire_slot(self) -> bool:
+        """Takes a request slot, waiting at most ``queue_timeout_s``; False when none freed."""
+        if not self._sem.locked():  # the common case: no task, no timer
+            await self._sem.acquire()
+            return True
+        try:
+            await asyncio.wait_for(self._sem.acquire(), self.settings.queue_timeout_s)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("path") in UNLIMITED_PATHS:
@@ -159,9 +181,7 @@ class LimitMiddleware:
                     )
                 return None  # the client went away
             body = got
-        try:
-            await asyncio.wait_for(self._sem.acquire(), self.settings.queue_timeout_s)
-        except asyncio.TimeoutError:
+        if not await self._acquire_slot():
             return await self._busy(send, "too many concurrent requests")
         try:
             sent = False
