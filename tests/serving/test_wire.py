@@ -18,6 +18,7 @@ from qpart.core.split import (
     split_model,
 )
 from qpart.serving import wire
+from qpart.serving.segment import read_container
 
 
 def _mlp() -> nn.Sequential:
@@ -57,8 +58,9 @@ class _Residual(nn.Module):
         return self.c(self.b(y) + y)
 
 
+@pytest.mark.parametrize("act_int8", [False, True])
 @pytest.mark.parametrize("make,shape", [(_mlp, (20,)), (_cnn, (3, 16, 16))])
-def test_segments_rebuild_and_match_split_model_at_every_point(make, shape):
+def test_segments_rebuild_and_match_split_model_at_every_point(make, shape, act_int8):
     model = make()
     if isinstance(model[1], nn.BatchNorm2d):  # non-trivial running statistics
         model[1].running_mean.uniform_(-0.5, 0.5)
@@ -69,13 +71,16 @@ def test_segments_rebuild_and_match_split_model_at_every_point(make, shape):
     for p in prof.valid_points:
         bits = [rng.randint(2, 8) for _ in range(p)]
         b_a = None if p == prof.num_layers else rng.randint(2, 8)
-        seg = quantized_segments(prof, p, bits)
+        seg = quantized_segments(prof, p, bits, act_int8)
         enc = wire.encode_segment(seg.device, seg.input_shape, seg.cut_shape or seg.output_shape)
         assert enc.tensor_bytes == prof.weight_payload_bytes(p, bits)
         assert enc.overhead_bytes < 8192
         dec = wire.decode_segment(enc.data, enc.segment_id)
         assert all(not isinstance(m, (nn.Linear, nn.Conv2d)) for m in dec.module.modules())
-        ref = quantized_split_model(prof, p, bits, b_a)(x)
+        sent = [m.act_int8 for m in seg.device.modules() if hasattr(m, "act_int8")]
+        got = [m.act_int8 for m in dec.module.modules() if hasattr(m, "act_int8")]
+        assert sent == got and all(flag == act_int8 for flag in got)
+        ref = quantized_split_model(prof, p, bits, b_a, act_int8)(x)
         out = run_split(dec.module, seg.server, x, b_a)
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
         # deterministic: same segment -> same bytes -> same id
@@ -85,6 +90,17 @@ def test_segments_rebuild_and_match_split_model_at_every_point(make, shape):
             ).segment_id
             == enc.segment_id
         )
+
+
+def test_float_activation_layers_carry_no_act_int8_key():
+    model = _mlp()
+    prof = profile(model, torch.randn(2, 20))
+    for act_int8 in (False, True):
+        seg = quantized_segments(prof, 3, [4, 4, 4], act_int8)
+        enc = wire.encode_segment(seg.device, seg.input_shape, seg.output_shape)
+        _, arch = read_container(enc.data)
+        flags = [m["config"].get("act_int8") for m in arch["modules"]]
+        assert flags == ([True] * 3 if act_int8 else [None] * 3)
 
 
 def test_float_split_composes_to_the_model():

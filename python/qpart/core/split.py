@@ -132,16 +132,26 @@ def split_model(prof: ModelProfile, p: int) -> SplitSegments:
     return SplitSegments(p, device, server, _shape(cut), input_shape, output_shape)
 
 
-def quantized_segments(prof: ModelProfile, p: int, bits: Sequence[int]) -> SplitSegments:
+def _quantize_layers(
+    gm: nn.Module, prof: ModelProfile, bits: Sequence[int], act_int8: bool
+) -> None:
+    names = [layer.name for layer in prof.layers[: len(bits)]]
+    qpart_kernels.quantize_model(
+        gm, dict(zip(names, map(int, bits))), act_int8=dict.fromkeys(names, bool(act_int8))
+    )
+
+
+def quantized_segments(
+    prof: ModelProfile, p: int, bits: Sequence[int], act_int8: bool = False
+) -> SplitSegments:
     """:func:`split_model` with the device layers ``1..p`` swapped for
-    ``QPartLinear``/``QPartConv2d`` at ``bits`` (the server half stays float)."""
+    ``QPartLinear``/``QPartConv2d`` at ``bits`` (the server half stays float);
+    ``act_int8``: the layers run on the integer-activation path."""
     if len(bits) != p:
         raise SegmentError(f"need {p} widths for partition point {p}, got {len(bits)}")
     seg = split_model(prof, p)
     if p:
-        qpart_kernels.quantize_model(
-            seg.device, {layer.name: int(b) for layer, b in zip(prof.layers, bits)}
-        )
+        _quantize_layers(seg.device, prof, bits, act_int8)
     return seg
 
 
@@ -167,9 +177,11 @@ def quantized_split_model(
     p: int,
     bits: Sequence[int],
     activation_bits: int | None,
+    act_int8: bool = False,
 ) -> fx.GraphModule:
-    """A copy of the profiled model whose layers ``1..p`` are quantized to ``bits`` and whose
-    cut activation (for ``p < L``) goes through :func:`roundtrip_activation`."""
+    """A copy of the profiled model whose layers ``1..p`` are quantized to ``bits`` (on the
+    integer-activation path with ``act_int8``) and whose cut activation (for ``p < L``) goes
+    through :func:`roundtrip_activation`."""
     if prof.graph_module is None:
         raise ValueError(
             "this profile has no traced graph (loaded from JSON); re-profile the model"
@@ -184,7 +196,5 @@ def quantized_split_model(
     else:
         gm = copy.deepcopy(prof.graph_module)
     if p:
-        qpart_kernels.quantize_model(
-            gm, {layer.name: int(b) for layer, b in zip(prof.layers, bits)}
-        )
+        _quantize_layers(gm, prof, bits, act_int8)
     return gm.eval()

@@ -4,7 +4,8 @@ A segment is a safetensors container: the tensors, and under the metadata key ``
 a JSON description of the graph as data - no pickle, no code:
 
 * ``modules``: the quantized layers, ``{"name", "type": "QPartLinear"|"QPartConv2d",
-  "config": {...}}``; their buffers are the tensors ``"m<i>.<buffer>"``;
+  "config": {...}}`` (``"act_int8": true`` in the config of a layer that runs on int8
+  activations); their buffers are the tensors ``"m<i>.<buffer>"``;
 * ``nodes``: in execution order, each one of ``{"op": "input"}``, ``{"op": "tensor",
   "tensor": "c<k>"}`` (a float tensor the graph reads), ``{"op": "module", "module": i,
   "args": [...]}``, ``{"op": "call", "target": "aten.relu.default", "args": [...],
@@ -75,6 +76,10 @@ LAYER_TYPES: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
         ),
     ),
 }
+#: Config keys a quantized layer carries only when set, with the value their absence means
+#: (so containers written before a key existed, and layers that leave it at its default,
+#: keep their bytes): ``act_int8`` is the integer-activation path of the layer.
+OPTIONAL_KEYS: dict[str, bool] = {"act_int8": False}
 _FLOAT_LAYERS = (nn.Linear, nn.Conv2d)
 _DTYPES = {
     str(d).removeprefix("torch."): d
@@ -108,6 +113,10 @@ def _layer_entry(name: str, module: nn.Module, float_ok: bool) -> dict:
         for key in LAYER_TYPES[kind][1]:
             value = module.bias is not None if key == "bias" else getattr(module, key)
             config[key] = list(value) if isinstance(value, tuple) else value
+        for key, default in OPTIONAL_KEYS.items():
+            value = getattr(module, key, default)
+            if value != default:
+                config[key] = value
         return {"name": name, "type": kind, "config": config}
     if float_ok and isinstance(module, _FLOAT_LAYERS):
         return {"name": name, "type": kind, "config": {}}
@@ -357,8 +366,11 @@ def _build_layers(arch: dict, tensors: dict[str, torch.Tensor], used: set[str]) 
             _fail(f"module {i}: unsupported type {kind!r}; supported: {sorted(LAYER_TYPES)}")
         cls, keys = LAYER_TYPES[kind]
         config = _expect(entry.get("config"), dict, f"module {i} config")
-        if set(config) != set(keys):
-            _fail(f"module {i} ({kind}): config keys {sorted(config)}, expected {sorted(keys)}")
+        if not set(keys) <= set(config) <= set(keys) | set(OPTIONAL_KEYS):
+            _fail(
+                f"module {i} ({kind}): config keys {sorted(config)}, expected {sorted(keys)} "
+                f"and optionally {sorted(OPTIONAL_KEYS)}"
+            )
         args = {}
         for key, value in config.items():
             if isinstance(value, list):
@@ -368,8 +380,8 @@ def _build_layers(arch: dict, tensors: dict[str, torch.Tensor], used: set[str]) 
                 ):
                     _fail(f"module {i} ({kind}): {key}={value} is not a pair of sizes")
                 value = tuple(value)
-            elif key == "bias":
-                value = _expect(value, bool, f"module {i} bias")
+            elif key == "bias" or key in OPTIONAL_KEYS:
+                value = _expect(value, bool, f"module {i} {key}")
             elif value is not None:
                 value = _expect(value, int, f"module {i} {key}")
                 if not 0 <= value < MAX_DIM:
