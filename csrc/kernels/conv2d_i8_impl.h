@@ -1,0 +1,122 @@
+// Internal: the pieces of the integer conv2d (conv2d_i8.cpp) shared with its per-ISA direct
+// tile kernels (x86/conv2d_i8_avx2.cpp, arm/conv2d_i8_neon*.cpp). Not installed, not stable.
+//
+// Direct kernels read the int8 image in a "phase-split, 4-channel interleaved" layout that
+// turns every (channel block, kernel tap) pair into a fixed offset, for any stride and
+// dilation: per (image, group, block of 4 input channels c4) one contiguous unit of
+//   [stride_h phases][stride_w phases][hq rows][wq columns][4 channels] int8,
+// holding the zero-padded image (hp = h_in + 2 pad_h rows, wp = w_in + 2 pad_w columns): padded
+// element (c, y, x) sits at phase (y % stride_h, x % stride_w), row y / stride_h, column
+// x / stride_w. Output pixel (oy, ox) at tap (r, s) then reads row oy + (r dil_h) / stride_h and
+// column ox + (s dil_w) / stride_w of phase ((r dil_h) % stride_h, (s dil_w) % stride_w): the
+// "virtual pixel" j = oy * wq + ox plus a per-(c4, r, s) constant. A tile computes every virtual
+// pixel of its output rows (the wq - w_out extra columns are dropped), so 4 channels x L pixels
+// are one contiguous load of 4 L bytes. Weights are unpacked once per call into a u8 panel
+// whose row of output channel o holds, per block kb = c4 * kh * kw + r * kw + s, the codes of
+// input channels 4 c4 .. 4 c4 + 3 at tap (r, s) (0 past the group's channels).
+#pragma once
+
+#include <cstdint>
+
+#include "qpart_kernels.h"
+
+namespace qpart {
+namespace kernels {
+namespace detail {
+
+/// Geometry of the direct layout (see above).
+struct ConvI8Layout {
+  int64_t c4;         // 4-channel blocks per group: ceil(c_in / groups / 4)
+  int64_t taps;       // kh * kw
+  int64_t hq, wq;     // rows and columns of one phase
+  int64_t unit;       // bytes of one (image, group, c4) unit: stride_h * stride_w * hq * wq * 4
+  int64_t kb;         // 4-code blocks per weight panel row: c4 * taps
+  int64_t slack;      // bytes readable past the last unit (virtual pixels of a tile's tail)
+};
+
+inline ConvI8Layout conv_i8_layout(const Conv2dShape& s) {
+  ConvI8Layout l;
+  l.c4 = (s.c_in / s.groups + 3) / 4;
+  l.taps = s.kh * s.kw;
+  l.hq = (s.h_in + 2 * s.pad_h + s.stride_h - 1) / s.stride_h;
+  l.wq = (s.w_in + 2 * s.pad_w + s.stride_w - 1) / s.stride_w;
+  l.unit = s.stride_h * s.stride_w * l.hq * l.wq * 4;
+  l.kb = l.c4 * l.taps;
+  l.slack = (l.wq + 64) * 4 + 64;
+  return l;
+}
+
+/// Byte offset (inside an image-group's run of units) of block kb's 4 channels at virtual
+/// pixel 0.
+inline int64_t conv_i8_block_offset(const Conv2dShape& s, const ConvI8Layout& l, int64_t kb) {
+  const int64_t c4 = kb / l.taps, t = kb % l.taps, r = t / s.kw, q = t % s.kw;
+  const int64_t dy = r * s.dil_h, dx = q * s.dil_w;
+  const int64_t phase = (dy % s.stride_h) * s.stride_w + dx % s.stride_w;
+  return c4 * l.unit + ((phase * l.hq + dy / s.stride_h) * l.wq + dx / s.stride_w) * 4;
+}
+
+/// Everything one tile needs (whole tensors; the tile picks its part).
+struct Conv2dI8Args {
+  const Conv2dShape* s;
+  const int8_t* input;   // conv2d_i8_pack_input's buffer (layout of the plan)
+  const uint8_t* panel;  // conv2d_i8_pack_weights's buffer (direct kernels)
+  const float* x_scale;  // per image
+  const uint8_t* packed;
+  const uint16_t* scale_bits;
+  const uint8_t* zeros;
+  const float* bias;
+  int64_t group_size;
+  int bits;
+  float* y;
+};
+
+/// One work item: output channels [co0, co0 + co_n) (absolute) of group `group` of image
+/// `image`, output rows [oy0, oy1).
+struct Conv2dI8Tile {
+  int64_t image, group, co0, co_n, oy0, oy1;
+};
+
+/// Virtual pixels per register tile of the direct kernels (x86: 2 x 8 lanes, NEON: 4 x 4).
+constexpr int64_t kConvI8Px = 16;
+/// Output channels per register tile.
+constexpr int64_t kConvI8Mr = 4;
+
+/// Scratch bytes of one direct tile of up to `rows` output rows: the block offsets and the
+/// per-(weight group, virtual pixel) activation sums.
+inline int64_t conv_i8_scratch_bytes(const Conv2dShape& s, int64_t group_size, int64_t rows) {
+  const ConvI8Layout l = conv_i8_layout(s);
+  const int64_t vpx = (rows * l.wq + kConvI8Px - 1) / kConvI8Px * kConvI8Px;
+  return l.kb * 8 + (s.k() / group_size) * vpx * 4 + 128;
+}
+
+/// Returns v unchanged but opaque to the optimizer, so that a product is rounded to float on
+/// its own: GCC would otherwise contract `acc + p * s` into an FMA where the target has one.
+/// (The SIMD files define their vector versions under their own target.)
+inline float conv_i8_rounded(float v) {
+#if defined(__x86_64__)
+  __asm__("" : "+x"(v));
+#elif defined(__aarch64__)
+  __asm__("" : "+w"(v));
+#else
+  volatile float keep = v;
+  v = keep;
+#endif
+  return v;
+}
+
+#if defined(__x86_64__)
+void conv2d_i8_tile_avx2(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch);
+/// Quantizes units [u_begin, u_end) into the direct layout (bit-exact with the scalar one).
+void conv2d_i8_pack_input_avx2(const float* x, const Conv2dShape& s, const float* scale,
+                               int64_t u_begin, int64_t u_end, int8_t* out);
+/// Per-image max |x| (false if a NaN or Inf was seen).
+bool absmax_avx2(const float* x, int64_t n, float* amax);
+#endif
+#if defined(__aarch64__)
+void conv2d_i8_tile_neon(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch);
+void conv2d_i8_tile_neon_dot(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch);
+#endif
+
+}  // namespace detail
+}  // namespace kernels
+}  // namespace qpart
