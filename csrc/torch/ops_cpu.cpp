@@ -90,6 +90,16 @@ struct Cpu {
   }
 };
 
+// The integer paths' limits: exact int32 group sums, finite weight scales.
+void check_int8(const char* op, int64_t gs, const Tensor& scales) {
+  TORCH_CHECK_VALUE(gs <= k::kMaxI8GroupSize, "qpart.", op,
+                    ": int8_activations=True needs groups of at most ", k::kMaxI8GroupSize,
+                    " inputs (exact int32 group sums), got ", gs,
+                    "; quantize the weight with a smaller group_size");
+  TORCH_CHECK_VALUE(k::fold_exact(nullptr, 0, scale_ptr(scales.contiguous()), scales.numel()),
+                    "qpart.", op, ": int8_activations=True needs finite weight scales");
+}
+
 Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scales,
                   const Tensor& zeros, const std::optional<Tensor>& bias,
                   const c10::Scalar& bits_value, int64_t in_features, bool int8_activations) {
@@ -97,13 +107,7 @@ Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
   chk::on_device("linear", "input", input, kCpu);
   const chk::LinearDims dims = chk::linear(input, packed, scales, zeros, bias, bits, in_features);
   const int64_t kdim = dims.k, n = dims.n, gs = dims.group_size, m = dims.m;
-  TORCH_CHECK_VALUE(!int8_activations || gs <= k::kMaxI8GroupSize,
-                    "qpart.linear: int8_activations=True needs groups of at most ",
-                    k::kMaxI8GroupSize, " inputs (exact int32 group sums), got ", gs,
-                    "; quantize the weight with a smaller group_size");
-  TORCH_CHECK_VALUE(!int8_activations ||
-                        k::fold_exact(nullptr, 0, scale_ptr(scales.contiguous()), scales.numel()),
-                    "qpart.linear: int8_activations=True needs finite weight scales");
+  if (int8_activations) check_int8("linear", gs, scales);
 
   std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end());
   out_shape.back() = n;
@@ -153,11 +157,67 @@ Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
   return out.view(out_shape).to(input.scalar_type());
 }
 
+// Integer conv2d (qpart_kernels.h): per-image scales, then the int8 image and the unpacked
+// weight panel (one parallel region), then the tiles. Each output element belongs to one
+// tile and the kernels are bit-identical across ISAs, so threads never change the result.
+void conv2d_i8_cpu(const Tensor& input, const k::Conv2dShape& shape, const Tensor& packed,
+                   const Tensor& scales, const Tensor& zeros, const std::optional<Tensor>& bias,
+                   int64_t gs, int64_t bits, Tensor& out) {
+  if (out.numel() == 0) return;
+  const k::CpuIsa isa = k::active_cpu_isa();
+  const Tensor x = input.to(at::kFloat).contiguous();
+  const Tensor p = packed.contiguous(), s = scales.contiguous(), z = zeros.contiguous();
+  Tensor b;
+  if (bias.has_value()) b = bias->to(at::kFloat).contiguous();
+  const float* bias_ptr = b.defined() ? b.const_data_ptr<float>() : nullptr;
+  const float* x_ptr = x.const_data_ptr<float>();
+  const int nb = static_cast<int>(bits);
+
+  Tensor xs = at::empty({shape.batch}, x.options());
+  float* xs_ptr = xs.mutable_data_ptr<float>();
+  const int64_t image = shape.c_in * shape.h_in * shape.w_in;
+  std::atomic<int> status{0};
+  at::parallel_for(0, shape.batch, 1, [&](int64_t i0, int64_t i1) {
+    k::Conv2dShape part = shape;
+    part.batch = i1 - i0;
+    if (k::conv2d_i8_scales(isa, x_ptr + i0 * image, part, xs_ptr + i0) != k::Status::kOk)
+      status.store(1);
+  });
+  TORCH_CHECK_VALUE(status.load() == 0,
+                    "qpart.conv2d: input contains NaN or Inf values (int8_activations=True)");
+
+  const k::Conv2dI8Plan plan = k::conv2d_i8_plan(shape, gs, isa, at::get_num_threads());
+  Tensor qin = at::empty({plan.input_bytes}, x.options().dtype(at::kChar));
+  Tensor panel = at::empty({std::max<int64_t>(plan.panel_bytes, 1)}, x.options().dtype(at::kByte));
+  int8_t* q_ptr = qin.mutable_data_ptr<int8_t>();
+  uint8_t* panel_ptr = panel.mutable_data_ptr<uint8_t>();
+  // Tasks [0, units) pack the input, the rest kWeightRows output channels of weights each.
+  constexpr int64_t kWeightRows = 16;
+  const int64_t weight_tasks = plan.panel_bytes > 0 ? (shape.c_out + kWeightRows - 1) / kWeightRows : 0;
+  at::parallel_for(0, plan.input_units + weight_tasks, 1, [&](int64_t t0, int64_t t1) {
+    const int64_t u1 = std::min(t1, plan.input_units);
+    if (t0 < u1) k::conv2d_i8_pack_input(plan, x_ptr, shape, xs_ptr, t0, u1, q_ptr);
+    for (int64_t t = std::max(t0, plan.input_units); t < t1; ++t) {
+      const int64_t c0 = (t - plan.input_units) * kWeightRows;
+      k::conv2d_i8_pack_weights(plan, shape, p.const_data_ptr<uint8_t>(), nb, c0,
+                                std::min(shape.c_out, c0 + kWeightRows), panel_ptr);
+    }
+  });
+
+  float* y = out.mutable_data_ptr<float>();
+  at::parallel_for(0, plan.items, 1, [&](int64_t begin, int64_t end) {
+    std::vector<uint8_t> scratch(static_cast<size_t>(std::max<int64_t>(plan.scratch_bytes, 1)));
+    k::conv2d_i8_items(plan, shape, q_ptr, panel_ptr, xs_ptr, p.const_data_ptr<uint8_t>(),
+                       scale_ptr(s), z.const_data_ptr<uint8_t>(), bias_ptr, gs, nb, begin, end,
+                       scratch.data(), y);
+  });
+}
+
 Tensor conv2d_cpu(const Tensor& input, const Tensor& packed, const Tensor& scales,
                   const Tensor& zeros, const std::optional<Tensor>& bias,
                   const c10::Scalar& bits_value, at::IntArrayRef weight_shape,
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                  int64_t groups) {
+                  int64_t groups, bool int8_activations) {
   const int64_t bits = chk::bits_arg("conv2d", bits_value);
   chk::on_device("conv2d", "input", input, kCpu);
   const chk::Conv2dDims d = chk::conv2d(input, packed, scales, zeros, bias, bits, weight_shape,
@@ -167,6 +227,11 @@ Tensor conv2d_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
   const int64_t gs = d.group_size, ho = d.h_out, wo = d.w_out;
 
   Tensor out = at::empty({shape.batch, shape.c_out, ho, wo}, input.options().dtype(at::kFloat));
+  if (int8_activations) {
+    check_int8("conv2d", gs, scales);
+    conv2d_i8_cpu(input, shape, packed, scales, zeros, bias, gs, bits, out);
+    return out.to(input.scalar_type());
+  }
   // Work items are tiles of (output channels x output pixels) of every (image, group), so
   // batch 1 with one group still spreads over the threads; each output element belongs to
   // one tile, so the result does not depend on the thread count (which only sizes the tiles
