@@ -27,7 +27,7 @@ using detail::ConvI8Layout;
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Bytes of activations (k x virtual pixels) a direct tile aims to keep in L2.
-constexpr int64_t kActBudget = 192 * 1024;
+constexpr int64_t kActBudget = 384 * 1024;
 // Output channels per tile at most.
 constexpr int64_t kCoBlock = 128;
 
@@ -217,12 +217,21 @@ void conv2d_i8_pack_input(const Conv2dI8Plan& plan, const float* x, const Conv2d
 void conv2d_i8_pack_weights(const Conv2dI8Plan& plan, const Conv2dShape& s, const uint8_t* packed,
                             int bits, int64_t co_begin, int64_t co_end, uint8_t* panel) {
   if (!plan.direct) return;
+  const auto builder = detail::isa_kernels(plan.isa).fn.conv2d_i8_pack_weights;
+  if (builder) return builder(s, packed, bits, co_begin, co_end, panel);
+  detail::conv2d_i8_pack_weights_portable(s, packed, bits, co_begin, co_end, panel);
+}
+
+namespace detail {
+
+void conv2d_i8_pack_weights_portable(const Conv2dShape& s, const uint8_t* packed, int bits,
+                                     int64_t co_begin, int64_t co_end, uint8_t* panel) {
   const ConvI8Layout l = detail::conv_i8_layout(s);
   const int64_t k = s.k(), cg = s.c_in / s.groups, row_bytes = packed_row_bytes(k, bits);
   const int64_t kp = l.kb * 4;
   std::vector<uint8_t> codes(static_cast<size_t>(k));
   for (int64_t o = co_begin; o < co_end; ++o) {
-    detail::with_bits(bits, [&](auto b) {
+    with_bits(bits, [&](auto b) {
       unpack_row<decltype(b)::value>(packed + o * row_bytes, k, codes.data());
     });
     uint8_t* dst = panel + o * kp;
@@ -234,6 +243,8 @@ void conv2d_i8_pack_weights(const Conv2dI8Plan& plan, const Conv2dShape& s, cons
     }
   }
 }
+
+}  // namespace detail
 
 void conv2d_i8_items(const Conv2dI8Plan& plan, const Conv2dShape& s, const int8_t* input,
                      const uint8_t* panel, const float* scale, const uint8_t* packed,

@@ -104,11 +104,18 @@ inline float conv_i8_rounded(float v) {
   return v;
 }
 
+/// The portable weight panel builder (conv2d_i8.cpp).
+void conv2d_i8_pack_weights_portable(const Conv2dShape& s, const uint8_t* packed, int bits,
+                                     int64_t co_begin, int64_t co_end, uint8_t* panel);
+
 #if defined(__x86_64__)
 void conv2d_i8_tile_avx2(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch);
 /// Quantizes units [u_begin, u_end) into the direct layout (bit-exact with the scalar one).
 void conv2d_i8_pack_input_avx2(const float* x, const Conv2dShape& s, const float* scale,
                                int64_t u_begin, int64_t u_end, int8_t* out);
+/// The weight panel of output channels [co_begin, co_end) (same bytes as the portable one).
+void conv2d_i8_pack_weights_avx2(const Conv2dShape& s, const uint8_t* packed, int bits,
+                                 int64_t co_begin, int64_t co_end, uint8_t* panel);
 /// Per-image max |x| (false if a NaN or Inf was seen).
 bool absmax_avx2(const float* x, int64_t n, float* amax);
 #endif

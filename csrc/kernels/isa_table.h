@@ -50,6 +50,9 @@ struct IsaEntryPoints {
   /// Its input packer (units of the direct layout). Null: the portable one.
   void (*conv2d_i8_pack_input)(const float* x, const Conv2dShape& s, const float* scale,
                                int64_t u_begin, int64_t u_end, int8_t* out);
+  /// Its weight panel builder (output channels). Null: the portable one.
+  void (*conv2d_i8_pack_weights)(const Conv2dShape& s, const uint8_t* packed, int bits,
+                                 int64_t co_begin, int64_t co_end, uint8_t* panel);
 };
 
 /// Register tile of a direct conv2d kernel: kMr output channels x kNr pixels, pixel tiles

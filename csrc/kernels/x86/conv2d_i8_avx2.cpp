@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "../conv2d_i8_impl.h"
+#include "../packed_code.h"
 #include "../with_bits.h"
 
 #pragma GCC push_options
@@ -47,6 +48,41 @@ inline int32_t load_u32(const uint8_t* p) {
 // Blocks of s16 accumulation before a widening (no saturation possible).
 template <int BITS>
 constexpr int64_t kS16Blocks = BITS >= 8 ? 1 : 32767 / (2 * 127 * ((1 << BITS) - 1));
+
+// One block of the 4-channel register tile: a16[i][v] += maddubs(codes of channel i, pixels
+// 8v..8v+7). Written as one asm statement with the 8 accumulators as register operands: from
+// the intrinsics GCC kept two accumulators on the stack and copied the others every block.
+inline void step4(const uint8_t* x, const uint8_t* const* w, int64_t wo, __m256i (&a)[4][2]) {
+  __m256i x0, x1, wv, t;
+  __asm__(
+      "vmovdqu (%[x]), %[x0]\n\t"
+      "vmovdqu 32(%[x]), %[x1]\n\t"
+      "vpbroadcastd (%[w0],%[wo]), %[wv]\n\t"
+      "vpmaddubsw %[x0], %[wv], %[t]\n\t"
+      "vpaddw %[t], %[a00], %[a00]\n\t"
+      "vpmaddubsw %[x1], %[wv], %[t]\n\t"
+      "vpaddw %[t], %[a01], %[a01]\n\t"
+      "vpbroadcastd (%[w1],%[wo]), %[wv]\n\t"
+      "vpmaddubsw %[x0], %[wv], %[t]\n\t"
+      "vpaddw %[t], %[a10], %[a10]\n\t"
+      "vpmaddubsw %[x1], %[wv], %[t]\n\t"
+      "vpaddw %[t], %[a11], %[a11]\n\t"
+      "vpbroadcastd (%[w2],%[wo]), %[wv]\n\t"
+      "vpmaddubsw %[x0], %[wv], %[t]\n\t"
+      "vpaddw %[t], %[a20], %[a20]\n\t"
+      "vpmaddubsw %[x1], %[wv], %[t]\n\t"
+      "vpaddw %[t], %[a21], %[a21]\n\t"
+      "vpbroadcastd (%[w3],%[wo]), %[wv]\n\t"
+      "vpmaddubsw %[x0], %[wv], %[t]\n\t"
+      "vpaddw %[t], %[a30], %[a30]\n\t"
+      "vpmaddubsw %[x1], %[wv], %[t]\n\t"
+      "vpaddw %[t], %[a31], %[a31]\n\t"
+      : [a00] "+x"(a[0][0]), [a01] "+x"(a[0][1]), [a10] "+x"(a[1][0]), [a11] "+x"(a[1][1]),
+        [a20] "+x"(a[2][0]), [a21] "+x"(a[2][1]), [a30] "+x"(a[3][0]), [a31] "+x"(a[3][1]),
+        [x0] "=&x"(x0), [x1] "=&x"(x1), [wv] "=&x"(wv), [t] "=&x"(t)
+      : [x] "r"(x), [w0] "r"(w[0]), [w1] "r"(w[1]), [w2] "r"(w[2]), [w3] "r"(w[3]),
+        [wo] "r"(wo));  // reads only buffers this tile never writes: no memory clobber
+}
 
 // The activation sums of every weight group over the tile's virtual pixels: sums[g * nv + p].
 void activation_sums(const uint8_t* act, const int64_t* off, int64_t kb_per_g, int64_t groups,
@@ -91,10 +127,15 @@ void micro(const Conv2dI8Args& args, const TileCtx& c, const uint8_t* const* w, 
   const uint8_t* x_base = c.act + c.jb0 + p * 4;
 #pragma GCC unroll 4
   for (int i = 0; i < MR; ++i) out[i][0] = out[i][1] = _mm256_setzero_ps();
+  // The int32 sums live in memory: they are touched once per s16 run, and keeping them in
+  // registers next to the 2 * MR s16 accumulators made GCC spill inside the inner loop.
+  alignas(32) int32_t accm[MR][2][8];
   for (int64_t g = 0; g < c.groups; ++g) {
-    __m256i acc[MR][2];
-#pragma GCC unroll 4
-    for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+    std::memset(accm, 0, sizeof accm);
+    auto acc_add = [&](int i, int v, __m256i add) {
+      __m256i* p = reinterpret_cast<__m256i*>(accm[i][v]);
+      _mm256_store_si256(p, _mm256_add_epi32(_mm256_load_si256(p), add));
+    };
     int64_t kb = g * c.kb_per_g;
     const int64_t kend = kb + c.kb_per_g;
     if constexpr (BITS == 8) {
@@ -108,12 +149,10 @@ void micro(const Conv2dI8Args& args, const TileCtx& c, const uint8_t* const* w, 
           const __m256i wv = _mm256_set1_epi32(load_u32(w[i] + kb * 4));
           const __m256i lo = _mm256_and_si256(wv, nib);
           const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), nib);
-          acc[i][0] = _mm256_add_epi32(
-              acc[i][0], _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), ones16),
-                                          _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x0), sixteen)));
-          acc[i][1] = _mm256_add_epi32(
-              acc[i][1], _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(lo, x1), ones16),
-                                          _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), sixteen)));
+          acc_add(i, 0, _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), ones16),
+                                         _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x0), sixteen)));
+          acc_add(i, 1, _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(lo, x1), ones16),
+                                         _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), sixteen)));
         }
       }
     } else {
@@ -122,6 +161,9 @@ void micro(const Conv2dI8Args& args, const TileCtx& c, const uint8_t* const* w, 
         __m256i a16[MR][2];
 #pragma GCC unroll 4
         for (int i = 0; i < MR; ++i) a16[i][0] = a16[i][1] = _mm256_setzero_si256();
+        if constexpr (MR == 4) {
+          for (; kb < stop; ++kb) step4(x_base + c.off[kb], w, kb * 4, a16);
+        }
         for (; kb < stop; ++kb) {
           const uint8_t* x = x_base + c.off[kb];
           const __m256i x0 = _mm256_loadu_si256((const __m256i*)x);
@@ -135,8 +177,8 @@ void micro(const Conv2dI8Args& args, const TileCtx& c, const uint8_t* const* w, 
         }
 #pragma GCC unroll 4
         for (int i = 0; i < MR; ++i) {
-          acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(a16[i][0], ones16));
-          acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(a16[i][1], ones16));
+          acc_add(i, 0, _mm256_madd_epi16(a16[i][0], ones16));
+          acc_add(i, 1, _mm256_madd_epi16(a16[i][1], ones16));
         }
       }
     }
@@ -149,8 +191,10 @@ void micro(const Conv2dI8Args& args, const TileCtx& c, const uint8_t* const* w, 
       const int64_t wgi = (o + i) * c.groups + g;
       const __m256i z = _mm256_set1_epi32(args.zeros[wgi]);
       const __m256 sw = _mm256_set1_ps(_cvtsh_ss(args.scale_bits[wgi]));
-      const __m256i d0 = _mm256_sub_epi32(acc[i][0], _mm256_mullo_epi32(z, s0));
-      const __m256i d1 = _mm256_sub_epi32(acc[i][1], _mm256_mullo_epi32(z, s1));
+      const __m256i d0 = _mm256_sub_epi32(_mm256_load_si256((const __m256i*)accm[i][0]),
+                                          _mm256_mullo_epi32(z, s0));
+      const __m256i d1 = _mm256_sub_epi32(_mm256_load_si256((const __m256i*)accm[i][1]),
+                                          _mm256_mullo_epi32(z, s1));
       out[i][0] = _mm256_add_ps(out[i][0], rounded(_mm256_mul_ps(_mm256_cvtepi32_ps(d0), sw)));
       out[i][1] = _mm256_add_ps(out[i][1], rounded(_mm256_mul_ps(_mm256_cvtepi32_ps(d1), sw)));
     }
@@ -228,11 +272,34 @@ void tile(const Conv2dI8Args& args, const Conv2dI8Tile& t, void* scratch) {
   }
 }
 
-inline int8_t quantize_one(float x, float s) {
-  float r = (x / s + 12582912.0f) - 12582912.0f;
-  r = r > 127.0f ? 127.0f : (r < -127.0f ? -127.0f : r);
-  return static_cast<int8_t>(static_cast<int>(r));
+// Row k of codes (one per byte), 8 codes per BITS bytes; 4 and 8 bits vectorized.
+template <int BITS>
+void unpack_codes(const uint8_t* w, int64_t k, uint8_t* out) {
+  int64_t j = 0;
+  if constexpr (BITS == 8) {
+    std::memcpy(out, w, static_cast<size_t>(k));
+    return;
+  }
+  if constexpr (BITS == 4) {
+    const __m128i m = _mm_set1_epi8(0x0f);
+    for (; j + 32 <= k; j += 32) {
+      const __m128i v = _mm_loadu_si128((const __m128i*)(w + j / 2));
+      const __m128i lo = _mm_and_si128(v, m), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
+      _mm_storeu_si128((__m128i*)(out + j), _mm_unpacklo_epi8(lo, hi));
+      _mm_storeu_si128((__m128i*)(out + j + 16), _mm_unpackhi_epi8(lo, hi));
+    }
+  }
+  for (; j + 8 <= k; j += 8) {
+    uint64_t v = 0;
+    std::memcpy(&v, w + j / 8 * BITS, BITS);
+    for (int i = 0; i < 8; ++i)
+      out[j + i] = static_cast<uint8_t>((v >> (i * BITS)) & ((1u << BITS) - 1u));
+  }
+  for (; j < k; ++j) out[j] = static_cast<uint8_t>(code_at(w, j, BITS));
 }
+
+// Codes a panel row is unpacked through (a stack buffer: no std containers in this file).
+constexpr int64_t kMaxCodes = 32768;
 
 }  // namespace
 
@@ -269,6 +336,7 @@ void conv2d_i8_pack_input_avx2(const float* x, const Conv2dShape& s, const float
   const __m256i order = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0,
                                          4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+  const __m256i lane_ids = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (int64_t u = u_begin; u < u_end; ++u) {
     const int64_t n = u / (s.groups * l.c4), g = (u / l.c4) % s.groups, b = u % l.c4;
     int8_t* dst = out + u * l.unit;
@@ -310,9 +378,73 @@ void conv2d_i8_pack_input_avx2(const float* x, const Conv2dShape& s, const float
           for (int e = 0; e < 8; ++e) std::memcpy(at(xx + e), px + e, 4);
         }
       }
-      for (; ix < s.w_in; ++ix)
-        for (int64_t c = 0; c < nc; ++c)
-          at(ix + s.pad_w)[c] = quantize_one(src[c][iy * s.w_in + ix], sx);
+      if (ix < s.w_in) {  // 1..7 pixels: masked loads, masked / partial stores
+        const int64_t rest = s.w_in - ix, o = iy * s.w_in + ix;
+        const __m256i mask =
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rest)), lane_ids);
+        auto convm = [&](const float* p) {
+          if (p == nullptr) return _mm256_setzero_si256();
+          const __m256 r = _mm256_round_ps(_mm256_div_ps(_mm256_maskload_ps(p, mask), vs),
+                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+          return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+        };
+        const __m256i a = _mm256_packs_epi32(convm(src[0] ? src[0] + o : nullptr),
+                                             convm(src[1] ? src[1] + o : nullptr));
+        const __m256i c = _mm256_packs_epi32(convm(src[2] ? src[2] + o : nullptr),
+                                             convm(src[3] ? src[3] + o : nullptr));
+        const __m256i v = _mm256_shuffle_epi8(_mm256_packs_epi16(a, c), order);
+        const int64_t xx = ix + s.pad_w;
+        if (s.stride_w == 1) {
+          _mm256_maskstore_epi32((int*)at(xx), mask, v);
+        } else {
+          alignas(32) int32_t px[8];
+          _mm256_store_si256((__m256i*)px, v);
+          for (int64_t e = 0; e < rest; ++e) std::memcpy(at(xx + e), px + e, 4);
+        }
+      }
+    }
+  }
+}
+
+void conv2d_i8_pack_weights_avx2(const Conv2dShape& s, const uint8_t* packed, int bits,
+                                 int64_t co_begin, int64_t co_end, uint8_t* panel) {
+  const ConvI8Layout l = conv_i8_layout(s);
+  const int64_t k = s.k(), cg = s.c_in / s.groups, row_bytes = packed_row_bytes(k, bits);
+  if (k + 64 > kMaxCodes)
+    return conv2d_i8_pack_weights_portable(s, packed, bits, co_begin, co_end, panel);
+  // codes[(4 c4 + lane) * taps + t] -> panel[(c4 * taps + t) * 4 + lane], 16 taps at a time:
+  // two byte interleaves and two word interleaves make 16 dwords of 4 channels.
+  alignas(64) uint8_t codes[kMaxCodes];
+  std::memset(codes + k, 0, 64);
+  for (int64_t o = co_begin; o < co_end; ++o) {
+    with_bits(bits, [&](auto b) {
+      unpack_codes<decltype(b)::value>(packed + o * row_bytes, k, codes);
+    });
+    uint8_t* row = panel + o * l.kb * 4;
+    for (int64_t c4 = 0; c4 < l.c4; ++c4) {
+      const int64_t nc = cg - c4 * 4 < 4 ? cg - c4 * 4 : 4;
+      for (int64_t t0 = 0; t0 < l.taps; t0 += 16) {
+        __m128i ch[4];
+        for (int64_t lane = 0; lane < 4; ++lane)
+          ch[lane] = lane < nc ? _mm_loadu_si128((const __m128i*)(codes + (c4 * 4 + lane) * l.taps + t0))
+                               : _mm_setzero_si128();
+        const __m128i a = _mm_unpacklo_epi8(ch[0], ch[1]), b = _mm_unpacklo_epi8(ch[2], ch[3]);
+        const __m128i c = _mm_unpackhi_epi8(ch[0], ch[1]), d = _mm_unpackhi_epi8(ch[2], ch[3]);
+        alignas(16) uint8_t out[64];
+        _mm_store_si128((__m128i*)out, _mm_unpacklo_epi16(a, b));
+        _mm_store_si128((__m128i*)(out + 16), _mm_unpackhi_epi16(a, b));
+        _mm_store_si128((__m128i*)(out + 32), _mm_unpacklo_epi16(c, d));
+        _mm_store_si128((__m128i*)(out + 48), _mm_unpackhi_epi16(c, d));
+        const int64_t n = l.taps - t0 < 16 ? l.taps - t0 : 16;
+        uint8_t* dst = row + (c4 * l.taps + t0) * 4;
+        // Past this block (if still in the row) the next block overwrites what was stored.
+        if ((l.kb - c4 * l.taps - t0) * 4 >= 64) {
+          for (int q = 0; q < 4; ++q)
+            _mm_storeu_si128((__m128i*)(dst + 16 * q), _mm_load_si128((const __m128i*)(out + 16 * q)));
+        } else {
+          for (int64_t e = 0; e < n; ++e) std::memcpy(dst + 4 * e, out + 4 * e, 4);
+        }
+      }
     }
   }
 }
