@@ -191,18 +191,14 @@ void conv2d_i8_cpu(const Tensor& input, const k::Conv2dShape& shape, const Tenso
   Tensor panel = at::empty({std::max<int64_t>(plan.panel_bytes, 1)}, x.options().dtype(at::kByte));
   int8_t* q_ptr = qin.mutable_data_ptr<int8_t>();
   uint8_t* panel_ptr = panel.mutable_data_ptr<uint8_t>();
-  // Tasks [0, units) pack the input, the rest kWeightRows output channels of weights each.
-  constexpr int64_t kWeightRows = 16;
-  const int64_t weight_tasks = plan.panel_bytes > 0 ? (shape.c_out + kWeightRows - 1) / kWeightRows : 0;
-  at::parallel_for(0, plan.input_units + weight_tasks, 1, [&](int64_t t0, int64_t t1) {
-    const int64_t u1 = std::min(t1, plan.input_units);
-    if (t0 < u1) k::conv2d_i8_pack_input(plan, x_ptr, shape, xs_ptr, t0, u1, q_ptr);
-    for (int64_t t = std::max(t0, plan.input_units); t < t1; ++t) {
-      const int64_t c0 = (t - plan.input_units) * kWeightRows;
-      k::conv2d_i8_pack_weights(plan, shape, p.const_data_ptr<uint8_t>(), nb, c0,
-                                std::min(shape.c_out, c0 + kWeightRows), panel_ptr);
-    }
+  at::parallel_for(0, plan.input_units, 1, [&](int64_t u0, int64_t u1) {
+    k::conv2d_i8_pack_input(plan, x_ptr, shape, xs_ptr, u0, u1, q_ptr);
   });
+  if (plan.panel_bytes > 0) {
+    at::parallel_for(0, shape.c_out, 8, [&](int64_t c0, int64_t c1) {
+      k::conv2d_i8_pack_weights(plan, shape, p.const_data_ptr<uint8_t>(), nb, c0, c1, panel_ptr);
+    });
+  }
 
   float* y = out.mutable_data_ptr<float>();
   at::parallel_for(0, plan.items, 1, [&](int64_t begin, int64_t end) {

@@ -51,7 +51,8 @@ constexpr int64_t kS16Blocks = BITS >= 8 ? 1 : 32767 / (2 * 127 * ((1 << BITS) -
 
 // One block of the 4-channel register tile: a16[i][v] += maddubs(codes of channel i, pixels
 // 8v..8v+7). Written as one asm statement with the 8 accumulators as register operands: from
-// the intrinsics GCC kept two accumulators on the stack and copied the others every block.
+// the intrinsics GCC kept two accumulators on the stack and copied the others every block
+// (~20% slower). A 6-channel tile (12 accumulators) made GCC spill them every block.
 inline void step4(const uint8_t* x, const uint8_t* const* w, int64_t wo, __m256i (&a)[4][2]) {
   __m256i x0, x1, wv, t;
   __asm__(
@@ -372,6 +373,10 @@ void conv2d_i8_pack_input_avx2(const float* x, const Conv2dShape& s, const float
         const int64_t xx = ix + s.pad_w;
         if (s.stride_w == 1) {
           _mm256_storeu_si256((__m256i*)at(xx), v);
+        } else if (s.stride_w == 2) {  // pixels ix, ix + 2, .. share a phase: 4 + 4 dwords
+          const __m256i d = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+          _mm_storeu_si128((__m128i*)at(xx), _mm256_castsi256_si128(d));
+          _mm_storeu_si128((__m128i*)at(xx + 1), _mm256_extracti128_si256(d, 1));
         } else {
           alignas(32) int32_t px[8];
           _mm256_store_si256((__m256i*)px, v);
@@ -430,18 +435,16 @@ void conv2d_i8_pack_weights_avx2(const Conv2dShape& s, const uint8_t* packed, in
                                : _mm_setzero_si128();
         const __m128i a = _mm_unpacklo_epi8(ch[0], ch[1]), b = _mm_unpacklo_epi8(ch[2], ch[3]);
         const __m128i c = _mm_unpackhi_epi8(ch[0], ch[1]), d = _mm_unpackhi_epi8(ch[2], ch[3]);
-        alignas(16) uint8_t out[64];
-        _mm_store_si128((__m128i*)out, _mm_unpacklo_epi16(a, b));
-        _mm_store_si128((__m128i*)(out + 16), _mm_unpackhi_epi16(a, b));
-        _mm_store_si128((__m128i*)(out + 32), _mm_unpacklo_epi16(c, d));
-        _mm_store_si128((__m128i*)(out + 48), _mm_unpackhi_epi16(c, d));
+        const __m128i r[4] = {_mm_unpacklo_epi16(a, b), _mm_unpackhi_epi16(a, b),
+                              _mm_unpacklo_epi16(c, d), _mm_unpackhi_epi16(c, d)};
         const int64_t n = l.taps - t0 < 16 ? l.taps - t0 : 16;
         uint8_t* dst = row + (c4 * l.taps + t0) * 4;
         // Past this block (if still in the row) the next block overwrites what was stored.
         if ((l.kb - c4 * l.taps - t0) * 4 >= 64) {
-          for (int q = 0; q < 4; ++q)
-            _mm_storeu_si128((__m128i*)(dst + 16 * q), _mm_load_si128((const __m128i*)(out + 16 * q)));
+          for (int q = 0; q < 4; ++q) _mm_storeu_si128((__m128i*)(dst + 16 * q), r[q]);
         } else {
+          alignas(16) uint8_t out[64];
+          for (int q = 0; q < 4; ++q) _mm_store_si128((__m128i*)(out + 16 * q), r[q]);
           for (int64_t e = 0; e < n; ++e) std::memcpy(dst + 4 * e, out + 4 * e, 4);
         }
       }
