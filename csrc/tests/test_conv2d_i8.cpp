@@ -61,7 +61,9 @@ Data make(const Case& c, uint32_t seed) {
   const int64_t k = s.k();
   const auto wf = qpart_test::random_normal(static_cast<size_t>(s.c_out * k), seed + 1, 0.3f);
   k::Status st;
-  d.w = qpart_test::quantize(wf, s.c_out, k, c.group_size ? c.group_size : k, c.bits, &st);
+  const int64_t gs = c.group_size ? c.group_size : k;
+  EXPECT_EQ(k % gs, 0) << "bad test case";
+  d.w = qpart_test::quantize(wf, s.c_out, k, gs, c.bits, &st);
   EXPECT_EQ(st, k::Status::kOk);
   d.bias = qpart_test::random_normal(static_cast<size_t>(s.c_out), seed + 2);
   return d;
@@ -181,7 +183,7 @@ std::vector<Case> cases(int bits) {
       {shape(1, 10, 11, 9, 10, 3, 3, 1, 1, 1, 1, 1, 1, 10), 0, bits},  // depthwise
       {shape(1, 7, 6, 20, 13, 1, 1, 1, 1, 0, 0, 1, 1, 1), 0, bits},    // 1x1
       {shape(1, 5, 17, 7, 4, 5, 3, 3, 1, 2, 1, 1, 3, 1), 0, bits},     // stride 3, 5x3
-      {shape(1, 8, 7, 7, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1), 288, bits},    // grouped, direct
+      {shape(1, 64, 7, 7, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1), 288, bits},   // grouped, direct
       {shape(1, 64, 5, 6, 3, 1, 1, 1, 1, 0, 0, 1, 1, 1), 32, bits},    // grouped 1x1, direct
       {shape(1, 32, 5, 5, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1), 32, bits},    // grouped, scalar path
   };
