@@ -186,7 +186,8 @@ Conv2dI8Plan conv2d_i8_plan(const Conv2dShape& s, int64_t group_size, CpuIsa isa
     p.scratch_bytes = detail::conv_i8_scratch_bytes(s, group_size, rows);
   } else {
     p.co_block = per_group;
-    p.px_block = std::max<int64_t>(1, std::min<int64_t>(ho, 1024 / std::max<int64_t>(1, s.w_out())));
+    p.px_block =
+        std::max<int64_t>(1, std::min<int64_t>(ho, 1024 / std::max<int64_t>(1, s.w_out())));
     p.px_block = ceil_div(ho, ceil_div(ho, p.px_block));
     p.input_bytes = s.batch * s.c_in * s.h_in * s.w_in;
     p.panel_bytes = 0;
@@ -251,8 +252,8 @@ void conv2d_i8_items(const Conv2dI8Plan& plan, const Conv2dShape& s, const int8_
                      const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
                      int64_t group_size, int bits, int64_t item_begin, int64_t item_end,
                      void* scratch, float* y) {
-  const Conv2dI8Args args{&s,         input,      panel, scale, packed, scale_bits,
-                          zeros,      bias,       group_size, bits, y};
+  const Conv2dI8Args args{&s,    input, panel,      scale, packed, scale_bits,
+                          zeros, bias,  group_size, bits,  y};
   const auto direct = detail::isa_kernels(plan.isa).fn.conv2d_i8_tile;
   const int64_t per_group = s.c_out / s.groups, ho = s.h_out();
   for (int64_t item = item_begin; item < item_end; ++item) {

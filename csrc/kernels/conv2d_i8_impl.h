@@ -26,12 +26,12 @@ namespace detail {
 
 /// Geometry of the direct layout (see above).
 struct ConvI8Layout {
-  int64_t c4;         // 4-channel blocks per group: ceil(c_in / groups / 4)
-  int64_t taps;       // kh * kw
-  int64_t hq, wq;     // rows and columns of one phase
-  int64_t unit;       // bytes of one (image, group, c4) unit: stride_h * stride_w * hq * wq * 4
-  int64_t kb;         // 4-code blocks per weight panel row: c4 * taps
-  int64_t slack;      // bytes readable past the last unit (virtual pixels of a tile's tail)
+  int64_t c4;      // 4-channel blocks per group: ceil(c_in / groups / 4)
+  int64_t taps;    // kh * kw
+  int64_t hq, wq;  // rows and columns of one phase
+  int64_t unit;    // bytes of one (image, group, c4) unit: stride_h * stride_w * hq * wq * 4
+  int64_t kb;      // 4-code blocks per weight panel row: c4 * taps
+  int64_t slack;   // bytes readable past the last unit (virtual pixels of a tile's tail)
 };
 
 inline ConvI8Layout conv_i8_layout(const Conv2dShape& s) {

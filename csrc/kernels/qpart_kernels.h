@@ -252,8 +252,7 @@ struct Conv2dI8Plan {
 /// The plan for `isa` (must be supported to run it). Direct SIMD kernels need one weight group
 /// per row or group_size % (4 * kh * kw) == 0; other weights run the scalar kernel (same values).
 /// `threads` only balances the tile sizes; results never depend on it.
-Conv2dI8Plan conv2d_i8_plan(const Conv2dShape& s, int64_t group_size, CpuIsa isa,
-                            int threads = 1);
+Conv2dI8Plan conv2d_i8_plan(const Conv2dShape& s, int64_t group_size, CpuIsa isa, int threads = 1);
 
 /// Quantizes input units [u_begin, u_end) (each one image's block of up to 4 channels of one
 /// group) with their image's scale into `input` (plan.input_bytes, every byte written).

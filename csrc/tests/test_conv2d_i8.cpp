@@ -36,7 +36,8 @@ std::vector<Direct> directs() {
 #endif
 #if defined(__aarch64__)
   out.push_back({"neon", k::CpuIsa::kNeon, d::conv2d_i8_tile_neon});
-  if (k::cpu_has_dotprod()) out.push_back({"neon_dot", k::CpuIsa::kNeon, d::conv2d_i8_tile_neon_dot});
+  if (k::cpu_has_dotprod())
+    out.push_back({"neon_dot", k::CpuIsa::kNeon, d::conv2d_i8_tile_neon_dot});
 #endif
   return out;
 }
@@ -86,7 +87,8 @@ std::vector<float> model(const Case& c, const Data& dt, bool with_bias) {
     std::vector<int> q(static_cast<size_t>(img), 0);
     if (sx > 0.0f)
       for (int64_t i = 0; i < img; ++i)
-        q[i] = static_cast<int>(std::max(-127.0f, std::min(127.0f, std::nearbyint(dt.x[n * img + i] / sx))));
+        q[i] = static_cast<int>(
+            std::max(-127.0f, std::min(127.0f, std::nearbyint(dt.x[n * img + i] / sx))));
     for (int64_t o = 0; o < s.c_out; ++o) {
       const int64_t g0 = o / opg;
       for (int64_t oy = 0; oy < ho; ++oy)
@@ -135,15 +137,23 @@ std::vector<float> run(const Case& c, const Data& dt, k::CpuIsa isa, TileFn tile
     for (int part = splits - 1; part >= 0; --part) {
       const int64_t i0 = plan.items * part / splits, i1 = plan.items * (part + 1) / splits;
       k::conv2d_i8_items(plan, s, input.data(), panel.data(), scale.data(), dt.w.packed.data(),
-                         dt.w.scales.data(), dt.w.zeros.data(), b, dt.w.group_size, c.bits, i0,
-                         i1, scratch.data(), y.data());
+                         dt.w.scales.data(), dt.w.zeros.data(), b, dt.w.group_size, c.bits, i0, i1,
+                         scratch.data(), y.data());
     }
     return y;
   }
   // A specific tile kernel (NEON with / without sdot): walk the plan's tiles by hand.
-  const d::Conv2dI8Args args{&s,        input.data(),   panel.data(), scale.data(),
-                             dt.w.packed.data(), dt.w.scales.data(), dt.w.zeros.data(),
-                             b,         dt.w.group_size, c.bits,  y.data()};
+  const d::Conv2dI8Args args{&s,
+                             input.data(),
+                             panel.data(),
+                             scale.data(),
+                             dt.w.packed.data(),
+                             dt.w.scales.data(),
+                             dt.w.zeros.data(),
+                             b,
+                             dt.w.group_size,
+                             c.bits,
+                             y.data()};
   const int64_t opg = s.c_out / s.groups, ho = s.h_out();
   for (int64_t item = 0; item < plan.items; ++item) {
     const int64_t pt = item % plan.px_blocks, ct = (item / plan.px_blocks) % plan.co_blocks;
@@ -246,7 +256,8 @@ TEST(Conv2dI8, ExtremeCodesAndActivationsDoNotSaturate) {
     const auto want = model(c, dt, true);
     expect_bitwise(run(c, dt, k::CpuIsa::kScalar, nullptr, true), want, "scalar");
     for (const Direct& kd : directs())
-      expect_bitwise(run(c, dt, kd.isa, kd.tile, true), want, kd.name + " bits " + std::to_string(bits));
+      expect_bitwise(run(c, dt, kd.isa, kd.tile, true), want,
+                     kd.name + " bits " + std::to_string(bits));
   }
 }
 

@@ -270,7 +270,17 @@ def conv2d(
             )
             return input.new_empty((0, packed.shape[0], ho, wo))
         return _conv2d_int8(
-            input, packed, scales, zeros, bias, bits, weight_shape, stride, padding, dilation, groups
+            input,
+            packed,
+            scales,
+            zeros,
+            bias,
+            bits,
+            weight_shape,
+            stride,
+            padding,
+            dilation,
+            groups,
         )
     c_out, c_in_per_group, kh, kw = weight_shape
     k = c_in_per_group * kh * kw

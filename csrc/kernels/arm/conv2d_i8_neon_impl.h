@@ -78,7 +78,8 @@ void micro(const Conv2dI8Args& args, const TileCtx& c, const uint8_t* const* w, 
     const int32_t* sums = c.sums + g * c.nv + p;
     for (int i = 0; i < MR; ++i) {
       const int64_t wgi = (o + i) * c.groups + g;
-      const int32x4_t z = vdupq_n_s32(static_cast<int32_t>(args.zeros[wgi]) - (BITS == 8 ? 128 : 0));
+      const int32x4_t z =
+          vdupq_n_s32(static_cast<int32_t>(args.zeros[wgi]) - (BITS == 8 ? 128 : 0));
       const float32x4_t sw = vdupq_n_f32(half_bits_to_float(args.scale_bits[wgi]));
       for (int v = 0; v < 4; ++v) {
         const int32x4_t d = vsubq_s32(acc[i][v], vmulq_s32(z, vld1q_s32(sums + 4 * v)));

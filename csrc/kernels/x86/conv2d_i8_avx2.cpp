@@ -99,7 +99,8 @@ void activation_sums(const uint8_t* act, const int64_t* off, int64_t kb_per_g, i
         __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
         for (; kb < stop; ++kb) {
           const uint8_t* x = act + off[kb] + jb0 + p * 4;
-          s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i*)x)));
+          s0 = _mm256_add_epi16(s0,
+                                _mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i*)x)));
           s1 = _mm256_add_epi16(
               s1, _mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i*)(x + 32))));
         }
@@ -113,9 +114,9 @@ void activation_sums(const uint8_t* act, const int64_t* off, int64_t kb_per_g, i
 }
 
 struct TileCtx {
-  const uint8_t* act;     // this (image, group)'s units
-  const int64_t* off;     // byte offset of each 4-code block
-  const int32_t* sums;    // activation sums [group][nv]
+  const uint8_t* act;   // this (image, group)'s units
+  const int64_t* off;   // byte offset of each 4-code block
+  const int32_t* sums;  // activation sums [group][nv]
   int64_t kb_per_g, groups, nv, jb0;
 };
 
@@ -150,10 +151,12 @@ void micro(const Conv2dI8Args& args, const TileCtx& c, const uint8_t* const* w, 
           const __m256i wv = _mm256_set1_epi32(load_u32(w[i] + kb * 4));
           const __m256i lo = _mm256_and_si256(wv, nib);
           const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), nib);
-          acc_add(i, 0, _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), ones16),
-                                         _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x0), sixteen)));
-          acc_add(i, 1, _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(lo, x1), ones16),
-                                         _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), sixteen)));
+          acc_add(i, 0,
+                  _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), ones16),
+                                   _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x0), sixteen)));
+          acc_add(i, 1,
+                  _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(lo, x1), ones16),
+                                   _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), sixteen)));
         }
       }
     } else {
@@ -249,8 +252,8 @@ void tile(const Conv2dI8Args& args, const Conv2dI8Tile& t, void* scratch) {
   const ConvI8Layout l = conv_i8_layout(s);
   const int64_t groups = s.k() / args.group_size;
   TileCtx c;
-  c.act = reinterpret_cast<const uint8_t*>(args.input) +
-          (t.image * s.groups + t.group) * l.c4 * l.unit;
+  c.act =
+      reinterpret_cast<const uint8_t*>(args.input) + (t.image * s.groups + t.group) * l.c4 * l.unit;
   int64_t* off = static_cast<int64_t*>(scratch);
   for (int64_t kb = 0; kb < l.kb; ++kb) off[kb] = conv_i8_block_offset(s, l, kb);
   c.off = off;
@@ -334,8 +337,8 @@ void conv2d_i8_pack_input_avx2(const float* x, const Conv2dShape& s, const float
   const int64_t cg = s.c_in / s.groups, plane = s.h_in * s.w_in;
   // packs_epi32 + packs_epi16 leave [c0 x0..3, c1 x0..3, c2 .., c3 ..] per 128-bit lane; this
   // puts each pixel's 4 channels together.
-  const __m256i order = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0,
-                                         4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const __m256i order = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0, 4,
+                                         8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
   const __m256i lane_ids = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (int64_t u = u_begin; u < u_end; ++u) {
@@ -374,7 +377,8 @@ void conv2d_i8_pack_input_avx2(const float* x, const Conv2dShape& s, const float
         if (s.stride_w == 1) {
           _mm256_storeu_si256((__m256i*)at(xx), v);
         } else if (s.stride_w == 2) {  // pixels ix, ix + 2, .. share a phase: 4 + 4 dwords
-          const __m256i d = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+          const __m256i d =
+              _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
           _mm_storeu_si128((__m128i*)at(xx), _mm256_castsi256_si128(d));
           _mm_storeu_si128((__m128i*)at(xx + 1), _mm256_extracti128_si256(d, 1));
         } else {
@@ -422,17 +426,17 @@ void conv2d_i8_pack_weights_avx2(const Conv2dShape& s, const uint8_t* packed, in
   alignas(64) uint8_t codes[kMaxCodes];
   std::memset(codes + k, 0, 64);
   for (int64_t o = co_begin; o < co_end; ++o) {
-    with_bits(bits, [&](auto b) {
-      unpack_codes<decltype(b)::value>(packed + o * row_bytes, k, codes);
-    });
+    with_bits(bits,
+              [&](auto b) { unpack_codes<decltype(b)::value>(packed + o * row_bytes, k, codes); });
     uint8_t* row = panel + o * l.kb * 4;
     for (int64_t c4 = 0; c4 < l.c4; ++c4) {
       const int64_t nc = cg - c4 * 4 < 4 ? cg - c4 * 4 : 4;
       for (int64_t t0 = 0; t0 < l.taps; t0 += 16) {
         __m128i ch[4];
         for (int64_t lane = 0; lane < 4; ++lane)
-          ch[lane] = lane < nc ? _mm_loadu_si128((const __m128i*)(codes + (c4 * 4 + lane) * l.taps + t0))
-                               : _mm_setzero_si128();
+          ch[lane] = lane < nc
+                         ? _mm_loadu_si128((const __m128i*)(codes + (c4 * 4 + lane) * l.taps + t0))
+                         : _mm_setzero_si128();
         const __m128i a = _mm_unpacklo_epi8(ch[0], ch[1]), b = _mm_unpacklo_epi8(ch[2], ch[3]);
         const __m128i c = _mm_unpackhi_epi8(ch[0], ch[1]), d = _mm_unpackhi_epi8(ch[2], ch[3]);
         const __m128i r[4] = {_mm_unpacklo_epi16(a, b), _mm_unpackhi_epi16(a, b),
