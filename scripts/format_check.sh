@@ -39,6 +39,8 @@ FILES=(
   csrc/kernels/x86/conv2d_x86_tile.h
   csrc/tests/test_conv2d_i8.cpp
   csrc/tests/test_isa_table.cpp
+  csrc/torch/conv_i8_panel_cache.cpp
+  csrc/torch/conv_i8_panel_cache.h
   csrc/torch/extension.cpp
   csrc/torch/ops_cpu.cpp
   csrc/torch/op_checks.h

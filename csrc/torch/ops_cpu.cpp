@@ -11,11 +11,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
 #include <optional>
 #include <tuple>
 #include <vector>
 
 #include "../kernels/qpart_kernels.h"
+#include "conv_i8_panel_cache.h"
 #include "op_checks.h"
 #include "shared/op_quantize-impl.h"
 
@@ -157,9 +159,9 @@ Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
   return out.view(out_shape).to(input.scalar_type());
 }
 
-// Integer conv2d (qpart_kernels.h): per-image scales, then the int8 image and the unpacked
-// weight panel (one parallel region), then the tiles. Each output element belongs to one
-// tile and the kernels are bit-identical across ISAs, so threads never change the result.
+// Integer conv2d (qpart_kernels.h): per-image scales, the int8 image, the unpacked weight
+// panel (cached by content, conv_i8_panel_cache.h), then the tiles. Each output element belongs to
+// one tile and the kernels are bit-identical across ISAs, so threads never change the result.
 void conv2d_i8_cpu(const Tensor& input, const k::Conv2dShape& shape, const Tensor& packed,
                    const Tensor& scales, const Tensor& zeros, const std::optional<Tensor>& bias,
                    int64_t gs, int64_t bits, Tensor& out) {
@@ -188,16 +190,24 @@ void conv2d_i8_cpu(const Tensor& input, const k::Conv2dShape& shape, const Tenso
 
   const k::Conv2dI8Plan plan = k::conv2d_i8_plan(shape, gs, isa, at::get_num_threads());
   Tensor qin = at::empty({plan.input_bytes}, x.options().dtype(at::kChar));
-  Tensor panel = at::empty({std::max<int64_t>(plan.panel_bytes, 1)}, x.options().dtype(at::kByte));
   int8_t* q_ptr = qin.mutable_data_ptr<int8_t>();
-  uint8_t* panel_ptr = panel.mutable_data_ptr<uint8_t>();
+  const uint8_t* panel_ptr = nullptr;
   at::parallel_for(0, plan.input_units, 1, [&](int64_t u0, int64_t u1) {
     k::conv2d_i8_pack_input(plan, x_ptr, shape, xs_ptr, u0, u1, q_ptr);
   });
+  // The unpacked weight panel, from the content-verified cache when these weights were seen.
+  std::shared_ptr<const glue::ConvI8PanelCache::Entry> cached;
   if (plan.panel_bytes > 0) {
-    at::parallel_for(0, shape.c_out, 8, [&](int64_t c0, int64_t c1) {
-      k::conv2d_i8_pack_weights(plan, shape, p.const_data_ptr<uint8_t>(), nb, c0, c1, panel_ptr);
-    });
+    const glue::ConvI8PanelCache::Key key{shape.c_out, shape.c_in / shape.groups, shape.kh,
+                                          shape.kw, bits};
+    cached = glue::ConvI8PanelCache::instance().get(
+        key, p.const_data_ptr<uint8_t>(), static_cast<size_t>(p.numel()),
+        static_cast<size_t>(plan.panel_bytes), [&](uint8_t* dst) {
+          at::parallel_for(0, shape.c_out, 8, [&](int64_t c0, int64_t c1) {
+            k::conv2d_i8_pack_weights(plan, shape, p.const_data_ptr<uint8_t>(), nb, c0, c1, dst);
+          });
+        });
+    panel_ptr = cached->panel.data();
   }
 
   float* y = out.mutable_data_ptr<float>();

@@ -5,6 +5,9 @@ geometry bit-identical to the reference (which reproduces the integer arithmetic
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -180,3 +183,45 @@ def test_rejects_bad_input():
     ):
         with pytest.raises(ValueError, match="at most 65536"):
             fn()
+
+
+def test_weight_panel_cache_is_verified_by_content():
+    """The glue caches unpacked weight panels; a hit must equal a rebuild (docs/OPS.md)."""
+    torch.manual_seed(8)
+    w1, w2 = torch.randn(16, 8, 3, 3), torch.randn(16, 8, 3, 3)
+    x = torch.randn(1, 8, 10, 10)
+    q1 = qk.quantize_weight(w1.reshape(16, -1), 4, None)
+    q2 = qk.quantize_weight(w2.reshape(16, -1), 4, None)
+
+    def both(q):
+        got = qk.conv2d(x, *q, 4, w1.shape, None, 1, 1, int8_activations=True)
+        want = reference.conv2d(x, *q, None, 4, [16, 8, 3, 3], [1, 1], [1, 1], [1, 1], 1, True)
+        return got, want
+
+    for q in (q1, q2, q1, q2):  # same geometry, other weights: never mixed up
+        got, want = both(q)
+        assert torch.equal(got, want)
+    packed = q1.packed.clone()
+    q3 = qk.QuantizedTensor(packed, q1.scales, q1.zeros)
+    assert torch.equal(*both(q3))
+    packed[3].bitwise_xor_(0x5A)  # the same tensor (pointer) updated in place
+    got, want = both(q3)
+    assert torch.equal(got, want)
+    assert not torch.equal(got, both(q1)[0])
+
+
+def test_without_the_panel_cache(tmp_path):
+    script = tmp_path / "nocache.py"
+    script.write_text(
+        "import torch, qpart_kernels as qk\n"
+        "from qpart_kernels.ops import reference\n"
+        "w = torch.randn(8, 4, 3, 3); x = torch.randn(1, 4, 9, 9)\n"
+        "q = qk.quantize_weight(w.reshape(8, -1), 3, None)\n"
+        "for _ in range(2):\n"
+        "    got = qk.conv2d(x, *q, 3, w.shape, None, 1, 1, int8_activations=True)\n"
+        "    one = [1, 1]\n"
+        "    want = reference.conv2d(x, *q, None, 3, [8, 4, 3, 3], one, one, one, 1, True)\n"
+        "    assert torch.equal(got, want)\n"
+    )
+    env = {**os.environ, "QPART_CONV_I8_CACHE_MB": "0"}
+    subprocess.run([sys.executable, "-P", str(script)], check=True, env=env, timeout=300)
