@@ -16,7 +16,10 @@ Reports per layer the minimum time of each case and the paired ratio
 ``int8 pt time / qpart i8 time`` of each round (same round, so both saw the same machine
 load): its minimum and median (> 1: qpart is faster).
 
-    python benchmarks/cpu_time_conv_int8.py [--bits 4] [--rounds 30] [--threads 2]
+    python benchmarks/cpu_time_conv_int8.py [--bits 4] [--rounds 30] [--threads 2] [--clock wall]
+
+``--clock cpu`` times one thread by its CPU time (time.thread_time; forces ``--threads 1``),
+which other jobs on a shared machine disturb much less than wall-clock time.
 """
 
 from __future__ import annotations
@@ -87,17 +90,17 @@ def layer_cases(layer, bits_list):
     return cases
 
 
-def time_rounds(cases: dict, rounds: int) -> dict[str, list[float]]:
-    """Per-case wall times of `rounds` interleaved rounds (after two warm-up calls each)."""
+def time_rounds(cases: dict, rounds: int, clock=time.perf_counter) -> dict[str, list[float]]:
+    """Per-case times of `rounds` interleaved rounds (after two warm-up calls each)."""
     for fn in cases.values():
         fn()
         fn()
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(rounds):
         for name, fn in cases.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
     return times
 
 
@@ -106,12 +109,17 @@ def main() -> None:
     ap.add_argument("--bits", type=int, nargs="+", default=[4])
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     args = ap.parse_args()
+    clock = time.perf_counter
+    if args.clock == "cpu":
+        args.threads, clock = 1, time.thread_time
     warnings.filterwarnings("ignore")  # the deprecation notes of torch.ao quantized tensors
     torch.backends.quantized.engine = _engine()
     torch.set_num_threads(args.threads)
     print(
-        f"\nbatch 1, {args.threads} threads, wall clock, min of {args.rounds} interleaved rounds; "
+        f"\nbatch 1, {args.threads} thread(s), {args.clock} clock, min of {args.rounds} "
+        "interleaved rounds; "
         f"CPU ISA {cpu_isa.get_cpu_isa()}, PyTorch {torch.__version__} quantized engine "
         f"{torch.backends.quantized.engine}\n"
     )
@@ -123,7 +131,7 @@ def main() -> None:
         print("|---|---:|---:|---:|---:|---:|")
         for layer in LAYERS:
             cases = layer_cases(layer, [bits])
-            t = time_rounds(cases, args.rounds)
+            t = time_rounds(cases, args.rounds, clock)
             mine = t[f"qpart i8 {bits}b"]
             ratios = [a / b for a, b in zip(t["int8 pt"], mine)]
             cells = " | ".join(
