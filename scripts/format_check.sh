@@ -33,6 +33,8 @@ FILES=(
   csrc/kernels/arm/conv2d_i8_neon_impl.h
   csrc/kernels/arm/linear_neon.cpp
   csrc/kernels/x86/conv2d_i8_avx2.cpp
+  csrc/kernels/x86/conv2d_i8_avx512.cpp
+  csrc/kernels/x86/conv2d_i8_x86_tile.h
   csrc/kernels/x86/linear_avx2.cpp
   csrc/kernels/x86/linear_avx512_gemm.cpp
   csrc/kernels/x86/linear_avx512_gemv.cpp

@@ -110,6 +110,8 @@ void conv2d_i8_pack_weights_portable(const Conv2dShape& s, const uint8_t* packed
 
 #if defined(__x86_64__)
 void conv2d_i8_tile_avx2(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch);
+/// The same tile with 256-bit vpdpbusd (AVX512-VNNI/VL), for the avx512 row.
+void conv2d_i8_tile_avx512(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch);
 /// Quantizes units [u_begin, u_end) into the direct layout (bit-exact with the scalar one).
 void conv2d_i8_pack_input_avx2(const float* x, const Conv2dShape& s, const float* scale,
                                int64_t u_begin, int64_t u_end, int8_t* out);

@@ -120,7 +120,7 @@ const IsaKernels kIsaTable[] = {
      {kConvAvx512Mr, kConvAvx512Nr, 16},
      QPART_X86_64_ONLY({cpu_has_avx512_kernels, linear_f32_avx512, linear_i8_avx512,
                         quantize_row_i8_avx2, quantize_group_avx2, conv2d_tile_avx512,
-                        absmax_avx2, conv2d_i8_tile_avx2, conv2d_i8_pack_input_avx2,
+                        absmax_avx2, conv2d_i8_tile_avx512, conv2d_i8_pack_input_avx2,
                         conv2d_i8_pack_weights_avx2})},
     // AVX2 + FMA (+ F16C).
     {CpuIsa::kAvx2, "avx2", /*i8_plane_layout=*/true, avx2_linear_scratch_floats,
