@@ -21,13 +21,20 @@ ConvI8PanelCache::ConvI8PanelCache() {
 
 std::shared_ptr<const ConvI8PanelCache::Entry> ConvI8PanelCache::get(
     const Key& key, const uint8_t* packed, size_t bytes, size_t panel_bytes,
-    const std::function<void(uint8_t*)>& build) {
+    const std::function<void(uint8_t*)>& build,
+    const std::function<bool(const uint8_t*, const uint8_t*, size_t)>& equal) {
   const size_t cost = bytes + panel_bytes;
   if (cost <= budget_) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (const auto& e : entries_) {
-      if (e->key == key && e->packed.size() == bytes &&
-          std::memcmp(e->packed.data(), packed, bytes) == 0) {
+    // Candidates under the lock, the byte comparison outside it (held entries stay valid).
+    std::vector<std::shared_ptr<Entry>> candidates;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (const auto& e : entries_)
+        if (e->key == key && e->packed.size() == bytes) candidates.push_back(e);
+    }
+    for (const auto& e : candidates) {
+      if (equal(e->packed.data(), packed, bytes)) {
+        std::lock_guard<std::mutex> lock(mutex_);
         e->last_use = ++clock_;
         return e;
       }

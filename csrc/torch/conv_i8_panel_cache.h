@@ -37,8 +37,11 @@ class ConvI8PanelCache {
   /// The panel of `packed` (`bytes` bytes): a cached one if an entry with this key holds the
   /// same bytes, else one built by `build(panel_ptr)` into `panel_bytes` bytes (and cached if
   /// it fits the budget). The entry stays valid while the returned pointer is held.
-  std::shared_ptr<const Entry> get(const Key& key, const uint8_t* packed, size_t bytes,
-                                   size_t panel_bytes, const std::function<void(uint8_t*)>& build);
+  /// `equal(a, b, n)` compares n bytes (the caller may split it across threads).
+  std::shared_ptr<const Entry> get(
+      const Key& key, const uint8_t* packed, size_t bytes, size_t panel_bytes,
+      const std::function<void(uint8_t*)>& build,
+      const std::function<bool(const uint8_t*, const uint8_t*, size_t)>& equal);
 
  private:
   ConvI8PanelCache();

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <tuple>
@@ -202,10 +203,20 @@ void conv2d_i8_cpu(const Tensor& input, const k::Conv2dShape& shape, const Tenso
                                           shape.kw, bits};
     cached = glue::ConvI8PanelCache::instance().get(
         key, p.const_data_ptr<uint8_t>(), static_cast<size_t>(p.numel()),
-        static_cast<size_t>(plan.panel_bytes), [&](uint8_t* dst) {
+        static_cast<size_t>(plan.panel_bytes),
+        [&](uint8_t* dst) {
           at::parallel_for(0, shape.c_out, 8, [&](int64_t c0, int64_t c1) {
             k::conv2d_i8_pack_weights(plan, shape, p.const_data_ptr<uint8_t>(), nb, c0, c1, dst);
           });
+        },
+        [](const uint8_t* a, const uint8_t* b, size_t n) {
+          std::atomic<bool> same{true};
+          at::parallel_for(0, static_cast<int64_t>(n), 1 << 18, [&](int64_t i0, int64_t i1) {
+            if (same.load(std::memory_order_relaxed) &&
+                std::memcmp(a + i0, b + i0, static_cast<size_t>(i1 - i0)) != 0)
+              same.store(false, std::memory_order_relaxed);
+          });
+          return same.load();
         });
     panel_ptr = cached->panel.data();
   }
