@@ -180,6 +180,12 @@ void micro(const Conv2dI8Args& args, const TileCtx& c, const uint8_t* const* w, 
 #pragma GCC unroll 4
         for (int i = 0; i < MR; ++i) a16[i][0] = a16[i][1] = _mm256_setzero_si256();
         if constexpr (MR == 4) {
+          for (; kb + 4 <= stop; kb += 4) {  // four blocks per trip: less loop overhead
+            step4(x_base + c.off[kb], w, kb * 4, a16);
+            step4(x_base + c.off[kb + 1], w, kb * 4 + 4, a16);
+            step4(x_base + c.off[kb + 2], w, kb * 4 + 8, a16);
+            step4(x_base + c.off[kb + 3], w, kb * 4 + 12, a16);
+          }
           for (; kb < stop; ++kb) step4(x_base + c.off[kb], w, kb * 4, a16);
         }
         for (; kb < stop; ++kb) {
