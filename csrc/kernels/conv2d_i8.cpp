@@ -66,31 +66,6 @@ void pack_input_nchw(const float* x, const Conv2dShape& s, const float* scale, i
   }
 }
 
-// Direct plans without an ISA packer: the phase-split layout, element by element.
-void pack_input_direct(const float* x, const Conv2dShape& s, const float* scale, int64_t u_begin,
-                       int64_t u_end, int8_t* out) {
-  const ConvI8Layout l = detail::conv_i8_layout(s);
-  const int64_t cg = s.c_in / s.groups;
-  for (int64_t u = u_begin; u < u_end; ++u) {
-    const int64_t n = u / (s.groups * l.c4), g = (u / l.c4) % s.groups, b = u % l.c4;
-    int8_t* dst = out + u * l.unit;
-    std::memset(dst, 0, static_cast<size_t>(l.unit));
-    const float sx = scale[n];
-    for (int64_t c = b * 4; c < std::min(cg, b * 4 + 4); ++c) {
-      const float* src = x + (n * s.c_in + g * cg + c) * s.h_in * s.w_in;
-      for (int64_t iy = 0; iy < s.h_in; ++iy) {
-        const int64_t y = iy + s.pad_h;
-        for (int64_t ix = 0; ix < s.w_in; ++ix) {
-          const int64_t xx = ix + s.pad_w;
-          const int64_t phase = (y % s.stride_h) * s.stride_w + xx % s.stride_w;
-          const int64_t pos = (phase * l.hq + y / s.stride_h) * l.wq + xx / s.stride_w;
-          dst[pos * 4 + (c & 3)] = quantize_one(src[iy * s.w_in + ix], sx);
-        }
-      }
-    }
-  }
-}
-
 template <int BITS>
 void unpack_row(const uint8_t* w, int64_t k, uint8_t* out) {
   int64_t j = 0;
@@ -169,7 +144,7 @@ Conv2dI8Plan conv2d_i8_plan(const Conv2dShape& s, int64_t group_size, CpuIsa isa
   threads = std::max(threads, 1);
   if (p.direct) {
     const ConvI8Layout l = detail::conv_i8_layout(s);
-    int64_t rows = std::clamp<int64_t>(kActBudget / std::max<int64_t>(1, l.kb * 4 * l.wq), 1, ho);
+    int64_t rows = std::clamp<int64_t>(kActBudget / std::max<int64_t>(1, l.kb * 4 * l.w), 1, ho);
     rows = ceil_div(ho, ceil_div(ho, rows));  // balanced row tiles
     int64_t co_block = std::min(per_group, kCoBlock);
     auto items = [&](int64_t cb, int64_t r) {
@@ -207,7 +182,7 @@ void conv2d_i8_pack_input(const Conv2dI8Plan& plan, const float* x, const Conv2d
   if (packer) {
     packer(x, s, scale, u_begin, u_end, input);
   } else {
-    pack_input_direct(x, s, scale, u_begin, u_end, input);
+    detail::conv2d_i8_pack_input_portable(x, s, scale, u_begin, u_end, input);
   }
   if (u_end == plan.input_units) {  // the slack past the last unit (read, never used)
     const ConvI8Layout l = detail::conv_i8_layout(s);
@@ -224,6 +199,33 @@ void conv2d_i8_pack_weights(const Conv2dI8Plan& plan, const Conv2dShape& s, cons
 }
 
 namespace detail {
+
+void conv2d_i8_pack_input_portable(const float* x, const Conv2dShape& s, const float* scale,
+                                   int64_t u_begin, int64_t u_end, int8_t* out) {
+  const ConvI8Layout l = conv_i8_layout(s);
+  const int64_t cg = s.c_in / s.groups;
+  std::vector<int8_t> row(static_cast<size_t>(l.wp));  // one quantized, zero-padded input row
+  for (int64_t u = u_begin; u < u_end; ++u) {
+    const int64_t n = u / (s.groups * l.c4), g = (u / l.c4) % s.groups, b = u % l.c4;
+    int8_t* dst = out + u * l.unit;
+    std::memset(dst, 0, static_cast<size_t>(l.unit));
+    for (int64_t c = b * 4; c < std::min(cg, b * 4 + 4); ++c) {
+      const float* src = x + (n * s.c_in + g * cg + c) * s.h_in * s.w_in;
+      for (int64_t iy = 0; iy < s.h_in; ++iy) {
+        for (int64_t ix = 0; ix < s.w_in; ++ix)
+          row[s.pad_w + ix] = quantize_one(src[iy * s.w_in + ix], scale[n]);
+        for (int64_t q = 0; q < l.copies; ++q) {
+          int8_t* d = dst + conv_i8_row_offset(s, l, q, iy) + (c & 3);
+          if (l.copies == 1) {
+            for (int64_t x = 0; x < l.wp; ++x) d[x * 4] = row[x];
+          } else {
+            for (int64_t ox = 0; ox < l.wo; ++ox) d[ox * 4] = row[ox * s.stride_w + q * s.dil_w];
+          }
+        }
+      }
+    }
+  }
+}
 
 void conv2d_i8_pack_weights_portable(const Conv2dShape& s, const uint8_t* packed, int bits,
                                      int64_t co_begin, int64_t co_end, uint8_t* panel) {

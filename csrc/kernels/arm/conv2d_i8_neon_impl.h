@@ -3,7 +3,7 @@
 // HWCAP_ASIMDDP). The includer defines QPART_I8_DOT(acc, x, w) (acc int32x4_t += per lane the
 // dot product of 4 int8 of x and w) and QPART_CONV_I8_ENTRY (the function name).
 //
-// Same structure as x86/conv2d_i8_avx2.cpp: 4 output channels x 16 virtual pixels (4 vectors of
+// Same structure as x86/conv2d_i8_avx2.cpp: 4 output channels x 16 pixels (4 vectors of
 // 4 pixels x 4 channels), one 4-code broadcast per channel and block. Codes are used as signed
 // bytes: widths <= 7 directly; width 8 as code - 128 (xor 0x80), with the offset folded into the
 // zero point (sum q (c - z) = sum q (c - 128) - (z - 128) sum q). Exact int32 group sums, then
@@ -93,23 +93,23 @@ template <int MR>
 void store(const Conv2dI8Args& args, const Conv2dI8Tile& t, const ConvI8Layout& l, int64_t o,
            int64_t j, int64_t j_end, const float32x4_t (&a)[MR][4]) {
   const Conv2dShape& s = *args.s;
-  const int64_t wo = s.w_out(), ho = s.h_out();
+  const int64_t plane_size = s.h_out() * l.wo;
   const float32x4_t sx = vdupq_n_f32(args.x_scale[t.image]);
   for (int i = 0; i < MR; ++i) {
     const float32x4_t bv = vdupq_n_f32(args.bias ? args.bias[o + i] : 0.0f);
-    float* plane = args.y + (t.image * s.c_out + o + i) * ho * wo;
+    float* plane = args.y + (t.image * s.c_out + o + i) * plane_size;
     for (int v = 0; v < 4; ++v) {
       const float32x4_t yv = vaddq_f32(rounded(vmulq_f32(a[i][v], sx)), bv);
-      const int64_t jv = j + 4 * v, oy = jv / l.wq, ox = jv % l.wq;
-      if (ox + 4 <= wo && jv + 4 <= j_end) {
-        vst1q_f32(plane + oy * wo + ox, yv);
+      const int64_t jv = j + 4 * v, oy = jv / l.w, ox = jv % l.w;
+      if (jv + 4 <= j_end && (l.w == l.wo || ox + 4 <= l.wo)) {  // every lane a real pixel
+        vst1q_f32(plane + oy * l.wo + ox, yv);
         continue;
       }
       float lanes[4];
       vst1q_f32(lanes, yv);
       for (int64_t e = 0; e < 4 && jv + e < j_end; ++e) {
-        const int64_t je = jv + e, ye = je / l.wq, xe = je % l.wq;
-        if (xe < wo) plane[ye * wo + xe] = lanes[e];
+        const int64_t je = jv + e, ye = je / l.w, xe = je % l.w;
+        if (xe < l.wo) plane[ye * l.wo + xe] = lanes[e];
       }
     }
   }
@@ -139,7 +139,7 @@ void tile(const Conv2dI8Args& args, const Conv2dI8Tile& t, void* scratch) {
   c.off = off;
   c.groups = groups;
   c.kb_per_g = groups == 1 ? l.kb : args.group_size / 4;
-  const int64_t j0 = t.oy0 * l.wq, j_end = (t.oy1 - 1) * l.wq + s.w_out();
+  const int64_t j0 = t.oy0 * l.w, j_end = (t.oy1 - 1) * l.w + l.wo;
   c.jb0 = j0 * 4;
   c.nv = (j_end - j0 + kPx - 1) / kPx * kPx;
   int32_t* sums = reinterpret_cast<int32_t*>(off + l.kb);

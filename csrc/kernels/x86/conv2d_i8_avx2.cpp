@@ -50,6 +50,8 @@ void unpack_codes(const uint8_t* w, int64_t k, uint8_t* out) {
 
 // Codes a panel row is unpacked through (a stack buffer: no std containers in this file).
 constexpr int64_t kMaxCodes = 32768;
+// Padded input row the packer quantizes through (wider rows take the portable packer).
+constexpr int64_t kMaxRowPixels = 4096;
 
 }  // namespace
 
@@ -87,6 +89,9 @@ void conv2d_i8_pack_input_avx2(const float* x, const Conv2dShape& s, const float
                                          8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
   const __m256i lane_ids = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  if (l.wp > kMaxRowPixels) return conv2d_i8_pack_input_portable(x, s, scale, u_begin, u_end, out);
+  alignas(32) int8_t row[kMaxRowPixels * 4 + 32];
+  std::memset(row, 0, static_cast<size_t>(l.wp * 4));  // the padding columns stay 0
   for (int64_t u = u_begin; u < u_end; ++u) {
     const int64_t n = u / (s.groups * l.c4), g = (u / l.c4) % s.groups, b = u % l.c4;
     int8_t* dst = out + u * l.unit;
@@ -104,13 +109,10 @@ void conv2d_i8_pack_input_avx2(const float* x, const Conv2dShape& s, const float
                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
       return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
     };
+    // Each input row: quantized once into `row` (zero-padded, 4 channels per pixel), then
+    // copied into the kw column-tap copies.
     for (int64_t iy = 0; iy < s.h_in; ++iy) {
-      const int64_t y = iy + s.pad_h;
-      int8_t* row = dst + (((y % s.stride_h) * s.stride_w * l.hq + y / s.stride_h) * l.wq) * 4;
-      // Position of padded column xx: phase xx % stride_w (phases are hq * wq pixels apart).
-      auto at = [&](int64_t xx) {
-        return row + ((xx % s.stride_w) * l.hq * l.wq + xx / s.stride_w) * 4;
-      };
+      int8_t* pix = row + s.pad_w * 4;
       int64_t ix = 0;
       for (; ix + 8 <= s.w_in; ix += 8) {
         const int64_t o = iy * s.w_in + ix;
@@ -118,22 +120,10 @@ void conv2d_i8_pack_input_avx2(const float* x, const Conv2dShape& s, const float
                                              conv(src[1] ? src[1] + o : nullptr));
         const __m256i c = _mm256_packs_epi32(conv(src[2] ? src[2] + o : nullptr),
                                              conv(src[3] ? src[3] + o : nullptr));
-        const __m256i v = _mm256_shuffle_epi8(_mm256_packs_epi16(a, c), order);
-        const int64_t xx = ix + s.pad_w;
-        if (s.stride_w == 1) {
-          _mm256_storeu_si256((__m256i*)at(xx), v);
-        } else if (s.stride_w == 2) {  // pixels ix, ix + 2, .. share a phase: 4 + 4 dwords
-          const __m256i d =
-              _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
-          _mm_storeu_si128((__m128i*)at(xx), _mm256_castsi256_si128(d));
-          _mm_storeu_si128((__m128i*)at(xx + 1), _mm256_extracti128_si256(d, 1));
-        } else {
-          alignas(32) int32_t px[8];
-          _mm256_store_si256((__m256i*)px, v);
-          for (int e = 0; e < 8; ++e) std::memcpy(at(xx + e), px + e, 4);
-        }
+        _mm256_storeu_si256((__m256i*)(pix + ix * 4),
+                            _mm256_shuffle_epi8(_mm256_packs_epi16(a, c), order));
       }
-      if (ix < s.w_in) {  // 1..7 pixels: masked loads, masked / partial stores
+      if (ix < s.w_in) {  // 1..7 pixels: masked loads and store
         const int64_t rest = s.w_in - ix, o = iy * s.w_in + ix;
         const __m256i mask =
             _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rest)), lane_ids);
@@ -147,14 +137,17 @@ void conv2d_i8_pack_input_avx2(const float* x, const Conv2dShape& s, const float
                                              convm(src[1] ? src[1] + o : nullptr));
         const __m256i c = _mm256_packs_epi32(convm(src[2] ? src[2] + o : nullptr),
                                              convm(src[3] ? src[3] + o : nullptr));
-        const __m256i v = _mm256_shuffle_epi8(_mm256_packs_epi16(a, c), order);
-        const int64_t xx = ix + s.pad_w;
-        if (s.stride_w == 1) {
-          _mm256_maskstore_epi32((int*)at(xx), mask, v);
+        _mm256_maskstore_epi32((int*)(pix + ix * 4), mask,
+                               _mm256_shuffle_epi8(_mm256_packs_epi16(a, c), order));
+      }
+      for (int64_t q = 0; q < l.copies; ++q) {
+        int8_t* d = dst + conv_i8_row_offset(s, l, q, iy);
+        const int8_t* from = row + q * s.dil_w * 4;
+        if (l.copies == 1) {
+          std::memcpy(d, row, static_cast<size_t>(l.wp * 4));
         } else {
-          alignas(32) int32_t px[8];
-          _mm256_store_si256((__m256i*)px, v);
-          for (int64_t e = 0; e < rest; ++e) std::memcpy(at(xx + e), px + e, 4);
+          for (int64_t ox = 0; ox < l.wo; ++ox)
+            std::memcpy(d + ox * 4, from + ox * s.stride_w * 4, 4);
         }
       }
     }

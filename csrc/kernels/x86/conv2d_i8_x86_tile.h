@@ -4,7 +4,7 @@
 // the file's `#pragma GCC target(...)` and <immintrin.h>; internal linkage, so each ISA file
 // gets its own copy.
 //
-// A tile computes 4 output channels x 16 virtual pixels at a time: per 4-code block of the
+// A tile computes 4 output channels x 16 pixels at a time: per 4-code block of the
 // weight panel, one vpbroadcastd of each channel's 4 codes and two 32-byte loads of the 16
 // pixels' 4 activations (a fixed offset per block in the phase-split layout). AVX2: vpmaddubsw
 // (u8 codes x s8 activations, pairwise s16 sums); for widths <= 7 the s16 sums are accumulated
@@ -81,7 +81,7 @@ inline void step4(const uint8_t* x, const uint8_t* const* w, int64_t wo, __m256i
         [wo] "r"(wo));  // reads only buffers this tile never writes: no memory clobber
 }
 
-// The activation sums of every weight group over the tile's virtual pixels: sums[g * nv + p].
+// The activation sums of every weight group over the tile's pixels: sums[g * nv + p].
 void activation_sums(const uint8_t* act, const int64_t* off, int64_t kb_per_g, int64_t groups,
                      int64_t jb0, int64_t nv, int32_t* sums) {
   const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
@@ -116,7 +116,7 @@ struct TileCtx {
   int64_t kb_per_g, groups, nv, jb0;
 };
 
-// MR output channels x 16 virtual pixels [p, p + 16) of the tile: the float accumulators `a`
+// MR output channels x 16 pixels [p, p + 16) of the tile: the float accumulators `a`
 // (before the image scale) of the scalar kernel's epilogue.
 template <bool VNNI, int BITS, int MR>
 void micro(const Conv2dI8Args& args, const TileCtx& c, const uint8_t* const* w, int64_t o,
@@ -225,30 +225,29 @@ void micro(const Conv2dI8Args& args, const TileCtx& c, const uint8_t* const* w, 
   }
 }
 
-// y = a * scale_x + bias for the valid lanes of 16 virtual pixels starting at j (rows of wq
-// virtual pixels, of which the first w_out are real).
+// y = a * scale_x + bias for the pixels [j, j + 16) below j_end (j = oy * w + ox; columns
+// ox >= w_out of a one-copy layout are dropped).
 template <int MR>
 void store(const Conv2dI8Args& args, const Conv2dI8Tile& t, const ConvI8Layout& l, int64_t o,
            int64_t j, int64_t j_end, const __m256 (&a)[MR][2]) {
   const Conv2dShape& s = *args.s;
-  const int64_t wo = s.w_out(), ho = s.h_out();
+  const int64_t plane_size = s.h_out() * l.wo;
   const __m256 sx = _mm256_set1_ps(args.x_scale[t.image]);
   for (int i = 0; i < MR; ++i) {
-    const float b = args.bias ? args.bias[o + i] : 0.0f;
-    const __m256 bv = _mm256_set1_ps(b);
-    float* plane = args.y + (t.image * s.c_out + o + i) * ho * wo;
+    const __m256 bv = _mm256_set1_ps(args.bias ? args.bias[o + i] : 0.0f);
+    float* plane = args.y + (t.image * s.c_out + o + i) * plane_size;
     for (int v = 0; v < 2; ++v) {
       const __m256 yv = _mm256_add_ps(rounded(_mm256_mul_ps(a[i][v], sx)), bv);
-      const int64_t jv = j + 8 * v, oy = jv / l.wq, ox = jv % l.wq;
-      if (ox + 8 <= wo && jv + 8 <= j_end) {
-        _mm256_storeu_ps(plane + oy * wo + ox, yv);
+      const int64_t jv = j + 8 * v, oy = jv / l.w, ox = jv % l.w;
+      if (jv + 8 <= j_end && (l.w == l.wo || ox + 8 <= l.wo)) {  // every lane a real pixel
+        _mm256_storeu_ps(plane + oy * l.wo + ox, yv);
         continue;
       }
       alignas(32) float lanes[8];
       _mm256_store_ps(lanes, yv);
       for (int64_t e = 0; e < 8 && jv + e < j_end; ++e) {
-        const int64_t je = jv + e, ye = je / l.wq, xe = je % l.wq;
-        if (xe < wo) plane[ye * wo + xe] = lanes[e];
+        const int64_t je = jv + e, ye = je / l.w, xe = je % l.w;
+        if (xe < l.wo) plane[ye * l.wo + xe] = lanes[e];
       }
     }
   }
@@ -279,7 +278,7 @@ void tile(const Conv2dI8Args& args, const Conv2dI8Tile& t, void* scratch) {
   c.off = off;
   c.groups = groups;
   c.kb_per_g = groups == 1 ? l.kb : args.group_size / 4;
-  const int64_t j0 = t.oy0 * l.wq, j_end = (t.oy1 - 1) * l.wq + s.w_out();
+  const int64_t j0 = t.oy0 * l.w, j_end = (t.oy1 - 1) * l.w + l.wo;
   c.jb0 = j0 * 4;
   c.nv = (j_end - j0 + kPx - 1) / kPx * kPx;
   int32_t* sums = reinterpret_cast<int32_t*>(off + l.kb);
