@@ -4,7 +4,7 @@
 //
 // The scalar kernel reads the quantized image in NCHW order and computes every output element
 // straight from the definition (bounds-checked taps, the codes read from the packed rows).
-// Direct kernels read the phase-split layout and the unpacked weight panel of conv2d_i8_impl.h.
+// Direct kernels read the direct layout and the unpacked weight panel of conv2d_i8_impl.h.
 #include <algorithm>
 #include <cmath>
 #include <cstring>

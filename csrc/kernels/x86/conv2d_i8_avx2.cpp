@@ -1,5 +1,5 @@
 // AVX2 integer conv2d (int8 activations x unsigned low-bit codes): the direct tile kernel
-// (conv2d_i8_x86_tile.h with vpmaddubsw), the input packer of the phase-split layout, the
+// (conv2d_i8_x86_tile.h with vpmaddubsw), the input packer of the direct layout, the
 // weight panel builder and the per-image max |x|, compiled for AVX2+FMA+F16C via a target
 // pragma and only called after run-time CPU detection. The AVX-512 row uses all but the tile.
 #if defined(__x86_64__)

@@ -6,7 +6,7 @@
 //
 // A tile computes 4 output channels x 16 pixels at a time: per 4-code block of the
 // weight panel, one vpbroadcastd of each channel's 4 codes and two 32-byte loads of the 16
-// pixels' 4 activations (a fixed offset per block in the phase-split layout). AVX2: vpmaddubsw
+// pixels' 4 activations (a fixed offset per block in the direct layout). AVX2: vpmaddubsw
 // (u8 codes x s8 activations, pairwise s16 sums); for widths <= 7 the s16 sums are accumulated
 // over as many blocks as cannot saturate (2 * 127 * (2^bits - 1) per lane and block), then
 // widened with vpmaddwd(ones); 8-bit codes are split into nibbles (two vpmaddubsw, the high
