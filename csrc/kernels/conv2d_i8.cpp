@@ -135,7 +135,7 @@ Status conv2d_i8_scales(CpuIsa isa, const float* x, const Conv2dShape& s, float*
 
 Conv2dI8Plan conv2d_i8_plan(const Conv2dShape& s, int64_t group_size, CpuIsa isa, int threads) {
   const detail::IsaKernels& row = detail::isa_kernels(isa);
-  const int64_t per_group = s.c_out / s.groups, ho = s.h_out(), k = s.k();
+  const int64_t per_group = s.c_out / s.groups, ho = s.h_out();
   const int64_t c4 = ceil_div(s.c_in / s.groups, 4);
   Conv2dI8Plan p{};
   p.isa = isa;
@@ -168,7 +168,6 @@ Conv2dI8Plan conv2d_i8_plan(const Conv2dShape& s, int64_t group_size, CpuIsa isa
     p.panel_bytes = 0;
     p.scratch_bytes = 0;
   }
-  (void)k;
   p.co_blocks = ceil_div(per_group, p.co_block);
   p.px_blocks = ceil_div(ho, p.px_block);
   p.items = s.batch * s.groups * p.co_blocks * p.px_blocks;
