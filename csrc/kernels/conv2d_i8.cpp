@@ -215,7 +215,7 @@ void conv2d_i8_pack_input_portable(const float* x, const Conv2dShape& s, const f
           row[s.pad_w + ix] = quantize_one(src[iy * s.w_in + ix], scale[n]);
         for (int64_t q = 0; q < l.copies; ++q) {
           int8_t* d = dst + conv_i8_row_offset(s, l, q, iy) + (c & 3);
-          if (l.copies == 1) {
+          if (l.one_copy) {
             for (int64_t x = 0; x < l.wp; ++x) d[x * 4] = row[x];
           } else {
             for (int64_t ox = 0; ox < l.wo; ++ox) d[ox * 4] = row[ox * s.stride_w + q * s.dil_w];

@@ -34,7 +34,8 @@ struct ConvI8Layout {
   int64_t hq;      // rows of one row phase: ceil(hp / stride_h)
   int64_t wo;      // output columns w_out
   int64_t wp;      // padded input width w_in + 2 pad_w
-  int64_t copies;  // 1 (stride_w == 1) or kw
+  bool one_copy;   // stride_w == 1: one copy, tap columns are shifts (else kw copies)
+  int64_t copies;  // 1 or kw
   int64_t w;       // columns of a stored row: wp (one copy) or w_out (kw copies)
   int64_t unit;    // bytes of one (image, group, c4) unit: copies * stride_h * hq * w * 4
   int64_t kb;      // 4-code blocks per weight panel row: c4 * taps
@@ -48,8 +49,9 @@ inline ConvI8Layout conv_i8_layout(const Conv2dShape& s) {
   l.hq = (s.h_in + 2 * s.pad_h + s.stride_h - 1) / s.stride_h;
   l.wo = s.w_out();
   l.wp = s.w_in + 2 * s.pad_w;
-  l.copies = s.stride_w == 1 ? 1 : s.kw;
-  l.w = s.stride_w == 1 ? l.wp : l.wo;
+  l.one_copy = s.stride_w == 1;
+  l.copies = l.one_copy ? 1 : s.kw;
+  l.w = l.one_copy ? l.wp : l.wo;
   l.unit = l.copies * s.stride_h * l.hq * l.w * 4;
   l.kb = l.c4 * l.taps;
   l.slack = (l.w + 64) * 4 + 64;
@@ -60,7 +62,7 @@ inline ConvI8Layout conv_i8_layout(const Conv2dShape& s) {
 inline int64_t conv_i8_block_offset(const Conv2dShape& s, const ConvI8Layout& l, int64_t kb) {
   const int64_t c4 = kb / l.taps, t = kb % l.taps, r = t / s.kw, q = t % s.kw;
   const int64_t dy = r * s.dil_h;
-  const int64_t copy = l.copies == 1 ? 0 : q, shift = l.copies == 1 ? q * s.dil_w : 0;
+  const int64_t copy = l.one_copy ? 0 : q, shift = l.one_copy ? q * s.dil_w : 0;
   return c4 * l.unit +
          (((copy * s.stride_h + dy % s.stride_h) * l.hq + dy / s.stride_h) * l.w + shift) * 4;
 }

@@ -196,6 +196,7 @@ std::vector<Case> cases(int bits) {
       {shape(1, 64, 7, 7, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1), 288, bits},   // grouped, direct
       {shape(1, 64, 5, 6, 3, 1, 1, 1, 1, 0, 0, 1, 1, 1), 32, bits},    // grouped 1x1, direct
       {shape(1, 32, 5, 5, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1), 32, bits},    // grouped, scalar path
+      {shape(2, 4, 4, 9, 8, 2, 1, 1, 2, 2, 1, 3, 2, 2), 0, bits},      // kw 1, stride_w 2
   };
 }
 

@@ -31,6 +31,7 @@ GEOMETRIES = [
     (1, 5, 17, 7, 4, (5, 3), (3, 1), (2, 1), (1, 3), 1, None),  # stride 3, 5x3
     (1, 64, 7, 7, 6, (3, 3), 1, 1, 1, 1, 288),  # grouped weights, direct kernel
     (1, 32, 5, 5, 3, (3, 3), 1, 1, 1, 1, 32),  # grouped weights, scalar kernel
+    (2, 4, 4, 9, 8, (2, 1), (1, 2), (2, 1), (3, 2), 2, None),  # kw 1, stride_w 2 (fuzz case)
 ]
 
 

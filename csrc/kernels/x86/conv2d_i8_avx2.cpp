@@ -143,7 +143,7 @@ void conv2d_i8_pack_input_avx2(const float* x, const Conv2dShape& s, const float
       for (int64_t q = 0; q < l.copies; ++q) {
         int8_t* d = dst + conv_i8_row_offset(s, l, q, iy);
         const int8_t* from = row + q * s.dil_w * 4;
-        if (l.copies == 1) {
+        if (l.one_copy) {
           std::memcpy(d, row, static_cast<size_t>(l.wp * 4));
         } else {
           for (int64_t ox = 0; ox < l.wo; ++ox)
