@@ -17,6 +17,8 @@ source "$ROOT/scripts/apt_deps.sh"
 
 FILES=(
   csrc/kernels/conv2d.cpp
+  csrc/kernels/conv2d_i8.cpp
+  csrc/kernels/conv2d_i8_impl.h
   csrc/kernels/dispatch.cpp
   csrc/kernels/dispatch.h
   csrc/kernels/isa_table.cpp
@@ -26,12 +28,21 @@ FILES=(
   csrc/kernels/linear_i8.cpp
   csrc/kernels/qpart_kernels.h
   csrc/kernels/quantize.cpp
+  csrc/kernels/arm/conv2d_i8_neon.cpp
+  csrc/kernels/arm/conv2d_i8_neon_dot.cpp
+  csrc/kernels/arm/conv2d_i8_neon_impl.h
   csrc/kernels/arm/linear_neon.cpp
+  csrc/kernels/x86/conv2d_i8_avx2.cpp
+  csrc/kernels/x86/conv2d_i8_avx512.cpp
+  csrc/kernels/x86/conv2d_i8_x86_tile.h
   csrc/kernels/x86/linear_avx2.cpp
   csrc/kernels/x86/linear_avx512_gemm.cpp
   csrc/kernels/x86/linear_avx512_gemv.cpp
   csrc/kernels/x86/conv2d_x86_tile.h
+  csrc/tests/test_conv2d_i8.cpp
   csrc/tests/test_isa_table.cpp
+  csrc/torch/conv_i8_panel_cache.cpp
+  csrc/torch/conv_i8_panel_cache.h
   csrc/torch/extension.cpp
   csrc/torch/ops_cpu.cpp
   csrc/torch/op_checks.h

@@ -161,9 +161,13 @@ Tensor conv2d_cuda(const Tensor& input, const Tensor& packed, const Tensor& scal
                    const Tensor& zeros, const std::optional<Tensor>& bias,
                    const c10::Scalar& bits_value, at::IntArrayRef weight_shape,
                    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                   int64_t groups) {
+                   int64_t groups, bool int8_activations) {
   const char* op = "conv2d";
   const int64_t bits = chk::bits_arg(op, bits_value);
+  TORCH_CHECK_NOT_IMPLEMENTED(!int8_activations,
+                              "qpart.conv2d: int8_activations=True has native kernels on CPU "
+                              "only; use qpart_kernels.conv2d(..., int8_activations=True), "
+                              "which emulates it elsewhere");
   cuda_device(op, "input", input);
   const chk::Conv2dDims d = chk::conv2d(input, packed, scales, zeros, bias, bits, weight_shape,
                                         stride, padding, dilation, groups);

@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 
+#include "conv2d_i8_impl.h"
 #include "conv2d_impl.h"
 #include "dispatch.h"
 #include "qpart_kernels.h"
@@ -102,6 +103,10 @@ void linear_i8_neon_any(const LinearI8Args& a) {
   if (cpu_has_dotprod()) return linear_i8_neon_dot(a);
   linear_i8_neon(a);
 }
+void conv2d_i8_tile_neon_any(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch) {
+  if (cpu_has_dotprod()) return conv2d_i8_tile_neon_dot(a, t, scratch);
+  conv2d_i8_tile_neon(a, t, scratch);
+}
 #endif  // defined(__aarch64__)
 
 int64_t no_scratch(int64_t /*m*/, int64_t /*k*/) { return 0; }
@@ -114,19 +119,24 @@ const IsaKernels kIsaTable[] = {
     {CpuIsa::kAvx512, "avx512", /*i8_plane_layout=*/false, avx512_linear_scratch_floats,
      {kConvAvx512Mr, kConvAvx512Nr, 16},
      QPART_X86_64_ONLY({cpu_has_avx512_kernels, linear_f32_avx512, linear_i8_avx512,
-                        quantize_row_i8_avx2, quantize_group_avx2, conv2d_tile_avx512})},
+                        quantize_row_i8_avx2, quantize_group_avx2, conv2d_tile_avx512,
+                        absmax_avx2, conv2d_i8_tile_avx512, conv2d_i8_pack_input_avx2,
+                        conv2d_i8_pack_weights_avx2})},
     // AVX2 + FMA (+ F16C).
     {CpuIsa::kAvx2, "avx2", /*i8_plane_layout=*/true, avx2_linear_scratch_floats,
      {kConvAvx2Mr, kConvAvx2Nr, 8},
      QPART_X86_64_ONLY({cpu_has_avx2_fma, linear_f32_avx2, linear_i8_avx2,
-                        quantize_row_i8_avx2, quantize_group_avx2, conv2d_tile_avx2})},
+                        quantize_row_i8_avx2, quantize_group_avx2, conv2d_tile_avx2,
+                        absmax_avx2, conv2d_i8_tile_avx2, conv2d_i8_pack_input_avx2,
+                        conv2d_i8_pack_weights_avx2})},
     // NEON (baseline on aarch64); conv2d runs im2col + the NEON matmul.
     {CpuIsa::kNeon, "neon", /*i8_plane_layout=*/true, neon_linear_scratch_floats, kNoConvTile,
      QPART_AARCH64_ONLY({always, linear_f32_neon, linear_i8_neon_any, nullptr, nullptr,
-                         nullptr})},
+                         nullptr, nullptr, conv2d_i8_tile_neon_any, nullptr, nullptr})},
     // The portable reference, always last.
     {CpuIsa::kScalar, "scalar", /*i8_plane_layout=*/false, no_scratch, kNoConvTile,
-     {always, nullptr, linear_i8_scalar, quantize_row_i8_scalar, nullptr, nullptr}},
+     {always, nullptr, linear_i8_scalar, quantize_row_i8_scalar, nullptr, nullptr, nullptr, nullptr,
+      nullptr, nullptr}},
 };
 // clang-format on
 

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "conv2d_i8_impl.h"
 #include "conv2d_impl.h"
 #include "dispatch.h"
 #include "qpart_kernels.h"
@@ -42,6 +43,16 @@ struct IsaEntryPoints {
                            uint8_t* codes);
   /// Direct NCHW conv2d tile kernel (tiling from conv_tile). Null: im2col + linear_f32.
   void (*conv2d_tile)(const Conv2dArgs& a, const Conv2dTile& t, float* scratch);
+  /// Max |x| of n floats, false on NaN/Inf (integer conv2d scales). Null: the scalar one.
+  bool (*absmax_f32)(const float* x, int64_t n, float* amax);
+  /// Direct integer conv2d tile kernel (conv2d_i8_impl.h). Null: the scalar kernel.
+  void (*conv2d_i8_tile)(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch);
+  /// Its input packer (units of the direct layout). Null: the portable one.
+  void (*conv2d_i8_pack_input)(const float* x, const Conv2dShape& s, const float* scale,
+                               int64_t u_begin, int64_t u_end, int8_t* out);
+  /// Its weight panel builder (output channels). Null: the portable one.
+  void (*conv2d_i8_pack_weights)(const Conv2dShape& s, const uint8_t* packed, int bits,
+                                 int64_t co_begin, int64_t co_end, uint8_t* panel);
 };
 
 /// Register tile of a direct conv2d kernel: kMr output channels x kNr pixels, pixel tiles

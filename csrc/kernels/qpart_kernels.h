@@ -213,5 +213,69 @@ void conv2d_f32(const float* x, const Conv2dShape& s, const uint8_t* packed,
                 int64_t group_size, int bits, int64_t item_begin, int64_t item_end, float* scratch,
                 float* y);
 
+// ---- integer conv2d: int8 activations x low-bit codes ------------------------------------
+//
+// Opt-in (it changes numerics), like linear_i8. Each image n is quantized as a whole, symmetric:
+// scale_x[n] = max |x[n]| / 127 over its c_in * h_in * w_in values (0 for an all-zero image),
+// q = clamp(rint(x / scale_x), -127, 127) with a true division and round-half-to-even (the
+// linear_i8 quantizer; zero padding is q = 0, exact for a symmetric grid). With col[p, j] the
+// quantized im2col column of output pixel p (j over k = (c_in / groups) * kh * kw in (ci, r, s)
+// order, i.e. the packed row order), for output channel o and weight group g:
+//   d[g] = sum_{j in g} col[p, j] * code[o, j] - zero[o, g] * sum_{j in g} col[p, j]   (int32)
+//   a = 0.0f;  for g = 0, 1, ...:  a = a + float(d[g]) * scale_w[o, g]
+//   y[n, o, p] = a * scale_x[n] + bias[o]                                (bias 0 if absent)
+// with every float operation rounded on its own (no FMA) in this order. Every ISA computes
+// exactly this: outputs are bit-identical to the scalar kernel's, for any tiling and thread
+// count. Groups of at most kMaxI8GroupSize codes keep the int32 sums exact.
+//
+// A call: conv2d_i8_scales, conv2d_i8_plan, conv2d_i8_pack_input over the plan's input units
+// and conv2d_i8_pack_weights over the output channels (both splittable across threads), then
+// conv2d_i8_items over the work items (splittable too).
+
+/// Per-image activation scales (batch floats). kNonFinite if x has a NaN or Inf.
+Status conv2d_i8_scales(CpuIsa isa, const float* x, const Conv2dShape& s, float* scale);
+
+/// How conv2d_i8 lays out its operands and splits its work. A work item is a tile of up to
+/// co_block output channels x px_block output rows of one (image, group), numbered
+/// ((image * groups + group) * co_blocks + co_tile) * px_blocks + px_tile.
+struct Conv2dI8Plan {
+  CpuIsa isa;                           // kernel family of the tiles
+  bool direct;                          // SIMD direct kernel (else the portable scalar kernel)
+  int64_t co_block, px_block;           // tile size (output channels, output rows)
+  int64_t co_blocks, px_blocks, items;  // items = batch * groups * co_blocks * px_blocks
+  int64_t input_units;                  // units of conv2d_i8_pack_input
+  int64_t input_bytes;                  // its buffer
+  int64_t panel_bytes;                  // conv2d_i8_pack_weights's buffer (0: not needed)
+  int64_t scratch_bytes;                // scratch of one conv2d_i8_items call
+};
+
+/// The plan for `isa` (must be supported to run it). Direct SIMD kernels need one weight group
+/// per row or group_size % (4 * kh * kw) == 0; other weights run the scalar kernel (same values).
+/// `threads` only balances the tile sizes; results never depend on it.
+Conv2dI8Plan conv2d_i8_plan(const Conv2dShape& s, int64_t group_size, CpuIsa isa, int threads = 1);
+
+/// Quantizes input units [u_begin, u_end) (each one image's block of up to 4 channels of one
+/// group) with their image's scale into `input` (plan.input_bytes, every byte written).
+void conv2d_i8_pack_input(const Conv2dI8Plan& plan, const float* x, const Conv2dShape& s,
+                          const float* scale, int64_t u_begin, int64_t u_end, int8_t* input);
+
+/// Unpacks the codes of output channels [co_begin, co_end) into `panel` (plan.panel_bytes).
+void conv2d_i8_pack_weights(const Conv2dI8Plan& plan, const Conv2dShape& s, const uint8_t* packed,
+                            int bits, int64_t co_begin, int64_t co_end, uint8_t* panel);
+
+/// Integer conv2d of work items [item_begin, item_end) of `plan`: writes exactly those tiles
+/// of y (NCHW float). `scratch` holds plan.scratch_bytes bytes; `bias` may be null.
+void conv2d_i8_items(const Conv2dI8Plan& plan, const Conv2dShape& s, const int8_t* input,
+                     const uint8_t* panel, const float* scale, const uint8_t* packed,
+                     const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
+                     int64_t group_size, int bits, int64_t item_begin, int64_t item_end,
+                     void* scratch, float* y);
+
+/// Convenience form: the whole convolution on one thread with `isa` (allocates its buffers).
+/// kNonFinite (y unspecified) if x has a NaN or Inf.
+Status conv2d_i8(CpuIsa isa, const float* x, const Conv2dShape& s, const uint8_t* packed,
+                 const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
+                 int64_t group_size, int bits, float* y);
+
 }  // namespace kernels
 }  // namespace qpart

@@ -11,11 +11,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
+#include <memory>
 #include <optional>
 #include <tuple>
 #include <vector>
 
 #include "../kernels/qpart_kernels.h"
+#include "conv_i8_panel_cache.h"
 #include "op_checks.h"
 #include "shared/op_quantize-impl.h"
 
@@ -90,6 +93,16 @@ struct Cpu {
   }
 };
 
+// The integer paths' limits: exact int32 group sums, finite weight scales.
+void check_int8(const char* op, int64_t gs, const Tensor& scales) {
+  TORCH_CHECK_VALUE(gs <= k::kMaxI8GroupSize, "qpart.", op,
+                    ": int8_activations=True needs groups of at most ", k::kMaxI8GroupSize,
+                    " inputs (exact int32 group sums), got ", gs,
+                    "; quantize the weight with a smaller group_size");
+  TORCH_CHECK_VALUE(k::fold_exact(nullptr, 0, scale_ptr(scales.contiguous()), scales.numel()),
+                    "qpart.", op, ": int8_activations=True needs finite weight scales");
+}
+
 Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scales,
                   const Tensor& zeros, const std::optional<Tensor>& bias,
                   const c10::Scalar& bits_value, int64_t in_features, bool int8_activations) {
@@ -97,13 +110,7 @@ Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
   chk::on_device("linear", "input", input, kCpu);
   const chk::LinearDims dims = chk::linear(input, packed, scales, zeros, bias, bits, in_features);
   const int64_t kdim = dims.k, n = dims.n, gs = dims.group_size, m = dims.m;
-  TORCH_CHECK_VALUE(!int8_activations || gs <= k::kMaxI8GroupSize,
-                    "qpart.linear: int8_activations=True needs groups of at most ",
-                    k::kMaxI8GroupSize, " inputs (exact int32 group sums), got ", gs,
-                    "; quantize the weight with a smaller group_size");
-  TORCH_CHECK_VALUE(!int8_activations ||
-                        k::fold_exact(nullptr, 0, scale_ptr(scales.contiguous()), scales.numel()),
-                    "qpart.linear: int8_activations=True needs finite weight scales");
+  if (int8_activations) check_int8("linear", gs, scales);
 
   std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end());
   out_shape.back() = n;
@@ -153,11 +160,81 @@ Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
   return out.view(out_shape).to(input.scalar_type());
 }
 
+// Integer conv2d (qpart_kernels.h): per-image scales, the int8 image, the unpacked weight
+// panel (cached by content, conv_i8_panel_cache.h), then the tiles. Each output element belongs to
+// one tile and the kernels are bit-identical across ISAs, so threads never change the result.
+void conv2d_i8_cpu(const Tensor& input, const k::Conv2dShape& shape, const Tensor& packed,
+                   const Tensor& scales, const Tensor& zeros, const std::optional<Tensor>& bias,
+                   int64_t gs, int64_t bits, Tensor& out) {
+  if (out.numel() == 0) return;
+  const k::CpuIsa isa = k::active_cpu_isa();
+  const Tensor x = input.to(at::kFloat).contiguous();
+  const Tensor p = packed.contiguous(), s = scales.contiguous(), z = zeros.contiguous();
+  Tensor b;
+  if (bias.has_value()) b = bias->to(at::kFloat).contiguous();
+  const float* bias_ptr = b.defined() ? b.const_data_ptr<float>() : nullptr;
+  const float* x_ptr = x.const_data_ptr<float>();
+  const int nb = static_cast<int>(bits);
+
+  Tensor xs = at::empty({shape.batch}, x.options());
+  float* xs_ptr = xs.mutable_data_ptr<float>();
+  const int64_t image = shape.c_in * shape.h_in * shape.w_in;
+  std::atomic<int> status{0};
+  at::parallel_for(0, shape.batch, 1, [&](int64_t i0, int64_t i1) {
+    k::Conv2dShape part = shape;
+    part.batch = i1 - i0;
+    if (k::conv2d_i8_scales(isa, x_ptr + i0 * image, part, xs_ptr + i0) != k::Status::kOk)
+      status.store(1);
+  });
+  TORCH_CHECK_VALUE(status.load() == 0,
+                    "qpart.conv2d: input contains NaN or Inf values (int8_activations=True)");
+
+  const k::Conv2dI8Plan plan = k::conv2d_i8_plan(shape, gs, isa, at::get_num_threads());
+  Tensor qin = at::empty({plan.input_bytes}, x.options().dtype(at::kChar));
+  int8_t* q_ptr = qin.mutable_data_ptr<int8_t>();
+  const uint8_t* panel_ptr = nullptr;
+  at::parallel_for(0, plan.input_units, 1, [&](int64_t u0, int64_t u1) {
+    k::conv2d_i8_pack_input(plan, x_ptr, shape, xs_ptr, u0, u1, q_ptr);
+  });
+  // The unpacked weight panel, from the content-verified cache when these weights were seen.
+  std::shared_ptr<const glue::ConvI8PanelCache::Entry> cached;
+  if (plan.panel_bytes > 0) {
+    const glue::ConvI8PanelCache::Key key{shape.c_out, shape.c_in / shape.groups, shape.kh,
+                                          shape.kw, bits};
+    cached = glue::ConvI8PanelCache::instance().get(
+        key, p.const_data_ptr<uint8_t>(), static_cast<size_t>(p.numel()),
+        static_cast<size_t>(plan.panel_bytes),
+        [&](uint8_t* dst) {
+          at::parallel_for(0, shape.c_out, 8, [&](int64_t c0, int64_t c1) {
+            k::conv2d_i8_pack_weights(plan, shape, p.const_data_ptr<uint8_t>(), nb, c0, c1, dst);
+          });
+        },
+        [](const uint8_t* a, const uint8_t* b, size_t n) {
+          std::atomic<bool> same{true};
+          at::parallel_for(0, static_cast<int64_t>(n), 1 << 18, [&](int64_t i0, int64_t i1) {
+            if (same.load(std::memory_order_relaxed) &&
+                std::memcmp(a + i0, b + i0, static_cast<size_t>(i1 - i0)) != 0)
+              same.store(false, std::memory_order_relaxed);
+          });
+          return same.load();
+        });
+    panel_ptr = cached->panel.data();
+  }
+
+  float* y = out.mutable_data_ptr<float>();
+  at::parallel_for(0, plan.items, 1, [&](int64_t begin, int64_t end) {
+    std::vector<uint8_t> scratch(static_cast<size_t>(std::max<int64_t>(plan.scratch_bytes, 1)));
+    k::conv2d_i8_items(plan, shape, q_ptr, panel_ptr, xs_ptr, p.const_data_ptr<uint8_t>(),
+                       scale_ptr(s), z.const_data_ptr<uint8_t>(), bias_ptr, gs, nb, begin, end,
+                       scratch.data(), y);
+  });
+}
+
 Tensor conv2d_cpu(const Tensor& input, const Tensor& packed, const Tensor& scales,
                   const Tensor& zeros, const std::optional<Tensor>& bias,
                   const c10::Scalar& bits_value, at::IntArrayRef weight_shape,
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                  int64_t groups) {
+                  int64_t groups, bool int8_activations) {
   const int64_t bits = chk::bits_arg("conv2d", bits_value);
   chk::on_device("conv2d", "input", input, kCpu);
   const chk::Conv2dDims d = chk::conv2d(input, packed, scales, zeros, bias, bits, weight_shape,
@@ -167,6 +244,11 @@ Tensor conv2d_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
   const int64_t gs = d.group_size, ho = d.h_out, wo = d.w_out;
 
   Tensor out = at::empty({shape.batch, shape.c_out, ho, wo}, input.options().dtype(at::kFloat));
+  if (int8_activations) {
+    check_int8("conv2d", gs, scales);
+    conv2d_i8_cpu(input, shape, packed, scales, zeros, bias, gs, bits, out);
+    return out.to(input.scalar_type());
+  }
   // Work items are tiles of (output channels x output pixels) of every (image, group), so
   // batch 1 with one group still spreads over the threads; each output element belongs to
   // one tile, so the result does not depend on the thread count (which only sizes the tiles

@@ -47,6 +47,10 @@ class QPartConv2d(nn.Module):
 
     The weight ``(out, in/groups, kh, kw)`` is packed as ``out`` rows of
     ``in/groups * kh * kw`` codes; groups for quantization run along that row.
+
+    ``act_int8=True`` (opt-in, changes the numerics) runs the integer path: each input image is
+    quantized to int8 per call and convolved with the codes in integer arithmetic
+    (``qpart_kernels.conv2d(..., int8_activations=True)``). It is not part of the state dict.
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class QPartConv2d(nn.Module):
         bias: bool = True,
         group_size: int | None = None,
         device: torch.device | str | None = None,
+        act_int8: bool = False,
     ) -> None:
         super().__init__()
         checks.check_bits("QPartConv2d", bits)
@@ -80,6 +85,7 @@ class QPartConv2d(nn.Module):
         self.dilation = _pair(dilation, "dilation")
         self.groups = groups
         self.bits = bits
+        self.act_int8 = bool(act_int8)
         k = self.reduction_size
         self.group_size = k if group_size is None else group_size
         checks.check_group_size("QPartConv2d", k, self.group_size)
@@ -109,7 +115,13 @@ class QPartConv2d(nn.Module):
         return self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
 
     @classmethod
-    def from_float(cls, conv: nn.Conv2d, bits: int, group_size: int | None = None) -> QPartConv2d:
+    def from_float(
+        cls,
+        conv: nn.Conv2d,
+        bits: int,
+        group_size: int | None = None,
+        act_int8: bool = False,
+    ) -> QPartConv2d:
         """Quantizes a float ``nn.Conv2d`` (zero padding; 'same' and 'valid' are accepted)."""
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"QPartConv2d.from_float expects nn.Conv2d, got {type(conv).__name__}")
@@ -126,6 +138,7 @@ class QPartConv2d(nn.Module):
             bias=conv.bias is not None,
             group_size=group_size,
             device=weight.device,
+            act_int8=act_int8,
         )
         packed, scales, zeros = ops.quantize_weight(
             weight.reshape(conv.out_channels, -1), bits, module.group_size
@@ -152,6 +165,7 @@ class QPartConv2d(nn.Module):
             self.padding,
             self.dilation,
             self.groups,
+            int8_activations=self.act_int8,
         )
         return out.squeeze(0) if unbatched else out
 
@@ -173,4 +187,5 @@ class QPartConv2d(nn.Module):
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
             f"groups={self.groups}, bits={self.bits}, {grouping}, bias={self.bias is not None}"
+            + (", act_int8=True" if self.act_int8 else "")
         )

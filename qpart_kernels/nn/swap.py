@@ -18,7 +18,7 @@ def _quantize_module(
 ) -> nn.Module:
     if isinstance(module, nn.Linear):
         return QPartLinear.from_float(module, bits, group_size, act_int8=act_int8)
-    return QPartConv2d.from_float(module, bits, group_size)
+    return QPartConv2d.from_float(module, bits, group_size, act_int8=act_int8)
 
 
 def _setting(value, name: str, default):
@@ -39,9 +39,9 @@ def quantize_model(
     ``named_modules()``) to width; modules not named stay float. ``group_size``: ``None``
     (one group per output channel), an int, or a dict from module name to either. If
     ``model`` itself is a Linear/Conv2d (name ``""``), the quantized module is returned.
-    ``act_int8``: run the quantized ``nn.Linear`` modules on the integer path (int8
-    activations, see ``QPartLinear``); a bool or a dict from module name to bool. Opt-in: it
-    changes the numerics. Conv2d modules are not affected.
+    ``act_int8``: run the quantized modules on the integer path (int8 activations, see
+    ``QPartLinear`` and ``QPartConv2d``); a bool or a dict from module name to bool. Opt-in:
+    it changes the numerics.
     """
     modules = dict(model.named_modules())
     if isinstance(bits, Mapping):

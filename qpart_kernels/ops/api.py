@@ -134,16 +134,36 @@ def conv2d(
     padding: int | Sequence[int] = 0,
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
+    int8_activations: bool = False,
 ) -> torch.Tensor:
     """2-D convolution of NCHW ``input`` with a packed weight.
 
     ``weight_shape`` is the float weight's ``(out, in/groups, kh, kw)``; the packed weight
     holds ``out`` rows of ``in/groups * kh * kw`` codes.
+
+    ``int8_activations=True`` (opt-in: it changes the numerics) quantizes each image to int8
+    (symmetric, ``scale = max|x[n]| / 127`` over the whole image, once per call) and runs an
+    integer convolution of the int8 image with the low-bit codes (AVX2 ``vpmaddubsw``, NEON
+    ``sdot``), bit-identical on every CPU ISA to the scalar kernel and to
+    ``reference.conv2d(..., int8_activations=True)`` (docs/OPS.md). The native integer
+    kernels are CPU-only; on other devices this wrapper applies the same activation
+    quantization and runs the float kernel.
     """
     checks.check_bits("conv2d", bits)
     checks.check_same_device(
         "conv2d", input=input, packed=packed, scales=scales, zeros=zeros, bias=bias
     )
+    if not isinstance(int8_activations, bool):
+        raise TypeError(f"qpart.conv2d: int8_activations must be a bool, got {int8_activations!r}")
+    if int8_activations and input.device.type != "cpu":
+        if not torch.compiler.is_compiling():  # a value check; the CPU op makes it itself
+            checks.check_int8_scales(scales, "conv2d")
+        from .reference import quantize_images_int8
+
+        if input.dim() == 4 and input.shape[0] > 0:
+            q, scale = quantize_images_int8(input)
+            input = (q * scale.reshape(-1, 1, 1, 1)).to(input.dtype)
+        int8_activations = False
     args = (
         input,
         packed,
@@ -159,6 +179,8 @@ def conv2d(
     )
     if input.is_cuda and backends.TRITON_OPS_LOADED:
         return torch.ops.qpart_triton.conv2d(*args)
+    if int8_activations:
+        return torch.ops.qpart.conv2d(*args, True)
     return torch.ops.qpart.conv2d(*args)
 
 

@@ -185,23 +185,27 @@ def check_linear(
     check_packed("linear", packed, scales, zeros, bits, in_features)
     check_bias("linear", bias, packed.shape[0])
     if int8_activations:
-        group_size = in_features // scales.shape[1]
-        if group_size > MAX_INT8_GROUP_SIZE:
-            raise ValueError(
-                f"qpart.linear: int8_activations=True needs groups of at most "
-                f"{MAX_INT8_GROUP_SIZE} inputs (exact int32 group sums), got {group_size}; "
-                "quantize the weight with a smaller group_size"
-            )
+        check_int8_group_size("linear", in_features // scales.shape[1])
 
 
-def check_int8_scales(scales: torch.Tensor) -> None:
+def check_int8_group_size(op: str, group_size: int) -> None:
+    """The integer paths keep their group sums exact in int32: at most 65536 codes a group."""
+    if group_size > MAX_INT8_GROUP_SIZE:
+        raise ValueError(
+            f"qpart.{op}: int8_activations=True needs groups of at most "
+            f"{MAX_INT8_GROUP_SIZE} inputs (exact int32 group sums), got {group_size}; "
+            "quantize the weight with a smaller group_size"
+        )
+
+
+def check_int8_scales(scales: torch.Tensor, op: str = "linear") -> None:
     """The integer path (``int8_activations=True``) needs finite weight scales.
 
     Its per-group folding ``scale_w * (sum q*code - zero * sum q)`` cannot give the
     reference's per-term Inf/NaN, so both reject such weights (a value check: not traced).
     """
     if not bool(torch.isfinite(scales).all()):
-        raise ValueError("qpart.linear: int8_activations=True needs finite weight scales")
+        raise ValueError(f"qpart.{op}: int8_activations=True needs finite weight scales")
 
 
 def conv2d_output_hw(
@@ -230,6 +234,7 @@ def check_conv2d(
     padding: Sequence[int],
     dilation: Sequence[int],
     groups: int,
+    int8_activations: bool = False,
 ) -> tuple[int, int]:
     """Validates the arguments of ``qpart.conv2d``; returns the output (height, width)."""
     op = "conv2d"
@@ -277,6 +282,8 @@ def check_conv2d(
     if c_out % groups != 0:
         raise ValueError(f"qpart.conv2d: groups {groups} must divide {c_out} output channels")
     check_bias(op, bias, c_out)
+    if int8_activations:
+        check_int8_group_size(op, k // scales.shape[1])
     ho, wo = conv2d_output_hw(
         input.shape[2], input.shape[3], kernel_size, stride, padding, dilation
     )

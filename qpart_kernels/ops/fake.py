@@ -54,9 +54,21 @@ def _conv2d(
     padding: Sequence[int],
     dilation: Sequence[int],
     groups: int,
+    int8_activations: bool = False,
 ):
     ho, wo = checks.check_conv2d(
-        input, packed, scales, zeros, bias, bits, weight_shape, stride, padding, dilation, groups
+        input,
+        packed,
+        scales,
+        zeros,
+        bias,
+        bits,
+        weight_shape,
+        stride,
+        padding,
+        dilation,
+        groups,
+        int8_activations,
     )
     return input.new_empty((input.shape[0], packed.shape[0], ho, wo))
 

@@ -165,7 +165,22 @@ def linear(
     return F.linear(x, weight, b).to(input.dtype)
 
 
-def conv2d(
+def quantize_images_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image symmetric int8 quantization of the integer conv2d path.
+
+    ``x`` is ``(N, ...)``; each image ``x[n]`` gets ``scale = max|x[n]| / 127`` (0 for an all-zero
+    image, shape ``(N,)``) and ``q = clamp(round(x / scale), -127, 127)`` (round half to even,
+    true division) as float32 integers - the per-row quantizer of the linear path applied to
+    each flattened image, bit-exact with the C++ one. Raises on NaN/Inf.
+    """
+    x = x.to(torch.float32)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("qpart.conv2d: input contains NaN or Inf values (int8_activations=True)")
+    q, scale = quantize_activations_int8(x.reshape(x.shape[0], -1))
+    return q.reshape(x.shape), scale.reshape(-1)
+
+
+def _conv2d_int8(
     input: torch.Tensor,
     packed: torch.Tensor,
     scales: torch.Tensor,
@@ -178,10 +193,95 @@ def conv2d(
     dilation: Sequence[int],
     groups: int,
 ) -> torch.Tensor:
-    """Reference ``qpart.conv2d``: dequantize, then an fp32 ``F.conv2d``."""
-    checks.check_conv2d(
-        input, packed, scales, zeros, bias, bits, weight_shape, stride, padding, dilation, groups
+    """The integer conv2d, bit-exact with the native kernels (docs/OPS.md).
+
+    Integer sums are formed in float64 (exact: every partial sum is an integer below 2^53),
+    then the float32 epilogue runs in the kernels' order with one rounding per operation:
+    ``a = 0; a = a + float32(d_g) * scale_w[g] for each group g; y = a * scale_x + bias``.
+    """
+    n = input.shape[0]
+    c_out, cg, kh, kw = (int(v) for v in weight_shape)
+    k = cg * kh * kw
+    wg = scales.shape[1]
+    gs, opg = k // wg, c_out // groups
+    q, sx = quantize_images_int8(input)
+    cols = F.unfold(
+        q.to(torch.float64), (kh, kw), list(dilation), list(padding), list(stride)
+    )  # (N, C * kh * kw, L) in (channel, r, s) order: the packed row order per group
+    pixels = cols.shape[-1]
+    cols = cols.reshape(n, groups, wg, gs, pixels)
+    codes = unpack_codes(packed, bits, k).to(torch.float64).reshape(groups, opg, wg, gs)
+    dot = torch.einsum("gows,ngwsl->ngowl", codes, cols)
+    gsum = cols.sum(dim=3).unsqueeze(2)  # (N, groups, 1, wg, L)
+    z = zeros.to(torch.float64).reshape(1, groups, opg, wg, 1)
+    d = (dot - z * gsum).to(torch.float32)  # exact integers, rounded once to float32
+    sw = scales.to(torch.float32).reshape(1, groups, opg, wg, 1)
+    acc = torch.zeros(n, groups, opg, pixels, dtype=torch.float32, device=input.device)
+    for g in range(wg):
+        acc = acc + d[:, :, :, g] * sw[:, :, :, g]
+    y = acc.reshape(n, c_out, pixels) * sx.reshape(n, 1, 1)
+    b = torch.zeros(c_out, device=input.device) if bias is None else bias.to(torch.float32)
+    y = y + b.reshape(1, c_out, 1)
+    ho, wo = checks.conv2d_output_hw(
+        input.shape[2], input.shape[3], (kh, kw), stride, padding, dilation
     )
+    return y.reshape(n, c_out, ho, wo).to(input.dtype)
+
+
+def conv2d(
+    input: torch.Tensor,
+    packed: torch.Tensor,
+    scales: torch.Tensor,
+    zeros: torch.Tensor,
+    bias: torch.Tensor | None,
+    bits: int,
+    weight_shape: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    int8_activations: bool = False,
+) -> torch.Tensor:
+    """Reference ``qpart.conv2d``: dequantize, then an fp32 ``F.conv2d``.
+
+    With ``int8_activations`` each image is quantized to int8 (:func:`quantize_images_int8`)
+    and the integer arithmetic of the native kernels is reproduced bit for bit
+    (:func:`_conv2d_int8`); its value is ``F.conv2d(q * scale_x, W)`` up to float rounding.
+    """
+    checks.check_conv2d(
+        input,
+        packed,
+        scales,
+        zeros,
+        bias,
+        bits,
+        weight_shape,
+        stride,
+        padding,
+        dilation,
+        groups,
+        int8_activations,
+    )
+    if int8_activations:
+        checks.check_int8_scales(scales, "conv2d")
+        if input.shape[0] == 0:
+            ho, wo = checks.conv2d_output_hw(
+                input.shape[2], input.shape[3], weight_shape[2:], stride, padding, dilation
+            )
+            return input.new_empty((0, packed.shape[0], ho, wo))
+        return _conv2d_int8(
+            input,
+            packed,
+            scales,
+            zeros,
+            bias,
+            bits,
+            weight_shape,
+            stride,
+            padding,
+            dilation,
+            groups,
+        )
     c_out, c_in_per_group, kh, kw = weight_shape
     k = c_in_per_group * kh * kw
     weight = dequantize_groups(packed, scales, zeros, bits, k).reshape(

@@ -188,11 +188,19 @@ def conv2d(
     padding: Sequence[int],
     dilation: Sequence[int],
     groups: int,
+    int8_activations: bool = False,
 ) -> torch.Tensor:
-    """Triton ``qpart.conv2d`` as an implicit GEMM over the packed weight."""
+    """Triton ``qpart.conv2d`` as an implicit GEMM over the packed weight.
+    ``int8_activations=True`` is not implemented here (``qpart_kernels.conv2d`` emulates it
+    for non-CPU inputs)."""
     ho, wo = checks.check_conv2d(
         input, packed, scales, zeros, bias, bits, weight_shape, stride, padding, dilation, groups
     )
+    if int8_activations:
+        raise NotImplementedError(
+            "qpart.conv2d: int8_activations=True has native kernels on CPU only; use "
+            "qpart_kernels.conv2d(..., int8_activations=True), which emulates it elsewhere"
+        )
     c_out, c_per_group, kh, kw = (int(v) for v in weight_shape)
     batch, c_in, h, w = input.shape
     x = input.contiguous()

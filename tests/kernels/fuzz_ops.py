@@ -150,6 +150,7 @@ def build_args(case: dict) -> tuple[str, tuple]:
             padding,
             dilation,
             groups,
+            rng.random() < 0.3,  # int8_activations
         )
         return op, args
     if op == "quantize_activation":

@@ -1,0 +1,296 @@
+// Integer conv2d (opt-in int8 activations, see qpart_kernels.h): per-image scales, the plan,
+// the operand packers, the portable scalar kernel (the reference of the direct SIMD kernels in
+// x86/conv2d_i8_avx2.cpp and arm/conv2d_i8_neon*.cpp) and the work-item dispatch.
+//
+// The scalar kernel reads the quantized image in NCHW order and computes every output element
+// straight from the definition (bounds-checked taps, the codes read from the packed rows).
+// Direct kernels read the direct layout and the unpacked weight panel of conv2d_i8_impl.h.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "conv2d_i8_impl.h"
+#include "dispatch.h"
+#include "isa_table.h"
+#include "packed_code.h"
+#include "qpart_kernels.h"
+
+namespace qpart {
+namespace kernels {
+namespace {
+
+using detail::Conv2dI8Args;
+using detail::Conv2dI8Tile;
+using detail::ConvI8Layout;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Bytes of activations (k x virtual pixels) a direct tile aims to keep in L2.
+constexpr int64_t kActBudget = 384 * 1024;
+// Output channels per tile at most.
+constexpr int64_t kCoBlock = 128;
+
+// The linear_i8 element quantizer: |x / s| <= 127.00001, so the magic-number rounding is exact
+// round-half-to-even of the true quotient (as _mm256_round_ps of _mm256_div_ps).
+inline int8_t quantize_one(float x, float s) {
+  if (!(s > 0.0f)) return 0;
+  float r = (x / s + 12582912.0f) - 12582912.0f;
+  r = r > 127.0f ? 127.0f : (r < -127.0f ? -127.0f : r);
+  return static_cast<int8_t>(static_cast<int>(r));
+}
+
+bool absmax_scalar(const float* x, int64_t n, float* amax) {
+  float m = 0.0f;
+  bool finite = true;
+  for (int64_t j = 0; j < n; ++j) {
+    const float a = std::fabs(x[j]);
+    finite = finite && a <= 3.4028234663852886e38f;  // false for NaN and Inf
+    m = a > m ? a : m;
+  }
+  *amax = m;
+  return finite;
+}
+
+// Scalar plan: units are up to 4 channel planes of one group in plain NCHW int8.
+void pack_input_nchw(const float* x, const Conv2dShape& s, const float* scale, int64_t u_begin,
+                     int64_t u_end, int8_t* out) {
+  const int64_t cg = s.c_in / s.groups, c4 = ceil_div(cg, 4), plane = s.h_in * s.w_in;
+  for (int64_t u = u_begin; u < u_end; ++u) {
+    const int64_t n = u / (s.groups * c4), g = (u / c4) % s.groups, b = u % c4;
+    const float sx = scale[n];
+    for (int64_t c = b * 4; c < std::min(cg, b * 4 + 4); ++c) {
+      const int64_t off = (n * s.c_in + g * cg + c) * plane;
+      for (int64_t i = 0; i < plane; ++i) out[off + i] = quantize_one(x[off + i], sx);
+    }
+  }
+}
+
+template <int BITS>
+void unpack_row(const uint8_t* w, int64_t k, uint8_t* out) {
+  int64_t j = 0;
+  for (; j + 8 <= k; j += 8) {
+    uint64_t v = 0;
+    std::memcpy(&v, w + j / 8 * BITS, BITS);
+    for (int i = 0; i < 8; ++i)
+      out[j + i] = static_cast<uint8_t>((v >> (i * BITS)) & ((1u << BITS) - 1u));
+  }
+  for (; j < k; ++j) out[j] = static_cast<uint8_t>(detail::code_at(w, j, BITS));
+}
+
+// The reference: every output element from the definition (qpart_kernels.h).
+void tile_scalar(const Conv2dI8Args& a, const Conv2dI8Tile& t) {
+  const Conv2dShape& s = *a.s;
+  const int64_t cg = s.c_in / s.groups, k = s.k(), taps = s.kh * s.kw;
+  const int64_t gs = a.group_size, wgroups = k / gs, ho = s.h_out(), wo = s.w_out();
+  const int64_t row_bytes = packed_row_bytes(k, a.bits);
+  const int8_t* img = a.input + (t.image * s.c_in + t.group * cg) * s.h_in * s.w_in;
+  const float sx = a.x_scale[t.image];
+  for (int64_t o = t.co0; o < t.co0 + t.co_n; ++o) {
+    const uint8_t* w = a.packed + o * row_bytes;
+    const float b = a.bias ? a.bias[o] : 0.0f;
+    for (int64_t oy = t.oy0; oy < t.oy1; ++oy) {
+      for (int64_t ox = 0; ox < wo; ++ox) {
+        float acc = 0.0f;
+        for (int64_t g = 0; g < wgroups; ++g) {
+          int32_t dot = 0, sum = 0;
+          for (int64_t j = g * gs; j < (g + 1) * gs; ++j) {
+            const int64_t ci = j / taps, r = (j % taps) / s.kw, q = j % s.kw;
+            const int64_t iy = oy * s.stride_h - s.pad_h + r * s.dil_h;
+            const int64_t ix = ox * s.stride_w - s.pad_w + q * s.dil_w;
+            if (iy < 0 || iy >= s.h_in || ix < 0 || ix >= s.w_in) continue;
+            const int32_t v = img[(ci * s.h_in + iy) * s.w_in + ix];
+            dot += v * detail::code_at(w, j, a.bits);
+            sum += v;
+          }
+          const int32_t d = dot - static_cast<int32_t>(a.zeros[o * wgroups + g]) * sum;
+          acc = acc + detail::conv_i8_rounded(static_cast<float>(d) *
+                                              half_bits_to_float(a.scale_bits[o * wgroups + g]));
+        }
+        a.y[((t.image * s.c_out + o) * ho + oy) * wo + ox] = detail::conv_i8_rounded(acc * sx) + b;
+      }
+    }
+  }
+}
+
+bool direct_ok(const detail::IsaKernels& row, const Conv2dShape& s, int64_t group_size) {
+  return row.fn.conv2d_i8_tile != nullptr &&
+         (group_size == s.k() || group_size % (4 * s.kh * s.kw) == 0);
+}
+
+}  // namespace
+
+Status conv2d_i8_scales(CpuIsa isa, const float* x, const Conv2dShape& s, float* scale) {
+  const auto absmax = detail::isa_kernels(isa).fn.absmax_f32;
+  const int64_t n = s.c_in * s.h_in * s.w_in;
+  Status status = Status::kOk;
+  for (int64_t i = 0; i < s.batch; ++i) {
+    float amax = 0.0f;
+    const bool finite = absmax ? absmax(x + i * n, n, &amax) : absmax_scalar(x + i * n, n, &amax);
+    if (!finite) status = Status::kNonFinite;
+    scale[i] = finite ? amax / 127.0f : 0.0f;
+  }
+  return status;
+}
+
+Conv2dI8Plan conv2d_i8_plan(const Conv2dShape& s, int64_t group_size, CpuIsa isa, int threads) {
+  const detail::IsaKernels& row = detail::isa_kernels(isa);
+  const int64_t per_group = s.c_out / s.groups, ho = s.h_out();
+  const int64_t c4 = ceil_div(s.c_in / s.groups, 4);
+  Conv2dI8Plan p{};
+  p.isa = isa;
+  p.direct = direct_ok(row, s, group_size);
+  p.input_units = s.batch * s.groups * c4;
+  threads = std::max(threads, 1);
+  if (p.direct) {
+    const ConvI8Layout l = detail::conv_i8_layout(s);
+    int64_t rows = std::clamp<int64_t>(kActBudget / std::max<int64_t>(1, l.kb * 4 * l.w), 1, ho);
+    rows = ceil_div(ho, ceil_div(ho, rows));  // balanced row tiles
+    int64_t co_block = std::min(per_group, kCoBlock);
+    auto items = [&](int64_t cb, int64_t r) {
+      return s.batch * s.groups * ceil_div(per_group, cb) * ceil_div(ho, r);
+    };
+    // Enough items for the threads: halve the channel blocks, then the row blocks.
+    while (items(co_block, rows) < 2 * threads && co_block >= 4 * detail::kConvI8Mr)
+      co_block = ceil_div(ceil_div(co_block, 2), detail::kConvI8Mr) * detail::kConvI8Mr;
+    while (items(co_block, rows) < 2 * threads && rows > 1) rows = ceil_div(rows, 2);
+    p.co_block = co_block;
+    p.px_block = rows;
+    p.input_bytes = p.input_units * l.unit + l.slack;
+    p.panel_bytes = s.c_out * l.kb * 4;
+    p.scratch_bytes = detail::conv_i8_scratch_bytes(s, group_size, rows);
+  } else {
+    p.co_block = per_group;
+    p.px_block =
+        std::max<int64_t>(1, std::min<int64_t>(ho, 1024 / std::max<int64_t>(1, s.w_out())));
+    p.px_block = ceil_div(ho, ceil_div(ho, p.px_block));
+    p.input_bytes = s.batch * s.c_in * s.h_in * s.w_in;
+    p.panel_bytes = 0;
+    p.scratch_bytes = 0;
+  }
+  p.co_blocks = ceil_div(per_group, p.co_block);
+  p.px_blocks = ceil_div(ho, p.px_block);
+  p.items = s.batch * s.groups * p.co_blocks * p.px_blocks;
+  return p;
+}
+
+void conv2d_i8_pack_input(const Conv2dI8Plan& plan, const float* x, const Conv2dShape& s,
+                          const float* scale, int64_t u_begin, int64_t u_end, int8_t* input) {
+  if (!plan.direct) return pack_input_nchw(x, s, scale, u_begin, u_end, input);
+  const auto packer = detail::isa_kernels(plan.isa).fn.conv2d_i8_pack_input;
+  if (packer) {
+    packer(x, s, scale, u_begin, u_end, input);
+  } else {
+    detail::conv2d_i8_pack_input_portable(x, s, scale, u_begin, u_end, input);
+  }
+  if (u_end == plan.input_units) {  // the slack past the last unit (read, never used)
+    const ConvI8Layout l = detail::conv_i8_layout(s);
+    std::memset(input + plan.input_units * l.unit, 0, static_cast<size_t>(l.slack));
+  }
+}
+
+void conv2d_i8_pack_weights(const Conv2dI8Plan& plan, const Conv2dShape& s, const uint8_t* packed,
+                            int bits, int64_t co_begin, int64_t co_end, uint8_t* panel) {
+  if (!plan.direct) return;
+  const auto builder = detail::isa_kernels(plan.isa).fn.conv2d_i8_pack_weights;
+  if (builder) return builder(s, packed, bits, co_begin, co_end, panel);
+  detail::conv2d_i8_pack_weights_portable(s, packed, bits, co_begin, co_end, panel);
+}
+
+namespace detail {
+
+void conv2d_i8_pack_input_portable(const float* x, const Conv2dShape& s, const float* scale,
+                                   int64_t u_begin, int64_t u_end, int8_t* out) {
+  const ConvI8Layout l = conv_i8_layout(s);
+  const int64_t cg = s.c_in / s.groups;
+  std::vector<int8_t> row(static_cast<size_t>(l.wp));  // one quantized, zero-padded input row
+  for (int64_t u = u_begin; u < u_end; ++u) {
+    const int64_t n = u / (s.groups * l.c4), g = (u / l.c4) % s.groups, b = u % l.c4;
+    int8_t* dst = out + u * l.unit;
+    std::memset(dst, 0, static_cast<size_t>(l.unit));
+    for (int64_t c = b * 4; c < std::min(cg, b * 4 + 4); ++c) {
+      const float* src = x + (n * s.c_in + g * cg + c) * s.h_in * s.w_in;
+      for (int64_t iy = 0; iy < s.h_in; ++iy) {
+        for (int64_t ix = 0; ix < s.w_in; ++ix)
+          row[s.pad_w + ix] = quantize_one(src[iy * s.w_in + ix], scale[n]);
+        for (int64_t q = 0; q < l.copies; ++q) {
+          int8_t* d = dst + conv_i8_row_offset(s, l, q, iy) + (c & 3);
+          if (l.one_copy) {
+            for (int64_t x = 0; x < l.wp; ++x) d[x * 4] = row[x];
+          } else {
+            for (int64_t ox = 0; ox < l.wo; ++ox) d[ox * 4] = row[ox * s.stride_w + q * s.dil_w];
+          }
+        }
+      }
+    }
+  }
+}
+
+void conv2d_i8_pack_weights_portable(const Conv2dShape& s, const uint8_t* packed, int bits,
+                                     int64_t co_begin, int64_t co_end, uint8_t* panel) {
+  const ConvI8Layout l = detail::conv_i8_layout(s);
+  const int64_t k = s.k(), cg = s.c_in / s.groups, row_bytes = packed_row_bytes(k, bits);
+  const int64_t kp = l.kb * 4;
+  std::vector<uint8_t> codes(static_cast<size_t>(k));
+  for (int64_t o = co_begin; o < co_end; ++o) {
+    with_bits(bits, [&](auto b) {
+      unpack_row<decltype(b)::value>(packed + o * row_bytes, k, codes.data());
+    });
+    uint8_t* dst = panel + o * kp;
+    if (cg % 4) std::memset(dst + (l.c4 - 1) * l.taps * 4, 0, static_cast<size_t>(l.taps * 4));
+    for (int64_t ci = 0; ci < cg; ++ci) {
+      uint8_t* block = dst + (ci / 4) * l.taps * 4 + (ci & 3);
+      const uint8_t* src = codes.data() + ci * l.taps;
+      for (int64_t t = 0; t < l.taps; ++t) block[t * 4] = src[t];
+    }
+  }
+}
+
+}  // namespace detail
+
+void conv2d_i8_items(const Conv2dI8Plan& plan, const Conv2dShape& s, const int8_t* input,
+                     const uint8_t* panel, const float* scale, const uint8_t* packed,
+                     const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
+                     int64_t group_size, int bits, int64_t item_begin, int64_t item_end,
+                     void* scratch, float* y) {
+  const Conv2dI8Args args{&s,    input, panel,      scale, packed, scale_bits,
+                          zeros, bias,  group_size, bits,  y};
+  const auto direct = detail::isa_kernels(plan.isa).fn.conv2d_i8_tile;
+  const int64_t per_group = s.c_out / s.groups, ho = s.h_out();
+  for (int64_t item = item_begin; item < item_end; ++item) {
+    const int64_t pt = item % plan.px_blocks;
+    const int64_t ct = (item / plan.px_blocks) % plan.co_blocks;
+    const int64_t bg = item / (plan.px_blocks * plan.co_blocks);
+    Conv2dI8Tile t;
+    t.image = bg / s.groups;
+    t.group = bg % s.groups;
+    t.co0 = t.group * per_group + ct * plan.co_block;
+    t.co_n = std::min(plan.co_block, per_group - ct * plan.co_block);
+    t.oy0 = pt * plan.px_block;
+    t.oy1 = std::min(ho, t.oy0 + plan.px_block);
+    if (plan.direct) {
+      direct(args, t, scratch);
+    } else {
+      tile_scalar(args, t);
+    }
+  }
+}
+
+Status conv2d_i8(CpuIsa isa, const float* x, const Conv2dShape& s, const uint8_t* packed,
+                 const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
+                 int64_t group_size, int bits, float* y) {
+  std::vector<float> scale(static_cast<size_t>(s.batch));
+  if (conv2d_i8_scales(isa, x, s, scale.data()) != Status::kOk) return Status::kNonFinite;
+  const Conv2dI8Plan plan = conv2d_i8_plan(s, group_size, isa);
+  std::vector<int8_t> input(static_cast<size_t>(plan.input_bytes));
+  std::vector<uint8_t> panel(static_cast<size_t>(std::max<int64_t>(plan.panel_bytes, 1)));
+  std::vector<uint8_t> scratch(static_cast<size_t>(std::max<int64_t>(plan.scratch_bytes, 1)));
+  conv2d_i8_pack_input(plan, x, s, scale.data(), 0, plan.input_units, input.data());
+  conv2d_i8_pack_weights(plan, s, packed, bits, 0, s.c_out, panel.data());
+  conv2d_i8_items(plan, s, input.data(), panel.data(), scale.data(), packed, scale_bits, zeros,
+                  bias, group_size, bits, 0, plan.items, scratch.data(), y);
+  return Status::kOk;
+}
+
+}  // namespace kernels
+}  // namespace qpart

@@ -1,0 +1,276 @@
+// Integer conv2d: the scalar kernel against an independent model of the documented arithmetic
+// (qpart_kernels.h), and every direct SIMD tile kernel (AVX2; NEON with and without sdot; the
+// AVX-512 row where the CPU has it) bit-for-bit against the scalar kernel, for every width
+// 1..8, strides, padding, dilation, groups / depthwise, odd channel counts and pixel tails,
+// per-channel and grouped weights, extreme codes, and work items run in any split.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "conv2d_i8_impl.h"
+#include "dispatch.h"
+#include "qpart_kernels.h"
+#include "test_util.h"
+
+namespace {
+
+namespace k = qpart::kernels;
+namespace d = qpart::kernels::detail;
+
+using TileFn = void (*)(const d::Conv2dI8Args&, const d::Conv2dI8Tile&, void*);
+
+struct Direct {
+  std::string name;
+  k::CpuIsa isa;  // plan / packer row
+  TileFn tile;    // null: the row's own kernel
+};
+
+std::vector<Direct> directs() {
+  std::vector<Direct> out;
+#if defined(__x86_64__)
+  if (k::cpu_isa_supported(k::CpuIsa::kAvx2)) out.push_back({"avx2", k::CpuIsa::kAvx2, nullptr});
+  if (k::cpu_isa_supported(k::CpuIsa::kAvx512))
+    out.push_back({"avx512", k::CpuIsa::kAvx512, nullptr});
+#endif
+#if defined(__aarch64__)
+  out.push_back({"neon", k::CpuIsa::kNeon, d::conv2d_i8_tile_neon});
+  if (k::cpu_has_dotprod())
+    out.push_back({"neon_dot", k::CpuIsa::kNeon, d::conv2d_i8_tile_neon_dot});
+#endif
+  return out;
+}
+
+struct Case {
+  k::Conv2dShape s;
+  int64_t group_size;  // 0: one group per row
+  int bits;
+};
+
+struct Data {
+  std::vector<float> x, bias;
+  qpart_test::Packed w;
+};
+
+Data make(const Case& c, uint32_t seed) {
+  const k::Conv2dShape& s = c.s;
+  Data d;
+  d.x = qpart_test::random_normal(static_cast<size_t>(s.batch * s.c_in * s.h_in * s.w_in), seed);
+  if (s.batch > 1)  // one all-zero image (scale 0)
+    std::fill(d.x.begin(), d.x.begin() + s.c_in * s.h_in * s.w_in, 0.0f);
+  const int64_t k = s.k();
+  const auto wf = qpart_test::random_normal(static_cast<size_t>(s.c_out * k), seed + 1, 0.3f);
+  k::Status st;
+  const int64_t gs = c.group_size ? c.group_size : k;
+  EXPECT_EQ(k % gs, 0) << "bad test case";
+  d.w = qpart_test::quantize(wf, s.c_out, k, gs, c.bits, &st);
+  EXPECT_EQ(st, k::Status::kOk);
+  d.bias = qpart_test::random_normal(static_cast<size_t>(s.c_out), seed + 2);
+  return d;
+}
+
+// The documented arithmetic, written independently of the kernels.
+std::vector<float> model(const Case& c, const Data& dt, bool with_bias) {
+  const k::Conv2dShape& s = c.s;
+  const int64_t cg = s.c_in / s.groups, opg = s.c_out / s.groups, k = s.k(), taps = s.kh * s.kw;
+  const int64_t gs = dt.w.group_size, wg = k / gs, ho = s.h_out(), wo = s.w_out();
+  const int64_t img = s.c_in * s.h_in * s.w_in;
+  std::vector<int> codes(static_cast<size_t>(s.c_out * k));
+  std::vector<uint8_t> unpacked(codes.size());
+  k::unpack_rows(dt.w.packed.data(), s.c_out, k, c.bits, unpacked.data());
+  std::vector<float> y(static_cast<size_t>(s.batch * s.c_out * ho * wo));
+  for (int64_t n = 0; n < s.batch; ++n) {
+    float amax = 0.0f;
+    for (int64_t i = 0; i < img; ++i) amax = std::max(amax, std::fabs(dt.x[n * img + i]));
+    const float sx = amax / 127.0f;
+    std::vector<int> q(static_cast<size_t>(img), 0);
+    if (sx > 0.0f)
+      for (int64_t i = 0; i < img; ++i)
+        q[i] = static_cast<int>(
+            std::max(-127.0f, std::min(127.0f, std::nearbyint(dt.x[n * img + i] / sx))));
+    for (int64_t o = 0; o < s.c_out; ++o) {
+      const int64_t g0 = o / opg;
+      for (int64_t oy = 0; oy < ho; ++oy)
+        for (int64_t ox = 0; ox < wo; ++ox) {
+          float a = 0.0f;
+          for (int64_t g = 0; g < wg; ++g) {
+            int64_t dot = 0, sum = 0;
+            for (int64_t j = g * gs; j < (g + 1) * gs; ++j) {
+              const int64_t ci = j / taps, r = (j % taps) / s.kw, qq = j % s.kw;
+              const int64_t iy = oy * s.stride_h - s.pad_h + r * s.dil_h;
+              const int64_t ix = ox * s.stride_w - s.pad_w + qq * s.dil_w;
+              if (iy < 0 || iy >= s.h_in || ix < 0 || ix >= s.w_in) continue;
+              const int v = q[((g0 * cg + ci) * s.h_in + iy) * s.w_in + ix];
+              dot += v * unpacked[o * k + j];
+              sum += v;
+            }
+            const int64_t dd = dot - int64_t{dt.w.zeros[o * wg + g]} * sum;
+            const float p = d::conv_i8_rounded(static_cast<float>(dd) *
+                                               k::half_bits_to_float(dt.w.scales[o * wg + g]));
+            a = a + p;
+          }
+          y[((n * s.c_out + o) * ho + oy) * wo + ox] =
+              d::conv_i8_rounded(a * sx) + (with_bias ? dt.bias[o] : 0.0f);
+        }
+    }
+  }
+  return y;
+}
+
+// Runs the plan of `isa` with the given tile kernel, the items in `splits` calls (reverse order).
+std::vector<float> run(const Case& c, const Data& dt, k::CpuIsa isa, TileFn tile, bool with_bias,
+                       int splits = 1, int threads = 1) {
+  const k::Conv2dShape& s = c.s;
+  std::vector<float> scale(static_cast<size_t>(s.batch));
+  EXPECT_EQ(k::conv2d_i8_scales(isa, dt.x.data(), s, scale.data()), k::Status::kOk);
+  const k::Conv2dI8Plan plan = k::conv2d_i8_plan(s, dt.w.group_size, isa, threads);
+  std::vector<int8_t> input(static_cast<size_t>(plan.input_bytes), 99);
+  std::vector<uint8_t> panel(static_cast<size_t>(plan.panel_bytes + 1), 77);
+  std::vector<uint8_t> scratch(static_cast<size_t>(plan.scratch_bytes + 1));
+  for (int64_t u = 0; u < plan.input_units; ++u)  // one unit per call
+    k::conv2d_i8_pack_input(plan, dt.x.data(), s, scale.data(), u, u + 1, input.data());
+  k::conv2d_i8_pack_weights(plan, s, dt.w.packed.data(), c.bits, 0, s.c_out, panel.data());
+  std::vector<float> y(static_cast<size_t>(s.batch * s.c_out * s.h_out() * s.w_out()), -1234.5f);
+  const float* b = with_bias ? dt.bias.data() : nullptr;
+  if (tile == nullptr || !plan.direct) {  // weights the direct kernels do not take: scalar
+    for (int part = splits - 1; part >= 0; --part) {
+      const int64_t i0 = plan.items * part / splits, i1 = plan.items * (part + 1) / splits;
+      k::conv2d_i8_items(plan, s, input.data(), panel.data(), scale.data(), dt.w.packed.data(),
+                         dt.w.scales.data(), dt.w.zeros.data(), b, dt.w.group_size, c.bits, i0, i1,
+                         scratch.data(), y.data());
+    }
+    return y;
+  }
+  // A specific tile kernel (NEON with / without sdot): walk the plan's tiles by hand.
+  const d::Conv2dI8Args args{&s,
+                             input.data(),
+                             panel.data(),
+                             scale.data(),
+                             dt.w.packed.data(),
+                             dt.w.scales.data(),
+                             dt.w.zeros.data(),
+                             b,
+                             dt.w.group_size,
+                             c.bits,
+                             y.data()};
+  const int64_t opg = s.c_out / s.groups, ho = s.h_out();
+  for (int64_t item = 0; item < plan.items; ++item) {
+    const int64_t pt = item % plan.px_blocks, ct = (item / plan.px_blocks) % plan.co_blocks;
+    const int64_t bg = item / (plan.px_blocks * plan.co_blocks);
+    d::Conv2dI8Tile t;
+    t.image = bg / s.groups;
+    t.group = bg % s.groups;
+    t.co0 = t.group * opg + ct * plan.co_block;
+    t.co_n = std::min(plan.co_block, opg - ct * plan.co_block);
+    t.oy0 = pt * plan.px_block;
+    t.oy1 = std::min(ho, t.oy0 + plan.px_block);
+    tile(args, t, scratch.data());
+  }
+  return y;
+}
+
+void expect_bitwise(const std::vector<float>& got, const std::vector<float>& want,
+                    const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_EQ(qpart_test::float_bits(got[i]), qpart_test::float_bits(want[i]))
+        << what << " at " << i << ": " << got[i] << " vs " << want[i];
+}
+
+k::Conv2dShape shape(int64_t n, int64_t ci, int64_t h, int64_t w, int64_t co, int64_t kh,
+                     int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+                     int64_t dw, int64_t groups) {
+  return {n, ci, h, w, co, kh, kw, sh, sw, ph, pw, dh, dw, groups};
+}
+
+std::vector<Case> cases(int bits) {
+  return {
+      {shape(1, 3, 9, 11, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1), 0, bits},     // odd channels, tails
+      {shape(2, 8, 12, 10, 9, 3, 3, 2, 2, 1, 1, 1, 1, 1), 0, bits},    // stride 2, 2 images
+      {shape(1, 6, 13, 14, 7, 3, 2, 1, 2, 2, 0, 2, 1, 1), 0, bits},    // dilation, asym
+      {shape(1, 12, 9, 9, 6, 3, 3, 1, 1, 1, 1, 1, 1, 3), 0, bits},     // groups
+      {shape(1, 10, 11, 9, 10, 3, 3, 1, 1, 1, 1, 1, 1, 10), 0, bits},  // depthwise
+      {shape(1, 7, 6, 20, 13, 1, 1, 1, 1, 0, 0, 1, 1, 1), 0, bits},    // 1x1
+      {shape(1, 5, 17, 7, 4, 5, 3, 3, 1, 2, 1, 1, 3, 1), 0, bits},     // stride 3, 5x3
+      {shape(1, 64, 7, 7, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1), 288, bits},   // grouped, direct
+      {shape(1, 64, 5, 6, 3, 1, 1, 1, 1, 0, 0, 1, 1, 1), 32, bits},    // grouped 1x1, direct
+      {shape(1, 32, 5, 5, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1), 32, bits},    // grouped, scalar path
+      {shape(2, 4, 4, 9, 8, 2, 1, 1, 2, 2, 1, 3, 2, 2), 0, bits},      // kw 1, stride_w 2
+  };
+}
+
+std::string name(const Case& c, int i) {
+  return "bits " + std::to_string(c.bits) + " case " + std::to_string(i);
+}
+
+TEST(Conv2dI8, ScalarMatchesTheDefinition) {
+  for (int bits = 1; bits <= 8; ++bits) {
+    const auto cs = cases(bits);
+    for (size_t i = 0; i < cs.size(); ++i) {
+      const Data dt = make(cs[i], 100 * bits + static_cast<uint32_t>(i));
+      for (bool bias : {false, true})
+        expect_bitwise(run(cs[i], dt, k::CpuIsa::kScalar, nullptr, bias), model(cs[i], dt, bias),
+                       name(cs[i], static_cast<int>(i)));
+    }
+  }
+}
+
+TEST(Conv2dI8, EveryDirectKernelIsBitIdenticalToScalar) {
+  const auto kernels = directs();
+  if (kernels.empty()) GTEST_SKIP() << "no direct SIMD kernel on this CPU";
+  for (int bits = 1; bits <= 8; ++bits) {
+    const auto cs = cases(bits);
+    for (size_t i = 0; i < cs.size(); ++i) {
+      const Data dt = make(cs[i], 200 * bits + static_cast<uint32_t>(i));
+      const bool bias = i % 2 == 0;
+      const auto want = run(cs[i], dt, k::CpuIsa::kScalar, nullptr, bias);
+      for (const Direct& kd : kernels) {
+        const std::string what = kd.name + " " + name(cs[i], static_cast<int>(i));
+        expect_bitwise(run(cs[i], dt, kd.isa, kd.tile, bias), want, what);
+        if (kd.tile == nullptr)  // split items, thread-balanced plans
+          expect_bitwise(run(cs[i], dt, kd.isa, nullptr, bias, 3, 2), want, what + " split");
+      }
+    }
+  }
+}
+
+TEST(Conv2dI8, DirectPlansWhereExpected) {
+  const k::Conv2dShape s = shape(1, 8, 7, 7, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+  for (const Direct& kd : directs()) {
+    EXPECT_TRUE(k::conv2d_i8_plan(s, s.k(), kd.isa).direct) << kd.name;
+    EXPECT_TRUE(k::conv2d_i8_plan(s, 36 * 2, kd.isa).direct) << kd.name;
+    EXPECT_FALSE(k::conv2d_i8_plan(s, 24, kd.isa).direct) << kd.name;  // 24 % 36 != 0
+  }
+  EXPECT_FALSE(k::conv2d_i8_plan(s, s.k(), k::CpuIsa::kScalar).direct);
+}
+
+TEST(Conv2dI8, ExtremeCodesAndActivationsDoNotSaturate) {
+  // Every code at its maximum and activations at +-127: the largest s16 pair sums.
+  for (int bits = 1; bits <= 8; ++bits) {
+    const Case c{shape(1, 64, 6, 9, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1), 0, bits};
+    Data dt = make(c, 7);
+    for (size_t i = 0; i < dt.x.size(); ++i) dt.x[i] = (i % 3 == 0) ? -1.0f : 1.0f;
+    std::vector<uint8_t> codes(static_cast<size_t>(c.s.c_out * c.s.k()),
+                               static_cast<uint8_t>(k::max_code(bits)));
+    k::pack_rows(codes.data(), c.s.c_out, c.s.k(), bits, dt.w.packed.data());
+    const auto want = model(c, dt, true);
+    expect_bitwise(run(c, dt, k::CpuIsa::kScalar, nullptr, true), want, "scalar");
+    for (const Direct& kd : directs())
+      expect_bitwise(run(c, dt, kd.isa, kd.tile, true), want,
+                     kd.name + " bits " + std::to_string(bits));
+  }
+}
+
+TEST(Conv2dI8, RejectsNonFiniteInput) {
+  const Case c{shape(2, 3, 5, 5, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1), 0, 4};
+  Data dt = make(c, 3);
+  dt.x[80] = std::nanf("");
+  std::vector<float> y(static_cast<size_t>(2 * 2 * 25));
+  for (k::CpuIsa isa : {k::CpuIsa::kScalar, k::best_cpu_isa()})
+    EXPECT_EQ(k::conv2d_i8(isa, dt.x.data(), c.s, dt.w.packed.data(), dt.w.scales.data(),
+                           dt.w.zeros.data(), nullptr, c.s.k(), 4, y.data()),
+              k::Status::kNonFinite);
+}
+
+}  // namespace

@@ -1,0 +1,56 @@
+// Process-wide cache of the integer conv2d's unpacked weight panels (torch-free).
+//
+// The direct integer kernels read the weights as a u8 panel that conv2d_i8_pack_weights builds
+// from the packed rows on every call; for layers with few output pixels (ResNet's 7x7 stage)
+// that costs a quarter of the convolution. The cache keeps the panel of recently seen weights,
+// keyed by the panel's geometry and verified by *content*: an entry holds a copy of the packed
+// bytes it was built from and is used only if they compare equal (memcmp) to the call's, so a
+// hit gives exactly the panel a rebuild would (no staleness after in-place updates, freed and
+// reused storage, etc.). Least recently used entries are dropped beyond the byte budget
+// (QPART_CONV_I8_CACHE_MB, default 128; 0 disables the cache).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace qpart {
+namespace glue {
+
+class ConvI8PanelCache {
+ public:
+  /// (c_out, c_in / groups, kh, kw, bits): what a panel depends on besides the codes.
+  using Key = std::array<int64_t, 5>;
+
+  struct Entry {
+    Key key;
+    std::vector<uint8_t> packed;  // the bytes the panel was built from
+    std::vector<uint8_t> panel;
+    uint64_t last_use = 0;
+  };
+
+  static ConvI8PanelCache& instance();
+
+  /// The panel of `packed` (`bytes` bytes): a cached one if an entry with this key holds the
+  /// same bytes, else one built by `build(panel_ptr)` into `panel_bytes` bytes (and cached if
+  /// it fits the budget). The entry stays valid while the returned pointer is held.
+  /// `equal(a, b, n)` compares n bytes (the caller may split it across threads).
+  std::shared_ptr<const Entry> get(
+      const Key& key, const uint8_t* packed, size_t bytes, size_t panel_bytes,
+      const std::function<void(uint8_t*)>& build,
+      const std::function<bool(const uint8_t*, const uint8_t*, size_t)>& equal);
+
+ private:
+  ConvI8PanelCache();
+
+  std::mutex mutex_;
+  std::vector<std::shared_ptr<Entry>> entries_;
+  size_t budget_ = 0, used_ = 0;
+  uint64_t clock_ = 0;
+};
+
+}  // namespace glue
+}  // namespace qpart
