@@ -40,7 +40,7 @@ from ..core.split import roundtrip_activation
 from .allocation import InfeasibleError
 from .noise_model import DEFAULT_LEVELS, DEFAULT_WIDTHS, Calibration, NoiseModel
 from .probe import Probe, quantized_weight
-from .robustness import robustness
+from .robustness import first_guess, robustness
 from .solve import default_bit_costs, solve_partition
 
 #: Bump when the calibration procedure changes: part of :func:`cached_calibration`'s file
@@ -99,6 +99,18 @@ def _stacked_measure(probe: Probe, node_index: int, value_at):
     return measure
 
 
+def _width_probe(probe: Probe, idx: int, outs, widths, reference, target):
+    """Energies of the source quantized at each width (node ``idx`` replaced by ``outs``,
+    one stacked pass) and the robustness search's first scale predicted from them."""
+    out = probe.outputs_from(idx, outs)
+    stats = probe.stats_many(out, len(outs))
+    energies = {int(b): e for b, (e, _) in zip(widths, stats)}
+    blocks = list(out.reshape(len(outs), probe.n, *out.shape[1:]))
+    scales = [1.0 / (2.0 ** int(b) - 1.0) for b in widths]
+    start = first_guess(reference, blocks, scales, [r for _, r in stats], target)
+    return energies, start
+
+
 def _source_models(probe: Probe, prof, widths, reference_drop, seed, bar):
     """Noise curves and robustness of every layer and every cut activation."""
     top1 = isinstance(probe.agreement, TopK) and probe.agreement.k == 1
@@ -109,8 +121,7 @@ def _source_models(probe: Probe, prof, widths, reference_drop, seed, bar):
         idx = probe.layer_index[layer.name]
         w = probe.modules[layer.name].weight
         outs = [probe.layer_output(layer.name, quantized_weight(w, b)) for b in widths]
-        stats = probe.stats_many(probe.outputs_from(idx, outs), len(outs))
-        energies = {int(b): e for b, (e, _) in zip(widths, stats)}
+        energies, start = _width_probe(probe, idx, outs, widths, reference, reference_drop)
         p, alpha = _fit(list(energies), list(energies.values()))
         noise = _weight_noise(w, seed * 1000 + i)
         try:  # linear in the weight: y(s) = y_float + s * layer(x, noise) without bias
@@ -125,9 +136,8 @@ def _source_models(probe: Probe, prof, widths, reference_drop, seed, bar):
             def value_at(s, name=layer.name, w2=w2, noise=noise):
                 return probe.layer_output(name, w2 + s * noise)
 
-        t = robustness(
-            _stacked_measure(probe, idx, value_at), reference_drop, probe.n, reference=reference
-        )
+        measure = _stacked_measure(probe, idx, value_at)
+        t = robustness(measure, reference_drop, probe.n, reference=reference, start=start)
         layer_models.append(NoiseModel(p, alpha, max(t, 1e-30), energies))
         bar.update()
 
@@ -138,17 +148,15 @@ def _source_models(probe: Probe, prof, widths, reference_drop, seed, bar):
         value = probe.cache[probe.nodes[idx]]
         with torch.inference_mode():
             outs = [roundtrip_activation(value, b) for b in widths]
-        stats = probe.stats_many(probe.outputs_from(idx, outs), len(outs))
-        energies = {int(b): e for b, (e, _) in zip(widths, stats)}
+        energies, start = _width_probe(probe, idx, outs, widths, reference, reference_drop)
         p, alpha = _fit(list(energies), list(energies.values()))
         noise = _activation_noise(value, seed * 1000 + 500 + p_cut)
 
         def act_at(s, value=value, noise=noise):
             return value + s * noise
 
-        t = robustness(
-            _stacked_measure(probe, idx, act_at), reference_drop, probe.n, reference=reference
-        )
+        measure = _stacked_measure(probe, idx, act_at)
+        t = robustness(measure, reference_drop, probe.n, reference=reference, start=start)
         act_models[p_cut] = NoiseModel(p, alpha, max(t, 1e-30), energies)
         bar.update()
     return layer_models, act_models

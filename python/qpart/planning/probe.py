@@ -14,6 +14,7 @@ as soon as its disagreements exceed a limit (:meth:`Probe.plan_disagreements`)."
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
@@ -41,7 +42,7 @@ class Probe:
             raise ValueError("Probe: no inputs")
         self.prof = prof
         self.agreement = agreement(agreement_spec)
-        self.gm = prof.graph_module
+        self.gm = fast_layout_copy(prof.graph_module)
         self.nodes = list(self.gm.graph.nodes)
         self.index = {n.name: i for i, n in enumerate(self.nodes)}
         self.modules = dict(self.gm.named_modules())
@@ -52,7 +53,7 @@ class Probe:
                 self.layer_index[n.target] = self.index[n.name]
         interp = fx.Interpreter(self.gm, garbage_collect_values=False)
         with torch.inference_mode():
-            self.ref = interp.run(x)
+            self.ref = interp.run(_layout(x))
             self.cache = dict(interp.env)
         self.x = x
         self.n = int(x.shape[0])
@@ -132,7 +133,7 @@ class Probe:
         """Layer ``name``'s output on its float input with ``weight`` (any shape with the
         weight's element count) instead of its own, with (``bias``) or without its bias."""
         mod = self.modules[name]
-        w = weight.reshape(mod.weight.shape).to(mod.weight.dtype)
+        w = _layout(weight.reshape(mod.weight.shape).to(mod.weight.dtype))
         x = self.layer_input(name)
         b = mod.bias if bias else None
         with torch.inference_mode():
@@ -306,12 +307,29 @@ class _swapped:  # noqa: N801 - used as a context manager
         for name, w in self.weights.items():
             mod = self.modules[name]
             self.old[name] = mod.weight.data
-            mod.weight.data = w.reshape(mod.weight.shape).to(mod.weight.dtype)
+            mod.weight.data = _layout(w.reshape(mod.weight.shape).to(mod.weight.dtype))
 
     def __exit__(self, *exc):
         for name, old in self.old.items():
             self.modules[name].weight.data = old
         return False
+
+
+def _layout(t: torch.Tensor) -> torch.Tensor:
+    """4-D tensors in channels-last order (the fast layout of CPU convolutions)."""
+    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+
+
+def fast_layout_copy(gm: fx.GraphModule) -> fx.GraphModule:
+    """A copy of ``gm`` with every 4-D parameter and buffer in channels-last order: CPU
+    convolutions then run in that order (several times faster for the many-channel,
+    small-image layers of a ResNet; same values up to float rounding)."""
+    out = copy.deepcopy(gm)
+    with torch.no_grad():
+        for t in list(out.parameters()) + list(out.buffers()):
+            if t.dim() == 4:
+                t.data = _layout(t.data)
+    return out
 
 
 def quantized_weight(w: torch.Tensor, bits: int) -> torch.Tensor:

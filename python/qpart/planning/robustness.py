@@ -50,6 +50,33 @@ def top1_flip_scales(reference: torch.Tensor, outputs: torch.Tensor, scale: floa
     return s.amin(-1)
 
 
+def first_guess(
+    reference: torch.Tensor | None,
+    outputs: Sequence[torch.Tensor],
+    scales: Sequence[float],
+    rates: Sequence[float],
+    target: float,
+    default: float = 2.0**-6,
+) -> float:
+    """A starting scale for :func:`robustness` from measurements with other noise of known
+    equivalent scales (e.g. ``b``-bit quantization, a uniform step of ``1 / (2^b - 1)`` of the
+    range): the top-1 prediction from the noisiest one still below ``target`` (else the
+    least noisy one); ``default`` without the top-1 rule or a finite prediction."""
+    if reference is None or not outputs:
+        return default
+    below = [i for i, r in enumerate(rates) if r < target]
+    i = (
+        max(below, key=lambda j: scales[j])
+        if below
+        else min(range(len(scales)), key=lambda j: scales[j])
+    )
+    m = needed_disagreements(target, reference.shape[0])
+    if not 1 <= m <= reference.shape[0]:
+        return default
+    guess = float(top1_flip_scales(reference, outputs[i], scales[i]).kthvalue(m).values)
+    return guess if math.isfinite(guess) and guess > 0 else default
+
+
 def robustness(
     measure: Measure,
     target: float,
