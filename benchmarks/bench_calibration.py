@@ -27,8 +27,55 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+from torch import nn
+
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "02c8cff"
+RESNET_FILE = "QPART_BENCH_RESNET_FILE"
+
+
+# The residual CNN of ``qpart.workloads.models`` (same state-dict keys), defined here so that
+# a baseline tree without it calibrates the same network.
+class _Block(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.downsample = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class _ResidualCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, 2, 1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.layer1, self.layer2, self.layer3 = _Block(8, 8), _Block(8, 16, 2), _Block(16, 32, 2)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.stem(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def _save_resnet_workload(path: str) -> None:
+    """The trained ``mnist-resnet`` of the zoo (this tree) with its held-out calibration
+    digits and the test digits, for every process of the run."""
+    from qpart.workloads.zoo import builtin_model
+
+    bm = builtin_model("mnist-resnet", seed=0)
+    torch.save({"state": bm.model.state_dict(), "x": bm.calibration, "x_held": bm.x_test}, path)
 
 
 # ------------------------------------------------------------------------- workloads
@@ -55,12 +102,12 @@ def _workload(name: str, quick: bool):
         train_classifier(model, x, data.y_train, epochs=1, seed=0, progress=False)
         n = 128 if quick else 512
         return model.eval(), x[:n], data.x_test.reshape(-1, 1, 28, 28)
-    if name == "resnet":
-        from qpart.workloads.zoo import builtin_model
-
-        bm = builtin_model("mnist-resnet", seed=0)
+    if name == "resnet":  # the zoo's trained weights and digits, saved by the parent
+        saved = torch.load(os.environ[RESNET_FILE], weights_only=True)
+        model = _ResidualCNN()
+        model.load_state_dict(saved["state"])
         n = 128 if quick else 512
-        return bm.model, bm.calibration[:n], bm.x_test
+        return model.eval(), saved["x"][:n], saved["x_held"]
     if name == "resnet18":
         sys.path.insert(0, str(ROOT / "benchmarks"))
         from test_bench_planner import resnet18_shaped
@@ -175,6 +222,9 @@ def main(argv=None) -> int:
         ).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
         trees = {"baseline": Path(tmp) / "python", "new": ROOT / "python"}
+        if "resnet" in args.workloads.split(","):
+            os.environ[RESNET_FILE] = os.path.join(tmp, "resnet.pt")
+            _save_resnet_workload(os.environ[RESNET_FILE])
         threads_of = {"baseline": None, "new": args.threads}
         if args.also_threads is not None:
             extra = f"new_{args.also_threads}thr"

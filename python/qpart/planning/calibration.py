@@ -148,13 +148,23 @@ def _source_models(probe: Probe, prof, widths, reference_drop, seed, bar):
         value = probe.cache[probe.nodes[idx]]
         with torch.inference_mode():
             outs = [roundtrip_activation(value, b) for b in widths]
+        noise = _activation_noise(value, seed * 1000 + 500 + p_cut)
+        layer = probe.sole_layer_user(idx)
+        if layer is not None:  # the next layer is linear in the cut value: start there
+            idx = probe.layer_index[layer]
+            outs = [probe.layer_output(layer, x=o) for o in outs]
+            y0 = probe.cache[probe.nodes[idx]]
+            delta = probe.layer_output(layer, bias=False, x=noise)
+
+            def act_at(s, y0=y0, delta=delta):
+                return y0 + s * delta
+        else:
+
+            def act_at(s, value=value, noise=noise):
+                return value + s * noise
+
         energies, start = _width_probe(probe, idx, outs, widths, reference, reference_drop)
         p, alpha = _fit(list(energies), list(energies.values()))
-        noise = _activation_noise(value, seed * 1000 + 500 + p_cut)
-
-        def act_at(s, value=value, noise=noise):
-            return value + s * noise
-
         measure = _stacked_measure(probe, idx, act_at)
         t = robustness(measure, reference_drop, probe.n, reference=reference, start=start)
         act_models[p_cut] = NoiseModel(p, alpha, max(t, 1e-30), energies)
@@ -170,6 +180,21 @@ def _allowed(rate: float, n: int) -> int:
     return k
 
 
+def free_threads(limit: int | None = None) -> int:
+    """Cores not busy with other work: ``os.cpu_count()`` (at most ``limit``) less the
+    rounded one-minute load average, at least 1. Torch's threads wait for each other at
+    every operation, so on a loaded machine all cores are slower than the free ones (two
+    threads on two cores shared with two busy jobs: about 5x slower than one)."""
+    cores = os.cpu_count() or 1
+    if limit is not None:
+        cores = min(cores, limit)
+    try:
+        busy = round(os.getloadavg()[0])
+    except (AttributeError, OSError):  # no load average on this platform
+        busy = 0
+    return max(1, min(cores, (os.cpu_count() or 1) - busy))
+
+
 def calibrate(
     model: nn.Module,
     x: torch.Tensor,
@@ -183,7 +208,7 @@ def calibrate(
     shrink: float = 0.7,
     seed: int = 0,
     progress: bool = True,
-    threads: int | None = None,
+    threads: int | str | None = "auto",
     agreement: AgreementSpec = None,
 ) -> Calibration:
     """Calibrates the accuracy model of ``model`` on inputs ``x`` (no labels needed: the
@@ -193,15 +218,17 @@ def calibrate(
     at which the noise curves are measured; ``reference_drop``: flip rate defining the
     robustness ``t``; ``safety``: the closed loop keeps the measured flip rate of the planned
     configurations at or below ``safety * a``; ``threads``: torch intra-op threads while
-    calibrating (restored afterwards; ``None``, the default, keeps torch's setting - all
-    cores unless changed); ``agreement``: what counts as the
-    same answer as the float model (:func:`qpart.core.metrics.agreement`; top-1 by
-    default) - every "flip rate" here is that metric's disagreement rate. See the module
-    docstring.
+    calibrating (restored afterwards): ``"auto"`` (default) all cores the other processes
+    leave free (:func:`free_threads`), ``None`` torch's setting, or a count;
+    ``agreement``: what counts as the same answer as the float model
+    (:func:`qpart.core.metrics.agreement`; top-1 by default) - every "flip rate" here is
+    that metric's disagreement rate. See the module docstring.
     """
     old_threads = torch.get_num_threads()
+    if threads == "auto":
+        threads = free_threads(old_threads)
     if threads is not None:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(int(threads))
     try:
         return _calibrate(
             model,

@@ -26,7 +26,7 @@ import qpart_kernels
 from ..core.metrics import AgreementSpec, agreement
 from ..core.profile import ModelProfile
 from ..core.split import roundtrip_activation
-from .subgraph import Subgraph
+from .subgraph import Subgraph, conv2d
 
 #: Bytes of plan-prefix values a probe keeps (see the module docstring).
 PREFIX_CACHE_BYTES = 256 * 2**20
@@ -125,22 +125,41 @@ class Probe:
         with torch.inference_mode():
             return piece(self._feed(piece, env, chunk, repeat=k))
 
+    def sole_layer_user(self, node_index: int) -> str | None:
+        """The layer whose only input is node ``node_index`` when that layer is the node's
+        only user (its output is then linear in the node's value), else ``None``."""
+        users = list(self.nodes[node_index].users)
+        if len(users) != 1 or users[0].op != "call_module" or users[0].kwargs:
+            return None
+        user = users[0]
+        if user.target not in self.layer_index or list(user.args) != [self.nodes[node_index]]:
+            return None
+        return str(user.target)
+
     def layer_input(self, name: str) -> torch.Tensor:
         """The float input of layer ``name`` on the probe's inputs."""
         return self.cache[self.nodes[self.layer_index[name]].args[0]]
 
-    def layer_output(self, name: str, weight: torch.Tensor, bias: bool = True) -> torch.Tensor:
-        """Layer ``name``'s output on its float input with ``weight`` (any shape with the
-        weight's element count) instead of its own, with (``bias``) or without its bias."""
+    def layer_output(
+        self,
+        name: str,
+        weight: torch.Tensor | None = None,
+        bias: bool = True,
+        x: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Layer ``name``'s output with ``weight`` (any shape with the weight's element
+        count; ``None``: its own) on input ``x`` (``None``: its float input), with
+        (``bias``) or without its bias."""
         mod = self.modules[name]
+        weight = mod.weight if weight is None else weight
         w = _layout(weight.reshape(mod.weight.shape).to(mod.weight.dtype))
-        x = self.layer_input(name)
+        x = self.layer_input(name) if x is None else x
         b = mod.bias if bias else None
         with torch.inference_mode():
             if type(mod) is nn.Linear:
                 return nn.functional.linear(x, w, b)
-            if type(mod) is nn.Conv2d:
-                return mod._conv_forward(x, w, b)
+            if type(mod) is nn.Conv2d and mod.padding_mode == "zeros":
+                return conv2d(x, w, b, mod.stride, mod.padding, mod.dilation, mod.groups)
             if not bias and mod.bias is not None:
                 raise TypeError(f"layer {name}: no bias-free output for {type(mod).__name__}")
             return torch.func.functional_call(mod, {"weight": w}, (x,))

@@ -5,7 +5,8 @@ generated-code ``GraphModule`` (no per-node interpreter overhead) that reads the
 the earlier nodes it needs and returns the values later nodes need (or the graph's output).
 Submodules are shared with the original graph, so a weight swapped into a layer there is
 seen here. ``max_pool2d`` is run as an element-wise maximum of strided slices (bit-identical,
-several times faster than ATen's CPU kernel on these small-channel tensors).
+several times faster than ATen's CPU kernel on these small-channel tensors), and a
+one-channel convolution through :func:`conv2d`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch import fx
+from torch import fx, nn
 from torch.nn import functional as F  # noqa: N812
 
 _MAX_POOL = getattr(torch.ops.aten.max_pool2d, "default", None)
@@ -58,6 +59,38 @@ def max_pool2d_slices(
     return out.contiguous()
 
 
+def conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride,
+    padding,
+    dilation,
+    groups: int,
+) -> torch.Tensor:
+    """``F.conv2d``; a stride-1 convolution of a one-channel input runs on the input with a
+    zero second channel (and zero weights for it): the same sums, several times faster
+    on CPU than ATen's one-channel path."""
+    if x.dim() == 4 and x.shape[1] == 1 and groups == 1 and _as_pair(stride, 1) == (1, 1):
+        x = torch.cat([x, torch.zeros_like(x)], 1)
+        weight = torch.cat([weight, torch.zeros_like(weight)], 1)
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+def _fast_conv_node(graph: fx.Graph, gm: fx.GraphModule, node: fx.Node, lookup):
+    """A ``call_function`` of :func:`conv2d` for a zero-padded ``nn.Conv2d`` module call, or
+    ``None`` to copy the node as it is."""
+    if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
+        return None
+    mod = gm.get_submodule(node.target)
+    if type(mod) is not nn.Conv2d or mod.padding_mode != "zeros" or mod.in_channels != 1:
+        return None
+    w = graph.get_attr(f"{node.target}.weight")
+    b = graph.get_attr(f"{node.target}.bias") if mod.bias is not None else None
+    args = (lookup(node.args[0]), w, b, mod.stride, mod.padding, mod.dilation, mod.groups)
+    return graph.call_function(conv2d, args)
+
+
 class Subgraph:
     """Nodes ``[start, stop)`` of ``gm`` (indices into ``nodes``, the graph's node list) as
     generated code. :attr:`inputs`: the earlier nodes whose values it reads (placeholders of
@@ -93,7 +126,10 @@ class Subgraph:
             else:
                 for a in node.all_input_nodes:
                     lookup(a)
-                if node.op == "call_function" and node.target is _MAX_POOL:
+                fast = _fast_conv_node(graph, gm, node, lookup)
+                if fast is not None:
+                    env[node] = fast
+                elif node.op == "call_function" and node.target is _MAX_POOL:
                     env[node] = graph.call_function(
                         max_pool2d_slices,
                         fx.node.map_arg(node.args, lookup),
