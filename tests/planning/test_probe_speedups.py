@@ -14,10 +14,11 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from qpart.core.profile import profile
-from qpart.planning.calibration import _allowed, calibrate, free_threads
+from qpart.planning.calibration import calibrate, free_threads
 from qpart.planning.probe import Probe, quantized_weight
 from qpart.planning.robustness import (
     TOLERANCE_LOG2,
+    allowed_disagreements,
     needed_disagreements,
     robustness,
     top1_flip_scales,
@@ -157,12 +158,12 @@ def test_counts_of_rates():
     assert needed_disagreements(0.01, 2000) == 20
     assert needed_disagreements(0.01, 256) == 3
     assert needed_disagreements(0.0, 10) == 0
-    assert _allowed(0.0005, 2000) == 1
-    assert _allowed(0.0005, 1000) == 0
-    assert _allowed(0.01 * 0.5, 400) == 2
+    assert allowed_disagreements(0.0005, 2000) == 1
+    assert allowed_disagreements(0.0005, 1000) == 0
+    assert allowed_disagreements(0.01 * 0.5, 400) == 2
     for n in (7, 100, 2000):
         for r in (0.0, 0.001, 0.0125, 0.3):
-            k = _allowed(r, n)
+            k = allowed_disagreements(r, n)
             assert k / n <= r and (k + 1) / n > r
 
 

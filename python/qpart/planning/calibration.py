@@ -40,7 +40,7 @@ from ..core.split import roundtrip_activation
 from .allocation import InfeasibleError
 from .noise_model import DEFAULT_LEVELS, DEFAULT_WIDTHS, Calibration, NoiseModel
 from .probe import Probe, quantized_weight
-from .robustness import first_guess, robustness
+from .robustness import allowed_disagreements, first_guess, robustness
 from .solve import default_bit_costs, solve_partition
 
 #: Bump when the calibration procedure changes: part of :func:`cached_calibration`'s file
@@ -170,14 +170,6 @@ def _source_models(probe: Probe, prof, widths, reference_drop, seed, bar):
         act_models[p_cut] = NoiseModel(p, alpha, max(t, 1e-30), energies)
         bar.update()
     return layer_models, act_models
-
-
-def _allowed(rate: float, n: int) -> int:
-    """The largest disagreement count ``k`` among ``n`` with ``k / n <= rate``."""
-    k = max(-1, math.floor(rate * n) + 1)
-    while k >= 0 and k / n > rate:
-        k -= 1
-    return k
 
 
 def free_threads(limit: int | None = None) -> int:
@@ -347,7 +339,7 @@ def _calibrate(
     for level in sorted(levels):
         bar.set_description(f"calibrating: closed loop C({level:g})")
         c_value = energy_for(level) / e_ref
-        limit = _allowed(safety * level, probe.n)
+        limit = allowed_disagreements(safety * level, probe.n)
         for _ in range(max_shrink_steps):
             if passes(c_value, limit):
                 break

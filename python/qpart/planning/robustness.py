@@ -36,6 +36,14 @@ def needed_disagreements(target: float, n: int) -> int:
     return m
 
 
+def allowed_disagreements(rate: float, n: int) -> int:
+    """The largest count ``k`` of disagreements among ``n`` with ``k / n <= rate``."""
+    k = max(-1, math.floor(rate * n) + 1)
+    while k >= 0 and k / n > rate:
+        k -= 1
+    return k
+
+
 def top1_flip_scales(reference: torch.Tensor, outputs: torch.Tensor, scale: float) -> torch.Tensor:
     """Per sample, the scale at which the arg-max of ``reference + s * r`` leaves the
     reference's class, with ``r = (outputs - reference) / scale`` (``inf`` if never)."""
