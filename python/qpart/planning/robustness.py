@@ -3,7 +3,9 @@ fixed (seeded) noise pattern whose disagreement rate reaches the reference drop.
 
 The scale is searched on ``[2^-14, 2^3]`` (relative to the per-row range) until the bracket
 ``[lo, hi]`` (``lo`` below the target rate, ``hi`` at or above it) is within a factor
-``2^tol``; ``t`` is the energy measured at ``hi``. With the top-1 metric each measurement
+``2^tol``; ``t`` is the energy interpolated (log-log) between the two measurements at the
+crossing (the top-1 prediction from ``lo``, clamped to the bracket; else its geometric
+middle). With the top-1 metric each measurement
 also predicts, per sample, the scale at which its arg-max would change if the outputs moved
 linearly with the scale (:func:`top1_flip_scales`); the ``m``-th smallest of these
 (``m`` the number of disagreements the target needs) is the next guess, and two scales
@@ -105,16 +107,23 @@ def robustness(
     m = needed_disagreements(target, n)
     latest: tuple[float, torch.Tensor] = (0.0, torch.empty(0))
     scales = [min(max(start, lo_bound), hi_bound)]
+    lo_out = None
     for step in range(max_passes):
         for s, (energy, rate, out) in zip(scales, measure(scales)):
             if rate >= target:
                 if hi is None or s < hi[0]:
                     hi = (s, energy)
             elif lo is None or s > lo[0]:
-                lo = (s, energy)
+                lo, lo_out = (s, energy), out
             latest = (s, out)
-        if hi is not None and (hi[0] <= lo_bound or (lo and hi[0] <= lo[0] * 2.0**tol)):
+        if hi is not None and hi[0] <= lo_bound:
             return hi[1]
+        if hi is not None and lo is not None and hi[0] <= lo[0] * 2.0**tol:
+            cross = math.sqrt(lo[0] * hi[0])
+            if reference is not None and 1 <= m <= n:
+                flips = top1_flip_scales(reference, lo_out, lo[0])
+                cross = min(max(float(flips.kthvalue(m).values), lo[0]), hi[0])
+            return _log_interpolate(lo, hi, cross)
         if hi is None and lo is not None and lo[0] >= hi_bound:
             return lo[1]  # never reaches the target rate inside the range
         scales = []
@@ -131,6 +140,15 @@ def robustness(
     if hi is not None:
         return hi[1]
     return lo[1] if lo is not None else 0.0
+
+
+def _log_interpolate(lo: tuple[float, float], hi: tuple[float, float], scale: float) -> float:
+    """The energy at ``scale`` interpolated log-log between ``lo`` and ``hi`` (``(scale,
+    energy)`` pairs)."""
+    if lo[1] <= 0 or hi[1] <= 0 or hi[0] <= lo[0]:
+        return hi[1]
+    f = (math.log(scale) - math.log(lo[0])) / (math.log(hi[0]) - math.log(lo[0]))
+    return math.exp(math.log(lo[1]) + f * (math.log(hi[1]) - math.log(lo[1])))
 
 
 def _around(guess, lo, hi, lo_bound, hi_bound, tol) -> list[float]:
