@@ -24,7 +24,7 @@ import torch
 #: The searched scale range (log2 of the noise step relative to the range).
 LOG2_LO, LOG2_HI = -14.0, 3.0
 #: Bracket width (log2) at which the search stops.
-TOLERANCE_LOG2 = 1.0 / 16.0
+TOLERANCE_LOG2 = 1.0 / 8.0
 
 #: ``measure(scales) -> [(energy, disagreement rate, outputs)]``, one per scale.
 Measure = Callable[[Sequence[float]], list[tuple[float, float, torch.Tensor]]]
