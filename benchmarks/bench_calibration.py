@@ -3,10 +3,12 @@
     PYTHONPATH=python python benchmarks/bench_calibration.py [--baseline 02c8cff] \
         [--rounds 1] [--quick] [--json benchmarks/results/calibration.json]
 
-For each workload (the MNIST MLP on 2000 training digits, a ``mnist_cnn``-style CNN and a
-random-weight ResNet-18-shaped CNN on small inputs) the baseline and this tree calibrate the
-same model on the same inputs in separate processes, interleaved per round, each with its
-own default thread setting (the baseline: one thread; this tree: torch's default). The
+For each workload (the MNIST MLP on 2000 training digits, a ``mnist_cnn``-style CNN on 512
+digits, the residual CNN ``mnist-resnet`` on 512 held-out digits and a random-weight
+ResNet-18-shaped CNN, 21 layers, on 256 inputs of 32x32) the baseline and this tree
+calibrate the same model on the same inputs in separate processes, interleaved per round,
+each with its own default thread setting (the baseline: one thread; this tree: torch's
+default, all cores); ``--also-threads 1`` adds a run of this tree with one thread. The
 baseline tree is ``git archive`` of ``--baseline`` (default: the commit this work started
 from). Prediction quality is compared with one function for both calibrations: every
 pattern of the (unrefined) table is measured on held-out inputs, and the mean absolute
@@ -25,8 +27,55 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+from torch import nn
+
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "02c8cff"
+RESNET_FILE = "QPART_BENCH_RESNET_FILE"
+
+
+# The residual CNN of ``qpart.workloads.models`` (same state-dict keys), defined here so that
+# a baseline tree without it calibrates the same network.
+class _Block(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.downsample = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class _ResidualCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, 2, 1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.layer1, self.layer2, self.layer3 = _Block(8, 8), _Block(8, 16, 2), _Block(16, 32, 2)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.stem(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def _save_resnet_workload(path: str) -> None:
+    """The trained ``mnist-resnet`` of the zoo (this tree) with its held-out calibration
+    digits and the test digits, for every process of the run."""
+    from qpart.workloads.zoo import builtin_model
+
+    bm = builtin_model("mnist-resnet", seed=0)
+    torch.save({"state": bm.model.state_dict(), "x": bm.calibration, "x_held": bm.x_test}, path)
 
 
 # ------------------------------------------------------------------------- workloads
@@ -53,6 +102,12 @@ def _workload(name: str, quick: bool):
         train_classifier(model, x, data.y_train, epochs=1, seed=0, progress=False)
         n = 128 if quick else 512
         return model.eval(), x[:n], data.x_test.reshape(-1, 1, 28, 28)
+    if name == "resnet":  # the zoo's trained weights and digits, saved by the parent
+        saved = torch.load(os.environ[RESNET_FILE], weights_only=True)
+        model = _ResidualCNN()
+        model.load_state_dict(saved["state"])
+        n = 128 if quick else 512
+        return model.eval(), saved["x"][:n], saved["x_held"]
     if name == "resnet18":
         sys.path.insert(0, str(ROOT / "benchmarks"))
         from test_bench_planner import resnet18_shaped
@@ -61,7 +116,7 @@ def _workload(name: str, quick: bool):
         with torch.no_grad():  # a random network: scale the head so logits are spread
             model[-1].weight.mul_(20.0)
         gen = torch.Generator().manual_seed(1)
-        n = 16 if quick else 64
+        n = 16 if quick else 256
         x = torch.randn(n + 256, 3, 32, 32, generator=gen).relu()
         return model, x[:n], x[n:]
     raise ValueError(name)
@@ -137,7 +192,7 @@ def _quality(name: str, quick: bool, calib_doc: dict) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", default=BASELINE)
-    ap.add_argument("--workloads", default="mlp,cnn,resnet18")
+    ap.add_argument("--workloads", default="mlp,cnn,resnet,resnet18")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default=None)
@@ -146,6 +201,12 @@ def main(argv=None) -> int:
         type=int,
         default=None,
         help="torch threads for this tree's calibration (default: its default)",
+    )
+    ap.add_argument(
+        "--also-threads",
+        type=int,
+        default=None,
+        help="also run this tree with this many torch threads (reported as new_<n>thr)",
     )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
@@ -161,13 +222,19 @@ def main(argv=None) -> int:
         ).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
         trees = {"baseline": Path(tmp) / "python", "new": ROOT / "python"}
+        if "resnet" in args.workloads.split(","):
+            os.environ[RESNET_FILE] = os.path.join(tmp, "resnet.pt")
+            _save_resnet_workload(os.environ[RESNET_FILE])
+        threads_of = {"baseline": None, "new": args.threads}
+        if args.also_threads is not None:
+            extra = f"new_{args.also_threads}thr"
+            trees[extra], threads_of[extra] = ROOT / "python", args.also_threads
         rows = []
         for name in args.workloads.split(","):
             runs = {k: [] for k in trees}
             for _ in range(args.rounds):
                 for which, tree in trees.items():
-                    threads = args.threads if which == "new" else None
-                    runs[which].append(_run(tree, name, args.quick, threads))
+                    runs[which].append(_run(tree, name, args.quick, threads_of[which]))
             row = {"workload": name}
             for which in trees:
                 best = min(runs[which], key=lambda r: r["seconds"])
@@ -176,8 +243,18 @@ def main(argv=None) -> int:
                     "threads": best["threads"],
                     "quality": _quality(name, args.quick, best["calibration"]),
                 }
-            row["speedup"] = min(row["baseline"]["seconds"]) / min(row["new"]["seconds"])
+            for which in trees:
+                if which != "baseline":
+                    row[f"speedup_{which}"] = min(row["baseline"]["seconds"]) / min(
+                        row[which]["seconds"]
+                    )
+            row["speedup"] = row["speedup_new"]
             rows.append(row)
+            if args.json:  # after every workload: a cut-short run keeps what it measured
+                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                with open(args.json, "w") as f:
+                    doc = {"baseline": args.baseline, "quick": args.quick, "rows": rows}
+                    json.dump(doc, f, indent=1)
             b, n = row["baseline"], row["new"]
             print(
                 f"{name:<9} baseline {min(b['seconds']):8.2f} s ({b['threads']} thr)  new "
@@ -187,10 +264,16 @@ def main(argv=None) -> int:
                 f"{b['quality']['over_level']:.2f} -> {n['quality']['over_level']:.2f}",
                 flush=True,
             )
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump({"baseline": args.baseline, "quick": args.quick, "rows": rows}, f, indent=1)
+            for which in trees:
+                if which not in ("baseline", "new"):
+                    e = row[which]
+                    print(
+                        f"{'':<9} {which}: {min(e['seconds']):8.2f} s  speedup "
+                        f"{row['speedup_' + which]:5.2f}x  |pred-meas| "
+                        f"{e['quality']['mean_abs_error']:.4f}  over level "
+                        f"{e['quality']['over_level']:.2f}",
+                        flush=True,
+                    )
     return 0
 
 

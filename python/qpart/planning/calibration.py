@@ -33,14 +33,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.metrics import AgreementSpec
+from ..core.metrics import AgreementSpec, TopK
 from ..core.profile import ModelProfile
 from ..core.profile import profile as profile_model
 from ..core.split import roundtrip_activation
 from .allocation import InfeasibleError
 from .noise_model import DEFAULT_LEVELS, DEFAULT_WIDTHS, Calibration, NoiseModel
 from .probe import Probe, quantized_weight
+from .robustness import allowed_disagreements, first_guess, robustness
 from .solve import default_bit_costs, solve_partition
+
+#: Bump when the calibration procedure changes: part of :func:`cached_calibration`'s file
+#: name, so a cache written by another procedure is not read back.
+CALIBRATION_PROCEDURE = 2
+#: Cumulative fractions of the inputs (in ascending-margin order) at which a closed-loop
+#: plan measurement may stop once it has exceeded its disagreement limit.
+CHUNK_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 
 
 def adversarial_margins(logits: torch.Tensor) -> torch.Tensor:
@@ -62,66 +70,121 @@ def _fit(widths: Sequence[int], energies: Sequence[float]) -> tuple[float, float
     return p, alpha
 
 
-def _uniform_weight_noise(w: torch.Tensor, scale: float, gen: torch.Generator) -> torch.Tensor:
+def _weight_noise(w: torch.Tensor, seed: int) -> torch.Tensor:
+    """Uniform weight noise at scale 1, ``range * (U - 1/2)`` with the range per row (the
+    shape of quantization noise); seeded, so every scale uses the same pattern."""
     w2 = w.detach().reshape(w.shape[0], -1).float()
-    step = (w2.max(1, keepdim=True).values - w2.min(1, keepdim=True).values) * scale
-    return w2 + step * (torch.rand(w2.shape, generator=gen) - 0.5)
+    span = w2.max(1, keepdim=True).values - w2.min(1, keepdim=True).values
+    return span * (torch.rand(w2.shape, generator=torch.Generator().manual_seed(seed)) - 0.5)
 
 
-def _uniform_activation_noise(x: torch.Tensor, scale: float, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
+def _activation_noise(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """Uniform activation noise at scale 1, ``range * (U - 1/2)`` with the range per sample
+    (shape of ``x``); seeded."""
     flat = x.reshape(x.shape[0], -1)
-    step = (flat.max(1, keepdim=True).values - flat.min(1, keepdim=True).values) * scale
-    return (flat + step * (torch.rand(flat.shape, generator=gen) - 0.5)).reshape(x.shape)
+    span = flat.max(1, keepdim=True).values - flat.min(1, keepdim=True).values
+    noise = torch.rand(flat.shape, generator=torch.Generator().manual_seed(seed)) - 0.5
+    return (span * noise).reshape(x.shape)
 
 
-class _NoisyWeight:
-    """``_uniform_weight_noise(w, scale, seed)`` with the range and the (seeded, hence
-    identical for every scale) noise pattern drawn once."""
+def _stacked_measure(probe: Probe, node_index: int, value_at):
+    """``measure(scales)`` for :func:`~qpart.planning.robustness.robustness`: the node's
+    value replaced by ``value_at(scale)`` for every scale, in one stacked pass."""
 
-    def __init__(self, w: torch.Tensor, seed: int):
-        w2 = w.detach().reshape(w.shape[0], -1).float()
-        self.w2 = w2
-        self.span = w2.max(1, keepdim=True).values - w2.min(1, keepdim=True).values
-        self.noise = torch.rand(w2.shape, generator=torch.Generator().manual_seed(seed)) - 0.5
+    def measure(scales):
+        out = probe.outputs_from(node_index, [value_at(s) for s in scales])
+        blocks = out.reshape(len(scales), probe.n, *out.shape[1:])
+        return [(e, r, blk) for (e, r), blk in zip(probe.stats_many(out, len(scales)), blocks)]
 
-    def __call__(self, scale: float) -> torch.Tensor:
-        return self.w2 + (self.span * scale) * self.noise
+    return measure
 
 
-class _NoisyActivation:
-    """``_uniform_activation_noise(x, scale, seed)`` with the per-sample range and the noise
-    pattern of the (fixed) cut value computed once."""
-
-    def __init__(self, seed: int):
-        self.seed, self.key, self.parts = seed, None, None
-
-    def __call__(self, x: torch.Tensor, scale: float) -> torch.Tensor:
-        if self.key is not x:
-            flat = x.reshape(x.shape[0], -1)
-            span = flat.max(1, keepdim=True).values - flat.min(1, keepdim=True).values
-            gen = torch.Generator().manual_seed(self.seed)
-            self.key, self.parts = x, (flat, span, torch.rand(flat.shape, generator=gen) - 0.5)
-        flat, span, noise = self.parts
-        return (flat + (span * scale) * noise).reshape(x.shape)
+def _width_probe(probe: Probe, idx: int, outs, widths, reference, target):
+    """Energies of the source quantized at each width (node ``idx`` replaced by ``outs``,
+    one stacked pass) and the robustness search's first scale predicted from them."""
+    out = probe.outputs_from(idx, outs)
+    stats = probe.stats_many(out, len(outs))
+    energies = {int(b): e for b, (e, _) in zip(widths, stats)}
+    blocks = list(out.reshape(len(outs), probe.n, *out.shape[1:]))
+    scales = [1.0 / (2.0 ** int(b) - 1.0) for b in widths]
+    start = first_guess(reference, blocks, scales, [r for _, r in stats], target)
+    return energies, start
 
 
-def _bisect_scale(measure, target_flips: float, iters: int = 11) -> float:
-    """Smallest noise scale (log bisection) whose flip rate reaches ``target_flips``;
-    returns the logit-noise energy measured there."""
-    lo, hi = -14.0, 3.0  # log2 of the step relative to the range
-    e_hi, f_hi = measure(2.0**hi)
-    if f_hi < target_flips:
-        return e_hi
-    e_at = e_hi
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        e, f = measure(2.0**mid)
-        if f >= target_flips:
-            hi, e_at = mid, e
+def _source_models(probe: Probe, prof, widths, reference_drop, seed, bar):
+    """Noise curves and robustness of every layer and every cut activation."""
+    top1 = isinstance(probe.agreement, TopK) and probe.agreement.k == 1
+    reference = probe.ref if top1 else None
+    layer_models: list[NoiseModel] = []
+    for i, layer in enumerate(prof.layers):
+        bar.set_description(f"calibrating: layer {i + 1}/{prof.num_layers} {layer.name}")
+        idx = probe.layer_index[layer.name]
+        w = probe.modules[layer.name].weight
+        outs = [probe.layer_output(layer.name, quantized_weight(w, b)) for b in widths]
+        energies, start = _width_probe(probe, idx, outs, widths, reference, reference_drop)
+        p, alpha = _fit(list(energies), list(energies.values()))
+        noise = _weight_noise(w, seed * 1000 + i)
+        try:  # linear in the weight: y(s) = y_float + s * layer(x, noise) without bias
+            delta = probe.layer_output(layer.name, noise, bias=False)
+            y0 = probe.cache[probe.nodes[idx]]
+
+            def value_at(s, y0=y0, delta=delta):
+                return y0 + s * delta
+        except TypeError:
+            w2 = w.detach().reshape(w.shape[0], -1).float()
+
+            def value_at(s, name=layer.name, w2=w2, noise=noise):
+                return probe.layer_output(name, w2 + s * noise)
+
+        measure = _stacked_measure(probe, idx, value_at)
+        t = robustness(measure, reference_drop, probe.n, reference=reference, start=start)
+        layer_models.append(NoiseModel(p, alpha, max(t, 1e-30), energies))
+        bar.update()
+
+    act_models: dict[int, NoiseModel] = {}
+    for p_cut in sorted(prof.cuts):
+        bar.set_description(f"calibrating: activation at cut {p_cut}")
+        idx = probe.index[prof.cuts[p_cut].node]
+        value = probe.cache[probe.nodes[idx]]
+        with torch.inference_mode():
+            outs = [roundtrip_activation(value, b) for b in widths]
+        noise = _activation_noise(value, seed * 1000 + 500 + p_cut)
+        layer = probe.sole_layer_user(idx)
+        if layer is not None:  # the next layer is linear in the cut value: start there
+            idx = probe.layer_index[layer]
+            outs = [probe.layer_output(layer, x=o) for o in outs]
+            y0 = probe.cache[probe.nodes[idx]]
+            delta = probe.layer_output(layer, bias=False, x=noise)
+
+            def act_at(s, y0=y0, delta=delta):
+                return y0 + s * delta
         else:
-            lo = mid
-    return e_at
+
+            def act_at(s, value=value, noise=noise):
+                return value + s * noise
+
+        energies, start = _width_probe(probe, idx, outs, widths, reference, reference_drop)
+        p, alpha = _fit(list(energies), list(energies.values()))
+        measure = _stacked_measure(probe, idx, act_at)
+        t = robustness(measure, reference_drop, probe.n, reference=reference, start=start)
+        act_models[p_cut] = NoiseModel(p, alpha, max(t, 1e-30), energies)
+        bar.update()
+    return layer_models, act_models
+
+
+def free_threads(limit: int | None = None) -> int:
+    """Cores not busy with other work: ``os.cpu_count()`` (at most ``limit``) less the
+    rounded one-minute load average, at least 1. Torch's threads wait for each other at
+    every operation, so on a loaded machine all cores are slower than the free ones (two
+    threads on two cores shared with two busy jobs: about 5x slower than one)."""
+    cores = os.cpu_count() or 1
+    if limit is not None:
+        cores = min(cores, limit)
+    try:
+        busy = round(os.getloadavg()[0])
+    except (AttributeError, OSError):  # no load average on this platform
+        busy = 0
+    return max(1, min(cores, (os.cpu_count() or 1) - busy))
 
 
 def calibrate(
@@ -137,7 +200,7 @@ def calibrate(
     shrink: float = 0.7,
     seed: int = 0,
     progress: bool = True,
-    threads: int | None = 1,
+    threads: int | str | None = "auto",
     agreement: AgreementSpec = None,
 ) -> Calibration:
     """Calibrates the accuracy model of ``model`` on inputs ``x`` (no labels needed: the
@@ -147,15 +210,17 @@ def calibrate(
     at which the noise curves are measured; ``reference_drop``: flip rate defining the
     robustness ``t``; ``safety``: the closed loop keeps the measured flip rate of the planned
     configurations at or below ``safety * a``; ``threads``: torch intra-op threads while
-    calibrating (1 is fastest for these small, many passes on a loaded machine; restored
-    afterwards; ``None`` keeps the current setting); ``agreement``: what counts as the
-    same answer as the float model (:func:`qpart.core.metrics.agreement`; top-1 by
-    default) - every "flip rate" here is that metric's disagreement rate. See the module
-    docstring.
+    calibrating (restored afterwards): ``"auto"`` (default) all cores the other processes
+    leave free (:func:`free_threads`), ``None`` torch's setting, or a count;
+    ``agreement``: what counts as the same answer as the float model
+    (:func:`qpart.core.metrics.agreement`; top-1 by default) - every "flip rate" here is
+    that metric's disagreement rate. See the module docstring.
     """
     old_threads = torch.get_num_threads()
+    if threads == "auto":
+        threads = free_threads(old_threads)
     if threads is not None:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(int(threads))
     try:
         return _calibrate(
             model,
@@ -204,33 +269,7 @@ def _calibrate(
     gen = torch.Generator()
     n_sources = prof.num_layers + len(prof.cuts)
     bar = tqdm(total=n_sources + len(levels), desc="calibrating", disable=not progress, leave=False)
-
-    layer_models: list[NoiseModel] = []
-    for i, layer in enumerate(prof.layers):
-        w = probe.modules[layer.name].weight
-        energies = {b: probe.with_weight(layer.name, quantized_weight(w, b))[0] for b in widths}
-        p, alpha = _fit(list(energies), list(energies.values()))
-
-        noisy = _NoisyWeight(w, seed * 1000 + i)
-
-        def measure(scale, name=layer.name, noisy=noisy):
-            return probe.with_weight(name, noisy(scale))
-
-        t = _bisect_scale(measure, reference_drop)
-        layer_models.append(NoiseModel(p, alpha, max(t, 1e-30), energies))
-        bar.update()
-
-    act_models: dict[int, NoiseModel] = {}
-    for p_cut in sorted(prof.cuts):
-        energies = {b: probe.with_activation(p_cut, roundtrip_activation, b)[0] for b in widths}
-        p, alpha = _fit(list(energies), list(energies.values()))
-        noisy_act = _NoisyActivation(seed * 1000 + 500 + p_cut)
-        t = _bisect_scale(
-            lambda s, p_cut=p_cut, f=noisy_act: probe.with_activation(p_cut, f, s),
-            reference_drop,
-        )
-        act_models[p_cut] = NoiseModel(p, alpha, max(t, 1e-30), energies)
-        bar.update()
+    layer_models, act_models = _source_models(probe, prof, widths, reference_drop, seed, bar)
 
     # Initial C(a): isotropic Gaussian noise on the logits.
     noise_dir = torch.randn(probe.ref.shape, generator=gen.manual_seed(seed + 7))
@@ -264,38 +303,45 @@ def _calibrate(
     )
     costs = default_bit_costs(prof)
     points = [p for p in prof.valid_points if p != 0 or 0 in prof.cuts]
-    measured: dict[tuple, float] = {}  # flip rate per configuration, across steps and levels
+    # (disagreements, rows measured) per configuration, across steps and levels: exact when
+    # all rows were measured, else a lower bound that exceeded the limit it was measured for.
+    measured: dict[tuple, tuple[int, int]] = {}
     weights: dict[tuple[str, int], torch.Tensor] = {}
+    probe.set_chunks(torch.argsort(margins, stable=True), CHUNK_FRACTIONS)
 
     def weight(name: str, b: int) -> torch.Tensor:
         if (name, b) not in weights:
             weights[(name, b)] = quantized_weight(probe.modules[name].weight, b)
         return weights[(name, b)]
 
-    def passes(c_value: float, limit: float) -> bool:
-        """Whether every point's plan at ``C = c_value`` flips at most ``limit``; stops at
-        the first failing point and tries it first next time (the decision equals the
-        maximum over all points; measurements are cached per configuration)."""
+    def passes(c_value: float, limit: int) -> bool:
+        """Whether every point's plan at ``C = c_value`` disagrees on at most ``limit``
+        inputs; stops at the first failing point and tries it first next time (the
+        decision equals the maximum over all points). A plan is measured on the inputs in
+        ascending-margin order and stops once over the limit."""
         for p_cut in list(points):
             try:
                 bits, b_a, _ = solve_partition(prof, calib, p_cut, c_value, costs)
             except InfeasibleError:
                 continue
             key = (p_cut, tuple(bits), b_a)
-            if key not in measured:
-                measured[key] = probe.with_plan(p_cut, bits, b_a, weight)[1]
-                bar.set_postfix_str(f"closed loop: {len(measured)} plans measured")
-            if measured[key] > limit:
+            count, seen = measured.get(key, (0, 0))
+            if seen < probe.n and count <= limit:
+                count, seen = probe.plan_disagreements(p_cut, bits, b_a, weight, limit)
+                measured[key] = (count, seen)
+                bar.set_postfix_str(f"{len(measured)} plans measured")
+            if count > limit:
                 points.remove(p_cut)
                 points.insert(0, p_cut)
                 return False
         return True
 
     for level in sorted(levels):
-        bar.set_description(f"calibrating: C({level:g})")
+        bar.set_description(f"calibrating: closed loop C({level:g})")
         c_value = energy_for(level) / e_ref
+        limit = allowed_disagreements(safety * level, probe.n)
         for _ in range(max_shrink_steps):
-            if passes(c_value, safety * level):
+            if passes(c_value, limit):
                 break
             c_value *= shrink
         calib.budgets[float(level)] = c_value
@@ -324,7 +370,8 @@ def cached_calibration(
     """Calibration of ``model`` on ``x``, cached as JSON under ``cache_dir`` (file name
     includes a digest of the weights and the sample count). Returns ``(calib, path, hit)``."""
     path = Path(cache_dir).expanduser() / (
-        f"{name}_calib_n{x.shape[0]}_seed{seed}_{_weights_digest(model)}.json"
+        f"{name}_calib{CALIBRATION_PROCEDURE}_n{x.shape[0]}_seed{seed}_"
+        f"{_weights_digest(model)}.json"
     )
     if path.is_file():
         return Calibration.load(path), path, True

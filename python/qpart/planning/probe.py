@@ -1,100 +1,237 @@
 """Re-runs a profiled float graph on fixed inputs with some layer weights replaced and/or the
 cut activation transformed, and measures the output-noise energy and the disagreement rate
 (:class:`qpart.core.metrics.Agreement`, top-1 by default) against the float model.
-Calibration, the measured refinement and the held-out acceptance all measure through it."""
+Calibration, the measured refinement and the held-out acceptance all measure through it.
+
+Float values of every node are cached once; a perturbation re-runs only the graph after it,
+as generated code (:class:`~qpart.planning.subgraph.Subgraph`). Several perturbations of one
+node run as one pass over the inputs stacked along the batch (:meth:`Probe.outputs_from`).
+Plans run segment by segment (between learnable layers and after each cut), and the values
+reached by a plan's quantized prefix are kept (least recently used first out, bounded bytes)
+so that plans sharing the widths of their first layers share that work. The inputs can be
+split into fixed row chunks (:meth:`Probe.set_chunks`) so that a plan measurement can stop
+as soon as its disagreements exceed a limit (:meth:`Probe.plan_disagreements`)."""
 
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import fx
+from torch import fx, nn
 
 import qpart_kernels
 
 from ..core.metrics import AgreementSpec, agreement
 from ..core.profile import ModelProfile
 from ..core.split import roundtrip_activation
+from .subgraph import Subgraph, conv2d
+
+#: Bytes of plan-prefix values a probe keeps (see the module docstring).
+PREFIX_CACHE_BYTES = 256 * 2**20
 
 
 class Probe:
     """Runs the float graph on the calibration inputs with some weights replaced and/or the
-    cut activation transformed. Float values of every node are cached once, so a
-    perturbation at node ``k`` only re-runs the graph from ``k`` on. ``agreement``: what
-    counts as the same answer (:func:`qpart.core.metrics.agreement`; default top-1)."""
+    cut activation transformed (see the module docstring). ``agreement``: what counts as the
+    same answer (:func:`qpart.core.metrics.agreement`; default top-1)."""
 
     def __init__(self, prof: ModelProfile, x: torch.Tensor, agreement_spec: AgreementSpec = None):
         if x.shape[0] == 0:
             raise ValueError("Probe: no inputs")
         self.prof = prof
         self.agreement = agreement(agreement_spec)
-        self.gm = prof.graph_module
+        self.gm = fast_layout_copy(prof.graph_module)
         self.nodes = list(self.gm.graph.nodes)
         self.index = {n.name: i for i, n in enumerate(self.nodes)}
         self.modules = dict(self.gm.named_modules())
+        names = {layer.name for layer in prof.layers}
         self.layer_index = {}
         for n in self.nodes:
-            if n.op == "call_module" and n.target in {l.name for l in prof.layers}:
+            if n.op == "call_module" and n.target in names:
                 self.layer_index[n.target] = self.index[n.name]
         interp = fx.Interpreter(self.gm, garbage_collect_values=False)
         with torch.inference_mode():
-            self.ref = interp.run(x)
+            self.ref = interp.run(_layout(x))
             self.cache = dict(interp.env)
         self.x = x
         self.n = int(x.shape[0])
+        self._cut_index = {p: self.index[c.node] for p, c in prof.cuts.items()}
+        bounds = set(self.layer_index.values()) | {i + 1 for i in self._cut_index.values()}
+        self._bounds = sorted(b for b in bounds | {len(self.nodes)} if 0 < b <= len(self.nodes))
+        self._pieces: dict[tuple[int, int], Subgraph] = {}
+        self._last_use = {
+            n: max((self.index[u.name] for u in n.users), default=-1) for n in self.nodes
+        }
+        self._prefix: OrderedDict[tuple, tuple[dict, int]] = OrderedDict()
+        self._prefix_bytes = 0
+        self._chunks: list[torch.Tensor | None] = [None]
+        self._chunk_values: dict[tuple[int, fx.Node], torch.Tensor] = {}
 
-    def run(
-        self,
-        start: int,
-        weights: dict[str, torch.Tensor] | None = None,
-        cut: tuple[int, object, tuple] | None = None,
+    # ------------------------------------------------------------------ running pieces
+    def _piece(self, start: int, stop: int) -> Subgraph:
+        key = (start, stop)
+        if key not in self._pieces:
+            self._pieces[key] = Subgraph(self.gm, self.nodes, start, stop)
+        return self._pieces[key]
+
+    def _batched(self, node: fx.Node, value) -> bool:
+        if not isinstance(value, torch.Tensor) or value.dim() == 0:
+            return False
+        val = node.meta.get("val")
+        if isinstance(val, torch.Tensor) and val.dim() > 0:
+            return not isinstance(val.shape[0], int) or value.shape[0] == self.n
+        return value.shape[0] == self.n
+
+    def _float(self, node: fx.Node, chunk: int = 0):
+        """The float value of ``node`` on the rows of ``chunk`` (0: all rows)."""
+        value = self.cache[node]
+        rows = self._chunks[chunk]
+        if rows is None or not self._batched(node, value):
+            return value
+        key = (chunk, node)
+        if key not in self._chunk_values:
+            self._chunk_values[key] = value.index_select(0, rows)
+        return self._chunk_values[key]
+
+    def _feed(self, piece: Subgraph, env: dict, chunk: int = 0, repeat: int = 1) -> dict:
+        values = {}
+        for node in piece.inputs:
+            if node in env:
+                values[node] = env[node]
+                continue
+            value = self._float(node, chunk)
+            if repeat > 1 and self._batched(node, self.cache[node]):
+                value = value.repeat(repeat, *([1] * (value.dim() - 1)))
+            values[node] = value
+        return values
+
+    def _rows(self, chunk: int) -> int:
+        rows = self._chunks[chunk]
+        return self.n if rows is None else int(rows.numel())
+
+    # ------------------------------------------------------------------ stacked probes
+    def outputs_from(
+        self, node_index: int, values: Sequence[torch.Tensor], chunk: int = 0
     ) -> torch.Tensor:
-        """Re-runs nodes from index ``start`` with ``weights`` swapped in and, if ``cut =
-        (p, fn, args)``, the cut node's value replaced by ``fn(value, *args)``."""
-        init = {n: self.cache[n] for n in self.nodes[:start]}
-        if cut is not None:
-            p, fn, args = cut
-            node = self.nodes[self.index[self.prof.cuts[p].node]]
-            if self.index[node.name] < start:
-                raise ValueError("cut before start")
-            # Run up to the cut, transform, then continue.
-            if self.index[node.name] > start:
-                init = self._run_partial(init, self.index[node.name] + 1, weights)
-            else:
-                init[node] = self.cache[node]
-            with torch.inference_mode():
-                init[node] = fn(init[node], *args)
-        return self._swap_run(init, weights)
+        """Graph outputs with the value of node ``node_index`` replaced by each of
+        ``values`` in turn (everything before it float), as one pass over the inputs
+        stacked ``len(values)`` times along the batch: ``len(values) * rows`` output rows."""
+        k = len(values)
+        piece = self._piece(node_index + 1, len(self.nodes))
+        node = self.nodes[node_index]
+        env = {node: values[0] if k == 1 else torch.cat(list(values))}
+        with torch.inference_mode():
+            return piece(self._feed(piece, env, chunk, repeat=k))
 
-    def _run_partial(self, init, stop, weights):
-        env = dict(init)
-        with torch.inference_mode(), _swapped(self.modules, weights):
-            interp = fx.Interpreter(self.gm)
-            interp.env = env
-            for node in self.nodes[:stop]:
-                if node in env:
-                    continue
-                env[node] = interp.run_node(node)
-        return env
+    def sole_layer_user(self, node_index: int) -> str | None:
+        """The layer whose only input is node ``node_index`` when that layer is the node's
+        only user (its output is then linear in the node's value), else ``None``."""
+        users = list(self.nodes[node_index].users)
+        if len(users) != 1 or users[0].op != "call_module" or users[0].kwargs:
+            return None
+        user = users[0]
+        if user.target not in self.layer_index or list(user.args) != [self.nodes[node_index]]:
+            return None
+        return str(user.target)
 
-    def _swap_run(self, init, weights):
-        with torch.inference_mode(), _swapped(self.modules, weights):
-            return fx.Interpreter(self.gm).run(self.x, initial_env=init)
+    def layer_input(self, name: str) -> torch.Tensor:
+        """The float input of layer ``name`` on the probe's inputs."""
+        return self.cache[self.nodes[self.layer_index[name]].args[0]]
 
+    def layer_output(
+        self,
+        name: str,
+        weight: torch.Tensor | None = None,
+        bias: bool = True,
+        x: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Layer ``name``'s output with ``weight`` (any shape with the weight's element
+        count; ``None``: its own) on input ``x`` (``None``: its float input), with
+        (``bias``) or without its bias."""
+        mod = self.modules[name]
+        weight = mod.weight if weight is None else weight
+        w = _layout(weight.reshape(mod.weight.shape).to(mod.weight.dtype))
+        x = self.layer_input(name) if x is None else x
+        b = mod.bias if bias else None
+        with torch.inference_mode():
+            if type(mod) is nn.Linear:
+                return nn.functional.linear(x, w, b)
+            if type(mod) is nn.Conv2d and mod.padding_mode == "zeros":
+                return conv2d(x, w, b, mod.stride, mod.padding, mod.dilation, mod.groups)
+            if not bias and mod.bias is not None:
+                raise TypeError(f"layer {name}: no bias-free output for {type(mod).__name__}")
+            return torch.func.functional_call(mod, {"weight": w}, (x,))
+
+    def stats_many(self, logits: torch.Tensor, k: int, chunk: int = 0) -> list[tuple[float, float]]:
+        """:meth:`stats` of each of the ``k`` stacked row blocks of ``logits``."""
+        rows = self._rows(chunk)
+        ref = self.ref if chunk == 0 else self._float(self.nodes[-1].args[0], chunk)
+        out = []
+        for block in logits.reshape(k, rows, *logits.shape[1:]):
+            diff = (block - ref).reshape(rows, -1)
+            energy = float((diff**2).sum(-1).mean())
+            out.append((energy, self.agreement.disagreement_rate(block, ref)))
+        return out
+
+    # ------------------------------------------------------------------ single probes
     def stats(self, logits: torch.Tensor) -> tuple[float, float]:
         """``(output-noise energy E||z - z_float||^2, disagreement rate)`` of ``logits``."""
-        diff = (logits - self.ref).reshape(self.n, -1)
-        energy = float((diff**2).sum(-1).mean())
-        return energy, self.agreement.disagreement_rate(logits, self.ref)
+        return self.stats_many(logits, 1)[0]
 
     def with_weight(self, name: str, new_weight: torch.Tensor) -> tuple[float, float]:
         """Stats with layer ``name``'s weight replaced by ``new_weight``."""
-        return self.stats(self.run(self.layer_index[name], {name: new_weight}))
+        out = self.layer_output(name, new_weight)
+        return self.stats(self.outputs_from(self.layer_index[name], [out]))
 
     def with_activation(self, p: int, fn, *args) -> tuple[float, float]:
         """Stats with the cut activation of point ``p`` replaced by ``fn(value, *args)``."""
-        start = self.index[self.prof.cuts[p].node]
-        return self.stats(self.run(start, None, (p, fn, args)))
+        i = self._cut_index[p]
+        with torch.inference_mode():
+            value = fn(self.cache[self.nodes[i]], *args)
+        return self.stats(self.outputs_from(i, [value]))
+
+    # ------------------------------------------------------------------ plans
+    def set_chunks(self, order: torch.Tensor, fractions: Sequence[float]) -> None:
+        """Splits the inputs into row chunks for :meth:`plan_disagreements`: ``order`` (a
+        permutation of the rows) cut at the cumulative ``fractions`` (ending at 1)."""
+        bounds = sorted({min(self.n, max(1, round(f * self.n))) for f in fractions} | {self.n})
+        self._chunks = [None]
+        self._chunk_values = {}
+        lo = 0
+        for hi in bounds:
+            if hi > lo:
+                self._chunks.append(order[lo:hi].clone())
+                lo = hi
+
+    @property
+    def num_chunks(self) -> int:
+        """Number of row chunks set by :meth:`set_chunks` (0 when unset)."""
+        return len(self._chunks) - 1
+
+    def plan_disagreements(
+        self,
+        p: int,
+        bits: Sequence[int],
+        b_a: int | None,
+        weight: Callable[[str, int], torch.Tensor] | None = None,
+        limit: int | None = None,
+    ) -> tuple[int, int]:
+        """``(disagreements, rows measured)`` of a plan (see :meth:`with_plan`), chunk by
+        chunk (:meth:`set_chunks`; all rows at once when unset), stopping as soon as the
+        disagreements exceed ``limit``: exact when all rows were measured, else a lower
+        bound that already exceeds ``limit``."""
+        chunks = range(1, len(self._chunks)) if len(self._chunks) > 1 else [0]
+        count = seen = 0
+        for chunk in chunks:
+            out = self.plan_outputs(p, bits, b_a, weight, chunk=chunk)
+            ref = self.ref if chunk == 0 else self._float(self.nodes[-1].args[0], chunk)
+            count += self.agreement.disagreements(out, ref)
+            seen += self._rows(chunk)
+            if limit is not None and count > limit:
+                break
+        return count, seen
 
     def with_plan(
         self,
@@ -115,25 +252,70 @@ class Probe:
         bits: Sequence[int],
         b_a: int | None,
         weight: Callable[[str, int], torch.Tensor] | None = None,
+        chunk: int = 0,
     ) -> torch.Tensor:
-        """The outputs of a plan on the probe's inputs (see :meth:`with_plan`); the float
-        outputs when the plan changes nothing."""
+        """The outputs of a plan on the probe's inputs (the rows of ``chunk``, see
+        :meth:`set_chunks`; 0: all) - see :meth:`with_plan`; the float outputs when the
+        plan changes nothing."""
         if weight is None:
 
             def weight(name: str, b: int) -> torch.Tensor:
                 return quantized_weight(self.modules[name].weight, b)
 
-        weights = {
-            layer.name: weight(layer.name, int(b)) for layer, b in zip(self.prof.layers[:p], bits)
-        }
-        starts = [self.layer_index[n] for n in weights]
+        names = [layer.name for layer in self.prof.layers[:p]]
+        layer_bits = {name: int(b) for name, b in zip(names, bits)}
+        starts = [self.layer_index[n] for n in names]
         cut = None
         if b_a is not None and p < self.prof.num_layers:
-            cut = (p, roundtrip_activation, (b_a,))
-            starts.append(self.index[self.prof.cuts[p].node])
+            cut = self._cut_index[p]
+            starts.append(cut + 1)
         if not starts:
-            return self.ref
-        return self.run(min(starts), weights, cut)
+            return self._float(self.nodes[-1].args[0], chunk)
+        pos = min(starts)
+
+        def key(b: int) -> tuple:
+            done = tuple((n, layer_bits[n]) for n in names if self.layer_index[n] < b)
+            return (chunk, b, done, b_a if cut is not None and cut < b else None)
+
+        env: dict = {}
+        if cut is not None and cut + 1 == pos:  # only the activation changes (p = 0)
+            with torch.inference_mode():
+                value = self._float(self.nodes[cut], chunk)
+                env[self.nodes[cut]] = roundtrip_activation(value, b_a)
+        else:
+            for b in self._bounds:
+                if b > pos and key(b) in self._prefix:
+                    pos = b
+            if key(pos) in self._prefix:
+                env = dict(self._prefix[key(pos)][0])
+                self._prefix.move_to_end(key(pos))
+        weights = {n: weight(n, b) for n, b in layer_bits.items() if self.layer_index[n] >= pos}
+        i = self._bounds.index(pos)
+        with torch.inference_mode(), _swapped(self.modules, weights):
+            while True:
+                stop = self._bounds[i + 1]
+                piece = self._piece(pos, stop)
+                out = piece(self._feed(piece, env, chunk))
+                if stop == len(self.nodes):
+                    return out
+                env.update(out)
+                if cut is not None and cut + 1 == stop:
+                    env[self.nodes[cut]] = roundtrip_activation(env[self.nodes[cut]], b_a)
+                env = {nd: v for nd, v in env.items() if self._last_use[nd] >= stop}
+                self._remember(key(stop), env)
+                pos, i = stop, i + 1
+
+    def _remember(self, key: tuple, env: dict) -> None:
+        size = sum(
+            v.numel() * v.element_size() for v in env.values() if isinstance(v, torch.Tensor)
+        )
+        if size > PREFIX_CACHE_BYTES // 4:
+            return
+        self._prefix[key] = (dict(env), size)
+        self._prefix_bytes += size
+        while self._prefix_bytes > PREFIX_CACHE_BYTES:
+            _, (_, s) = self._prefix.popitem(last=False)
+            self._prefix_bytes -= s
 
 
 class _swapped:  # noqa: N801 - used as a context manager
@@ -144,12 +326,29 @@ class _swapped:  # noqa: N801 - used as a context manager
         for name, w in self.weights.items():
             mod = self.modules[name]
             self.old[name] = mod.weight.data
-            mod.weight.data = w.reshape(mod.weight.shape).to(mod.weight.dtype)
+            mod.weight.data = _layout(w.reshape(mod.weight.shape).to(mod.weight.dtype))
 
     def __exit__(self, *exc):
         for name, old in self.old.items():
             self.modules[name].weight.data = old
         return False
+
+
+def _layout(t: torch.Tensor) -> torch.Tensor:
+    """4-D tensors in channels-last order (the fast layout of CPU convolutions)."""
+    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+
+
+def fast_layout_copy(gm: fx.GraphModule) -> fx.GraphModule:
+    """A copy of ``gm`` with every 4-D parameter and buffer in channels-last order: CPU
+    convolutions then run in that order (several times faster for the many-channel,
+    small-image layers of a ResNet; same values up to float rounding)."""
+    out = copy.deepcopy(gm)
+    with torch.no_grad():
+        for t in list(out.parameters()) + list(out.buffers()):
+            if t.dim() == 4:
+                t.data = _layout(t.data)
+    return out
 
 
 def quantized_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
