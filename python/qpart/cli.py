@@ -216,6 +216,13 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         help="serve the [models.ID] tables of a TOML file (builtin / factory / program + "
         "calibration, optional description)",
     )
+    parser.add_argument(
+        "--int8-activations",
+        action="store_true",
+        help="devices run the quantized layers on int8 activations (the integer kernels); "
+        "calibration and the held-out acceptance use the same numerics (a config table's "
+        "int8_activations overrides it per model)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     parser.add_argument("--port", type=_positive_int, default=8000, help="port (default: 8000)")
     parser.add_argument(

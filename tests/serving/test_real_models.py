@@ -150,6 +150,30 @@ def test_model_arguments_and_config(tmp_path, monkeypatch):
         parse_config(tmp_path / "bad.toml")
 
 
+def test_int8_activations_from_config_and_flag(tmp_path):
+    from qpart.apps.serve import build_entries
+
+    (tmp_path / "models.toml").write_text(
+        '[models.a]\nfactory = "user_models:functional_tuple"\nint8_activations = true\n'
+        '[models.b]\nfactory = "user_models:functional_tuple"\n'
+    )
+    a, b = parse_config(tmp_path / "models.toml")
+    assert a.int8_activations is True and b.int8_activations is None
+    assert load_spec(a).int8_activations and not load_spec(b).int8_activations
+    (tmp_path / "bad.toml").write_text(
+        '[models.a]\nbuiltin = "mnist-cnn"\nint8_activations = "yes"\n'
+    )
+    with pytest.raises(SpecError, match="true or false"):
+        parse_config(tmp_path / "bad.toml")
+    from qpart.cli import build_parser
+
+    config = ["--config", str(tmp_path / "models.toml"), "--cache-dir", str(tmp_path)]
+    entries = build_entries(build_parser().parse_args(["serve", *config]), quiet=True)
+    assert entries["a"].act_int8 and not entries["b"].act_int8
+    args = build_parser().parse_args(["serve", "--int8-activations", *config])
+    assert all(e.act_int8 for e in build_entries(args, quiet=True).values())
+
+
 def test_exported_program_with_calibration_file(tmp_path):
     from safetensors.torch import save_file
 

@@ -5,7 +5,6 @@ answers and error statuses, auth, the body limit, and the typed dependencies on 
 from __future__ import annotations
 
 import asyncio
-
 import hashlib
 
 import pytest
@@ -295,7 +294,9 @@ def test_served_plan_and_token_dependencies_called_directly(entry):
         return Request({"type": "http", "headers": headers})
 
     assert asyncio.run(require_token(request(None), ServerSettings())) is None
-    assert asyncio.run(require_token(request(f"Bearer {TOKEN}"), ServerSettings(token=TOKEN))) is None
+    assert (
+        asyncio.run(require_token(request(f"Bearer {TOKEN}"), ServerSettings(token=TOKEN))) is None
+    )
     for auth in (None, "Bearer nope", f"bearer {TOKEN}"):
         with pytest.raises(HTTPException) as info:
             asyncio.run(require_token(request(auth), ServerSettings(token=TOKEN)))

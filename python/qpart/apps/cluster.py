@@ -49,6 +49,7 @@ class ReplicaConfig:
     calib_samples: int
     settings: ServerSettings
     threads: int = 1
+    int8_activations: bool = False
 
     def build_app(self):
         """The FastAPI app of one replica (runs inside the replica process)."""
@@ -62,6 +63,7 @@ class ReplicaConfig:
             seed=self.seed,
             progress=False,
             calib_samples=self.calib_samples,
+            int8_activations=self.int8_activations,
         )
         return create_app(build_entries(args, quiet=True), self.settings)
 
@@ -145,6 +147,7 @@ def run_cluster(args: argparse.Namespace) -> int:
         args.calib_samples,
         settings,
         args.threads,
+        bool(getattr(args, "int8_activations", False)),
     )
     start(config, args.replicas, args.host, args.port, args.ray_address)
     where = args.ray_address or "a local Ray instance"

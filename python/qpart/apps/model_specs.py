@@ -12,8 +12,10 @@ A model argument is ``ID=SPEC`` or a built-in id alone (``mnist-mlp``, ``mnist-c
   one tensor or a tensor named ``inputs``).
 
 A TOML config lists models as tables: ``[models.ID]`` with ``builtin = "mnist-cnn"``, or
-``factory = "pkg.mod:make"``, or ``program = "net.pt2"`` + ``calibration = "x.npy"``, and an
-optional ``description``.
+``factory = "pkg.mod:make"``, or ``program = "net.pt2"`` + ``calibration = "x.npy"``, an
+optional ``description`` and an optional ``int8_activations = true`` (the device runs the
+model's quantized layers on int8 activations; ``qpart serve --int8-activations`` sets it
+for every model).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class ModelSource:
     program: str | None = None
     calibration: str | None = None
     description: str = ""
+    int8_activations: bool | None = None
 
 
 def _check_id(model_id: str) -> str:
@@ -97,7 +100,7 @@ def parse_config(path: str | os.PathLike[str]) -> list[ModelSource]:
         _check_id(model_id)
         if not isinstance(entry, dict):
             raise SpecError(f"config {path}: [models.{model_id}] must be a table")
-        keys = set(entry) - {"description"}
+        keys = set(entry) - {"description", "int8_activations"}
         allowed = ({"builtin"}, {"factory"}, {"program", "calibration"})
         if keys not in allowed:
             raise SpecError(
@@ -107,11 +110,23 @@ def parse_config(path: str | os.PathLike[str]) -> list[ModelSource]:
         rel = {
             k: str((path.parent / v).resolve()) if k in ("program", "calibration") else v
             for k, v in entry.items()
-            if k != "description"
+            if k not in ("description", "int8_activations")
         }
         if rel.get("builtin") is not None and rel["builtin"] not in builtin_ids():
             raise SpecError(f"config {path}: unknown built-in model {rel['builtin']!r}")
-        sources.append(ModelSource(model_id, description=str(entry.get("description", "")), **rel))
+        int8 = entry.get("int8_activations")
+        if int8 is not None and not isinstance(int8, bool):
+            raise SpecError(
+                f"config {path}: [models.{model_id}] int8_activations must be true or false"
+            )
+        sources.append(
+            ModelSource(
+                model_id,
+                description=str(entry.get("description", "")),
+                int8_activations=int8,
+                **rel,
+            )
+        )
     return sources
 
 
@@ -182,7 +197,12 @@ def load_spec(
         # calibrated on held-out training digits, accepted on the test digits (never trained,
         # calibrated or selected on)
         return ModelSpec(
-            b.model, b.example, b.calibration, source.description or b.description, b.x_test
+            b.model,
+            b.example,
+            b.calibration,
+            source.description or b.description,
+            b.x_test,
+            bool(source.int8_activations),
         )
     if source.factory is not None:
         spec = _call_factory(source.factory)
@@ -195,6 +215,8 @@ def load_spec(
         spec = ModelSpec(program, calib[:2], calib, f"exported program {source.program}")
     if source.description:
         spec.description = source.description
+    if source.int8_activations is not None:
+        spec.int8_activations = source.int8_activations
     if calibration_samples is not None:
         spec.calibration = spec.calibration[:calibration_samples]
     return spec

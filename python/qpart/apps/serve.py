@@ -32,20 +32,30 @@ def mnist_entry(
     seed: int = 0,
     calib_samples: int = 2000,
     progress: bool = False,
+    int8_activations: bool = False,
 ) -> ModelEntry:
     """The default served model: the six-layer MNIST MLP (trained or loaded from the cache),
     calibrated on ``calib_samples`` training digits (cached on disk); its table's patterns
     are accepted on the 1000 test digits (trained and calibrated without them): each plan
     carries its held-out measured loss and 95 % upper bound, and serves a budget only when
-    the bound meets it (docs/PLANNING.md §4.4)."""
+    the bound meets it (docs/PLANNING.md §4.4). ``int8_activations``: the device layers run
+    on int8 activations (calibrated and accepted so)."""
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     data = load_mnist(seed=seed)
     model = trained_mnist_mlp(cache_dir=cache, seed=seed, progress=progress)
     prof = profile(model, data.x_test[:2])
     calib, _, _ = cached_calibration(
-        model, data.x_train[:calib_samples], prof, cache, f"mnist_mlp_seed{seed}", seed, progress
+        model,
+        data.x_train[:calib_samples],
+        prof,
+        cache,
+        f"mnist_mlp_seed{seed}",
+        seed,
+        progress,
+        act_int8=int8_activations,
     )
-    table = PatternTable.build(prof, calib, acceptance=HeldOutAcceptance(prof, data.x_test))
+    acceptance = HeldOutAcceptance(prof, data.x_test, act_int8=int8_activations)
+    table = PatternTable.build(prof, calib, acceptance=acceptance)
     return ModelEntry.create(
         MNIST_MODEL_ID,
         model,
@@ -78,7 +88,13 @@ def build_entries(args: argparse.Namespace, quiet: bool = False) -> dict[str, Mo
     cache = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
     sources = model_sources(args)
     if not sources:
-        entry = mnist_entry(cache, args.seed, args.calib_samples, args.progress)
+        entry = mnist_entry(
+            cache,
+            args.seed,
+            args.calib_samples,
+            args.progress,
+            getattr(args, "int8_activations", False),
+        )
         return {entry.model_id: entry}
     entries: dict[str, ModelEntry] = {}
     for source in sources:
@@ -86,6 +102,8 @@ def build_entries(args: argparse.Namespace, quiet: bool = False) -> dict[str, Mo
         if not quiet:
             print(f"qpart serve: registering {source.model_id!r} ...", file=sys.stderr, flush=True)
         spec = load_spec(source, cache, args.seed, args.progress, args.calib_samples)
+        if source.int8_activations is None and getattr(args, "int8_activations", False):
+            spec.int8_activations = True
         entries[source.model_id] = entry_from_spec(
             source.model_id, spec, cache, args.seed, args.progress
         )

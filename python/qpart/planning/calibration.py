@@ -120,7 +120,8 @@ def _source_models(probe: Probe, prof, widths, reference_drop, seed, bar):
         bar.set_description(f"calibrating: layer {i + 1}/{prof.num_layers} {layer.name}")
         idx = probe.layer_index[layer.name]
         w = probe.modules[layer.name].weight
-        outs = [probe.layer_output(layer.name, quantized_weight(w, b)) for b in widths]
+        x_q = probe.quantized_layer_input(layer.name)  # int8 with act_int8, else float
+        outs = [probe.layer_output(layer.name, quantized_weight(w, b), x=x_q) for b in widths]
         energies, start = _width_probe(probe, idx, outs, widths, reference, reference_drop)
         p, alpha = _fit(list(energies), list(energies.values()))
         noise = _weight_noise(w, seed * 1000 + i)
@@ -202,6 +203,7 @@ def calibrate(
     progress: bool = True,
     threads: int | str | None = "auto",
     agreement: AgreementSpec = None,
+    act_int8: bool = False,
 ) -> Calibration:
     """Calibrates the accuracy model of ``model`` on inputs ``x`` (no labels needed: the
     float model's own predictions are the reference, so the flip rate bounds the loss).
@@ -214,7 +216,9 @@ def calibrate(
     leave free (:func:`free_threads`), ``None`` torch's setting, or a count;
     ``agreement``: what counts as the same answer as the float model
     (:func:`qpart.core.metrics.agreement`; top-1 by default) - every "flip rate" here is
-    that metric's disagreement rate. See the module docstring.
+    that metric's disagreement rate; ``act_int8``: the device layers run on int8
+    activations, so the width probes and the closed loop measure with that numerics
+    (:class:`~qpart.planning.probe.Probe`). See the module docstring.
     """
     old_threads = torch.get_num_threads()
     if threads == "auto":
@@ -235,6 +239,7 @@ def calibrate(
             seed,
             progress,
             agreement,
+            act_int8,
         )
     finally:
         torch.set_num_threads(old_threads)
@@ -253,6 +258,7 @@ def _calibrate(
     seed,
     progress,
     agreement_spec=None,
+    act_int8=False,
 ) -> Calibration:
     from tqdm.auto import tqdm
 
@@ -264,7 +270,7 @@ def _calibrate(
     if prof is None:
         prof = profile_model(model, x[:2])
     torch.manual_seed(seed)
-    probe = Probe(prof, x, agreement_spec)
+    probe = Probe(prof, x, agreement_spec, act_int8=act_int8)
     margins = adversarial_margins(probe.ref)
     gen = torch.Generator()
     n_sources = prof.num_layers + len(prof.cuts)
@@ -300,6 +306,7 @@ def _calibrate(
         seed,
         tuple(int(b) for b in widths),
         safety,
+        bool(act_int8),
     )
     costs = default_bit_costs(prof)
     points = [p for p in prof.valid_points if p != 0 or 0 in prof.cuts]
@@ -366,16 +373,19 @@ def cached_calibration(
     name: str,
     seed: int = 0,
     progress: bool = False,
+    act_int8: bool = False,
 ) -> tuple[Calibration, Path, bool]:
     """Calibration of ``model`` on ``x``, cached as JSON under ``cache_dir`` (file name
-    includes a digest of the weights and the sample count). Returns ``(calib, path, hit)``."""
+    includes a digest of the weights, the sample count and ``_int8`` for the
+    integer-activation numerics). Returns ``(calib, path, hit)``."""
+    numerics = "_int8" if act_int8 else ""
     path = Path(cache_dir).expanduser() / (
-        f"{name}_calib{CALIBRATION_PROCEDURE}_n{x.shape[0]}_seed{seed}_"
+        f"{name}_calib{CALIBRATION_PROCEDURE}{numerics}_n{x.shape[0]}_seed{seed}_"
         f"{_weights_digest(model)}.json"
     )
     if path.is_file():
         return Calibration.load(path), path, True
-    calib = calibrate(model, x, prof=prof, seed=seed, progress=progress)
+    calib = calibrate(model, x, prof=prof, seed=seed, progress=progress, act_int8=act_int8)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     calib.save(tmp)

@@ -8,6 +8,14 @@ Because the widths were chosen on other data (the calibration / selection split)
 ``n`` acceptance samples are independent of the plan, so for every plan and every
 distribution the acceptance inputs are drawn from, ``P(bound < true rate) <= 1 -
 confidence``.
+
+A plan is measured with the device's numerics: its device layers' weights through the
+kernels' quantizer and, with ``act_int8``, their inputs through the integer kernels' int8
+quantizer (:class:`~qpart.planning.probe.Probe`, which runs the float graph on those values
+and shares work between plans); ``exact_kernels=True`` runs each plan's device layers as the
+``QPartLinear`` / ``QPartConv2d`` modules the device decodes instead
+(:func:`qpart.core.split.quantized_split_model`; slower). The two differ only by float
+rounding (tests/planning/test_int8_numerics.py).
 """
 
 from __future__ import annotations
@@ -19,8 +27,12 @@ import torch
 
 from ..core.metrics import AgreementSpec, outputs
 from ..core.profile import ModelProfile
+from ..core.split import quantized_split_model
 from .bounds import DEFAULT_CONFIDENCE, clopper_pearson_upper
 from .probe import Probe, quantized_weight
+
+#: Acceptance inputs per forward pass.
+_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -42,8 +54,9 @@ class HeldOutAcceptance:
     them the true accuracy loss is reported beside the disagreement rate).
 
     ``confidence``: one-sided confidence of the bound (default 95 %); ``agreement``: what
-    counts as the same answer as the float model (default top-1). Measurements are cached
-    per configuration."""
+    counts as the same answer as the float model (default top-1); ``act_int8``: the device
+    layers run on int8 activations; ``exact_kernels``: measure with the device's modules
+    (see the module docstring). Measurements are cached per configuration."""
 
     def __init__(
         self,
@@ -53,13 +66,16 @@ class HeldOutAcceptance:
         *,
         confidence: float = DEFAULT_CONFIDENCE,
         agreement: AgreementSpec = None,
+        act_int8: bool = False,
+        exact_kernels: bool = False,
     ):
         if not 0.0 < confidence < 1.0:
             raise ValueError(f"confidence must be in (0, 1), got {confidence}")
         if y is not None and y.shape[0] != x.shape[0]:
             raise ValueError(f"{x.shape[0]} acceptance inputs but {y.shape[0]} labels")
         self.prof, self.confidence = prof, float(confidence)
-        self.probe = Probe(prof, x, agreement)
+        self.act_int8, self.exact_kernels = bool(act_int8), bool(exact_kernels)
+        self.probe = Probe(prof, x, agreement, act_int8=act_int8)
         self.n = self.probe.n
         self.y = y
         self._float_correct = None
@@ -80,8 +96,16 @@ class HeldOutAcceptance:
             self._cache[key] = self._measure(*key)
         return self._cache[key]
 
+    def plan_outputs(self, p: int, bits: Sequence[int], b_a: int | None) -> torch.Tensor:
+        """Outputs of the plan on the acceptance inputs (see the module docstring)."""
+        if not self.exact_kernels:
+            return self.probe.plan_outputs(p, bits, b_a, self._weight)
+        model = quantized_split_model(self.prof, p, bits, b_a, self.act_int8)
+        with torch.inference_mode():
+            return torch.cat([model(c) for c in self.probe.x.split(_CHUNK)])
+
     def _measure(self, p, bits, b_a) -> Acceptance:
-        out = self.probe.plan_outputs(p, bits, b_a, self._weight)
+        out = self.plan_outputs(p, bits, b_a)
         k = self.probe.agreement.disagreements(out, self.probe.ref)
         acc_loss = None
         if self.y is not None:

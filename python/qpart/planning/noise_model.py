@@ -41,7 +41,9 @@ class NoiseModel:
 
 @dataclass
 class Calibration:
-    """Sensitivity of one model: per layer and per cut activation, and ``C(a)``."""
+    """Sensitivity of one model: per layer and per cut activation, and ``C(a)``.
+    ``act_int8``: measured with the device layers on int8 activations (the integer kernels'
+    numerics); the plans of this calibration are for devices that run that path."""
 
     layer_names: list[str]
     layers: list[NoiseModel]
@@ -53,6 +55,7 @@ class Calibration:
     seed: int
     widths: tuple[int, ...]
     safety: float
+    act_int8: bool = False
 
     def budget(self, accuracy_loss: float) -> float:
         """``C(a)``: the calibrated budget of the largest level ``<= a`` (conservative step).
@@ -99,6 +102,7 @@ class Calibration:
             "seed": self.seed,
             "widths": list(self.widths),
             "safety": self.safety,
+            "act_int8": self.act_int8,
         }
 
     @classmethod
@@ -117,6 +121,7 @@ class Calibration:
             seed=int(d["seed"]),
             widths=tuple(d["widths"]),
             safety=float(d["safety"]),
+            act_int8=bool(d.get("act_int8", False)),
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:

@@ -22,6 +22,7 @@ import torch
 from torch import fx, nn
 
 import qpart_kernels
+from qpart_kernels.ops.reference import int8_fake_quant, quantize_images_int8
 
 from ..core.metrics import AgreementSpec, agreement
 from ..core.profile import ModelProfile
@@ -35,13 +36,24 @@ PREFIX_CACHE_BYTES = 256 * 2**20
 class Probe:
     """Runs the float graph on the calibration inputs with some weights replaced and/or the
     cut activation transformed (see the module docstring). ``agreement``: what counts as the
-    same answer (:func:`qpart.core.metrics.agreement`; default top-1)."""
+    same answer (:func:`qpart.core.metrics.agreement`; default top-1).
 
-    def __init__(self, prof: ModelProfile, x: torch.Tensor, agreement_spec: AgreementSpec = None):
+    ``act_int8``: the device's integer-activation numerics - every layer whose weight is
+    swapped (a quantized device layer) also sees its input quantized to int8 as the integer
+    kernels quantize it (:func:`int8_input`: per row for a Linear, per image for a Conv2d)."""
+
+    def __init__(
+        self,
+        prof: ModelProfile,
+        x: torch.Tensor,
+        agreement_spec: AgreementSpec = None,
+        act_int8: bool = False,
+    ):
         if x.shape[0] == 0:
             raise ValueError("Probe: no inputs")
         self.prof = prof
         self.agreement = agreement(agreement_spec)
+        self.act_int8 = bool(act_int8)
         self.gm = fast_layout_copy(prof.graph_module)
         self.nodes = list(self.gm.graph.nodes)
         self.index = {n.name: i for i, n in enumerate(self.nodes)}
@@ -51,6 +63,11 @@ class Probe:
         for n in self.nodes:
             if n.op == "call_module" and n.target in names:
                 self.layer_index[n.target] = self.index[n.name]
+        #: Layers whose input is int8-quantized now (those swapped, with ``act_int8``).
+        self._int8_active: set[str] = set()
+        if self.act_int8:
+            for name in names:
+                self.modules[name].register_forward_pre_hook(self._int8_hook(name))
         interp = fx.Interpreter(self.gm, garbage_collect_values=False)
         with torch.inference_mode():
             self.ref = interp.run(_layout(x))
@@ -73,7 +90,10 @@ class Probe:
     def _piece(self, start: int, stop: int) -> Subgraph:
         key = (start, stop)
         if key not in self._pieces:
-            self._pieces[key] = Subgraph(self.gm, self.nodes, start, stop)
+            # the one-channel conv rewrite calls F.conv2d directly: it would skip the hook
+            self._pieces[key] = Subgraph(
+                self.gm, self.nodes, start, stop, fast_conv=not self.act_int8
+            )
         return self._pieces[key]
 
     def _batched(self, node: fx.Node, value) -> bool:
@@ -140,6 +160,23 @@ class Probe:
         """The float input of layer ``name`` on the probe's inputs."""
         return self.cache[self.nodes[self.layer_index[name]].args[0]]
 
+    def quantized_layer_input(self, name: str) -> torch.Tensor:
+        """The input layer ``name`` sees when it is quantized: :meth:`layer_input`, int8-
+        quantized with ``act_int8`` (:func:`int8_input`)."""
+        x = self.layer_input(name)
+        if not self.act_int8:
+            return x
+        with torch.inference_mode():
+            return int8_input(self.modules[name], x)
+
+    def _int8_hook(self, name: str):
+        def hook(module: nn.Module, args: tuple):
+            if name in self._int8_active:
+                return (int8_input(module, args[0]), *args[1:])
+            return None
+
+        return hook
+
     def layer_output(
         self,
         name: str,
@@ -182,7 +219,7 @@ class Probe:
 
     def with_weight(self, name: str, new_weight: torch.Tensor) -> tuple[float, float]:
         """Stats with layer ``name``'s weight replaced by ``new_weight``."""
-        out = self.layer_output(name, new_weight)
+        out = self.layer_output(name, new_weight, x=self.quantized_layer_input(name))
         return self.stats(self.outputs_from(self.layer_index[name], [out]))
 
     def with_activation(self, p: int, fn, *args) -> tuple[float, float]:
@@ -291,7 +328,7 @@ class Probe:
                 self._prefix.move_to_end(key(pos))
         weights = {n: weight(n, b) for n, b in layer_bits.items() if self.layer_index[n] >= pos}
         i = self._bounds.index(pos)
-        with torch.inference_mode(), _swapped(self.modules, weights):
+        with torch.inference_mode(), _swapped(self.modules, weights, self._int8_active):
             while True:
                 stop = self._bounds[i + 1]
                 piece = self._piece(pos, stop)
@@ -319,19 +356,35 @@ class Probe:
 
 
 class _swapped:  # noqa: N801 - used as a context manager
-    def __init__(self, modules, weights):
+    """Swaps layer weights in (and marks the layers in ``active``: their int8 hook, if
+    any, then quantizes their input); restores both on exit."""
+
+    def __init__(self, modules, weights, active: set[str] | None = None):
         self.modules, self.weights, self.old = modules, weights or {}, {}
+        self.active = set() if active is None else active
 
     def __enter__(self):
         for name, w in self.weights.items():
             mod = self.modules[name]
             self.old[name] = mod.weight.data
             mod.weight.data = _layout(w.reshape(mod.weight.shape).to(mod.weight.dtype))
+            self.active.add(name)
 
     def __exit__(self, *exc):
         for name, old in self.old.items():
             self.modules[name].weight.data = old
+            self.active.discard(name)
         return False
+
+
+def int8_input(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` as the integer kernels quantize a layer's input (``q * scale``, float): per
+    row for a Linear (``qpart_kernels`` reference ``int8_fake_quant``), per image for a
+    Conv2d (``quantize_images_int8``)."""
+    if isinstance(module, nn.Conv2d):
+        q, scale = quantize_images_int8(x)
+        return (q * scale.reshape(-1, *([1] * (x.dim() - 1)))).to(x.dtype)
+    return int8_fake_quant(x).to(x.dtype)
 
 
 def _layout(t: torch.Tensor) -> torch.Tensor:

@@ -70,7 +70,8 @@ class MeasuredRefiner:
 
     ``safety``: the rule's factor (``None``: the calibration's own ``safety``);
     ``agreement``: what counts as the same answer (default top-1; the "flip rate" is
-    that metric's disagreement rate).
+    that metric's disagreement rate); ``act_int8``: measure with the device layers on int8
+    activations (:class:`~qpart.planning.probe.Probe`).
     Measurements are cached per configuration; dequantized weights per (layer, width).
     """
 
@@ -84,10 +85,11 @@ class MeasuredRefiner:
         hi: int = MAX_BITS,
         max_exchanges: int = 8,
         agreement: AgreementSpec = None,
+        act_int8: bool = False,
     ):
         self.prof, self.safety, self.lo, self.hi = prof, safety, lo, hi
         self.max_exchanges = max_exchanges
-        self.probe = Probe(prof, x, agreement)
+        self.probe = Probe(prof, x, agreement, act_int8=act_int8)
         self.n_samples = int(x.shape[0])
         self._weights: dict[tuple[str, int], torch.Tensor] = {}
         self._flips: dict[tuple, float] = {}

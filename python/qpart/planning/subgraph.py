@@ -96,9 +96,17 @@ class Subgraph:
     generated code. :attr:`inputs`: the earlier nodes whose values it reads (placeholders of
     the original graph inside the range are inputs too); :attr:`outputs`: the nodes of the
     range read at or after ``stop``, or ``None`` when the range includes the graph's output
-    (then calling it returns the graph's output)."""
+    (then calling it returns the graph's output). ``fast_conv=False`` keeps one-channel
+    ``nn.Conv2d`` calls as module calls (so that the module's hooks run)."""
 
-    def __init__(self, gm: fx.GraphModule, nodes: Sequence[fx.Node], start: int, stop: int):
+    def __init__(
+        self,
+        gm: fx.GraphModule,
+        nodes: Sequence[fx.Node],
+        start: int,
+        stop: int,
+        fast_conv: bool = True,
+    ):
         graph = fx.Graph()
         env: dict[fx.Node, fx.Node] = {}
         self.inputs: list[fx.Node] = []
@@ -126,7 +134,7 @@ class Subgraph:
             else:
                 for a in node.all_input_nodes:
                     lookup(a)
-                fast = _fast_conv_node(graph, gm, node, lookup)
+                fast = _fast_conv_node(graph, gm, node, lookup) if fast_conv else None
                 if fast is not None:
                     env[node] = fast
                 elif node.op == "call_function" and node.target is _MAX_POOL:

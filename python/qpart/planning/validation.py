@@ -41,17 +41,21 @@ def validate(
     y: torch.Tensor,
     prof: ModelProfile | None = None,
     agreement: AgreementSpec = None,
+    act_int8: bool = False,
 ) -> ValidationResult:
     """Runs ``plan`` on ``(x, y)``: layers ``1..p`` as ``QPartLinear``/``QPartConv2d`` at the
     plan's widths, the cut activation quantized per sample at ``activation_bits``, the rest
     in float; compares with the float model. ``within_budget`` allows no slack beyond
     floating-point rounding (the loss is a multiple of ``1/len(y)``). ``agreement``: the
-    metric of ``disagreement_rate`` (:func:`qpart.core.metrics.agreement`, top-1 default)."""
+    metric of ``disagreement_rate`` (:func:`qpart.core.metrics.agreement`, top-1 default);
+    ``act_int8``: the device layers run on int8 activations."""
     if prof is None or prof.graph_module is None:
         prof = profile_model(model, x[:2])
     if tuple(layer.name for layer in prof.layers[: plan.partition_point]) != plan.layer_names:
         raise ValueError("the plan's layer names do not match the model's profile")
-    split = quantized_split_model(prof, plan.partition_point, plan.bits, plan.activation_bits)
+    split = quantized_split_model(
+        prof, plan.partition_point, plan.bits, plan.activation_bits, act_int8
+    )
     float_acc = accuracy(model.eval(), x, y)
     quant_acc = accuracy(split, x, y)
     disagree = get_agreement(agreement).disagreement_rate(

@@ -33,9 +33,12 @@ DEFAULT_SEGMENT_CACHE = 32
 SegmentKey = tuple[int, tuple[int, ...]]
 
 
-def make_plan_id(model_id: str, p: int, bits, activation_bits) -> str:
-    """Deterministic 16-hex-digit id of a configuration."""
+def make_plan_id(model_id: str, p: int, bits, activation_bits, act_int8: bool = False) -> str:
+    """Deterministic 16-hex-digit id of a configuration (``act_int8``: the device layers run
+    on int8 activations)."""
     key = f"{model_id}|{p}|{','.join(map(str, bits))}|{activation_bits}"
+    if act_int8:
+        key += "|int8"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -64,7 +67,7 @@ class ServedPlan:
         """A fresh quantized device segment of this plan, in process (what the device
         rebuilds from :attr:`encoded`)."""
         p, bits = self.key
-        return quantized_segments(self.entry.profile, p, bits).device
+        return quantized_segments(self.entry.profile, p, bits, self.entry.act_int8).device
 
     @property
     def server(self) -> nn.Module:
@@ -90,7 +93,9 @@ class ServedPlan:
 
 @dataclass(eq=False)
 class ModelEntry:
-    """A registered model. Build with :meth:`create`; serves :meth:`plan` lookups."""
+    """A registered model. Build with :meth:`create`; serves :meth:`plan` lookups.
+    ``act_int8``: its device segments run on int8 activations (as its calibration was
+    measured)."""
 
     model_id: str
     description: str
@@ -99,6 +104,7 @@ class ModelEntry:
     calibration: Calibration
     table: PatternTable
     segment_cache_size: int = DEFAULT_SEGMENT_CACHE
+    act_int8: bool = False
     plans: dict[str, ServedPlan] = field(default_factory=dict)
     by_segment: dict[str, SegmentKey] = field(default_factory=dict)
     _segments: OrderedDict[SegmentKey, EncodedSegment] = field(default_factory=OrderedDict)
@@ -118,16 +124,28 @@ class ModelEntry:
         segment_cache_size: int = DEFAULT_SEGMENT_CACHE,
     ) -> ModelEntry:
         """Profiles ``model`` (unless ``prof`` is given), checks that every part of its graph
-        can be shipped in a device segment, and builds the table (unless given). Raises
+        can be shipped in a device segment, and builds the table (unless given). The device
+        layers run on int8 activations when the calibration was measured so
+        (``calibration.act_int8``). Raises
         ``ProfileError`` / ``WireFormatError`` naming what is unsupported - at registration,
         never at request time. Segments are encoded lazily."""
         model = model.eval()
         prof = prof or profile(model, example)
         describe_graph(prof.graph_module, float_layers=True)
         table = table or PatternTable.build(prof, calibration)
-        entry = cls(model_id, description, model, prof, calibration, table, int(segment_cache_size))
+        act_int8 = calibration.act_int8
+        entry = cls(
+            model_id,
+            description,
+            model,
+            prof,
+            calibration,
+            table,
+            int(segment_cache_size),
+            act_int8,
+        )
         for pl in table.patterns:
-            pid = make_plan_id(model_id, pl.partition_point, pl.bits, pl.activation_bits)
+            pid = make_plan_id(model_id, pl.partition_point, pl.bits, pl.activation_bits, act_int8)
             entry.plans[pid] = ServedPlan(
                 pid, model_id, pl, fp32_weight_bytes(prof, pl.partition_point), entry
             )
@@ -151,7 +169,7 @@ class ModelEntry:
                 self._segments.move_to_end(key)
                 return enc
             p, bits = key
-            seg = quantized_segments(self.profile, p, bits)
+            seg = quantized_segments(self.profile, p, bits, self.act_int8)
             out = seg.cut_shape if seg.cut_shape is not None else seg.output_shape
             enc = encode_segment(
                 seg.device, seg.input_shape, out, {"model": self.model_id, "partition_point": p}
@@ -177,7 +195,9 @@ class ModelEntry:
         if held is not None:
             request = Request(**{**request.__dict__, "held_segment": held})
         plan = self.table.lookup(request)
-        pid = make_plan_id(self.model_id, plan.partition_point, plan.bits, plan.activation_bits)
+        pid = make_plan_id(
+            self.model_id, plan.partition_point, plan.bits, plan.activation_bits, self.act_int8
+        )
         return plan, self.plans[pid]
 
 
@@ -200,15 +220,23 @@ class ModelSpec:
     chosen on, on which every plan's loss is measured with a confidence bound
     (docs/PLANNING.md §4.4). Without them, :func:`entry_from_spec` holds out the last
     :data:`ACCEPTANCE_FRACTION` of the calibration inputs when there are at least
-    :data:`MIN_SPLIT_INPUTS`; with fewer, plans are served on predicted loss only."""
+    :data:`MIN_SPLIT_INPUTS`; with fewer, plans are served on predicted loss only.
+
+    ``int8_activations``: the device runs its quantized layers on int8 activations (the
+    integer kernels); the planner then calibrates and measures with exactly those numerics."""
 
     model: nn.Module | torch.export.ExportedProgram
     example: torch.Tensor
     calibration: torch.Tensor
     description: str = ""
     acceptance: torch.Tensor | None = None
+    int8_activations: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.int8_activations, bool):
+            raise TypeError(
+                f"ModelSpec.int8_activations must be a bool, got {self.int8_activations!r}"
+            )
         names = ("example", "calibration") + (
             ("acceptance",) if self.acceptance is not None else ()
         )
@@ -254,7 +282,10 @@ def entry_from_spec(
     model = spec.model if isinstance(spec.model, nn.Module) else prof.graph_module
     describe_graph(prof.graph_module, float_layers=True)
     x_select, x_accept = spec.splits()
-    calib, path, _ = cached_calibration(model, x_select, prof, cache_dir, model_id, seed, progress)
+    int8 = spec.int8_activations
+    calib, path, _ = cached_calibration(
+        model, x_select, prof, cache_dir, model_id, seed, progress, act_int8=int8
+    )
     suffix = "predicted" if x_accept is None else f"accepted_{_digest(x_accept)}"
     table_path = Path(path).with_name(f"{Path(path).stem}_table_{suffix}.json")
     table = None
@@ -264,7 +295,7 @@ def entry_from_spec(
         except (ValueError, KeyError, TypeError, OSError):
             table = None  # stale or corrupt: rebuilt below
     if table is None:
-        acceptance = None if x_accept is None else HeldOutAcceptance(prof, x_accept)
+        acceptance = None if x_accept is None else HeldOutAcceptance(prof, x_accept, act_int8=int8)
         table = PatternTable.build(prof, calib, acceptance=acceptance, progress=progress)
         tmp = table_path.with_suffix(f".{os.getpid()}.tmp")
         table.save(tmp)
