@@ -16,6 +16,13 @@
 // scalar code. The arithmetic for one output element never depends on [n_begin, n_end) or on
 // the column tiling, so results do not depend on the thread split.
 //
+// Streaming: the NR rows of a tile are adjacent in the packed buffer, so a thread walking tiles
+// in order reads one contiguous stream. While a tile is multiplied, the same fraction of the
+// next tile's bytes is software-prefetched (TilePrefetch), one prefetch per 64-byte line in
+// address order, about one tile (at least kPrefetchAhead bytes) ahead. With a.prepared set
+// (later chunks of one call on the same thread, see linear_f32_chunks) xsum and x's plane order
+// are already in a.xsum / a.scratch and are not recomputed.
+//
 // T (the ISA traits) provides:
 //   Vec, kLanes                  a float vector of kLanes lanes (8 % kLanes == 0);
 //   zero(), set1(f), load(p), store(p, v)    (unaligned loads and stores),
@@ -68,11 +75,33 @@ void compute_xsum(const LinearArgs& a) {
   }
 }
 
+/// Least prefetch distance of the fused path in bytes (one tile when tiles are larger).
+constexpr int64_t kPrefetchAhead = 2048;
+
+/// One sequential software-prefetch stream over the packed buffer: lines are requested in
+/// address order, each once, up to `limit` (the buffer's end; prefetches never fault, but none
+/// is issued past it).
+struct TilePrefetch {
+  const uint8_t* next;   // next line to request
+  const uint8_t* limit;  // end of the packed buffer
+
+  /// Requests every line below `target` (clamped to the buffer) not yet requested.
+  inline void upto(const uint8_t* target) {
+    if (target > limit) target = limit;
+    for (; next < target; next += 64) __builtin_prefetch(next, 0, 3);
+  }
+};
+
+/// Codes per prefetch span of the plane widths: 64 bytes of each row (512 / BITS codes, a
+/// whole number of 16-byte plane chunks).
+template <int BITS>
+constexpr int64_t kPlaneSpan = 512 / BITS;
+
 /// y[i0 .. i0 + MR) x [n0 .. n0 + NR) of the fused path (xsum, and x's plane order for plane
 /// widths, already computed).
 template <typename T, int BITS, int MR, int NR>
 void fused_tile(const LinearArgs& a, const typename T::template Unpacker<BITS>& U, int64_t i0,
-                int64_t n0) {
+                int64_t n0, TilePrefetch& pf) {
   using Vec = typename T::Vec;
   constexpr int kVecs = 8 / T::kLanes;  // vectors per block of 8 codes
   constexpr bool kPlanes = T::template kPlanes<BITS>;
@@ -80,6 +109,9 @@ void fused_tile(const LinearArgs& a, const typename T::template Unpacker<BITS>& 
   const int64_t row_bytes = packed_row_bytes(k, BITS);
   const int64_t kblocks = k / 8;
   const int64_t nfast = fast_blocks(a, n0 + NR - 1, row_bytes);
+  // Prefetch position: this tile's progress (bytes of each row done, times NR) plus `ahead`.
+  const int64_t ahead = NR * row_bytes > kPrefetchAhead ? NR * row_bytes : kPrefetchAhead;
+  const uint8_t* const pf_base = a.packed + n0 * row_bytes + ahead;
   const uint8_t* w[NR];
 #pragma GCC unroll 16
   for (int j = 0; j < NR; ++j) w[j] = a.packed + (n0 + j) * row_bytes;
@@ -102,8 +134,20 @@ void fused_tile(const LinearArgs& a, const typename T::template Unpacker<BITS>& 
         for (int v = 0; v < kVecs; ++v) acc[i][j][v] = T::zero();
     int64_t b0 = g * gs / 8;
     const int64_t b1 = (g + 1) * gs / 8;
-    if constexpr (kPlanes) b0 += T::template plane_blocks<BITS, MR, NR>(w, x, g * gs, gs, acc);
+    if constexpr (kPlanes) {
+      // The group's full plane chunks, one 64-byte-per-row span at a time (prefetching the
+      // matching lines first), then the chunks of a shorter last span.
+      constexpr int64_t S = kPlaneSpan<BITS>;
+      const int64_t g0 = g * gs, spans = gs / S;
+      for (int64_t sp = 0; sp < spans; ++sp) {
+        pf.upto(pf_base + (g0 + (sp + 1) * S) * BITS / 8 * NR);
+        b0 += T::template plane_blocks<BITS, MR, NR>(w, x, g0 + sp * S, S, acc);
+      }
+      pf.upto(pf_base + (g0 + gs) * BITS / 8 * NR);
+      b0 += T::template plane_blocks<BITS, MR, NR>(w, x, g0 + spans * S, gs - spans * S, acc);
+    }
     auto body = [&](int64_t blk, bool safe) {
+      if ((blk & 7) == 0) pf.upto(pf_base + (blk + 8) * BITS * NR);
       Vec wv[NR][kVecs];
 #pragma GCC unroll 16
       for (int j = 0; j < NR; ++j) T::template codes_f32<BITS>(U, w[j] + blk * BITS, safe, wv[j]);
@@ -163,9 +207,13 @@ void fused_tile(const LinearArgs& a, const typename T::template Unpacker<BITS>& 
 /// Rows [i0, i0 + MR) over the column range: tiles of NR columns, then single columns.
 template <typename T, int BITS, int MR, int NR>
 void fused_rows(const LinearArgs& a, const typename T::template Unpacker<BITS>& U, int64_t i0) {
+  const int64_t row_bytes = packed_row_bytes(a.k, BITS);
+  // The stream starts at the first tile: its lines (and the first `ahead` bytes) are requested
+  // as the first blocks are reached.
+  TilePrefetch pf{a.packed + a.n_begin * row_bytes, a.packed + a.n_total * row_bytes};
   int64_t n = a.n_begin;
-  for (; n + NR <= a.n_end; n += NR) fused_tile<T, BITS, MR, NR>(a, U, i0, n);
-  for (; n < a.n_end; ++n) fused_tile<T, BITS, MR, 1>(a, U, i0, n);
+  for (; n + NR <= a.n_end; n += NR) fused_tile<T, BITS, MR, NR>(a, U, i0, n, pf);
+  for (; n < a.n_end; ++n) fused_tile<T, BITS, MR, 1>(a, U, i0, n, pf);
 }
 
 /// The fused path: full tiles of kFusedRows x 2, then the remaining rows as 3 x 2, 2 x 3 or
@@ -173,8 +221,10 @@ void fused_rows(const LinearArgs& a, const typename T::template Unpacker<BITS>& 
 template <typename T, int BITS>
 void fused(const LinearArgs& a) {
   const typename T::template Unpacker<BITS> U;
-  compute_xsum<T>(a);
-  if constexpr (T::template kPlanes<BITS>) T::template permute_x<BITS>(a, a.scratch);
+  if (!a.prepared) {
+    compute_xsum<T>(a);
+    if constexpr (T::template kPlanes<BITS>) T::template permute_x<BITS>(a, a.scratch);
+  }
   constexpr int kRows = T::kFusedRows;
   static_assert(kRows == 3 || kRows == 4, "full fused tiles have 3 or 4 rows");
   int64_t i = 0;
