@@ -1,5 +1,6 @@
 // Packed matmul: the portable scalar reference plus run-time dispatch to the active ISA
 // row's SIMD kernel (isa_table.cpp).
+#include <cstring>
 #include <vector>
 
 #include "dispatch.h"
@@ -36,9 +37,18 @@ void linear_f32_scalar(const float* x, int64_t m, int64_t k, const uint8_t* pack
 bool fold_exact(const float* x, int64_t n, const uint16_t* scale_bits, int64_t n_scales) {
   bool ok = true;
   for (int64_t i = 0; i < n; ++i)
-    ok &= x[i] <= kFoldSafeAbs && x[i] >= -kFoldSafeAbs;                              // NaN: false
-  for (int64_t i = 0; i < n_scales; ++i) ok &= (scale_bits[i] & 0x7c00u) != 0x7c00u;  // Inf/NaN
-  return ok;
+    ok &= x[i] <= kFoldSafeAbs && x[i] >= -kFoldSafeAbs;  // NaN: false
+  // Inf/NaN scales (exponent all ones), four at a time: an exponent field e of a 16-bit lane
+  // reaches bit 15 when 0x0400 is added only if e == 0x7c00 (no carry leaves the lane).
+  uint64_t bad = 0;
+  int64_t i = 0;
+  for (; i + 4 <= n_scales; i += 4) {
+    uint64_t v;
+    std::memcpy(&v, scale_bits + i, sizeof v);
+    bad |= ((v & 0x7c007c007c007c00ull) + 0x0400040004000400ull) & 0x8000800080008000ull;
+  }
+  for (; i < n_scales; ++i) bad |= (scale_bits[i] & 0x7c00u) == 0x7c00u;
+  return ok && bad == 0;
 }
 
 namespace {

@@ -28,6 +28,7 @@
 //   zero(), set1(f), load(p), store(p, v)    (unaligned loads and stores),
 //   add(a, b), sub(a, b), mul(a, b), fma(acc, x, w) (acc + x * w, one rounding),
 //   reduce(v)                    the sum of v's lanes (in a fixed order);
+//   half(h)                      the float value of fp16 bits h (exact, as half_bits_to_float);
 //   Unpacker<BITS>               the per-width unpack constants, built once per call;
 //   codes_f32<BITS>(U, p, safe, w)   the 8 codes of the block at p as 8 / kLanes vectors
 //                                (safe: copy the BITS bytes first, p is near the buffer end);
@@ -44,6 +45,7 @@
 
 #include "dispatch.h"
 #include "packed_code.h"
+#include "prefetch_stream.h"
 #include "with_bits.h"
 
 namespace qpart {
@@ -74,23 +76,6 @@ void compute_xsum(const LinearArgs& a) {
     }
   }
 }
-
-/// Least prefetch distance of the fused path in bytes (one tile when tiles are larger).
-constexpr int64_t kPrefetchAhead = 2048;
-
-/// One sequential software-prefetch stream over the packed buffer: lines are requested in
-/// address order, each once, up to `limit` (the buffer's end; prefetches never fault, but none
-/// is issued past it).
-struct TilePrefetch {
-  const uint8_t* next;   // next line to request
-  const uint8_t* limit;  // end of the packed buffer
-
-  /// Requests every line below `target` (clamped to the buffer) not yet requested.
-  inline void upto(const uint8_t* target) {
-    if (target > limit) target = limit;
-    for (; next < target; next += 64) __builtin_prefetch(next, 0, 3);
-  }
-};
 
 /// Codes per prefetch span of the plane widths: 64 bytes of each row (512 / BITS codes, a
 /// whole number of 16-byte plane chunks).
@@ -182,7 +167,7 @@ void fused_tile(const LinearArgs& a, const typename T::template Unpacker<BITS>& 
     }
 #pragma GCC unroll 16
     for (int j = 0; j < NR; ++j) {
-      const float s = half_bits_to_float(a.scale_bits[(n0 + j) * groups + g]);
+      const float s = T::half(a.scale_bits[(n0 + j) * groups + g]);
       const float z = static_cast<float>(a.zeros[(n0 + j) * groups + g]);
 #pragma GCC unroll 16
       for (int i = 0; i < MR; ++i) {
