@@ -33,6 +33,8 @@
 //   codes_f32<BITS>(U, p, safe, w)   the 8 codes of the block at p as 8 / kLanes vectors
 //                                (safe: copy the BITS bytes first, p is near the buffer end);
 //   kFusedRows                   rows of x per full fused tile (3 or 4; the tile is that x 2);
+//   kGemvCols<BITS>              weight rows per tile of a single row of x (4 or 8; each row
+//                                is one serial FMA chain);
 //   kPlanes<BITS>                whether the fused path reads bit planes for this width; if
 //                                so, also permute_x<BITS>(a, xperm) (x's plane order, into
 //                                a.scratch) and plane_blocks<BITS, MR, NR>(w, x, g0, gs, acc)
@@ -133,6 +135,19 @@ void fused_tile(const LinearArgs& a, const typename T::template Unpacker<BITS>& 
     }
     auto body = [&](int64_t blk, bool safe) {
       if ((blk & 7) == 0) pf.upto(pf_base + (blk + 8) * BITS * NR);
+      if constexpr (MR == 1) {  // one row of x: unpack and multiply one weight row at a time
+        Vec xv[kVecs];
+#pragma GCC unroll 2
+        for (int v = 0; v < kVecs; ++v) xv[v] = T::load(x[0] + blk * 8 + v * T::kLanes);
+#pragma GCC unroll 16
+        for (int j = 0; j < NR; ++j) {
+          Vec wv[kVecs];
+          T::template codes_f32<BITS>(U, w[j] + blk * BITS, safe, wv);
+#pragma GCC unroll 2
+          for (int v = 0; v < kVecs; ++v) acc[0][j][v] = T::fma(acc[0][j][v], xv[v], wv[v]);
+        }
+        return;
+      }
       Vec wv[NR][kVecs];
 #pragma GCC unroll 16
       for (int j = 0; j < NR; ++j) T::template codes_f32<BITS>(U, w[j] + blk * BITS, safe, wv[j]);
@@ -202,7 +217,7 @@ void fused_rows(const LinearArgs& a, const typename T::template Unpacker<BITS>& 
 }
 
 /// The fused path: full tiles of kFusedRows x 2, then the remaining rows as 3 x 2, 2 x 3 or
-/// 1 x 4 tiles.
+/// 1 x kGemvCols tiles.
 template <typename T, int BITS>
 void fused(const LinearArgs& a) {
   const typename T::template Unpacker<BITS> U;
@@ -218,7 +233,7 @@ void fused(const LinearArgs& a) {
     if (a.m - i == 3) fused_rows<T, BITS, 3, 2>(a, U, i);
   }
   if (a.m - i == 2) fused_rows<T, BITS, 2, 3>(a, U, i);
-  if (a.m - i == 1) fused_rows<T, BITS, 1, 4>(a, U, i);
+  if (a.m - i == 1) fused_rows<T, BITS, 1, T::template kGemvCols<BITS>>(a, U, i);
 }
 
 /// Dequantizes codes [k0, k1) of row n (k0 % 8 == 0) into dst, exactly as dequantize_rows:
