@@ -28,7 +28,6 @@
 //   zero(), set1(f), load(p), store(p, v)    (unaligned loads and stores),
 //   add(a, b), sub(a, b), mul(a, b), fma(acc, x, w) (acc + x * w, one rounding),
 //   reduce(v)                    the sum of v's lanes (in a fixed order);
-//   half(h)                      the float value of fp16 bits h (exact, as half_bits_to_float);
 //   Unpacker<BITS>               the per-width unpack constants, built once per call;
 //   codes_f32<BITS>(U, p, safe, w)   the 8 codes of the block at p as 8 / kLanes vectors
 //                                (safe: copy the BITS bytes first, p is near the buffer end);
@@ -182,7 +181,9 @@ void fused_tile(const LinearArgs& a, const typename T::template Unpacker<BITS>& 
     }
 #pragma GCC unroll 16
     for (int j = 0; j < NR; ++j) {
-      const float s = T::half(a.scale_bits[(n0 + j) * groups + g]);
+      // An out-of-line conversion on purpose: inlined (F16C), GCC contracted this epilogue
+      // differently per tile width, so results depended on the column split.
+      const float s = half_bits_to_float(a.scale_bits[(n0 + j) * groups + g]);
       const float z = static_cast<float>(a.zeros[(n0 + j) * groups + g]);
 #pragma GCC unroll 16
       for (int i = 0; i < MR; ++i) {

@@ -103,7 +103,6 @@ struct Neon {
   static inline Vec mul(Vec a, Vec b) { return vmulq_f32(a, b); }
   static inline Vec fma(Vec acc, Vec x, Vec w) { return vfmaq_f32(acc, x, w); }
   static inline float reduce(Vec v) { return vaddvq_f32(v); }
-  static inline float half(uint16_t h) { return half_bits_to_float(h); }
 
   template <int BITS>
   static inline void codes_f32(const Unpacker<BITS>& U, const uint8_t* p, bool safe, Vec* w) {

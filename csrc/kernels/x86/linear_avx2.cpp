@@ -1,4 +1,4 @@
-// AVX2+FMA(+F16C) packed matmul, compiled for AVX2 via a target pragma (no global ISA flags) and
+// AVX2+FMA packed matmul, compiled for AVX2 via a target pragma (no global ISA flags) and
 // only called after run-time CPU detection (isa_table.cpp). The traits of the shared driver
 // (../linear_fused_driver.h, also used by arm/linear_neon.cpp), on one __m256 per 8 codes:
 //
@@ -24,7 +24,7 @@
 #include "../packed_code.h"
 
 #pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
+#pragma GCC target("avx2,fma")
 #include <immintrin.h>
 
 #include "../linear_fused_driver.h"
@@ -111,7 +111,6 @@ struct Avx2 {
   static inline Vec mul(Vec a, Vec b) { return _mm256_mul_ps(a, b); }
   static inline Vec fma(Vec acc, Vec x, Vec w) { return _mm256_fmadd_ps(x, w, acc); }
   static inline float reduce(Vec v) { return hsum(v); }
-  static inline float half(uint16_t h) { return _cvtsh_ss(h); }  // F16C: part of the AVX2 row
 
   template <int BITS>
   static inline void codes_f32(const Unpacker<BITS>& U, const uint8_t* p, bool safe, Vec* w) {
