@@ -28,7 +28,8 @@ static void* read_share(void* arg) {
     a3 = _mm256_add_epi64(a3, _mm256_load_si256((const __m256i*)(s->p + i + 96)));
   }
   const __m256i t = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
-  r = (uint64_t)_mm256_extract_epi64(t, 0) + (uint64_t)_mm256_extract_epi64(t, 3);
+  r = (uint64_t)_mm256_extract_epi64(t, 0) + (uint64_t)_mm256_extract_epi64(t, 1) +
+      (uint64_t)_mm256_extract_epi64(t, 2) + (uint64_t)_mm256_extract_epi64(t, 3);
 #endif
   for (; i + 8 <= s->n; i += 8) r += *(const uint64_t*)(s->p + i);
   s->out = r;
