@@ -25,6 +25,7 @@ FILES=(
   csrc/kernels/isa_table.h
   csrc/kernels/linear.cpp
   csrc/kernels/linear_fused_driver.h
+  csrc/kernels/prefetch_stream.h
   csrc/kernels/linear_i8.cpp
   csrc/kernels/qpart_kernels.h
   csrc/kernels/quantize.cpp

@@ -20,6 +20,8 @@ void linear_f32_scalar(const float* x, int64_t m, int64_t k, const uint8_t* pack
 /// `xsum` holds m * (k / group_size) sums of x over each group (row-major), and `scratch`
 /// at least the ISA row's linear_scratch_floats(m, k) floats; both are allocated by the caller so
 /// the ISA-specific translation units instantiate no standard-library templates.
+/// `prepared`: xsum and the fused path's copy of x in scratch already hold this call's values
+/// (a later chunk of linear_f32_chunks on the same thread); kernels may skip recomputing them.
 struct LinearArgs {
   const float* x;
   int64_t m, k;
@@ -33,6 +35,7 @@ struct LinearArgs {
   float* y;
   float* xsum;
   float* scratch;
+  bool prepared = false;
 };
 
 /// Batch rows up to this count take the fused (GEMV-style) path; more take the blocked GEMM.

@@ -16,6 +16,13 @@
 // scalar code. The arithmetic for one output element never depends on [n_begin, n_end) or on
 // the column tiling, so results do not depend on the thread split.
 //
+// Streaming: the NR rows of a tile are adjacent in the packed buffer, so a thread walking tiles
+// in order reads one contiguous stream. While a tile is multiplied, the same fraction of the
+// next tile's bytes is software-prefetched (TilePrefetch), one prefetch per 64-byte line in
+// address order, about one tile (at least kPrefetchAhead bytes) ahead. With a.prepared set
+// (later chunks of one call on the same thread, see linear_f32_chunks) xsum and x's plane order
+// are already in a.xsum / a.scratch and are not recomputed.
+//
 // T (the ISA traits) provides:
 //   Vec, kLanes                  a float vector of kLanes lanes (8 % kLanes == 0);
 //   zero(), set1(f), load(p), store(p, v)    (unaligned loads and stores),
@@ -25,6 +32,8 @@
 //   codes_f32<BITS>(U, p, safe, w)   the 8 codes of the block at p as 8 / kLanes vectors
 //                                (safe: copy the BITS bytes first, p is near the buffer end);
 //   kFusedRows                   rows of x per full fused tile (3 or 4; the tile is that x 2);
+//   kGemvCols<BITS>              weight rows per tile of a single row of x (4 or 8; each row
+//                                is one serial FMA chain);
 //   kPlanes<BITS>                whether the fused path reads bit planes for this width; if
 //                                so, also permute_x<BITS>(a, xperm) (x's plane order, into
 //                                a.scratch) and plane_blocks<BITS, MR, NR>(w, x, g0, gs, acc)
@@ -37,6 +46,7 @@
 
 #include "dispatch.h"
 #include "packed_code.h"
+#include "prefetch_stream.h"
 #include "with_bits.h"
 
 namespace qpart {
@@ -68,11 +78,16 @@ void compute_xsum(const LinearArgs& a) {
   }
 }
 
+/// Codes per prefetch span of the plane widths: 64 bytes of each row (512 / BITS codes, a
+/// whole number of 16-byte plane chunks).
+template <int BITS>
+constexpr int64_t kPlaneSpan = 512 / BITS;
+
 /// y[i0 .. i0 + MR) x [n0 .. n0 + NR) of the fused path (xsum, and x's plane order for plane
 /// widths, already computed).
 template <typename T, int BITS, int MR, int NR>
 void fused_tile(const LinearArgs& a, const typename T::template Unpacker<BITS>& U, int64_t i0,
-                int64_t n0) {
+                int64_t n0, TilePrefetch& pf) {
   using Vec = typename T::Vec;
   constexpr int kVecs = 8 / T::kLanes;  // vectors per block of 8 codes
   constexpr bool kPlanes = T::template kPlanes<BITS>;
@@ -80,6 +95,9 @@ void fused_tile(const LinearArgs& a, const typename T::template Unpacker<BITS>& 
   const int64_t row_bytes = packed_row_bytes(k, BITS);
   const int64_t kblocks = k / 8;
   const int64_t nfast = fast_blocks(a, n0 + NR - 1, row_bytes);
+  // Prefetch position: this tile's progress (bytes of each row done, times NR) plus `ahead`.
+  const int64_t ahead = NR * row_bytes > kPrefetchAhead ? NR * row_bytes : kPrefetchAhead;
+  const uint8_t* const pf_base = a.packed + n0 * row_bytes + ahead;
   const uint8_t* w[NR];
 #pragma GCC unroll 16
   for (int j = 0; j < NR; ++j) w[j] = a.packed + (n0 + j) * row_bytes;
@@ -102,8 +120,33 @@ void fused_tile(const LinearArgs& a, const typename T::template Unpacker<BITS>& 
         for (int v = 0; v < kVecs; ++v) acc[i][j][v] = T::zero();
     int64_t b0 = g * gs / 8;
     const int64_t b1 = (g + 1) * gs / 8;
-    if constexpr (kPlanes) b0 += T::template plane_blocks<BITS, MR, NR>(w, x, g * gs, gs, acc);
+    if constexpr (kPlanes) {
+      // The group's full plane chunks, one 64-byte-per-row span at a time (prefetching the
+      // matching lines first), then the chunks of a shorter last span.
+      constexpr int64_t S = kPlaneSpan<BITS>;
+      const int64_t g0 = g * gs, spans = gs / S;
+      for (int64_t sp = 0; sp < spans; ++sp) {
+        pf.upto(pf_base + (g0 + (sp + 1) * S) * BITS / 8 * NR);
+        b0 += T::template plane_blocks<BITS, MR, NR>(w, x, g0 + sp * S, S, acc);
+      }
+      pf.upto(pf_base + (g0 + gs) * BITS / 8 * NR);
+      b0 += T::template plane_blocks<BITS, MR, NR>(w, x, g0 + spans * S, gs - spans * S, acc);
+    }
     auto body = [&](int64_t blk, bool safe) {
+      if ((blk & 7) == 0) pf.upto(pf_base + (blk + 8) * BITS * NR);
+      if constexpr (MR == 1) {  // one row of x: unpack and multiply one weight row at a time
+        Vec xv[kVecs];
+#pragma GCC unroll 2
+        for (int v = 0; v < kVecs; ++v) xv[v] = T::load(x[0] + blk * 8 + v * T::kLanes);
+#pragma GCC unroll 16
+        for (int j = 0; j < NR; ++j) {
+          Vec wv[kVecs];
+          T::template codes_f32<BITS>(U, w[j] + blk * BITS, safe, wv);
+#pragma GCC unroll 2
+          for (int v = 0; v < kVecs; ++v) acc[0][j][v] = T::fma(acc[0][j][v], xv[v], wv[v]);
+        }
+        return;
+      }
       Vec wv[NR][kVecs];
 #pragma GCC unroll 16
       for (int j = 0; j < NR; ++j) T::template codes_f32<BITS>(U, w[j] + blk * BITS, safe, wv[j]);
@@ -138,6 +181,8 @@ void fused_tile(const LinearArgs& a, const typename T::template Unpacker<BITS>& 
     }
 #pragma GCC unroll 16
     for (int j = 0; j < NR; ++j) {
+      // An out-of-line conversion on purpose: inlined (F16C), GCC contracted this epilogue
+      // differently per tile width, so results depended on the column split.
       const float s = half_bits_to_float(a.scale_bits[(n0 + j) * groups + g]);
       const float z = static_cast<float>(a.zeros[(n0 + j) * groups + g]);
 #pragma GCC unroll 16
@@ -163,18 +208,24 @@ void fused_tile(const LinearArgs& a, const typename T::template Unpacker<BITS>& 
 /// Rows [i0, i0 + MR) over the column range: tiles of NR columns, then single columns.
 template <typename T, int BITS, int MR, int NR>
 void fused_rows(const LinearArgs& a, const typename T::template Unpacker<BITS>& U, int64_t i0) {
+  const int64_t row_bytes = packed_row_bytes(a.k, BITS);
+  // The stream starts at the first tile: its lines (and the first `ahead` bytes) are requested
+  // as the first blocks are reached.
+  TilePrefetch pf{a.packed + a.n_begin * row_bytes, a.packed + a.n_total * row_bytes};
   int64_t n = a.n_begin;
-  for (; n + NR <= a.n_end; n += NR) fused_tile<T, BITS, MR, NR>(a, U, i0, n);
-  for (; n < a.n_end; ++n) fused_tile<T, BITS, MR, 1>(a, U, i0, n);
+  for (; n + NR <= a.n_end; n += NR) fused_tile<T, BITS, MR, NR>(a, U, i0, n, pf);
+  for (; n < a.n_end; ++n) fused_tile<T, BITS, MR, 1>(a, U, i0, n, pf);
 }
 
 /// The fused path: full tiles of kFusedRows x 2, then the remaining rows as 3 x 2, 2 x 3 or
-/// 1 x 4 tiles.
+/// 1 x kGemvCols tiles.
 template <typename T, int BITS>
 void fused(const LinearArgs& a) {
   const typename T::template Unpacker<BITS> U;
-  compute_xsum<T>(a);
-  if constexpr (T::template kPlanes<BITS>) T::template permute_x<BITS>(a, a.scratch);
+  if (!a.prepared) {
+    compute_xsum<T>(a);
+    if constexpr (T::template kPlanes<BITS>) T::template permute_x<BITS>(a, a.scratch);
+  }
   constexpr int kRows = T::kFusedRows;
   static_assert(kRows == 3 || kRows == 4, "full fused tiles have 3 or 4 rows");
   int64_t i = 0;
@@ -183,7 +234,7 @@ void fused(const LinearArgs& a) {
     if (a.m - i == 3) fused_rows<T, BITS, 3, 2>(a, U, i);
   }
   if (a.m - i == 2) fused_rows<T, BITS, 2, 3>(a, U, i);
-  if (a.m - i == 1) fused_rows<T, BITS, 1, 4>(a, U, i);
+  if (a.m - i == 1) fused_rows<T, BITS, 1, T::template kGemvCols<BITS>>(a, U, i);
 }
 
 /// Dequantizes codes [k0, k1) of row n (k0 % 8 == 0) into dst, exactly as dequantize_rows:

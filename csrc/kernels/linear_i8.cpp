@@ -115,5 +115,14 @@ void linear_i8(CpuIsa isa, const int8_t* q, const float* scale, const int32_t* g
   detail::linear_i8_scalar(args);
 }
 
+void linear_i8_chunks(CpuIsa isa, const int8_t* q, const float* scale, const int32_t* gsum,
+                      int64_t m, int64_t k, const uint8_t* packed, const uint16_t* scale_bits,
+                      const uint8_t* zeros, const float* bias, int64_t n_total, int64_t group_size,
+                      int bits, ColumnChunks& work, float* y) {
+  for (int64_t begin = 0, end = 0; work.take(&begin, &end);)
+    linear_i8(isa, q, scale, gsum, m, k, packed, scale_bits, zeros, bias, n_total, group_size, bits,
+              begin, end, y);
+}
+
 }  // namespace kernels
 }  // namespace qpart

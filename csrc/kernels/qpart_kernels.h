@@ -16,6 +16,7 @@
 //    the work across threads; the results never depend on the split.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 
@@ -130,6 +131,39 @@ void linear_f32(const float* x, int64_t m, int64_t k, const uint8_t* packed,
                 int64_t n_total, int64_t group_size, int bits, int64_t n_begin, int64_t n_end,
                 float* y);
 
+/// Output columns handed out one chunk at a time to the threads of one packed matmul call
+/// (small batches; see linear_gemv_chunk): each thread takes the next chunk from `next`
+/// until all of [0, n) are taken, so a thread that starts late or is slowed by another
+/// process takes fewer chunks instead of leaving the others waiting.
+struct ColumnChunks {
+  std::atomic<int64_t> next{0};  // index of the next chunk to hand out
+  int64_t n = 0;                 // output columns in all
+  int64_t chunk = 1;             // columns per chunk (the last one may be shorter)
+
+  /// Claims the next chunk as [*begin, *end); false when none is left.
+  bool take(int64_t* begin, int64_t* end) {
+    const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
+    if (c * chunk >= n) return false;
+    *begin = c * chunk;
+    *end = (c + 1) * chunk < n ? (c + 1) * chunk : n;
+    return true;
+  }
+};
+
+/// Columns per chunk for dynamic hand-out when `m` rows are multiplied with packed rows of `k`
+/// codes at `bits` bits: about kGemvChunkBytes of weights, a multiple of 8 columns; 0 when
+/// m is beyond the GEMV-style path (m > 8: the blocked GEMM keeps a static split).
+constexpr int64_t kGemvChunkBytes = 32768;
+int64_t linear_gemv_chunk(int64_t m, int64_t k, int bits);
+
+/// linear_f32 over the chunks this thread takes from `work` (every thread of the call calls it
+/// once, with the same arguments; columns [0, work.n) of n_total). The per-call setup (the fold
+/// check of x, the group sums of x, x's plane order) runs once per thread, not per chunk.
+/// Same values as linear_f32 whatever the hand-out.
+void linear_f32_chunks(const float* x, int64_t m, int64_t k, const uint8_t* packed,
+                       const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
+                       int64_t n_total, int64_t group_size, int bits, ColumnChunks& work, float* y);
+
 // ---- integer path: int8 activations x low-bit codes -------------------------------------
 //
 // Opt-in (it changes numerics): activations are quantized per row (per token), symmetric,
@@ -156,6 +190,12 @@ void linear_i8(CpuIsa isa, const int8_t* q, const float* scale, const int32_t* g
                int64_t k, const uint8_t* packed, const uint16_t* scale_bits, const uint8_t* zeros,
                const float* bias, int64_t n_total, int64_t group_size, int bits, int64_t n_begin,
                int64_t n_end, float* y);
+
+/// linear_i8 over the chunks this thread takes from `work` (see linear_f32_chunks).
+void linear_i8_chunks(CpuIsa isa, const int8_t* q, const float* scale, const int32_t* gsum,
+                      int64_t m, int64_t k, const uint8_t* packed, const uint16_t* scale_bits,
+                      const uint8_t* zeros, const float* bias, int64_t n_total, int64_t group_size,
+                      int bits, ColumnChunks& work, float* y);
 
 /// Whether the aarch64 kernel uses the dot-product extension (sdot) on this CPU; false
 /// elsewhere. QPART_NO_DOTPROD=1 forces the plain NEON fallback.

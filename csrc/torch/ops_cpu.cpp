@@ -38,6 +38,24 @@ int64_t column_grain(int64_t m, int64_t kdim) {
   return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, m * kdim));
 }
 
+// Runs body(work) on every thread of a small-batch packed matmul over n output columns: the
+// columns are handed out in chunks of `chunk` by one shared counter (k::ColumnChunks) instead
+// of one static share per thread. Layers too small to split (n <= grain) run on the caller.
+template <typename Body>
+void parallel_column_chunks(int64_t n, int64_t chunk, int64_t grain, const Body& body) {
+  k::ColumnChunks work;
+  work.n = n;
+  work.chunk = std::max(chunk, grain);
+  const int64_t chunks = (n + work.chunk - 1) / work.chunk;
+  const int64_t workers = std::min<int64_t>(at::get_num_threads(), chunks);
+  if (workers <= 1 || n <= grain) {
+    work.chunk = n;
+    body(work);
+    return;
+  }
+  at::parallel_for(0, workers, 1, [&](int64_t /*begin*/, int64_t /*end*/) { body(work); });
+}
+
 const uint16_t* scale_ptr(const Tensor& scales) {
   return reinterpret_cast<const uint16_t*>(scales.const_data_ptr<at::Half>());
 }
@@ -144,10 +162,28 @@ Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
       TORCH_CHECK_VALUE(status.load() == 0,
                         "qpart.linear: input contains NaN or Inf values "
                         "(int8_activations=True)");
+      const int64_t chunk = k::linear_gemv_chunk(m, kdim, static_cast<int>(bits));
+      if (chunk > 0) {
+        parallel_column_chunks(n, chunk, column_grain(m, kdim), [&](k::ColumnChunks& work) {
+          k::linear_i8_chunks(isa, q_ptr, xs_ptr, gsum_ptr, m, kdim, p.const_data_ptr<uint8_t>(),
+                              scale_ptr(s), z.const_data_ptr<uint8_t>(), bias_ptr, n, gs,
+                              static_cast<int>(bits), work, y);
+        });
+        return out.view(out_shape).to(input.scalar_type());
+      }
       at::parallel_for(0, n, column_grain(m, kdim), [&](int64_t begin, int64_t end) {
         k::linear_i8(isa, q_ptr, xs_ptr, gsum_ptr, m, kdim, p.const_data_ptr<uint8_t>(),
                      scale_ptr(s), z.const_data_ptr<uint8_t>(), bias_ptr, n, gs,
                      static_cast<int>(bits), begin, end, y);
+      });
+      return out.view(out_shape).to(input.scalar_type());
+    }
+    const int64_t chunk = k::linear_gemv_chunk(m, kdim, static_cast<int>(bits));
+    if (chunk > 0) {  // batch <= 8 (GEMV-style): dynamic chunks
+      parallel_column_chunks(n, chunk, column_grain(m, kdim), [&](k::ColumnChunks& work) {
+        k::linear_f32_chunks(x.const_data_ptr<float>(), m, kdim, p.const_data_ptr<uint8_t>(),
+                             scale_ptr(s), z.const_data_ptr<uint8_t>(), bias_ptr, n, gs,
+                             static_cast<int>(bits), work, y);
       });
       return out.view(out_shape).to(input.scalar_type());
     }

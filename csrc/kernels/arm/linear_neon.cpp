@@ -88,6 +88,8 @@ struct Neon {
   static constexpr int kLanes = 4;
   static constexpr int kFusedRows = 3;
   template <int BITS>
+  static constexpr int kGemvCols = 4;
+  template <int BITS>
   using Unpacker = NeonUnpacker<BITS>;
   template <int BITS>
   static constexpr bool kPlanes = false;

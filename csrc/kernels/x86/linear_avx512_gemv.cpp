@@ -533,7 +533,7 @@ void f32_run(const LinearArgs& a) {
   const Unpack64<BITS> U;
   __m512i widen[4];
   widen_indices(widen);
-  compute_xsum(a);
+  if (!a.prepared) compute_xsum(a);  // later chunks of linear_f32_chunks: already in a.xsum
   columns(a.m, a.n_begin, a.n_end, F32Call<BITS>{a, U, widen});
 }
 

@@ -1,0 +1,56 @@
+"""The measured DRAM read roof of the CPU benchmarks: `threads` threads read one buffer of
+>= 256 MiB once per call (read_roof.c, compiled on first use with the system C compiler into
+a temporary folder and loaded with ctypes). Without a C compiler it falls back to torch's
+vectorized sum over the same buffer (which reads more slowly than the loop; the fallback is
+named in the benchmark's output).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import pathlib
+import platform
+import shutil
+import subprocess
+import tempfile
+
+import torch
+
+_SRC = pathlib.Path(__file__).resolve().parent / "read_roof.c"
+
+
+def _build():
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        return None
+    out = pathlib.Path(tempfile.mkdtemp(prefix="qpart-roof-")) / "libread_roof.so"
+    flags = ["-O2", "-shared", "-fPIC", "-pthread"]
+    if platform.machine() in ("x86_64", "AMD64"):
+        flags.append("-mavx2")
+    try:
+        subprocess.run([cc, *flags, str(_SRC), "-o", str(out)], check=True, capture_output=True)
+        lib = ctypes.CDLL(str(out))
+    except (subprocess.CalledProcessError, OSError):
+        return None
+    fn = lib.qpart_read_roof
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_uint64
+    return fn
+
+
+class ReadRoof:
+    """Callable reading `nbytes` (64-byte aligned buffer) on `threads` threads per call."""
+
+    def __init__(self, nbytes: int, threads: int):
+        self.threads = threads
+        self.buf = torch.ones(nbytes // 8 + 8, dtype=torch.int64)
+        addr = self.buf.data_ptr()
+        self.ptr = (addr + 63) // 64 * 64
+        self.nbytes = (nbytes - (self.ptr - addr)) // 128 * 128
+        self.fn = _build()
+        self.name = "read roof (C loop)" if self.fn is not None else "read roof (torch sum)"
+
+    def __call__(self):
+        if self.fn is not None:
+            return self.fn(self.ptr, self.nbytes, self.threads)
+        return self.buf.sum()

@@ -1,0 +1,63 @@
+"""Smoke tests of the GEMV benchmark's helpers (benchmarks/): the read-roof loop, the ggml
+peer's loader (skips with a reason when no ggml is there; with QPART_GGML_LIB set, a small
+ggml matmul close to the float result) and one tiny hot run of cpu_time_linear.py."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+import qpart_kernels as qk
+
+BENCH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+pytestmark = pytest.mark.skipif(not qk.extension_loaded(), reason="needs the compiled extension")
+
+
+def test_read_roof_reads_the_buffer():
+    from read_roof import ReadRoof
+
+    roof = ReadRoof(1 << 20, 2)
+    out = roof()
+    if roof.fn is not None:  # the C loop: sum of the int64 ones it read
+        assert int(out) == roof.nbytes // 8
+    assert roof.nbytes % 128 == 0 and roof.nbytes >= (1 << 20) - 192
+
+
+def test_ggml_peer_loads_or_says_why():
+    import ggml_peer
+
+    lib, where = ggml_peer.load()
+    if lib is None:
+        assert "ggml" in where
+        if os.environ.get("QPART_GGML_LIB"):
+            pytest.fail(where)
+        pytest.skip(where)
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 256)).astype(np.float32) / 16
+    x = rng.standard_normal((1, 256)).astype(np.float32)
+    mm = ggml_peer.GgmlMatmul(lib, w, x, "q8_0", copies=2, threads=2)
+    try:
+        mm()
+        y = mm.result(0)
+    finally:
+        mm.close()
+    ref = x @ w.T
+    assert np.abs(y - ref).max() <= 0.02 * np.abs(ref).max()
+
+
+def test_cpu_time_linear_runs(monkeypatch, capsys):
+    import cpu_time_linear
+
+    argv = ["cpu_time_linear.py", "--shape", "64x256", "--bits", "4", "--batches", "1"]
+    argv += ["--caches", "hot", "--rounds", "2", "--int8", "also", "--ggml", "", "--no-roof"]
+    monkeypatch.setattr(sys, "argv", argv)
+    cpu_time_linear.main()
+    out = capsys.readouterr().out
+    assert "| qpart 4-bit int8-act | channel |" in out
+    assert "int8 dynamic (torch)" in out
