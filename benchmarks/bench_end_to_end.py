@@ -143,8 +143,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    warnings.filterwarnings("ignore", module="torch.ao")  # FX quantization deprecation notes
-    warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+    # FX quantization's deprecation notes (it points users to torchao's pt2e flow)
+    warnings.filterwarnings("ignore", message=r"(?s).*(torchao|quantize_per_tensor)")
     torch.set_num_threads(args.threads)
     report = []
     groups = f"group size {args.group_size}" if args.group_size else "per channel"

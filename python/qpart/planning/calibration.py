@@ -201,7 +201,7 @@ def calibrate(
     shrink: float = 0.7,
     seed: int = 0,
     progress: bool = True,
-    threads: int | str | None = "auto",
+    threads: int | str | None = None,
     agreement: AgreementSpec = None,
     act_int8: bool = False,
 ) -> Calibration:
@@ -211,9 +211,10 @@ def calibrate(
     ``levels``: accuracy losses (fractions) to calibrate ``C(a)`` for; ``widths``: bit widths
     at which the noise curves are measured; ``reference_drop``: flip rate defining the
     robustness ``t``; ``safety``: the closed loop keeps the measured flip rate of the planned
-    configurations at or below ``safety * a``; ``threads``: torch intra-op threads while
-    calibrating (restored afterwards): ``"auto"`` (default) all cores the other processes
-    leave free (:func:`free_threads`), ``None`` torch's setting, or a count;
+    configurations at or below ``safety * a``; ``threads``: torch intra-op threads
+    while calibrating (restored afterwards): ``None`` (default) torch's setting - all cores
+    unless the caller set fewer -, ``"auto"`` the cores other processes leave free
+    (:func:`free_threads`, for shared machines), or a count;
     ``agreement``: what counts as the same answer as the float model
     (:func:`qpart.core.metrics.agreement`; top-1 by default) - every "flip rate" here is
     that metric's disagreement rate; ``act_int8``: the device layers run on int8
