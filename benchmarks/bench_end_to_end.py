@@ -98,7 +98,7 @@ def qpart_model(
         copy.deepcopy(gm),
         dict.fromkeys(layers, bits),
         groups,
-        act_int8=dict.fromkeys(layers, act_int8),
+        act_int8=act_int8,
     ).eval()
 
 

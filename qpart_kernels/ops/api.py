@@ -159,11 +159,10 @@ def conv2d(
     if int8_activations and input.device.type != "cpu":
         if not torch.compiler.is_compiling():  # a value check; the CPU op makes it itself
             checks.check_int8_scales(scales, "conv2d")
-        from .reference import quantize_images_int8
+        from .reference import int8_fake_quant_images
 
         if input.dim() == 4 and input.shape[0] > 0:
-            q, scale = quantize_images_int8(input)
-            input = (q * scale.reshape(-1, 1, 1, 1)).to(input.dtype)
+            input = int8_fake_quant_images(input).to(input.dtype)
         int8_activations = False
     args = (
         input,

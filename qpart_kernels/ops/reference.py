@@ -180,6 +180,12 @@ def quantize_images_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q.reshape(x.shape), scale.reshape(-1)
 
 
+def int8_fake_quant_images(x: torch.Tensor) -> torch.Tensor:
+    """``q * scale`` of :func:`quantize_images_int8` (float32, the shape of ``x``)."""
+    q, scale = quantize_images_int8(x)
+    return q * scale.reshape(-1, *([1] * (x.dim() - 1)))
+
+
 def _conv2d_int8(
     input: torch.Tensor,
     packed: torch.Tensor,

@@ -136,9 +136,7 @@ def _quantize_layers(
     gm: nn.Module, prof: ModelProfile, bits: Sequence[int], act_int8: bool
 ) -> None:
     names = [layer.name for layer in prof.layers[: len(bits)]]
-    qpart_kernels.quantize_model(
-        gm, dict(zip(names, map(int, bits))), act_int8=dict.fromkeys(names, bool(act_int8))
-    )
+    qpart_kernels.quantize_model(gm, dict(zip(names, map(int, bits))), act_int8=bool(act_int8))
 
 
 def quantized_segments(

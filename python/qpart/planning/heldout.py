@@ -31,9 +31,6 @@ from ..core.split import quantized_split_model
 from .bounds import DEFAULT_CONFIDENCE, clopper_pearson_upper
 from .probe import Probe, quantized_weight
 
-#: Acceptance inputs per forward pass.
-_CHUNK = 256
-
 
 @dataclass(frozen=True)
 class Acceptance:
@@ -100,30 +97,17 @@ class HeldOutAcceptance:
         """Outputs of the plan on the acceptance inputs (see the module docstring)."""
         if not self.exact_kernels:
             return self.probe.plan_outputs(p, bits, b_a, self._weight)
-        model = quantized_split_model(self.prof, p, bits, b_a, self.act_int8)
-        with torch.inference_mode():
-            return torch.cat([model(c) for c in self.probe.x.split(_CHUNK)])
+        return outputs(quantized_split_model(self.prof, p, bits, b_a, self.act_int8), self.probe.x)
 
     def _measure(self, p, bits, b_a) -> Acceptance:
-        out = self.plan_outputs(p, bits, b_a)
-        k = self.probe.agreement.disagreements(out, self.probe.ref)
-        acc_loss = None
-        if self.y is not None:
-            correct = int((out.reshape(self.n, -1).argmax(-1) == self.y).sum())
-            acc_loss = (self._float_correct - correct) / self.n
-        return Acceptance(
-            k,
-            self.n,
-            k / self.n,
-            clopper_pearson_upper(k, self.n, self.confidence),
-            self.confidence,
-            acc_loss,
-        )
+        return self._acceptance(self.plan_outputs(p, bits, b_a))
 
     def measure_model(self, model: torch.nn.Module) -> Acceptance:
         """The :class:`Acceptance` of any runnable ``model`` (input -> output) on the
         acceptance inputs, against the float model's outputs (used by the baselines)."""
-        out = outputs(model, self.probe.x)
+        return self._acceptance(outputs(model, self.probe.x))
+
+    def _acceptance(self, out: torch.Tensor) -> Acceptance:
         k = self.probe.agreement.disagreements(out, self.probe.ref)
         acc_loss = None
         if self.y is not None:

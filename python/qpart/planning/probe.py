@@ -22,7 +22,7 @@ import torch
 from torch import fx, nn
 
 import qpart_kernels
-from qpart_kernels.ops.reference import int8_fake_quant, quantize_images_int8
+from qpart_kernels.ops.reference import int8_fake_quant, int8_fake_quant_images
 
 from ..core.metrics import AgreementSpec, agreement
 from ..core.profile import ModelProfile
@@ -380,11 +380,9 @@ class _swapped:  # noqa: N801 - used as a context manager
 def int8_input(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``x`` as the integer kernels quantize a layer's input (``q * scale``, float): per
     row for a Linear (``qpart_kernels`` reference ``int8_fake_quant``), per image for a
-    Conv2d (``quantize_images_int8``)."""
-    if isinstance(module, nn.Conv2d):
-        q, scale = quantize_images_int8(x)
-        return (q * scale.reshape(-1, *([1] * (x.dim() - 1)))).to(x.dtype)
-    return int8_fake_quant(x).to(x.dtype)
+    Conv2d (``int8_fake_quant_images``)."""
+    fake_quant = int8_fake_quant_images if isinstance(module, nn.Conv2d) else int8_fake_quant
+    return fake_quant(x).to(x.dtype)
 
 
 def _layout(t: torch.Tensor) -> torch.Tensor:
