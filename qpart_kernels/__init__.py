@@ -3,7 +3,7 @@ drop-in modules :class:`QPartLinear` / :class:`QPartConv2d` built on them."""
 
 from . import ops
 from ._extension import extension_loaded
-from .nn import QPartConv2d, QPartLinear, quantize_model
+from .nn import QPartConv2d, QPartLinear, fuse_epilogues, quantize_model
 from .ops import (
     QuantizedTensor,
     conv2d,
@@ -24,6 +24,7 @@ __all__ = [
     "dequantize_activation",
     "dequantize_weight",
     "extension_loaded",
+    "fuse_epilogues",
     "linear",
     "ops",
     "quantize_activation",

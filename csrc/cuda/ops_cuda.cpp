@@ -161,7 +161,8 @@ Tensor conv2d_cuda(const Tensor& input, const Tensor& packed, const Tensor& scal
                    const Tensor& zeros, const std::optional<Tensor>& bias,
                    const c10::Scalar& bits_value, at::IntArrayRef weight_shape,
                    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                   int64_t groups, bool int8_activations) {
+                   int64_t groups, bool int8_activations, const std::optional<Tensor>& residual,
+                   bool relu) {
   const char* op = "conv2d";
   const int64_t bits = chk::bits_arg(op, bits_value);
   TORCH_CHECK_NOT_IMPLEMENTED(!int8_activations,
@@ -171,6 +172,7 @@ Tensor conv2d_cuda(const Tensor& input, const Tensor& packed, const Tensor& scal
   cuda_device(op, "input", input);
   const chk::Conv2dDims d = chk::conv2d(input, packed, scales, zeros, bias, bits, weight_shape,
                                         stride, padding, dilation, groups);
+  chk::conv2d_residual(residual, input, d);
   check_capability(op, input);
   const qc::Conv2dShape shape{d.batch,    d.c_in,     d.h_in,  d.w_in,  d.c_out, d.kh,    d.kw,
                               d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.dil_h, d.dil_w, d.groups};
@@ -181,6 +183,12 @@ Tensor conv2d_cuda(const Tensor& input, const Tensor& packed, const Tensor& scal
   if (shape.batch == 0) {
     return at::empty({0, shape.c_out, ho, wo}, input.options());
   }
+  // The residual and ReLU as a separate add and clamp (the same values).
+  const auto finish = [&](Tensor out) {
+    if (residual.has_value()) out.add_(*residual);
+    if (relu) out.clamp_min_(0);
+    return out;
+  };
   const Tensor x = input.contiguous();
   const Tensor p = packed.contiguous(), s = scales.contiguous(), z = zeros.contiguous();
   Tensor b;
@@ -194,10 +202,10 @@ Tensor conv2d_cuda(const Tensor& input, const Tensor& packed, const Tensor& scal
                             static_cast<int>(bits), workspace.mutable_data_ptr(),
                             gmn.mutable_data_ptr<float>(), current_stream()));
   // (g, n, p, o) -> (n, g, o, p) -> (n, c_out, ho, wo), in the input's dtype.
-  return gmn.permute({1, 0, 3, 2})
-      .to(input.scalar_type())
-      .contiguous()
-      .view({shape.batch, shape.c_out, ho, wo});
+  return finish(gmn.permute({1, 0, 3, 2})
+                    .to(input.scalar_type())
+                    .contiguous()
+                    .view({shape.batch, shape.c_out, ho, wo}));
 }
 
 }  // namespace

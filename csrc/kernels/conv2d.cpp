@@ -163,7 +163,7 @@ Conv2dPlan conv2d_plan(const Conv2dShape& s, int threads) {
 void conv2d_f32_items(const Conv2dPlan& plan, const float* x, const Conv2dShape& s,
                       const uint8_t* packed, const uint16_t* scale_bits, const uint8_t* zeros,
                       const float* bias, int64_t group_size, int bits, int64_t item_begin,
-                      int64_t item_end, float* scratch, float* y) {
+                      int64_t item_end, float* scratch, float* y, const ConvEpilogue& ep) {
   const detail::Conv2dArgs args{x, &s, packed, scale_bits, zeros, bias, group_size, bits, y};
   const auto tile_kernel = detail::isa_kernels(plan.isa).fn.conv2d_tile;
   for (int64_t item = item_begin; item < item_end; ++item) {
@@ -172,6 +172,23 @@ void conv2d_f32_items(const Conv2dPlan& plan, const float* x, const Conv2dShape&
       tile_kernel(args, t, scratch);
     } else {
       conv2d_tile_generic(args, t, scratch);
+    }
+    if (ep.active()) conv2d_epilogue(ep, s, t.image, t.co0, t.co_n, t.p0, t.p_n, y);
+  }
+}
+
+void conv2d_epilogue(const ConvEpilogue& ep, const Conv2dShape& s, int64_t image, int64_t co0,
+                     int64_t co_n, int64_t p0, int64_t p_n, float* y) {
+  const int64_t pixels = s.h_out() * s.w_out();
+  for (int64_t o = co0; o < co0 + co_n; ++o) {
+    const int64_t base = (image * s.c_out + o) * pixels + p0;
+    float* v = y + base;
+    if (ep.residual != nullptr) {
+      const float* r = ep.residual + base;
+      for (int64_t i = 0; i < p_n; ++i) v[i] = v[i] + r[i];
+    }
+    if (ep.relu) {
+      for (int64_t i = 0; i < p_n; ++i) v[i] = v[i] < 0.0f ? 0.0f : v[i];
     }
   }
 }
@@ -186,7 +203,7 @@ int64_t conv2d_scratch_floats(const Conv2dShape& s) {
 void conv2d_f32(const float* x, const Conv2dShape& s, const uint8_t* packed,
                 const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
                 int64_t group_size, int bits, int64_t item_begin, int64_t item_end, float* scratch,
-                float* y) {
+                float* y, const ConvEpilogue& ep) {
   // The tiles of (image, group) item i are the contiguous plan items [i * per, (i + 1) * per).
   // Operands the folding direct kernels would get wrong (NaN/Inf) run the portable tiles.
   const int64_t groups = s.k() / group_size;
@@ -195,7 +212,7 @@ void conv2d_f32(const float* x, const Conv2dShape& s, const uint8_t* packed,
   const Conv2dPlan plan = exact ? conv2d_plan(s) : conv2d_plan(s, CpuIsa::kScalar);
   const int64_t per = plan.co_blocks * plan.px_blocks;
   conv2d_f32_items(plan, x, s, packed, scale_bits, zeros, bias, group_size, bits, item_begin * per,
-                   item_end * per, scratch, y);
+                   item_end * per, scratch, y, ep);
 }
 
 }  // namespace kernels

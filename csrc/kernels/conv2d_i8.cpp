@@ -252,7 +252,7 @@ void conv2d_i8_items(const Conv2dI8Plan& plan, const Conv2dShape& s, const int8_
                      const uint8_t* panel, const float* scale, const uint8_t* packed,
                      const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
                      int64_t group_size, int bits, int64_t item_begin, int64_t item_end,
-                     void* scratch, float* y) {
+                     void* scratch, float* y, const ConvEpilogue& ep) {
   const Conv2dI8Args args{&s,    input, panel,      scale, packed, scale_bits,
                           zeros, bias,  group_size, bits,  y};
   const auto direct = detail::isa_kernels(plan.isa).fn.conv2d_i8_tile;
@@ -273,12 +273,16 @@ void conv2d_i8_items(const Conv2dI8Plan& plan, const Conv2dShape& s, const int8_
     } else {
       tile_scalar(args, t);
     }
+    if (ep.active()) {
+      const int64_t wo = s.w_out();
+      conv2d_epilogue(ep, s, t.image, t.co0, t.co_n, t.oy0 * wo, (t.oy1 - t.oy0) * wo, y);
+    }
   }
 }
 
 Status conv2d_i8(CpuIsa isa, const float* x, const Conv2dShape& s, const uint8_t* packed,
                  const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
-                 int64_t group_size, int bits, float* y) {
+                 int64_t group_size, int bits, float* y, const ConvEpilogue& ep) {
   std::vector<float> scale(static_cast<size_t>(s.batch));
   if (conv2d_i8_scales(isa, x, s, scale.data()) != Status::kOk) return Status::kNonFinite;
   const Conv2dI8Plan plan = conv2d_i8_plan(s, group_size, isa);
@@ -288,7 +292,7 @@ Status conv2d_i8(CpuIsa isa, const float* x, const Conv2dShape& s, const uint8_t
   conv2d_i8_pack_input(plan, x, s, scale.data(), 0, plan.input_units, input.data());
   conv2d_i8_pack_weights(plan, s, packed, bits, 0, s.c_out, panel.data());
   conv2d_i8_items(plan, s, input.data(), panel.data(), scale.data(), packed, scale_bits, zeros,
-                  bias, group_size, bits, 0, plan.items, scratch.data(), y);
+                  bias, group_size, bits, 0, plan.items, scratch.data(), y, ep);
   return Status::kOk;
 }
 

@@ -233,14 +233,30 @@ struct Conv2dPlan {
 Conv2dPlan conv2d_plan(const Conv2dShape& s, CpuIsa isa, int threads = 1);
 Conv2dPlan conv2d_plan(const Conv2dShape& s, int threads = 1);
 
+/// What a convolution does to each output value after its bias, while the tile is in cache:
+/// `v = v + residual[i]` (residual: an NCHW tensor of the output's shape, same index i; null:
+/// none), then, if `relu`, `v = v < 0 ? 0 : v` (NaN stays NaN). Each is one float operation
+/// rounded on its own, so the result is bit-identical to the convolution followed by a separate
+/// add and ReLU.
+struct ConvEpilogue {
+  const float* residual = nullptr;
+  bool relu = false;
+  bool active() const { return residual != nullptr || relu; }
+};
+
+/// Applies `ep` to output channels [co0, co0 + co_n) x output pixels [p0, p0 + p_n) of image
+/// `image` of y (NCHW, shape s).
+void conv2d_epilogue(const ConvEpilogue& ep, const Conv2dShape& s, int64_t image, int64_t co0,
+                     int64_t co_n, int64_t p0, int64_t p_n, float* y);
+
 /// Packed conv2d for the work items [item_begin, item_end) of `plan` (see Conv2dPlan): writes
-/// exactly those tiles of y (NCHW, batch x c_out x h_out x w_out). `scratch` holds
-/// plan.scratch_floats floats. `bias` may be null. x86 AVX2/AVX-512 run a direct NCHW
-/// kernel (x86/conv2d_*.cpp); other ISAs run im2col + linear_f32 per tile.
+/// exactly those tiles of y (NCHW, batch x c_out x h_out x w_out), each with `ep` applied.
+/// `scratch` holds plan.scratch_floats floats. `bias` may be null. x86 AVX2/AVX-512 run a
+/// direct NCHW kernel (x86/conv2d_*.cpp); other ISAs run im2col + linear_f32 per tile.
 void conv2d_f32_items(const Conv2dPlan& plan, const float* x, const Conv2dShape& s,
                       const uint8_t* packed, const uint16_t* scale_bits, const uint8_t* zeros,
                       const float* bias, int64_t group_size, int bits, int64_t item_begin,
-                      int64_t item_end, float* scratch, float* y);
+                      int64_t item_end, float* scratch, float* y, const ConvEpilogue& ep = {});
 
 /// Scratch floats conv2d_f32 needs under any ISA.
 int64_t conv2d_scratch_floats(const Conv2dShape& s);
@@ -251,7 +267,7 @@ int64_t conv2d_scratch_floats(const Conv2dShape& s);
 void conv2d_f32(const float* x, const Conv2dShape& s, const uint8_t* packed,
                 const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
                 int64_t group_size, int bits, int64_t item_begin, int64_t item_end, float* scratch,
-                float* y);
+                float* y, const ConvEpilogue& ep = {});
 
 // ---- integer conv2d: int8 activations x low-bit codes ------------------------------------
 //
@@ -304,18 +320,19 @@ void conv2d_i8_pack_weights(const Conv2dI8Plan& plan, const Conv2dShape& s, cons
                             int bits, int64_t co_begin, int64_t co_end, uint8_t* panel);
 
 /// Integer conv2d of work items [item_begin, item_end) of `plan`: writes exactly those tiles
-/// of y (NCHW float). `scratch` holds plan.scratch_bytes bytes; `bias` may be null.
+/// of y (NCHW float), each with `ep` applied. `scratch` holds plan.scratch_bytes bytes; `bias`
+/// may be null.
 void conv2d_i8_items(const Conv2dI8Plan& plan, const Conv2dShape& s, const int8_t* input,
                      const uint8_t* panel, const float* scale, const uint8_t* packed,
                      const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
                      int64_t group_size, int bits, int64_t item_begin, int64_t item_end,
-                     void* scratch, float* y);
+                     void* scratch, float* y, const ConvEpilogue& ep = {});
 
 /// Convenience form: the whole convolution on one thread with `isa` (allocates its buffers).
 /// kNonFinite (y unspecified) if x has a NaN or Inf.
 Status conv2d_i8(CpuIsa isa, const float* x, const Conv2dShape& s, const uint8_t* packed,
                  const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
-                 int64_t group_size, int bits, float* y);
+                 int64_t group_size, int bits, float* y, const ConvEpilogue& ep = {});
 
 }  // namespace kernels
 }  // namespace qpart

@@ -252,6 +252,20 @@ inline Conv2dDims conv2d(const Tensor& input, const Tensor& packed_w, const Tens
   return d;
 }
 
+/// qpart.conv2d's optional residual: the output's shape (N, C_out, H_out, W_out), the input's
+/// dtype and device.
+inline void conv2d_residual(const std::optional<Tensor>& residual, const Tensor& input,
+                            const Conv2dDims& d) {
+  if (!residual.has_value()) return;
+  const Tensor& r = *residual;
+  on_device("conv2d", "residual", r, input.device());
+  TORCH_CHECK_VALUE(r.scalar_type() == input.scalar_type(), "qpart.conv2d: residual must have ",
+                    "the input's dtype ", input.scalar_type(), ", got ", r.scalar_type());
+  const std::vector<int64_t> want{d.batch, d.c_out, d.h_out, d.w_out};
+  TORCH_CHECK_VALUE(r.sizes() == at::IntArrayRef(want), "qpart.conv2d: residual must have the ",
+                    "output's shape ", at::IntArrayRef(want), ", got ", r.sizes());
+}
+
 /// Arguments of qpart.quantize_activation; returns the row length it is quantized in.
 inline int64_t quantize_activation(const Tensor& input, int64_t nbits, bool per_token) {
   const char* op = "quantize_activation";

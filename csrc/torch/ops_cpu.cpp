@@ -201,7 +201,7 @@ Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
 // one tile and the kernels are bit-identical across ISAs, so threads never change the result.
 void conv2d_i8_cpu(const Tensor& input, const k::Conv2dShape& shape, const Tensor& packed,
                    const Tensor& scales, const Tensor& zeros, const std::optional<Tensor>& bias,
-                   int64_t gs, int64_t bits, Tensor& out) {
+                   int64_t gs, int64_t bits, const k::ConvEpilogue& ep, Tensor& out) {
   if (out.numel() == 0) return;
   const k::CpuIsa isa = k::active_cpu_isa();
   const Tensor x = input.to(at::kFloat).contiguous();
@@ -212,18 +212,33 @@ void conv2d_i8_cpu(const Tensor& input, const k::Conv2dShape& shape, const Tenso
   const float* x_ptr = x.const_data_ptr<float>();
   const int nb = static_cast<int>(bits);
 
-  Tensor xs = at::empty({shape.batch}, x.options());
-  float* xs_ptr = xs.mutable_data_ptr<float>();
+  // Per-image scales. An image is cut into chunks when there are fewer images than threads
+  // (batch 1): each chunk's max|x| / 127, and the image's scale is the largest - the same
+  // float, since rounding a division by 127 keeps the order.
   const int64_t image = shape.c_in * shape.h_in * shape.w_in;
+  const int64_t threads = at::get_num_threads();
+  const int64_t chunks =
+      shape.batch >= threads ? 1 : std::clamp<int64_t>(image / (1 << 15), 1, threads);
+  const int64_t chunk = (image + chunks - 1) / chunks;
+  Tensor part_scales = at::empty({shape.batch * chunks}, x.options());
+  float* ps_ptr = part_scales.mutable_data_ptr<float>();
   std::atomic<int> status{0};
-  at::parallel_for(0, shape.batch, 1, [&](int64_t i0, int64_t i1) {
-    k::Conv2dShape part = shape;
-    part.batch = i1 - i0;
-    if (k::conv2d_i8_scales(isa, x_ptr + i0 * image, part, xs_ptr + i0) != k::Status::kOk)
-      status.store(1);
+  at::parallel_for(0, shape.batch * chunks, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t n = i / chunks, c0 = (i % chunks) * chunk;
+      k::Conv2dShape part{1, 1, 1, std::min(chunk, image - c0), 1, 1, 1, 1, 1, 0, 0, 1, 1, 1};
+      if (part.w_in <= 0) {
+        ps_ptr[i] = 0.0f;
+      } else if (k::conv2d_i8_scales(isa, x_ptr + n * image + c0, part, ps_ptr + i) !=
+                 k::Status::kOk) {
+        status.store(1);
+      }
+    }
   });
   TORCH_CHECK_VALUE(status.load() == 0,
                     "qpart.conv2d: input contains NaN or Inf values (int8_activations=True)");
+  const Tensor xs = chunks == 1 ? part_scales : part_scales.view({shape.batch, chunks}).amax(1);
+  const float* xs_ptr = xs.const_data_ptr<float>();
 
   const k::Conv2dI8Plan plan = k::conv2d_i8_plan(shape, gs, isa, at::get_num_threads());
   Tensor qin = at::empty({plan.input_bytes}, x.options().dtype(at::kChar));
@@ -262,7 +277,7 @@ void conv2d_i8_cpu(const Tensor& input, const k::Conv2dShape& shape, const Tenso
     std::vector<uint8_t> scratch(static_cast<size_t>(std::max<int64_t>(plan.scratch_bytes, 1)));
     k::conv2d_i8_items(plan, shape, q_ptr, panel_ptr, xs_ptr, p.const_data_ptr<uint8_t>(),
                        scale_ptr(s), z.const_data_ptr<uint8_t>(), bias_ptr, gs, nb, begin, end,
-                       scratch.data(), y);
+                       scratch.data(), y, ep);
   });
 }
 
@@ -270,11 +285,25 @@ Tensor conv2d_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
                   const Tensor& zeros, const std::optional<Tensor>& bias,
                   const c10::Scalar& bits_value, at::IntArrayRef weight_shape,
                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                  int64_t groups, bool int8_activations) {
+                  int64_t groups, bool int8_activations, const std::optional<Tensor>& residual,
+                  bool relu) {
   const int64_t bits = chk::bits_arg("conv2d", bits_value);
   chk::on_device("conv2d", "input", input, kCpu);
   const chk::Conv2dDims d = chk::conv2d(input, packed, scales, zeros, bias, bits, weight_shape,
                                         stride, padding, dilation, groups);
+  chk::conv2d_residual(residual, input, d);
+  // The residual and ReLU run inside the tiles for float32 outputs; other dtypes add and clamp
+  // after the conversion, as a separate add and ReLU would.
+  const bool fused = input.scalar_type() == at::kFloat;
+  Tensor res;
+  if (fused && residual.has_value()) res = residual->contiguous();
+  const k::ConvEpilogue ep{res.defined() ? res.const_data_ptr<float>() : nullptr, fused && relu};
+  const auto finish = [&](Tensor out) {
+    if (fused) return out;
+    if (residual.has_value()) out.add_(*residual);
+    if (relu) out.clamp_min_(0);
+    return out;
+  };
   const k::Conv2dShape shape{d.batch,    d.c_in,     d.h_in,  d.w_in,  d.c_out, d.kh,    d.kw,
                              d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.dil_h, d.dil_w, d.groups};
   const int64_t gs = d.group_size, ho = d.h_out, wo = d.w_out;
@@ -282,8 +311,8 @@ Tensor conv2d_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
   Tensor out = at::empty({shape.batch, shape.c_out, ho, wo}, input.options().dtype(at::kFloat));
   if (int8_activations) {
     check_int8("conv2d", gs, scales);
-    conv2d_i8_cpu(input, shape, packed, scales, zeros, bias, gs, bits, out);
-    return out.to(input.scalar_type());
+    conv2d_i8_cpu(input, shape, packed, scales, zeros, bias, gs, bits, ep, out);
+    return finish(out.to(input.scalar_type()));
   }
   // Work items are tiles of (output channels x output pixels) of every (image, group), so
   // batch 1 with one group still spreads over the threads; each output element belongs to
@@ -306,10 +335,10 @@ Tensor conv2d_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
       std::vector<float> scratch(static_cast<size_t>(plan.scratch_floats));
       k::conv2d_f32_items(plan, x.const_data_ptr<float>(), shape, p.const_data_ptr<uint8_t>(),
                           scale_ptr(s), z.const_data_ptr<uint8_t>(), bias_ptr, gs,
-                          static_cast<int>(bits), begin, end, scratch.data(), y);
+                          static_cast<int>(bits), begin, end, scratch.data(), y, ep);
     });
   }
-  return out.to(input.scalar_type());
+  return finish(out.to(input.scalar_type()));
 }
 
 }  // namespace

@@ -150,9 +150,22 @@ class QPartConv2d(nn.Module):
             module.bias.copy_(conv.bias.detach().to(torch.float32))
         return module
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input: torch.Tensor, residual: torch.Tensor | None = None, relu: bool = False
+    ) -> torch.Tensor:
+        """The convolution; then ``+ residual`` and ReLU if asked: the values of a separate
+        ``+`` and ``torch.relu``. A residual of the output's shape and dtype is fused into the
+        kernel's tiles; any other is added after the convolution, broadcast and promoted as
+        ``+`` does."""
         unbatched = input.dim() == 3
         x = input.unsqueeze(0) if unbatched else input
+        if residual is not None:
+            if unbatched:
+                residual = residual.unsqueeze(0)
+            if not self._fusable_residual(x, residual):
+                out = self.forward(x) + residual
+                out = torch.relu(out) if relu else out
+                return out.squeeze(0) if unbatched else out
         out = ops.conv2d(
             x,
             self.packed_weight,
@@ -166,8 +179,18 @@ class QPartConv2d(nn.Module):
             self.dilation,
             self.groups,
             int8_activations=self.act_int8,
+            residual=residual,
+            relu=relu,
         )
         return out.squeeze(0) if unbatched else out
+
+    def _fusable_residual(self, x: torch.Tensor, residual: torch.Tensor) -> bool:
+        if residual.dtype != x.dtype or residual.device != x.device or x.dim() != 4:
+            return False
+        ho, wo = checks.conv2d_output_hw(
+            x.shape[2], x.shape[3], self.kernel_size, self.stride, self.padding, self.dilation
+        )
+        return tuple(residual.shape) == (x.shape[0], self.out_channels, ho, wo)
 
     def dequantized_weight(self) -> torch.Tensor:
         """The float32 ``(out, in/groups, kh, kw)`` weight this layer computes with."""

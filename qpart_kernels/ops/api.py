@@ -136,11 +136,19 @@ def conv2d(
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
     int8_activations: bool = False,
+    residual: torch.Tensor | None = None,
+    relu: bool = False,
 ) -> torch.Tensor:
     """2-D convolution of NCHW ``input`` with a packed weight.
 
     ``weight_shape`` is the float weight's ``(out, in/groups, kh, kw)``; the packed weight
     holds ``out`` rows of ``in/groups * kh * kw`` codes.
+
+    ``residual`` (a tensor of the output's shape and the input's dtype) is added to the
+    output and ``relu=True`` clamps it at 0, in that order: the values of ``conv2d(...) +
+    residual`` followed by ``torch.relu``, bit for bit, but applied to each output tile while
+    it is in cache (no extra pass over memory, no extra tensor). A ResNet block's
+    ``relu(conv2(...) + identity)`` is one call.
 
     ``int8_activations=True`` (opt-in: it changes the numerics) quantizes each image to int8
     (symmetric, ``scale = max|x[n]| / 127`` over the whole image, once per call) and runs an
@@ -156,6 +164,10 @@ def conv2d(
     )
     if not isinstance(int8_activations, bool):
         raise TypeError(f"qpart.conv2d: int8_activations must be a bool, got {int8_activations!r}")
+    if not isinstance(relu, bool):
+        raise TypeError(f"qpart.conv2d: relu must be a bool, got {relu!r}")
+    if residual is not None and not isinstance(residual, torch.Tensor):
+        raise TypeError(f"qpart.conv2d: residual must be a tensor or None, got {residual!r}")
     if int8_activations and input.device.type != "cpu":
         if not torch.compiler.is_compiling():  # a value check; the CPU op makes it itself
             checks.check_int8_scales(scales, "conv2d")
@@ -178,9 +190,13 @@ def conv2d(
         _int(groups, "groups"),
     )
     if input.is_cuda and backends.TRITON_OPS_LOADED:
-        return torch.ops.qpart_triton.conv2d(*args)
-    if int8_activations:
-        return torch.ops.qpart.conv2d(*args, True)
+        from .reference import conv2d_epilogue
+
+        if residual is not None:
+            checks.check_conv2d(*args, False, residual)
+        return conv2d_epilogue(torch.ops.qpart_triton.conv2d(*args), residual, relu)
+    if int8_activations or residual is not None or relu:
+        return torch.ops.qpart.conv2d(*args, int8_activations, residual, relu)
     return torch.ops.qpart.conv2d(*args)
 
 

@@ -235,6 +235,7 @@ def check_conv2d(
     dilation: Sequence[int],
     groups: int,
     int8_activations: bool = False,
+    residual: torch.Tensor | None = None,
 ) -> tuple[int, int]:
     """Validates the arguments of ``qpart.conv2d``; returns the output (height, width)."""
     op = "conv2d"
@@ -294,6 +295,19 @@ def check_conv2d(
         )
     what = "output size"
     checked(op, what, checked(op, what, checked(op, what, input.shape[0] * c_out) * ho) * wo)
+    if residual is not None:
+        check_same_device(op, input=input, residual=residual)
+        if residual.dtype != input.dtype:
+            raise ValueError(
+                f"qpart.conv2d: residual must have the input's dtype {input.dtype}, "
+                f"got {residual.dtype}"
+            )
+        want = (input.shape[0], c_out, ho, wo)
+        if tuple(residual.shape) != want:
+            raise ValueError(
+                f"qpart.conv2d: residual must have the output's shape {want}, "
+                f"got {tuple(residual.shape)}"
+            )
     return ho, wo
 
 

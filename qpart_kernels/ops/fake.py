@@ -55,6 +55,8 @@ def _conv2d(
     dilation: Sequence[int],
     groups: int,
     int8_activations: bool = False,
+    residual=None,
+    relu: bool = False,
 ):
     ho, wo = checks.check_conv2d(
         input,
@@ -69,6 +71,7 @@ def _conv2d(
         dilation,
         groups,
         int8_activations,
+        residual,
     )
     return input.new_empty((input.shape[0], packed.shape[0], ho, wo))
 

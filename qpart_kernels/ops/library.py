@@ -31,7 +31,8 @@ SCHEMAS = {
     "conv2d": (
         "conv2d(Tensor input, Tensor packed, Tensor scales, Tensor zeros, Tensor? bias, "
         "Scalar bits, int[4] weight_shape, int[2] stride, int[2] padding, int[2] dilation, "
-        "int groups, bool int8_activations=False) -> Tensor"
+        "int groups, bool int8_activations=False, Tensor? residual=None, bool relu=False) "
+        "-> Tensor"
     ),
     "quantize_activation": (
         "quantize_activation(Tensor input, Scalar bits, bool per_token) -> (Tensor, Tensor, Tensor)"

@@ -234,6 +234,14 @@ def _conv2d_int8(
     return y.reshape(n, c_out, ho, wo).to(input.dtype)
 
 
+def conv2d_epilogue(out: torch.Tensor, residual: torch.Tensor | None, relu: bool) -> torch.Tensor:
+    """What ``qpart.conv2d`` does after the convolution: ``out + residual``, then ReLU - the
+    same values as a separate add and ``torch.relu``."""
+    if residual is not None:
+        out = out + residual
+    return torch.relu(out) if relu else out
+
+
 def conv2d(
     input: torch.Tensor,
     packed: torch.Tensor,
@@ -247,8 +255,11 @@ def conv2d(
     dilation: Sequence[int],
     groups: int,
     int8_activations: bool = False,
+    residual: torch.Tensor | None = None,
+    relu: bool = False,
 ) -> torch.Tensor:
-    """Reference ``qpart.conv2d``: dequantize, then an fp32 ``F.conv2d``.
+    """Reference ``qpart.conv2d``: dequantize, then an fp32 ``F.conv2d``; then the epilogue
+    (:func:`conv2d_epilogue`: ``+ residual``, ReLU).
 
     With ``int8_activations`` each image is quantized to int8 (:func:`quantize_images_int8`)
     and the integer arithmetic of the native kernels is reproduced bit for bit
@@ -267,6 +278,7 @@ def conv2d(
         dilation,
         groups,
         int8_activations,
+        residual,
     )
     if int8_activations:
         checks.check_int8_scales(scales, "conv2d")
@@ -275,7 +287,7 @@ def conv2d(
                 input.shape[2], input.shape[3], weight_shape[2:], stride, padding, dilation
             )
             return input.new_empty((0, packed.shape[0], ho, wo))
-        return _conv2d_int8(
+        out = _conv2d_int8(
             input,
             packed,
             scales,
@@ -288,6 +300,7 @@ def conv2d(
             dilation,
             groups,
         )
+        return conv2d_epilogue(out, residual, relu)
     c_out, c_in_per_group, kh, kw = weight_shape
     k = c_in_per_group * kh * kw
     weight = dequantize_groups(packed, scales, zeros, bits, k).reshape(
@@ -297,7 +310,7 @@ def conv2d(
     out = F.conv2d(
         input.to(torch.float32), weight, b, list(stride), list(padding), list(dilation), groups
     )
-    return out.to(input.dtype)
+    return conv2d_epilogue(out.to(input.dtype), residual, relu)
 
 
 def activation_rows(input: torch.Tensor, per_token: bool) -> tuple[int, int]:

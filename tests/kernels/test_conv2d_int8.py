@@ -97,6 +97,27 @@ def test_resnet_shapes_and_threads():
     assert not torch.equal(outs[0], qk.conv2d(x, *q, 4, w.shape, None, 1, 1))
 
 
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_large_single_image_scale_is_split_over_threads(where):
+    # One image of 4 x 130 x 130 values: its max |x| is taken in chunks by both threads; the
+    # largest |x| sits in the first or the last chunk, and a zero image stays all zero.
+    torch.manual_seed(8)
+    w = torch.randn(5, 4, 3, 3) * 0.1
+    x = torch.randn(1, 4, 130, 130)
+    x.view(-1)[0 if where == "first" else -1] = -9.0
+    q = qk.quantize_weight(w.reshape(5, -1), 3, None)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        got = qk.conv2d(x, *q, 3, w.shape, None, 1, 1, int8_activations=True)
+        zero = qk.conv2d(torch.zeros_like(x), *q, 3, w.shape, None, 1, 1, int8_activations=True)
+    finally:
+        torch.set_num_threads(saved)
+    want = reference.conv2d(x, *q, None, 3, list(w.shape), [1, 1], [1, 1], [1, 1], 1, True)
+    assert torch.equal(got, want)
+    assert not zero.any()
+
+
 def test_dtypes_zero_images_and_empty_batch():
     torch.manual_seed(4)
     w = torch.randn(6, 4, 3, 3)

@@ -11,12 +11,13 @@ one-channel convolution through :func:`conv2d`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import fx, nn
 from torch.nn import functional as F  # noqa: N812
+
+from qpart_kernels.nn import max_pool2d_slices
 
 _MAX_POOL = getattr(torch.ops.aten.max_pool2d, "default", None)
 _SYM_SIZE = getattr(getattr(torch.ops.aten, "sym_size", None), "int", None)
@@ -29,34 +30,6 @@ def _as_pair(v, default) -> tuple[int, int]:
         return (v, v)
     v = list(v)
     return (int(v[0]), int(v[-1])) if len(v) in (1, 2) else (int(v[0]), int(v[1]))
-
-
-def max_pool2d_slices(
-    x: torch.Tensor,
-    kernel_size,
-    stride=(),
-    padding=0,
-    dilation=1,
-    ceil_mode: bool = False,
-) -> torch.Tensor:
-    """``aten.max_pool2d`` (``dilation = 1``, floor mode) as the maximum of the ``k*k``
-    strided slices of ``x`` (padded with ``-inf``); other arguments fall back to ATen."""
-    kh, kw = _as_pair(kernel_size, None)
-    sh, sw = _as_pair(stride, (kh, kw))
-    ph, pw = _as_pair(padding, 0)
-    dh, dw = _as_pair(dilation, 1)
-    if ceil_mode or (dh, dw) != (1, 1) or x.dim() != 4 or not x.is_floating_point():
-        return torch.ops.aten.max_pool2d(x, [kh, kw], [sh, sw], [ph, pw], [dh, dw], ceil_mode)
-    if ph or pw:
-        x = F.pad(x, (pw, pw, ph, ph), value=-math.inf)
-    h, w = x.shape[-2], x.shape[-1]
-    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
-    out = None
-    for i in range(kh):
-        for j in range(kw):
-            s = x[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
-            out = s if out is None else torch.maximum(out, s)
-    return out.contiguous()
 
 
 def conv2d(

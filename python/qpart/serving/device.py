@@ -15,6 +15,9 @@ from pathlib import Path
 
 import httpx
 import torch
+from torch import fx
+
+from qpart_kernels import fuse_epilogues
 
 from ..core.costs import ChannelState, DeviceProfile, ObjectiveWeights
 from .wire import (
@@ -206,7 +209,7 @@ class DeviceClient:
                 self.held_segment = sid
                 return seg, 0
         resp = self._request("GET", f"/v1/segment/{plan['plan_id']}")
-        seg = decode_segment(resp.content, sid)  # verifies the sha256
+        seg = _runnable(decode_segment(resp.content, sid))  # verifies the sha256
         self.segments[sid] = seg
         self.held_segment = sid
         if path is not None:
@@ -222,7 +225,7 @@ class DeviceClient:
             return None
         if path.is_file() and not path.is_symlink():
             try:
-                return decode_segment(path.read_bytes(), sid)
+                return _runnable(decode_segment(path.read_bytes(), sid))
             except (OSError, WireFormatError):
                 pass
         _remove(path)
@@ -319,3 +322,11 @@ def _store(path: Path, data: bytes) -> None:
 def activation_overhead_bytes() -> int:
     """Bytes of the infer body beyond ``batch * D_a``: the fixed header."""
     return ACTIVATION_HEADER_BYTES
+
+
+def _runnable(seg: DecodedSegment) -> DecodedSegment:
+    """``seg`` with its graph's conv epilogues fused and its max pools on strided slices
+    (``qpart_kernels.fuse_epilogues``): the same values, fewer passes over memory."""
+    if isinstance(seg.module, fx.GraphModule):
+        seg.module = fuse_epilogues(seg.module)
+    return seg

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import fx, nn
 
+import qpart_kernels
+
 from ..core.profile import ModelProfile, profile
 from ..core.split import fp32_weight_bytes, quantized_segments, split_model
 from ..planning.calibration import cached_calibration
@@ -67,7 +69,8 @@ class ServedPlan:
         """A fresh quantized device segment of this plan, in process (what the device
         rebuilds from :attr:`encoded`)."""
         p, bits = self.key
-        return quantized_segments(self.entry.profile, p, bits, self.entry.act_int8).device
+        device = quantized_segments(self.entry.profile, p, bits, self.entry.act_int8).device
+        return qpart_kernels.fuse_epilogues(device)
 
     @property
     def server(self) -> nn.Module:
