@@ -15,6 +15,10 @@ blocks with BatchNorm, trained on the digits, from the QPART cache) and an
   (per-channel), float activations (what ``quantize_model`` does by default);
 * ``qpart-i8``: the same on the integer path (``act_int8=True``: int8 activations).
 
+Both QPART variants run the graph the device runtime runs: ``qpart_kernels.fuse_epilogues``
+(ReLU and residual add fused into the convolutions, max pool on strided slices); with
+``--unfused`` the integer path is also timed without it (``qpart-i8-unfused``).
+
 Timing: interleaved rounds (every variant once per round, in turn), wall clock, ``--threads``
 torch threads; each figure is the min and median over rounds, and the ratios are paired per
 round (``fx-int8 time / qpart time`` in the same round; > 1: QPART is faster). Agreement:
@@ -81,11 +85,16 @@ def fx_static_int8(model: nn.Module, calib: torch.Tensor) -> nn.Module:
 
 
 def qpart_model(
-    model: nn.Module, example: torch.Tensor, bits: int, act_int8: bool, group_size: int | None
+    model: nn.Module,
+    example: torch.Tensor,
+    bits: int,
+    act_int8: bool,
+    group_size: int | None,
+    fuse: bool = True,
 ) -> nn.Module:
     """Every Conv2d / Linear of a copy of ``model`` at ``bits`` (BatchNorm folded first by
     capturing the network, as the server does); ``group_size`` where it divides a layer's
-    row length, else per channel."""
+    row length, else per channel; ``fuse``: the device runtime's graph rewrite."""
     from qpart.core.profile import profile
 
     gm = profile(model, example).graph_module
@@ -94,12 +103,13 @@ def qpart_model(
         n: group_size if group_size and m.weight[0].numel() % group_size == 0 else None
         for n, m in layers.items()
     }
-    return qpart_kernels.quantize_model(
+    quantized = qpart_kernels.quantize_model(
         copy.deepcopy(gm),
         dict.fromkeys(layers, bits),
         groups,
         act_int8=act_int8,
     ).eval()
+    return qpart_kernels.fuse_epilogues(quantized) if fuse else quantized
 
 
 def agreement(model: nn.Module, ref: torch.Tensor, x: torch.Tensor) -> float:
@@ -142,6 +152,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--unfused", action="store_true", help="also time the integer path without the rewrite"
+    )
     args = ap.parse_args()
     # FX quantization's deprecation notes (it points users to torchao's pt2e flow)
     warnings.filterwarnings("ignore", message=r"(?s).*(torchao|quantize_per_tensor)")
@@ -162,6 +175,10 @@ def main() -> None:
             "qpart-f32": qpart_model(model, calib[:2], args.bits, False, args.group_size),
             "qpart-i8": qpart_model(model, calib[:2], args.bits, True, args.group_size),
         }
+        if args.unfused:
+            variants["qpart-i8-unfused"] = qpart_model(
+                model, calib[:2], args.bits, True, args.group_size, fuse=False
+            )
         agree = {k: agreement(m, ref, held) for k, m in variants.items()}
         for batch in (int(b) for b in args.batches.split(",")):
             x = held[:batch] if held.shape[0] >= batch else held.repeat(batch, 1, 1, 1)[:batch]
