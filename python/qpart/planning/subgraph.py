@@ -23,15 +23,6 @@ _MAX_POOL = getattr(torch.ops.aten.max_pool2d, "default", None)
 _SYM_SIZE = getattr(getattr(torch.ops.aten, "sym_size", None), "int", None)
 
 
-def _as_pair(v, default) -> tuple[int, int]:
-    if v is None or (isinstance(v, (list, tuple)) and len(v) == 0):
-        v = default
-    if isinstance(v, int):
-        return (v, v)
-    v = list(v)
-    return (int(v[0]), int(v[-1])) if len(v) in (1, 2) else (int(v[0]), int(v[1]))
-
-
 def conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -44,7 +35,8 @@ def conv2d(
     """``F.conv2d``; a stride-1 convolution of a one-channel input runs on the input with a
     zero second channel (and zero weights for it): the same sums, several times faster
     on CPU than ATen's one-channel path."""
-    if x.dim() == 4 and x.shape[1] == 1 and groups == 1 and _as_pair(stride, 1) == (1, 1):
+    unit_stride = stride == 1 or (not isinstance(stride, int) and all(v == 1 for v in stride))
+    if x.dim() == 4 and x.shape[1] == 1 and groups == 1 and unit_stride:
         x = torch.cat([x, torch.zeros_like(x)], 1)
         weight = torch.cat([weight, torch.zeros_like(weight)], 1)
     return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
