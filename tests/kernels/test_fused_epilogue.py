@@ -37,24 +37,18 @@ def _bits(a: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("act_int8", [False, True], ids=["float", "int8"])
 @pytest.mark.parametrize("bits", range(1, 9))
-@pytest.mark.parametrize("threads", [1, 2])
-def test_epilogue_equals_separate_add_and_relu(act_int8, bits, threads):
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for i, shape in enumerate(SHAPES):
-            m, x = _layer(shape, bits, act_int8, 10 * bits + i)
-            plain = m(x)
-            r = torch.randn_like(plain)
-            r.view(-1)[:3] = torch.tensor([-0.0, float("nan"), -plain.view(-1)[2].item()])
-            for residual in (None, r):
-                for relu in (False, True):
-                    want = plain if residual is None else plain + residual
-                    want = torch.relu(want) if relu else want
-                    got = m(x, residual, relu=relu)
-                    assert torch.equal(_bits(got), _bits(want)), (shape, residual is None, relu)
-    finally:
-        torch.set_num_threads(before)
+def test_epilogue_equals_separate_add_and_relu(isa, threads, act_int8, bits):
+    for i, shape in enumerate(SHAPES):
+        m, x = _layer(shape, bits, act_int8, 10 * bits + i)
+        plain = m(x)
+        r = torch.randn_like(plain)
+        r.view(-1)[:3] = torch.tensor([-0.0, float("nan"), -plain.view(-1)[2].item()])
+        for residual in (None, r):
+            for relu in (False, True):
+                want = plain if residual is None else plain + residual
+                want = torch.relu(want) if relu else want
+                got = m(x, residual, relu=relu)
+                assert torch.equal(_bits(got), _bits(want)), (shape, residual is None, relu)
 
 
 @pytest.mark.parametrize("bits", [2, 4, 7])
