@@ -448,6 +448,22 @@ constexpr int64_t kPanelCols = 12;
           [f] "r"(facc)                                                                         \
         : QPART_I8_CLOBBERS, "rdx");                                                            \
   }                                                                                             \
+  /* windows of w units (the last `last`) added into the int32 sums in acc (zeroed first) */  \
+  inline void i8_sums_w_##MR(const uint8_t* cp, const int8_t* xp, int64_t nwin, int64_t w,     \
+                             int64_t last, const int16_t* ones, int32_t* acc) {                \
+    asm volatile(QPART_I8_EACH##MR(QPART_I8_ZEROI) "3:\n\t" QPART_I8_ZERO_##MR                 \
+                 "mov %[w], %%rax\n\t"                                                         \
+                 "cmp $1, %[nw]\n\t"                                                           \
+                 "cmove %[last], %%rax\n\t"                                                    \
+                 "1:\n\t" QPART_I8_HEAD QPART_I8_ROWS_##MR(QPART_I8_ROW_W) QPART_I8_ADV(MR)     \
+                 "dec %%rax\n\t"                                                               \
+                 "jnz 1b\n\t" QPART_I8_EACH##MR(QPART_I8_WIDEN) QPART_I8_EACH##MR(QPART_I8_ADDI) \
+                 "dec %[nw]\n\t"                                                               \
+                 "jnz 3b\n\t"                                                                  \
+                 : [cp] "+r"(cp), [xp] "+r"(xp), [nw] "+r"(nwin)                                \
+                 : [w] "r"(w), [last] "r"(last), [ones] "r"(ones), [acc] "r"(acc)               \
+                 : QPART_I8_CLOBBERS);                                                          \
+  }                                                                                             \
   /* every group of nvec (<= one s16 accumulation) units, then F32 epilogue */                 \
   inline void i8_groups_s_##MR(const uint8_t* cp, const int8_t* xp, const float* sw0,           \
                                const float* sw1, int64_t groups, int64_t nvec,                  \
@@ -510,6 +526,7 @@ struct AsmTile;
     static constexpr auto groups_s = i8_groups_s_##MR;                                         \
     static constexpr auto groups_d = i8_groups_d_##MR;                                         \
     static constexpr auto groups_e = i8_groups_e_##MR;                                         \
+    static constexpr auto sums_w = i8_sums_w_##MR;                                             \
     static constexpr auto sums_d = i8_sums_d_##MR;                                             \
     static constexpr auto sums_e = i8_sums_e_##MR;                                             \
   };
@@ -606,7 +623,7 @@ void panel_unpack(const LinearI8Args& a, int64_t n0, int64_t cols, uint8_t* pane
 // n0 + [jp, jp + 2) (panel block cb).
 template <int BITS, int MR>
 void panel_tile(const LinearI8Args& a, const uint8_t* cb, const int8_t* xb, const float* sw,
-                int64_t i0, int64_t n0, int64_t jp) {
+                const float* gsf, int64_t i0, int64_t n0, int64_t jp) {
   constexpr int NR = 2;
   using T = AsmTile<MR>;
   const int64_t k = a.k, gs = a.group_size, groups = k / gs;
@@ -615,8 +632,10 @@ void panel_tile(const LinearI8Args& a, const uint8_t* cb, const int8_t* xb, cons
   constexpr bool kDirect = BITS >= 6;  // int32 sums straight (no s16 windows)
   const int64_t nvec = gs / 32 * (BITS == 8 ? 2 : 1);  // units per group
   alignas(32) static const int16_t ones[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
-  alignas(32) float facc[MR * NR * 8] = {};
-  alignas(32) int32_t acc[MR * NR * 8] = {};
+  alignas(32) float facc[MR * NR * 8];
+  alignas(32) int32_t acc[MR * NR * 8];  // written by the kernels before it is read
+#pragma GCC unroll 12
+  for (int r = 0; r < MR * NR; ++r) _mm256_store_ps(facc + 8 * r, _mm256_setzero_ps());
   const float* sw0 = sw + jp * groups;
   const float* sw1 = sw + (jp + 1) * groups;
   if (groups == 1) {
@@ -628,12 +647,11 @@ void panel_tile(const LinearI8Args& a, const uint8_t* cb, const int8_t* xb, cons
         T::sums_d(cb, xb, nvec, ones, acc);
       } else {
         const int64_t nwin = (nvec + kW - 1) / kW, last = nvec - (nwin - 1) * kW;
-        // one "group" whose F32 epilogue is skipped: use groups_w's window loop through acc
-        // and a scale of 0 into a scratch facc (the real epilogue follows below)
-        alignas(32) float scratch[MR * NR * 8] = {};
-        const float zero = 0.0f;
-        T::groups_w(cb, xb, &zero, &zero, 1, nwin, kW, last, ones, acc, scratch);
+        T::sums_w(cb, xb, nwin, kW, last, ones, acc);
       }
+    } else {
+      for (int r = 0; r < MR * NR; ++r)
+        _mm256_store_si256(reinterpret_cast<__m256i*>(acc + 8 * r), _mm256_setzero_si256());
     }
     const int64_t kt = 32 * (k / 32);
     for (int j = 0; j < NR; ++j) {
@@ -662,22 +680,27 @@ void panel_tile(const LinearI8Args& a, const uint8_t* cb, const int8_t* xb, cons
     const int64_t nwin = (nvec + kW - 1) / kW, last = nvec - (nwin - 1) * kW;
     T::groups_w(cb, xb, sw0, sw1, groups, nwin, kW, last, ones, acc, facc);
   }
-  float zterm[MR][NR] = {};
+  // sum_g scale * zero * gsum per output, rows in lanes (gsf: the block's float group sums,
+  // [g][8]); the same single-rounding FMA per group, in group order, as tile()'s scalar loop.
+  alignas(32) float zterm[NR][8] = {};
   if (groups > 1) {
-    for (int j = 0; j < NR; ++j)
+#pragma GCC unroll 2
+    for (int j = 0; j < NR; ++j) {
+      __m256 zt = _mm256_setzero_ps();
+      const int64_t w0 = (n0 + jp + j) * groups;
       for (int64_t g = 0; g < groups; ++g) {
-        const int64_t wg = (n0 + jp + j) * groups + g;
-        const float sz = _cvtsh_ss(a.scale_bits[wg]) * static_cast<float>(a.zeros[wg]);
-        for (int i = 0; i < MR; ++i)
-          zterm[i][j] += sz * static_cast<float>(a.gsum[(i0 + i) * groups + g]);
+        const float sz = _cvtsh_ss(a.scale_bits[w0 + g]) * static_cast<float>(a.zeros[w0 + g]);
+        zt = _mm256_fmadd_ps(_mm256_set1_ps(sz), _mm256_loadu_ps(gsf + 8 * g), zt);
       }
+      _mm256_store_ps(zterm[j], zt);
+    }
   }
   for (int i = 0; i < MR; ++i) {
     const float sx = a.x_scale[i0 + i];
     for (int j = 0; j < NR; ++j) {
       const float b = a.bias ? a.bias[n0 + jp + j] : 0.0f;
       a.y[(i0 + i) * a.n_total + n0 + jp + j] =
-          (hsum(_mm256_load_ps(facc + 8 * (i * NR + j))) - zterm[i][j]) * sx + b;
+          (hsum(_mm256_load_ps(facc + 8 * (i * NR + j))) - zterm[j][i]) * sx + b;
     }
   }
 }
@@ -687,6 +710,7 @@ struct PanelScratch {
   std::vector<uint8_t> panel;
   std::vector<float> sw;
   std::vector<int8_t> x;
+  std::vector<float> gsf;
 };
 
 template <int BITS>
@@ -723,6 +747,16 @@ void run_panels(const LinearI8Args& a) {
   };
   for (int64_t i0 = 0; i0 < m6; i0 += 6) pack_rows(i0, 6);
   if (m4 > m6) pack_rows(m6, 4);
+  // Float group sums of each row block, [block][g][8] (rows in lanes, unused lanes 0).
+  const int64_t blocks = m4 > m6 ? m6 / 6 + 1 : m6 / 6;
+  grow(scratch.gsf, groups > 1 ? blocks * groups * 8 : 0);
+  float* gsf = scratch.gsf.data();
+  if (groups > 1)
+    for (int64_t b = 0; b < blocks; ++b)
+      for (int64_t g = 0; g < groups; ++g)
+        for (int64_t i = 0; i < 8; ++i)
+          gsf[(b * groups + g) * 8 + i] =
+              6 * b + i < m4 && i < 6 ? static_cast<float>(a.gsum[(6 * b + i) * groups + g]) : 0.0f;
   TilePrefetch pf{a.packed, a.packed};  // unused by the non-stream tiles
   for (int64_t n0 = a.n_begin; n0 < a.n_end; n0 += kPanelCols) {
     const int64_t cols = n0 + kPanelCols < a.n_end ? kPanelCols : a.n_end - n0;
@@ -730,10 +764,12 @@ void run_panels(const LinearI8Args& a) {
     panel_unpack<BITS>(a, n0, pairs * 2, panel, sw);
     for (int64_t i0 = 0; i0 < m6; i0 += 6)
       for (int64_t p = 0; p < pairs; ++p)
-        panel_tile<BITS, 6>(a, panel + 2 * p * rb, xs + i0 * rb, sw, i0, n0, 2 * p);
+        panel_tile<BITS, 6>(a, panel + 2 * p * rb, xs + i0 * rb, sw, gsf + i0 / 6 * groups * 8,
+                            i0, n0, 2 * p);
     if (m4 > m6)
       for (int64_t p = 0; p < pairs; ++p)
-        panel_tile<BITS, 4>(a, panel + 2 * p * rb, xs + m6 * rb, sw, m6, n0, 2 * p);
+        panel_tile<BITS, 4>(a, panel + 2 * p * rb, xs + m6 * rb, sw, gsf + m6 / 6 * groups * 8,
+                            m6, n0, 2 * p);
     // leftover rows (1..3) x the panel's columns, and a last odd column x every row
     int64_t i = m4;
     for (; i + 2 <= a.m; i += 2) columns<BITS, 2, 2, false>(a, i, n0, n0 + pairs * 2);
