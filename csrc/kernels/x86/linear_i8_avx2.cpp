@@ -347,7 +347,7 @@ constexpr int64_t kPanel = 8;
 // tile over the panel (other blocks and a last odd column run tile()), one pass per group:
 // * widths 1..5: a vpmaddubsw + vpaddw per output and unit into s16 sums, widened by
 //   vpmaddwd(ones) after each s16 accumulation (kS16Steps) and at the end of each group;
-// * widths 6, 7 (s16 sums would be widened every one or two units) and 8: straight into int32
+// * widths 6, 7 (s16 windows of 2 / 1 units; measured slower) and 8: straight into int32
 //   sums, vpmaddubsw + vpmaddwd(ones) + vpaddd (vpmaddwd + vpaddd at width 8) per unit;
 // then, per group, convert + FMA with the weight scale into 8 float lanes per output, in
 // group order (per-channel: the scalar tail and zero point are added to lane 0 first).
@@ -359,42 +359,38 @@ constexpr int kPMR = 6;
 constexpr int64_t kPanelCols = 12;
 
 // The asm tiles: output (i, j) accumulates in ymm(2 i + j); ymm12/13 hold the two columns'
-// unit, ymm14 the row's unit, ymm15 the product. F32 epilogues FMA into facc (memory, 8 floats
-// per output); I32 ones store the int32 sums to facc's memory instead.
+// unit, the row's unit is a memory operand, ymm14/15 take the products. F32 epilogues FMA
+// into facc (memory, 8 floats per output: facc = sums * scale + facc, one rounding).
 #define QPART_I8_ZERO2(r0, r1) "vpxor %%xmm" #r0 ", %%xmm" #r0 ", %%xmm" #r0 "\n\t" \
   "vpxor %%xmm" #r1 ", %%xmm" #r1 ", %%xmm" #r1 "\n\t"
 // u8 x s8 into s16 sums
-#define QPART_I8_ROW_W(i, r0, r1)                  \
-  "vmovdqu " #i "*32(%[xp]), %%ymm14\n\t"          \
-  "vpmaddubsw %%ymm14, %%ymm12, %%ymm15\n\t"       \
-  "vpaddw %%ymm15, %%ymm" #r0 ", %%ymm" #r0 "\n\t" \
-  "vpmaddubsw %%ymm14, %%ymm13, %%ymm15\n\t"       \
-  "vpaddw %%ymm15, %%ymm" #r1 ", %%ymm" #r1 "\n\t"
+#define QPART_I8_ROW_W(i, r0, r1)                          \
+  "vpmaddubsw " #i "*32(%[xp]), %%ymm12, %%ymm15\n\t"     \
+  "vpaddw %%ymm15, %%ymm" #r0 ", %%ymm" #r0 "\n\t"         \
+  "vpmaddubsw " #i "*32(%[xp]), %%ymm13, %%ymm14\n\t"     \
+  "vpaddw %%ymm14, %%ymm" #r1 ", %%ymm" #r1 "\n\t"
 // u8 x s8 straight into int32 sums
-#define QPART_I8_ROW_D(i, r0, r1)                  \
-  "vmovdqu " #i "*32(%[xp]), %%ymm14\n\t"          \
-  "vpmaddubsw %%ymm14, %%ymm12, %%ymm15\n\t"       \
-  "vpmaddwd (%[ones]), %%ymm15, %%ymm15\n\t"       \
-  "vpaddd %%ymm15, %%ymm" #r0 ", %%ymm" #r0 "\n\t" \
-  "vpmaddubsw %%ymm14, %%ymm13, %%ymm15\n\t"       \
-  "vpmaddwd (%[ones]), %%ymm15, %%ymm15\n\t"       \
-  "vpaddd %%ymm15, %%ymm" #r1 ", %%ymm" #r1 "\n\t"
+#define QPART_I8_ROW_D(i, r0, r1)                          \
+  "vpmaddubsw " #i "*32(%[xp]), %%ymm12, %%ymm15\n\t"     \
+  "vpmaddwd (%[ones]), %%ymm15, %%ymm15\n\t"               \
+  "vpaddd %%ymm15, %%ymm" #r0 ", %%ymm" #r0 "\n\t"         \
+  "vpmaddubsw " #i "*32(%[xp]), %%ymm13, %%ymm14\n\t"     \
+  "vpmaddwd (%[ones]), %%ymm14, %%ymm14\n\t"               \
+  "vpaddd %%ymm14, %%ymm" #r1 ", %%ymm" #r1 "\n\t"
 // s16 x s16 into int32 sums (width 8)
-#define QPART_I8_ROW_E(i, r0, r1)                  \
-  "vmovdqu " #i "*32(%[xp]), %%ymm14\n\t"          \
-  "vpmaddwd %%ymm14, %%ymm12, %%ymm15\n\t"         \
-  "vpaddd %%ymm15, %%ymm" #r0 ", %%ymm" #r0 "\n\t" \
-  "vpmaddwd %%ymm14, %%ymm13, %%ymm15\n\t"         \
-  "vpaddd %%ymm15, %%ymm" #r1 ", %%ymm" #r1 "\n\t"
+#define QPART_I8_ROW_E(i, r0, r1)                          \
+  "vpmaddwd " #i "*32(%[xp]), %%ymm12, %%ymm15\n\t"       \
+  "vpaddd %%ymm15, %%ymm" #r0 ", %%ymm" #r0 "\n\t"         \
+  "vpmaddwd " #i "*32(%[xp]), %%ymm13, %%ymm14\n\t"       \
+  "vpaddd %%ymm14, %%ymm" #r1 ", %%ymm" #r1 "\n\t"
 #define QPART_I8_HEAD "vmovdqu (%[cp]), %%ymm12\n\t" "vmovdqu 32(%[cp]), %%ymm13\n\t"
 #define QPART_I8_ADV(mr) "add $64, %[cp]\n\t" "add $" #mr "*32, %[xp]\n\t"
 // s16 sums -> int32 sums in ymm(r) (W kernels only)
 #define QPART_I8_WIDEN(r) "vpmaddwd (%[ones]), %%ymm" #r ", %%ymm" #r "\n\t"
-#define QPART_I8_F32(r, sw)                            \
-  "vcvtdq2ps %%ymm" #r ", %%ymm" #r "\n\t"             \
-  "vmovups " #r "*32(%[f]), %%ymm14\n\t"               \
-  "vfmadd231ps %%ymm" #sw ", %%ymm" #r ", %%ymm14\n\t" \
-  "vmovups %%ymm14, " #r "*32(%[f])\n\t"
+#define QPART_I8_F32(r, sw)                                \
+  "vcvtdq2ps %%ymm" #r ", %%ymm" #r "\n\t"                 \
+  "vfmadd213ps " #r "*32(%[f]), %%ymm" #sw ", %%ymm" #r "\n\t" \
+  "vmovups %%ymm" #r ", " #r "*32(%[f])\n\t"
 // int32 sums of a window added to the int32 sums in memory
 #define QPART_I8_ADDI(r)                                 \
   "vpaddd " #r "*32(%[acc]), %%ymm" #r ", %%ymm" #r "\n\t" \
@@ -629,7 +625,7 @@ void panel_tile(const LinearI8Args& a, const uint8_t* cb, const int8_t* xb, cons
   const int64_t k = a.k, gs = a.group_size, groups = k / gs;
   const int64_t row_bytes = packed_row_bytes(k, BITS);
   constexpr int64_t kW = kS16Steps<BITS < 8 ? BITS : 7>(1);
-  constexpr bool kDirect = BITS >= 6;  // int32 sums straight (no s16 windows)
+  constexpr bool kDirect = BITS >= 6;  // int32 sums straight (windows of <= 2 units)
   const int64_t nvec = gs / 32 * (BITS == 8 ? 2 : 1);  // units per group
   alignas(32) static const int16_t ones[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
   alignas(32) float facc[MR * NR * 8];
