@@ -383,6 +383,26 @@ constexpr int64_t kPanelCols = 12;
   "vpaddd %%ymm15, %%ymm" #r0 ", %%ymm" #r0 "\n\t"         \
   "vpmaddwd " #i "*32(%[xp]), %%ymm13, %%ymm14\n\t"       \
   "vpaddd %%ymm14, %%ymm" #r1 ", %%ymm" #r1 "\n\t"
+// The same for a group's first unit, straight into the (not yet zeroed) sums.
+#define QPART_I8_ROW_W1(i, r0, r1)                               \
+  "vpmaddubsw " #i "*32(%[xp]), %%ymm12, %%ymm" #r0 "\n\t"     \
+  "vpmaddubsw " #i "*32(%[xp]), %%ymm13, %%ymm" #r1 "\n\t"
+#define QPART_I8_ROW_D1(i, r0, r1)                               \
+  "vpmaddubsw " #i "*32(%[xp]), %%ymm12, %%ymm" #r0 "\n\t"     \
+  "vpmaddwd (%[ones]), %%ymm" #r0 ", %%ymm" #r0 "\n\t"          \
+  "vpmaddubsw " #i "*32(%[xp]), %%ymm13, %%ymm" #r1 "\n\t"     \
+  "vpmaddwd (%[ones]), %%ymm" #r1 ", %%ymm" #r1 "\n\t"
+#define QPART_I8_ROW_E1(i, r0, r1)                               \
+  "vpmaddwd " #i "*32(%[xp]), %%ymm12, %%ymm" #r0 "\n\t"       \
+  "vpmaddwd " #i "*32(%[xp]), %%ymm13, %%ymm" #r1 "\n\t"
+// A group's units: the first one peeled (no zeroing), then nvec1 = nvec - 1 more.
+#define QPART_I8_GROUP_UNITS(MR, ROW, ROW1)                                        \
+  QPART_I8_HEAD QPART_I8_ROWS_##MR(ROW1) QPART_I8_ADV(MR) "mov %[nvec1], %%rax\n\t" \
+  "test %%rax, %%rax\n\t"                                                          \
+  "jz 4f\n\t"                                                                      \
+  "1:\n\t" QPART_I8_HEAD QPART_I8_ROWS_##MR(ROW) QPART_I8_ADV(MR) "dec %%rax\n\t"   \
+  "jnz 1b\n\t"                                                                     \
+  "4:\n\t"
 #define QPART_I8_HEAD "vmovdqu (%[cp]), %%ymm12\n\t" "vmovdqu 32(%[cp]), %%ymm13\n\t"
 #define QPART_I8_ADV(mr) "add $64, %[cp]\n\t" "add $" #mr "*32, %[xp]\n\t"
 // s16 sums -> int32 sums in ymm(r) (W kernels only)
@@ -464,38 +484,33 @@ constexpr int64_t kPanelCols = 12;
   inline void i8_groups_s_##MR(const uint8_t* cp, const int8_t* xp, const float* sw0,           \
                                const float* sw1, int64_t groups, int64_t nvec,                  \
                                const int16_t* ones, float* facc) {                              \
-    asm volatile("2:\n\t" QPART_I8_ZERO_##MR "mov %[nvec], %%rax\n\t"                           \
-                 "1:\n\t" QPART_I8_HEAD QPART_I8_ROWS_##MR(QPART_I8_ROW_W) QPART_I8_ADV(MR)     \
-                 "dec %%rax\n\t"                                                                \
-                 "jnz 1b\n\t" QPART_I8_EACH##MR(QPART_I8_WIDEN) QPART_I8_SW QPART_I8_F32_##MR   \
+    asm volatile("2:\n\t" QPART_I8_GROUP_UNITS(MR, QPART_I8_ROW_W, QPART_I8_ROW_W1)            \
+                     QPART_I8_EACH##MR(QPART_I8_WIDEN) QPART_I8_SW QPART_I8_F32_##MR            \
                  "dec %[ng]\n\t"                                                                \
                  "jnz 2b\n\t"                                                                   \
                  : [cp] "+r"(cp), [xp] "+r"(xp), [sw0] "+r"(sw0), [sw1] "+r"(sw1),              \
                    [ng] "+r"(groups)                                                            \
-                 : [nvec] "r"(nvec), [ones] "r"(ones), [f] "r"(facc)                            \
+                 : [nvec1] "r"(nvec - 1), [ones] "r"(ones), [f] "r"(facc)                       \
                  : QPART_I8_CLOBBERS);                                                          \
   }                                                                                             \
-  QPART_I8_DIRECT(MR, d, QPART_I8_ROW_D)                                                        \
-  QPART_I8_DIRECT(MR, e, QPART_I8_ROW_E)
+  QPART_I8_DIRECT(MR, d, QPART_I8_ROW_D, QPART_I8_ROW_D1)                                                      \
+  QPART_I8_DIRECT(MR, e, QPART_I8_ROW_E, QPART_I8_ROW_E1)
 
 #define QPART_I8_ZEROI(r) "vpxor %%xmm" #r ", %%xmm" #r ", %%xmm" #r "\n\t" \
   "vmovdqu %%ymm" #r ", " #r "*32(%[acc])\n\t"
 #define QPART_I8_STOREI(r) "vmovdqu %%ymm" #r ", " #r "*32(%[acc])\n\t"
 
-#define QPART_I8_DIRECT(MR, name, ROW)                                                           \
+#define QPART_I8_DIRECT(MR, name, ROW, ROW1)                                                          \
   /* every group of nvec units straight into int32 sums, then F32 epilogue */                   \
   inline void i8_groups_##name##_##MR(const uint8_t* cp, const int8_t* xp, const float* sw0,     \
                                       const float* sw1, int64_t groups, int64_t nvec,            \
                                       const int16_t* ones, float* facc) {                        \
-    asm volatile("2:\n\t" QPART_I8_ZERO_##MR "mov %[nvec], %%rax\n\t"                            \
-                 "1:\n\t" QPART_I8_HEAD QPART_I8_ROWS_##MR(ROW) QPART_I8_ADV(MR)                 \
-                 "dec %%rax\n\t"                                                                 \
-                 "jnz 1b\n\t" QPART_I8_SW QPART_I8_F32_##MR                                      \
+    asm volatile("2:\n\t" QPART_I8_GROUP_UNITS(MR, ROW, ROW1) QPART_I8_SW QPART_I8_F32_##MR       \
                  "dec %[ng]\n\t"                                                                 \
                  "jnz 2b\n\t"                                                                    \
                  : [cp] "+r"(cp), [xp] "+r"(xp), [sw0] "+r"(sw0), [sw1] "+r"(sw1),               \
                    [ng] "+r"(groups)                                                             \
-                 : [nvec] "r"(nvec), [ones] "r"(ones), [f] "r"(facc)                             \
+                 : [nvec1] "r"(nvec - 1), [ones] "r"(ones), [f] "r"(facc)                        \
                  : QPART_I8_CLOBBERS);                                                           \
   }                                                                                              \
   /* units (>= 1) straight into int32 sums, stored to acc */                                    \
@@ -535,6 +550,10 @@ QPART_I8_ASM_TILE(6)
 #undef QPART_I8_ROW_W
 #undef QPART_I8_ROW_D
 #undef QPART_I8_ROW_E
+#undef QPART_I8_ROW_W1
+#undef QPART_I8_ROW_D1
+#undef QPART_I8_ROW_E1
+#undef QPART_I8_GROUP_UNITS
 #undef QPART_I8_HEAD
 #undef QPART_I8_ADV
 #undef QPART_I8_WIDEN
