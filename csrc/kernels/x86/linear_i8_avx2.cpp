@@ -580,9 +580,11 @@ constexpr int64_t panel_row_bytes(int64_t k) {
 }
 
 // Unpacks columns [n0, n0 + cols) into blocks of 2 columns (the last one may have 1):
-// block layout [unit][column][32 bytes]; converts their weight scales (sw[j * groups + g]).
+// block layout [unit][column][32 bytes]; converts their weight scales (sw[j * groups + g])
+// and forms scale * zero (sz, the zero-point term's factor, as tile() computes it).
 template <int BITS>
-void panel_unpack(const LinearI8Args& a, int64_t n0, int64_t cols, uint8_t* panel, float* sw) {
+void panel_unpack(const LinearI8Args& a, int64_t n0, int64_t cols, uint8_t* panel, float* sw,
+                  float* sz) {
   const int64_t k = a.k, gs = a.group_size, groups = k / gs, rb = panel_row_bytes<BITS>(k);
   const int64_t row_bytes = packed_row_bytes(k, BITS);
   const int64_t limit_all = a.n_total * row_bytes;
@@ -591,8 +593,11 @@ void panel_unpack(const LinearI8Args& a, int64_t n0, int64_t cols, uint8_t* pane
     const int64_t jb = j & ~int64_t{1}, nr = cols - jb < 2 ? cols - jb : 2;
     uint8_t* out = panel + jb * rb + (j - jb) * 32;  // unit u at out + u * stride
     const int64_t stride = nr * 32;
-    for (int64_t g = 0; g < groups; ++g)
-      sw[j * groups + g] = _cvtsh_ss(a.scale_bits[(n0 + j) * groups + g]);
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t wg = (n0 + j) * groups + g;
+      sw[j * groups + g] = _cvtsh_ss(a.scale_bits[wg]);
+      sz[j * groups + g] = _cvtsh_ss(a.scale_bits[wg]) * static_cast<float>(a.zeros[wg]);
+    }
     if constexpr (BITS == 8) {
       for (int64_t kc = 0; kc + 32 <= k; kc += 32) {
         const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + kc));
@@ -638,7 +643,7 @@ void panel_unpack(const LinearI8Args& a, int64_t n0, int64_t cols, uint8_t* pane
 // n0 + [jp, jp + 2) (panel block cb).
 template <int BITS, int MR>
 void panel_tile(const LinearI8Args& a, const uint8_t* cb, const int8_t* xb, const float* sw,
-                const float* gsf, int64_t i0, int64_t n0, int64_t jp) {
+                const float* sz, const float* gsf, int64_t i0, int64_t n0, int64_t jp) {
   constexpr int NR = 2;
   using T = AsmTile<MR>;
   const int64_t k = a.k, gs = a.group_size, groups = k / gs;
@@ -702,11 +707,9 @@ void panel_tile(const LinearI8Args& a, const uint8_t* cb, const int8_t* xb, cons
 #pragma GCC unroll 2
     for (int j = 0; j < NR; ++j) {
       __m256 zt = _mm256_setzero_ps();
-      const int64_t w0 = (n0 + jp + j) * groups;
-      for (int64_t g = 0; g < groups; ++g) {
-        const float sz = _cvtsh_ss(a.scale_bits[w0 + g]) * static_cast<float>(a.zeros[w0 + g]);
-        zt = _mm256_fmadd_ps(_mm256_set1_ps(sz), _mm256_loadu_ps(gsf + 8 * g), zt);
-      }
+      const float* szj = sz + (jp + j) * groups;
+      for (int64_t g = 0; g < groups; ++g)
+        zt = _mm256_fmadd_ps(_mm256_broadcast_ss(szj + g), _mm256_loadu_ps(gsf + 8 * g), zt);
       _mm256_store_ps(zterm[j], zt);
     }
   }
@@ -737,10 +740,11 @@ void run_panels(const LinearI8Args& a) {
     if (v.size() < static_cast<size_t>(n)) v.resize(static_cast<size_t>(n));
   };
   grow(scratch.panel, kPanelCols * rb);
-  grow(scratch.sw, kPanelCols * groups);
+  grow(scratch.sw, 2 * kPanelCols * groups);
   grow(scratch.x, a.m * rb);
   uint8_t* panel = scratch.panel.data();
   float* sw = scratch.sw.data();
+  float* sz = sw + kPanelCols * groups;
   int8_t* xs = scratch.x.data();
   // Row blocks: 6 rows, then one of 4 (or leftover rows that run tile()).
   const int64_t m6 = a.m / 6 * 6, m4 = a.m - m6 >= 4 ? m6 + 4 : m6;
@@ -776,14 +780,14 @@ void run_panels(const LinearI8Args& a) {
   for (int64_t n0 = a.n_begin; n0 < a.n_end; n0 += kPanelCols) {
     const int64_t cols = n0 + kPanelCols < a.n_end ? kPanelCols : a.n_end - n0;
     const int64_t pairs = cols / 2;
-    panel_unpack<BITS>(a, n0, pairs * 2, panel, sw);
+    panel_unpack<BITS>(a, n0, pairs * 2, panel, sw, sz);
     for (int64_t i0 = 0; i0 < m6; i0 += 6)
       for (int64_t p = 0; p < pairs; ++p)
-        panel_tile<BITS, 6>(a, panel + 2 * p * rb, xs + i0 * rb, sw, gsf + i0 / 6 * groups * 8,
+        panel_tile<BITS, 6>(a, panel + 2 * p * rb, xs + i0 * rb, sw, sz, gsf + i0 / 6 * groups * 8,
                             i0, n0, 2 * p);
     if (m4 > m6)
       for (int64_t p = 0; p < pairs; ++p)
-        panel_tile<BITS, 4>(a, panel + 2 * p * rb, xs + m6 * rb, sw, gsf + m6 / 6 * groups * 8,
+        panel_tile<BITS, 4>(a, panel + 2 * p * rb, xs + m6 * rb, sw, sz, gsf + m6 / 6 * groups * 8,
                             m6, n0, 2 * p);
     // leftover rows (1..3) x the panel's columns, and a last odd column x every row
     int64_t i = m4;
