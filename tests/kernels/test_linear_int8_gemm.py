@@ -3,7 +3,7 @@ outputs must be *bit-identical* to the AVX2 kernels before the packed-panel rewo
 
 ``data/linear_i8_avx2_gemm_golden.json`` holds SHA-256 prefixes of ``qk.linear`` outputs
 (every width 1..8; odd shapes; per-channel and grouped weights, groups of one to eight
-32-code vectors and groups longer than one 16-bit accumulation; batches 4..67; bias)
+32-code vectors and groups longer than one 16-bit accumulation; batches 4..100; bias)
 computed by the AVX2 kernels of the commit before the rework, with 1 and 2 threads (equal
 then too). The AVX2 path must reproduce every one with 1 and 2 threads; every ISA this
 machine has must match the reference within float rounding and agree across thread counts.
@@ -41,7 +41,7 @@ SHAPES = [
     (24, 417, 417),
     (7, 96, 32),
 ]
-BATCHES = (4, 9, 16, 31, 64, 67)
+BATCHES = (4, 9, 16, 31, 64, 67, 97, 100)
 
 
 def _inputs(bits, n, k, gs, m):

@@ -732,7 +732,7 @@ struct PanelScratch {
 };
 
 template <int BITS>
-void run_panels(const LinearI8Args& a) {
+void run_panel_rows(const LinearI8Args& a) {
   const int64_t k = a.k, groups = k / a.group_size, rb = panel_row_bytes<BITS>(k);
   const int64_t steps = k / 32;
   thread_local PanelScratch scratch;
@@ -799,6 +799,24 @@ void run_panels(const LinearI8Args& a) {
       for (; r + 3 <= a.m; r += 3) tile<BITS, 3, 1, false>(a, r, n, pf);
       for (; r < a.m; ++r) tile<BITS, 1, 1, false>(a, r, n, pf);
     }
+  }
+}
+
+// Rows per pass of run_panel_rows: bounds the activation copy (96 x k bytes, 2x at 8 bits) and
+// keeps it L2-resident; each pass unpacks the panels again (amortized over 96 rows).
+constexpr int64_t kPanelRowChunk = 96;
+
+template <int BITS>
+void run_panels(const LinearI8Args& a) {
+  for (int64_t r0 = 0; r0 < a.m; r0 += kPanelRowChunk) {
+    LinearI8Args part = a;
+    const int64_t groups = a.k / a.group_size;
+    part.m = a.m - r0 < kPanelRowChunk ? a.m - r0 : kPanelRowChunk;
+    part.q = a.q + r0 * a.k;
+    part.x_scale = a.x_scale + r0;
+    part.gsum = a.gsum + r0 * groups;
+    part.y = a.y + r0 * a.n_total;
+    run_panel_rows<BITS>(part);
   }
 }
 
