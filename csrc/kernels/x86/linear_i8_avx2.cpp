@@ -303,12 +303,16 @@ void tile(const LinearI8Args& a, int64_t i0, int64_t n0, TilePrefetch& pf) {
       }
     }
   }
+  // Groups outer: the MR x NR chains of one FMA per group are independent, so they overlap
+  // (each output still sums its groups in order, with the same single-rounding FMA).
   float zterm[MR][NR] = {};
   if (!int_fold) {
-    for (int j = 0; j < NR; ++j)
-      for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t g = 0; g < groups; ++g)
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) {
         const int64_t wg = (n0 + j) * groups + g;
         const float sz = _cvtsh_ss(a.scale_bits[wg]) * static_cast<float>(a.zeros[wg]);
+#pragma GCC unroll 8
         for (int i = 0; i < MR; ++i)
           zterm[i][j] += sz * static_cast<float>(a.gsum[(i0 + i) * groups + g]);
       }
