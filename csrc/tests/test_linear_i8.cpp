@@ -53,14 +53,14 @@ struct Act {
   std::vector<int32_t> gsum;
 };
 
-Act quantize_act(k::CpuIsa isa, const std::vector<float>& x, int64_t m, int64_t kdim,
-                 int64_t gs, int bits) {
+Act quantize_act(k::CpuIsa isa, const std::vector<float>& x, int64_t m, int64_t kdim, int64_t gs,
+                 int bits) {
   Act a;
   a.q.assign(static_cast<size_t>(m * kdim), 99);
   a.scale.assign(static_cast<size_t>(m), -1.0f);
   a.gsum.assign(static_cast<size_t>(m * (kdim / gs)), 12345);
-  EXPECT_EQ(k::quantize_activations_i8(isa, x.data(), m, kdim, gs, bits, a.q.data(),
-                                       a.scale.data(), a.gsum.data()),
+  EXPECT_EQ(k::quantize_activations_i8(isa, x.data(), m, kdim, gs, bits, a.q.data(), a.scale.data(),
+                                       a.gsum.data()),
             k::Status::kOk);
   return a;
 }
@@ -68,9 +68,9 @@ Act quantize_act(k::CpuIsa isa, const std::vector<float>& x, int64_t m, int64_t 
 std::vector<float> run(const std::function<void(const d::LinearI8Args&)>& fn, const Act& act,
                        int64_t m, const Packed& p, const float* bias, int64_t n_begin,
                        int64_t n_end, std::vector<float> y) {
-  const d::LinearI8Args args{act.q.data(), act.scale.data(), act.gsum.data(), m, p.k,
-                             p.packed.data(), p.scales.data(), p.zeros.data(), bias, p.rows,
-                             p.group_size, p.bits, n_begin, n_end, y.data()};
+  const d::LinearI8Args args{act.q.data(),    act.scale.data(), act.gsum.data(), m,     p.k,
+                             p.packed.data(), p.scales.data(),  p.zeros.data(),  bias,  p.rows,
+                             p.group_size,    p.bits,           n_begin,         n_end, y.data()};
   fn(args);
   return y;
 }
@@ -160,7 +160,8 @@ TEST(LinearI8, QuantizerRoundsAndSums) {
     for (int64_t g = 0; g < kdim / gs; ++g) {
       int32_t s = 0;
       for (int64_t j = g * gs; j < (g + 1) * gs; ++j) {
-        const int want = a.scale[i] > 0 ? static_cast<int>(std::nearbyint(x[i * kdim + j] / a.scale[i])) : 0;
+        const int want =
+            a.scale[i] > 0 ? static_cast<int>(std::nearbyint(x[i * kdim + j] / a.scale[i])) : 0;
         EXPECT_EQ(a.q[i * kdim + j], std::max(-127, std::min(127, want)));
         s += a.q[i * kdim + j];
       }
@@ -177,13 +178,13 @@ TEST(LinearI8, QuantizerRejectsNonFinite) {
   float s;
   int32_t gs;
   x[7] = std::nanf("");
-  EXPECT_EQ(k::quantize_activations_i8(k::CpuIsa::kScalar, x.data(), 1, 64, 64, 4, q.data(), &s,
-                                       &gs),
-            k::Status::kNonFinite);
+  EXPECT_EQ(
+      k::quantize_activations_i8(k::CpuIsa::kScalar, x.data(), 1, 64, 64, 4, q.data(), &s, &gs),
+      k::Status::kNonFinite);
   x[7] = INFINITY;
-  EXPECT_EQ(k::quantize_activations_i8(k::CpuIsa::kScalar, x.data(), 1, 64, 64, 4, q.data(), &s,
-                                       &gs),
-            k::Status::kNonFinite);
+  EXPECT_EQ(
+      k::quantize_activations_i8(k::CpuIsa::kScalar, x.data(), 1, 64, 64, 4, q.data(), &s, &gs),
+      k::Status::kNonFinite);
 }
 
 TEST(LinearI8, PlaneLayoutIsAPermutation) {
@@ -214,8 +215,7 @@ TEST(LinearI8, EveryWidthGrouped) {
   uint32_t seed = 500;
   for (int bits = 1; bits <= 8; ++bits)
     for (int64_t gs : {32, 64, 128})
-      for (int64_t m : {1, 6, 9})
-        check_case(m, 384, 5, gs, bits, m != 6, seed++);
+      for (int64_t m : {1, 6, 9}) check_case(m, 384, 5, gs, bits, m != 6, seed++);
 }
 
 TEST(LinearI8, SingleColumnAndColumnTails) {
@@ -228,24 +228,44 @@ TEST(LinearI8, SingleColumnAndColumnTails) {
 TEST(LinearI8, ExtremeCodesDoNotSaturate) {
   // All codes at 2^bits - 1 (weights >= 0, zero point 0) and activations at +-127: the
   // largest pair sums the s16 accumulation of each kernel has to hold.
-  for (int bits = 1; bits <= 8; ++bits) {
-    const int64_t m = 2, kdim = 1024, n = 3;
-    std::vector<float> wf(static_cast<size_t>(n * kdim), 1.0f);
-    std::vector<float> x(static_cast<size_t>(m * kdim), 5.0f);
-    for (int64_t j = 0; j < kdim; ++j) x[kdim + j] = -5.0f;
-    k::Status st;
-    const Packed p = qpart_test::quantize(wf, n, kdim, kdim, bits, &st);
-    ASSERT_EQ(st, k::Status::kOk);
-    const Act act = quantize_act(k::CpuIsa::kScalar, x, m, kdim, kdim, bits);
-    const std::vector<float> init(static_cast<size_t>(m * n), 0.0f);
-    const auto ref = run(d::linear_i8_scalar, act, m, p, nullptr, 0, n, init);
-    for (const Kernel& kern : simd_kernels()) {
-      const Act sa = quantize_act(kern.layout, x, m, kdim, kdim, bits);
-      const auto got = run(kern.fn, sa, m, p, nullptr, 0, n, init);
-      for (size_t t = 0; t < ref.size(); ++t)
-        ASSERT_NEAR(got[t], ref[t], 1e-5 * std::fabs(ref[t])) << kern.name << " bits " << bits;
+  // m = 6 and 10 run the batched (panel) tiles of the SIMD kernels.
+  for (int bits = 1; bits <= 8; ++bits)
+    for (const int64_t m : {2, 6, 10}) {
+      const int64_t kdim = 1024, n = 3;
+      std::vector<float> wf(static_cast<size_t>(n * kdim), 1.0f);
+      std::vector<float> x(static_cast<size_t>(m * kdim), 5.0f);
+      for (int64_t i = 1; i < m; i += 2)
+        for (int64_t j = 0; j < kdim; ++j) x[i * kdim + j] = -5.0f;
+      k::Status st;
+      const Packed p = qpart_test::quantize(wf, n, kdim, kdim, bits, &st);
+      ASSERT_EQ(st, k::Status::kOk);
+      const Act act = quantize_act(k::CpuIsa::kScalar, x, m, kdim, kdim, bits);
+      const std::vector<float> init(static_cast<size_t>(m * n), 0.0f);
+      const auto ref = run(d::linear_i8_scalar, act, m, p, nullptr, 0, n, init);
+      for (const Kernel& kern : simd_kernels()) {
+        const Act sa = quantize_act(kern.layout, x, m, kdim, kdim, bits);
+        const auto got = run(kern.fn, sa, m, p, nullptr, 0, n, init);
+        for (size_t t = 0; t < ref.size(); ++t)
+          ASSERT_NEAR(got[t], ref[t], 1e-5 * std::fabs(ref[t])) << kern.name << " bits " << bits;
+      }
+      EXPECT_NEAR(ref[0], 5.0 * kdim, 0.02 * 5.0 * kdim) << bits;
     }
-    EXPECT_NEAR(ref[0], 5.0 * kdim, 0.02 * 5.0 * kdim) << bits;
+}
+
+TEST(LinearI8, BatchedTilesEveryWidth) {
+  // Batches that run the SIMD kernels' batched tiles (6- and 4-row blocks, leftover rows,
+  // 12-column panels with an odd last column), per-channel with a k tail, groups of one to
+  // eight 32-code steps.
+  uint32_t seed = 1300;
+  for (int bits = 1; bits <= 8; ++bits) {
+    for (const int64_t m : {4, 7, 10, 13, 64})
+      check_case(m, 300, 13, 300, bits, m % 2 == 0, seed++);
+    // (1 bit, groups of 256: the AVX2 kernels' float zero-point fold - sum_g s * dot minus
+    // sum_g s * z * gsum - cancels beyond this tolerance; its bits are pinned by
+    // tests/kernels/test_linear_int8_gemm.py instead.)
+    for (const int64_t gs : {32, 128, 256})
+      for (const int64_t m : {6, 11, 16})
+        if (bits > 1 || gs < 256) check_case(m, 512, 25, gs, bits, m != 6, seed++);
   }
 }
 
@@ -269,9 +289,21 @@ TEST(LinearI8, NoReadPastPackedBuffer) {
       for (const Kernel& kern : simd_kernels()) {
         const Act sa = quantize_act(kern.layout, x, m, kdim, kdim, bits);
         std::vector<float> y(static_cast<size_t>(m * n));
-        const d::LinearI8Args args{sa.q.data(), sa.scale.data(), sa.gsum.data(), m, kdim, buf,
-                                   p.scales.data(), p.zeros.data(), nullptr, n, kdim, bits, 0,
-                                   n, y.data()};
+        const d::LinearI8Args args{sa.q.data(),
+                                   sa.scale.data(),
+                                   sa.gsum.data(),
+                                   m,
+                                   kdim,
+                                   buf,
+                                   p.scales.data(),
+                                   p.zeros.data(),
+                                   nullptr,
+                                   n,
+                                   kdim,
+                                   bits,
+                                   0,
+                                   n,
+                                   y.data()};
         kern.fn(args);
       }
       munmap(mem, span);
@@ -295,7 +327,7 @@ TEST(SimdQuantizer, BitExactWithScalar) {
     for (int64_t gs : {int64_t{32}, int64_t{37}, int64_t{128}, int64_t{264}}) {
       const int64_t rows = 5, kdim = gs == 37 ? 37 : 2 * gs;
       auto x = qpart_test::random_normal(static_cast<size_t>(rows * kdim), 40 + bits, 2.0f);
-      for (int64_t j = 0; j < kdim; ++j) x[j] = 0.0f;                    // all-zero row
+      for (int64_t j = 0; j < kdim; ++j) x[j] = 0.0f;                            // all-zero row
       for (int64_t j = 0; j < kdim; ++j) x[kdim + j] = (j % 7) * 0.25f - 0.75f;  // ties
       x[2 * kdim] = -0.0f;
       for (int64_t j = 0; j < kdim; ++j) x[3 * kdim + j] = 1e-42f * static_cast<float>(j % 5);
@@ -303,25 +335,29 @@ TEST(SimdQuantizer, BitExactWithScalar) {
       std::vector<uint8_t> p0(rows * rb), z0(rows * groups);
       std::vector<uint16_t> s0(rows * groups);
       ASSERT_TRUE(k::set_cpu_isa(k::CpuIsa::kScalar));
-      ASSERT_EQ(k::quantize_rows(x.data(), 0, rows, kdim, gs, bits, p0.data(), s0.data(),
-                                 z0.data()), k::Status::kOk);
+      ASSERT_EQ(
+          k::quantize_rows(x.data(), 0, rows, kdim, gs, bits, p0.data(), s0.data(), z0.data()),
+          k::Status::kOk);
       for (k::CpuIsa isa : isas) {
         std::vector<uint8_t> p1(rows * rb, 0xAB), z1(rows * groups);
         std::vector<uint16_t> s1(rows * groups);
         ASSERT_TRUE(k::set_cpu_isa(isa));
-        ASSERT_EQ(k::quantize_rows(x.data(), 0, rows, kdim, gs, bits, p1.data(), s1.data(),
-                                   z1.data()), k::Status::kOk);
+        ASSERT_EQ(
+            k::quantize_rows(x.data(), 0, rows, kdim, gs, bits, p1.data(), s1.data(), z1.data()),
+            k::Status::kOk);
         EXPECT_EQ(p0, p1) << bits << " " << gs;
         EXPECT_EQ(s0, s1) << bits << " " << gs;
         EXPECT_EQ(z0, z1) << bits << " " << gs;
         auto bad = x;
         bad[kdim + 3] = std::nanf("");
-        EXPECT_EQ(k::quantize_rows(bad.data(), 0, rows, kdim, gs, bits, p1.data(), s1.data(),
-                                   z1.data()), k::Status::kNonFinite);
+        EXPECT_EQ(
+            k::quantize_rows(bad.data(), 0, rows, kdim, gs, bits, p1.data(), s1.data(), z1.data()),
+            k::Status::kNonFinite);
         bad[kdim + 3] = 3e38f;
         bad[kdim + 4] = -3e38f;
-        EXPECT_EQ(k::quantize_rows(bad.data(), 0, rows, kdim, gs, bits, p1.data(), s1.data(),
-                                   z1.data()), k::Status::kScaleOverflow);
+        EXPECT_EQ(
+            k::quantize_rows(bad.data(), 0, rows, kdim, gs, bits, p1.data(), s1.data(), z1.data()),
+            k::Status::kScaleOverflow);
       }
     }
   }
