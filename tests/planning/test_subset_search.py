@@ -235,3 +235,22 @@ def test_calibration_with_subsets_keeps_every_robustness_in_the_bracket(mlp, mon
     pairs += [(with_subsets.activations[p], without.activations[p]) for p in without.activations]
     for a, b in pairs:
         assert b.t / band <= a.t <= b.t * band
+
+
+def test_perturbed_values_stacked_equal_one_at_a_time(mlp):
+    _, x, prof = mlp
+    probe = Probe(prof, x)
+    idx = probe.layer_index[prof.layers[1].name]
+    y0 = probe.cache[probe.nodes[idx]]
+    delta = torch.randn(y0.shape, generator=torch.Generator().manual_seed(2))
+    value_at = calibration._Perturbed(probe, y0, delta)
+    chunk = probe.add_rows(torch.tensor([7, 1, 300]))
+    for c in (0, chunk):
+        scales = [0.01, 0.5, 2.0]
+        stacked = value_at.stacked(scales, c)
+        assert torch.equal(stacked, torch.cat([value_at(s, c) for s in scales]))
+        rows = probe.rows(c)
+        first = torch.add(y0, delta, alpha=0.01)
+        assert torch.equal(
+            stacked[: first.shape[0] if rows is None else 3], first if rows is None else first[rows]
+        )

@@ -121,12 +121,29 @@ class _Perturbed:
         if self.fn is not None:
             value = self.fn(s)
             return value if rows is None else value.index_select(0, rows)
+        y0, delta = self._parts(chunk)
+        return torch.add(y0, delta, alpha=s)
+
+    def _parts(self, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.probe.rows(chunk)
         if rows is None:
-            return torch.add(self.y0, self.delta, alpha=s)
+            return self.y0, self.delta
         if chunk not in self._rows:
             self._rows[chunk] = (self.y0.index_select(0, rows), self.delta.index_select(0, rows))
-        y0, delta = self._rows[chunk]
-        return torch.add(y0, delta, alpha=s)
+        return self._rows[chunk]
+
+    def stacked(self, scales, chunk: int = 0) -> torch.Tensor:
+        """The values at every scale, stacked along the batch (written in place, no
+        concatenation when linear)."""
+        if self.fn is not None or len(scales) == 1:
+            values = [self(s, chunk) for s in scales]
+            return values[0] if len(values) == 1 else torch.cat(values)
+        y0, delta = self._parts(chunk)
+        fmt = torch.channels_last if y0.dim() == 4 else torch.contiguous_format
+        out = torch.empty((len(scales) * y0.shape[0], *y0.shape[1:]), memory_format=fmt)
+        for block, s in zip(out.split(y0.shape[0]), scales):
+            torch.add(y0, delta, alpha=s, out=block)
+        return out
 
 
 def _stacked_measure(probe: Probe, node_index: int, value_at):
@@ -135,7 +152,7 @@ def _stacked_measure(probe: Probe, node_index: int, value_at):
 
     def measure(scales):
         with torch.inference_mode():
-            out = probe.outputs_from(node_index, [value_at(s) for s in scales])
+            out = probe.outputs_from(node_index, value_at.stacked(scales))
         blocks = out.reshape(len(scales), probe.n, *out.shape[1:])
         return [(e, r, blk) for (e, r), blk in zip(probe.stats_many(out, len(scales)), blocks)]
 
@@ -149,8 +166,7 @@ def _part_measure(probe: Probe, node_index: int, value_at, parts: dict[str, int]
     def measure(scales, part):
         chunk = parts[part]
         with torch.inference_mode():
-            values = [value_at(s, chunk) for s in scales]
-            out = probe.outputs_from(node_index, values, chunk=chunk)
+            out = probe.outputs_from(node_index, value_at.stacked(scales, chunk), chunk=chunk)
         rows = probe.rows(chunk)
         blocks = out.reshape(len(scales), rows.numel(), *out.shape[1:])
         sums = probe.sums_many(out, len(scales), chunk)

@@ -137,15 +137,23 @@ class Probe:
 
     # ------------------------------------------------------------------ stacked probes
     def outputs_from(
-        self, node_index: int, values: Sequence[torch.Tensor], chunk: int = 0
+        self,
+        node_index: int,
+        values: Sequence[torch.Tensor] | torch.Tensor,
+        chunk: int = 0,
     ) -> torch.Tensor:
         """Graph outputs with the value of node ``node_index`` replaced by each of
         ``values`` in turn (everything before it float), as one pass over the inputs
-        stacked ``len(values)`` times along the batch: ``len(values) * rows`` output rows."""
-        k = len(values)
-        piece = self._piece(node_index + 1, len(self.nodes))
+        stacked ``len(values)`` times along the batch: ``len(values) * rows`` output rows.
+        ``values`` may also be given stacked already (one tensor of ``k * rows`` rows)."""
         node = self.nodes[node_index]
-        env = {node: values[0] if k == 1 else torch.cat(list(values))}
+        piece = self._piece(node_index + 1, len(self.nodes))
+        if isinstance(values, torch.Tensor):
+            k = values.shape[0] // self._rows(chunk)
+            env = {node: values}
+        else:
+            k = len(values)
+            env = {node: values[0] if k == 1 else torch.cat(list(values))}
         with torch.inference_mode():
             return piece(self._feed(piece, env, chunk, repeat=k))
 

@@ -40,7 +40,8 @@ def max_pool2d_slices(
     ceil_mode: bool = False,
 ) -> torch.Tensor:
     """``aten.max_pool2d`` (``dilation = 1``, floor mode) as the maximum of the ``k*k``
-    strided slices of ``x`` (padded with ``-inf``); other arguments fall back to ATen."""
+    strided slices of ``x`` (padded with ``-inf``) - for a channels-last ``x``, separably
+    (rows, then columns) with a channels-last result; other arguments fall back to ATen."""
     kh, kw = _as_pair(kernel_size, None)
     sh, sw = _as_pair(stride, (kh, kw))
     ph, pw = _as_pair(padding, 0)
@@ -51,6 +52,17 @@ def max_pool2d_slices(
         x = F.pad(x, (pw, pw, ph, ph), value=-math.inf)
     h, w = x.shape[-2], x.shape[-1]
     ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1:
+        # separable in the (N, H, W, C) order: the maximum over the kernel's rows, then over
+        # its columns - the same values, fewer and contiguous reads, channels-last result
+        v = x.permute(0, 2, 3, 1)
+        rows = v[:, 0 : sh * (ho - 1) + 1 : sh]
+        for i in range(1, kh):
+            rows = torch.maximum(rows, v[:, i : i + sh * (ho - 1) + 1 : sh])
+        out = rows[:, :, 0 : sw * (wo - 1) + 1 : sw]
+        for j in range(1, kw):
+            out = torch.maximum(out, rows[:, :, j : j + sw * (wo - 1) + 1 : sw])
+        return out.permute(0, 3, 1, 2)
     out = None
     for i in range(kh):
         for j in range(kw):
