@@ -92,7 +92,8 @@ def max_pool2d_slices(
     """``max_pool2d`` (``dilation = 1``, floor mode) as a maximum over strided slices, first
     along the width and then along the height (``kh + kw`` element-wise maxima, the padding
     never materialised): the same values as ATen (NaN propagates), several times faster on CPU
-    NCHW tensors. Other arguments, and compiled code, run ATen's ``max_pool2d``."""
+    NCHW tensors. Other arguments, channels-last tensors and compiled code run ATen's
+    ``max_pool2d``."""
     kh, kw = _pair(kernel_size, None)
     sh, sw = _pair(stride, (kh, kw))
     ph, pw = _pair(padding, 0)
@@ -101,6 +102,8 @@ def max_pool2d_slices(
     fallback = fallback or torch.compiler.is_compiling()  # the compiler makes its own pool
     h, w = x.shape[-2:] if x.dim() == 4 else (0, 0)
     ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    fallback = fallback or channels_last  # ATen's channels-last kernel is the faster one there
     if fallback or ho <= 0 or wo <= 0 or 2 * ph > kh or 2 * pw > kw:  # ATen raises its errors
         return torch.ops.aten.max_pool2d(x, [kh, kw], [sh, sw], [ph, pw], [dh, dw], ceil_mode)
     return _max_along(_max_along(x, 3, kw, sw, pw, wo), 2, kh, sh, ph, ho)

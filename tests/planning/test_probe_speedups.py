@@ -58,6 +58,9 @@ def test_max_pool_slices_equal_aten(k, s, p):
     x = torch.randn(4, 3, 13, 11)
     expected = torch.ops.aten.max_pool2d(x, [k, k], [s, s], [p, p])
     assert torch.equal(max_pool2d_slices(x, [k, k], [s, s], [p, p]), expected)
+    last = x.contiguous(memory_format=torch.channels_last)  # the separable path
+    out = max_pool2d_slices(last, [k, k], [s, s], [p, p])
+    assert torch.equal(out, expected) and out.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_one_channel_conv_equals_conv2d():

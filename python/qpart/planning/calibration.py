@@ -11,7 +11,8 @@ quantizer:
 * the adversarial margin ``||r*|| = min_{j != k}(z_k - z_j)/sqrt(2)`` per sample;
 * the robustness ``t_i``: the logit-noise energy that, injected at source ``i`` (uniform,
   quantization-like noise on the weights / activation, scale found by bisection), flips
-  ``reference_drop`` of the calibration predictions;
+  ``reference_drop`` of the calibration predictions (searched on the lowest-margin inputs
+  and verified once on all of them, :func:`~qpart.planning.robustness.robustness_on_subset`);
 * the budget ``C(a)``: with ``D = sum_i p_i exp(-alpha_i b_i) / t_i``, the allowed ``D`` for
   an accuracy loss ``a``. Initial value from isotropic Gaussian logit noise (``C(a) =
   E(a)/E(reference_drop)``), then a closed loop: plans at every partition point are
@@ -40,15 +41,34 @@ from ..core.split import roundtrip_activation
 from .allocation import InfeasibleError
 from .noise_model import DEFAULT_LEVELS, DEFAULT_WIDTHS, Calibration, NoiseModel
 from .probe import Probe, quantized_weight
-from .robustness import allowed_disagreements, first_guess, robustness
+from .robustness import (
+    allowed_disagreements,
+    first_guess,
+    needed_disagreements,
+    robustness,
+    robustness_on_subset,
+)
 from .solve import default_bit_costs, solve_partition
 
 #: Bump when the calibration procedure changes: part of :func:`cached_calibration`'s file
 #: name, so a cache written by another procedure is not read back.
-CALIBRATION_PROCEDURE = 2
+CALIBRATION_PROCEDURE = 3
 #: Cumulative fractions of the inputs (in ascending-margin order) at which a closed-loop
 #: plan measurement may stop once it has exceeded its disagreement limit.
 CHUNK_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
+#: The robustness search runs on the lowest-margin inputs: this fraction of them, and at
+#: least :data:`SUBSET_MIN_MULTIPLE` times the disagreements its target needs; all inputs
+#: when that is more than half of them.
+SUBSET_FRACTION = 0.125
+SUBSET_MIN_MULTIPLE = 8
+
+
+def subset_size(target: float, n: int) -> int | None:
+    """Rows of the robustness search's low-margin subset for a disagreement-rate ``target``
+    on ``n`` inputs (``None``: search on all of them)."""
+    least = SUBSET_MIN_MULTIPLE * needed_disagreements(target, n)
+    size = max(math.ceil(SUBSET_FRACTION * n), least)
+    return size if 2 * size <= n else None
 
 
 def adversarial_margins(logits: torch.Tensor) -> torch.Tensor:
@@ -87,14 +107,70 @@ def _activation_noise(x: torch.Tensor, seed: int) -> torch.Tensor:
     return (span * noise).reshape(x.shape)
 
 
+class _Perturbed:
+    """The value of a source's node at noise scale ``s`` on the rows of a probe chunk:
+    ``y0 + s * delta`` (``delta`` the node's change at scale 1) when the node is linear in
+    the noise, else ``fn(s)`` on all rows, then the chunk's rows."""
+
+    def __init__(self, probe: Probe, y0=None, delta=None, fn=None):
+        self.probe, self.y0, self.delta, self.fn = probe, y0, delta, fn
+        self._rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, s: float, chunk: int = 0) -> torch.Tensor:
+        rows = self.probe.rows(chunk)
+        if self.fn is not None:
+            value = self.fn(s)
+            return value if rows is None else value.index_select(0, rows)
+        y0, delta = self._parts(chunk)
+        return torch.add(y0, delta, alpha=s)
+
+    def _parts(self, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.probe.rows(chunk)
+        if rows is None:
+            return self.y0, self.delta
+        if chunk not in self._rows:
+            self._rows[chunk] = (self.y0.index_select(0, rows), self.delta.index_select(0, rows))
+        return self._rows[chunk]
+
+    def stacked(self, scales, chunk: int = 0) -> torch.Tensor:
+        """The values at every scale, stacked along the batch (written in place, no
+        concatenation when linear)."""
+        if self.fn is not None or len(scales) == 1:
+            values = [self(s, chunk) for s in scales]
+            return values[0] if len(values) == 1 else torch.cat(values)
+        y0, delta = self._parts(chunk)
+        fmt = torch.channels_last if y0.dim() == 4 else torch.contiguous_format
+        out = torch.empty((len(scales) * y0.shape[0], *y0.shape[1:]), memory_format=fmt)
+        for block, s in zip(out.split(y0.shape[0]), scales):
+            torch.add(y0, delta, alpha=s, out=block)
+        return out
+
+
 def _stacked_measure(probe: Probe, node_index: int, value_at):
     """``measure(scales)`` for :func:`~qpart.planning.robustness.robustness`: the node's
     value replaced by ``value_at(scale)`` for every scale, in one stacked pass."""
 
     def measure(scales):
-        out = probe.outputs_from(node_index, [value_at(s) for s in scales])
+        with torch.inference_mode():
+            out = probe.outputs_from(node_index, value_at.stacked(scales))
         blocks = out.reshape(len(scales), probe.n, *out.shape[1:])
         return [(e, r, blk) for (e, r), blk in zip(probe.stats_many(out, len(scales)), blocks)]
+
+    return measure
+
+
+def _part_measure(probe: Probe, node_index: int, value_at, parts: dict[str, int]):
+    """``measure(scales, part)`` for :func:`~qpart.planning.robustness.robustness_on_subset`
+    on the rows of probe chunk ``parts[part]``: energy sums and disagreement counts."""
+
+    def measure(scales, part):
+        chunk = parts[part]
+        with torch.inference_mode():
+            out = probe.outputs_from(node_index, value_at.stacked(scales, chunk), chunk=chunk)
+        rows = probe.rows(chunk)
+        blocks = out.reshape(len(scales), rows.numel(), *out.shape[1:])
+        sums = probe.sums_many(out, len(scales), chunk)
+        return [(e, c, blk) for (e, c), blk in zip(sums, blocks)]
 
     return measure
 
@@ -107,14 +183,51 @@ def _width_probe(probe: Probe, idx: int, outs, widths, reference, target):
     energies = {int(b): e for b, (e, _) in zip(widths, stats)}
     blocks = list(out.reshape(len(outs), probe.n, *out.shape[1:]))
     scales = [1.0 / (2.0 ** int(b) - 1.0) for b in widths]
-    start = first_guess(reference, blocks, scales, [r for _, r in stats], target)
+    rates = [r for _, r in stats]
+    start = first_guess(reference, blocks, scales, rates, target)
     return energies, start
 
 
-def _source_models(probe: Probe, prof, widths, reference_drop, seed, bar):
-    """Noise curves and robustness of every layer and every cut activation."""
+def _t_search(probe, idx, value_at, target, reference, start, subsets, kind):
+    """``t`` of one source: with the top-1 rule on the lowest-margin inputs, verified once
+    on the rest (:func:`~qpart.planning.robustness.robustness_on_subset`), else on all.
+    ``subsets``: ``{"order": inputs in ascending-margin order, "size": subset rows, kind:
+    False once a search of that kind of source (``"layer"``, ``"activation"``) failed its
+    verification - the later ones then search on all inputs}``."""
+    full = _stacked_measure(probe, idx, value_at)
+    if reference is None or subsets is None or not subsets.get(kind, True):
+        return robustness(full, target, probe.n, reference=reference, start=start)
+    ranked, size = subsets["order"], subsets["size"]
+    parts = {
+        "subset": probe.add_rows(ranked[:size], cache=False),
+        "rest": probe.add_rows(ranked[size:], cache=False),
+    }
+    try:
+        t, verified = robustness_on_subset(
+            _part_measure(probe, idx, value_at, parts),
+            full,
+            target,
+            probe.n,
+            probe.rows(parts["subset"]),
+            probe.rows(parts["rest"]),
+            reference=reference,
+            start=start,
+        )
+    finally:
+        probe.drop_rows(parts.values())
+    if not verified:
+        subsets[kind] = False
+    return t
+
+
+def _source_models(probe: Probe, prof, widths, reference_drop, seed, bar, order=None):
+    """Noise curves and robustness of every layer and every cut activation; ``order``:
+    the inputs in ascending-margin order (the robustness search then runs on a low-margin
+    subset, :func:`~qpart.planning.robustness.robustness_on_subset`)."""
     top1 = isinstance(probe.agreement, TopK) and probe.agreement.k == 1
     reference = probe.ref if top1 else None
+    size = subset_size(reference_drop, probe.n)
+    subsets = None if order is None or size is None else {"order": order, "size": size}
     layer_models: list[NoiseModel] = []
     for i, layer in enumerate(prof.layers):
         bar.set_description(f"calibrating: layer {i + 1}/{prof.num_layers} {layer.name}")
@@ -127,18 +240,16 @@ def _source_models(probe: Probe, prof, widths, reference_drop, seed, bar):
         noise = _weight_noise(w, seed * 1000 + i)
         try:  # linear in the weight: y(s) = y_float + s * layer(x, noise) without bias
             delta = probe.layer_output(layer.name, noise, bias=False)
-            y0 = probe.cache[probe.nodes[idx]]
-
-            def value_at(s, y0=y0, delta=delta):
-                return y0 + s * delta
+            value_at = _Perturbed(probe, probe.cache[probe.nodes[idx]], delta)
         except TypeError:
             w2 = w.detach().reshape(w.shape[0], -1).float()
 
-            def value_at(s, name=layer.name, w2=w2, noise=noise):
+            def weight_at(s, name=layer.name, w2=w2, noise=noise):
                 return probe.layer_output(name, w2 + s * noise)
 
-        measure = _stacked_measure(probe, idx, value_at)
-        t = robustness(measure, reference_drop, probe.n, reference=reference, start=start)
+            value_at = _Perturbed(probe, fn=weight_at)
+
+        t = _t_search(probe, idx, value_at, reference_drop, reference, start, subsets, "layer")
         layer_models.append(NoiseModel(p, alpha, max(t, 1e-30), energies))
         bar.update()
 
@@ -154,20 +265,14 @@ def _source_models(probe: Probe, prof, widths, reference_drop, seed, bar):
         if layer is not None:  # the next layer is linear in the cut value: start there
             idx = probe.layer_index[layer]
             outs = [probe.layer_output(layer, x=o) for o in outs]
-            y0 = probe.cache[probe.nodes[idx]]
             delta = probe.layer_output(layer, bias=False, x=noise)
-
-            def act_at(s, y0=y0, delta=delta):
-                return y0 + s * delta
+            act_at = _Perturbed(probe, probe.cache[probe.nodes[idx]], delta)
         else:
-
-            def act_at(s, value=value, noise=noise):
-                return value + s * noise
+            act_at = _Perturbed(probe, value, noise)
 
         energies, start = _width_probe(probe, idx, outs, widths, reference, reference_drop)
         p, alpha = _fit(list(energies), list(energies.values()))
-        measure = _stacked_measure(probe, idx, act_at)
-        t = robustness(measure, reference_drop, probe.n, reference=reference, start=start)
+        t = _t_search(probe, idx, act_at, reference_drop, reference, start, subsets, "activation")
         act_models[p_cut] = NoiseModel(p, alpha, max(t, 1e-30), energies)
         bar.update()
     return layer_models, act_models
@@ -276,7 +381,8 @@ def _calibrate(
     gen = torch.Generator()
     n_sources = prof.num_layers + len(prof.cuts)
     bar = tqdm(total=n_sources + len(levels), desc="calibrating", disable=not progress, leave=False)
-    layer_models, act_models = _source_models(probe, prof, widths, reference_drop, seed, bar)
+    order = torch.argsort(margins, stable=True)
+    layer_models, act_models = _source_models(probe, prof, widths, reference_drop, seed, bar, order)
 
     # Initial C(a): isotropic Gaussian noise on the logits.
     noise_dir = torch.randn(probe.ref.shape, generator=gen.manual_seed(seed + 7))
@@ -315,7 +421,7 @@ def _calibrate(
     # all rows were measured, else a lower bound that exceeded the limit it was measured for.
     measured: dict[tuple, tuple[int, int]] = {}
     weights: dict[tuple[str, int], torch.Tensor] = {}
-    probe.set_chunks(torch.argsort(margins, stable=True), CHUNK_FRACTIONS)
+    probe.set_chunks(order, CHUNK_FRACTIONS)
 
     def weight(name: str, b: int) -> torch.Tensor:
         if (name, b) not in weights:
@@ -335,7 +441,9 @@ def _calibrate(
             key = (p_cut, tuple(bits), b_a)
             count, seen = measured.get(key, (0, 0))
             if seen < probe.n and count <= limit:
-                count, seen = probe.plan_disagreements(p_cut, bits, b_a, weight, limit)
+                count, seen = probe.plan_disagreements(
+                    p_cut, bits, b_a, weight, limit, resume=(count, seen)
+                )
                 measured[key] = (count, seen)
                 bar.set_postfix_str(f"{len(measured)} plans measured")
             if count > limit:

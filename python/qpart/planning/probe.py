@@ -84,6 +84,8 @@ class Probe:
         self._prefix: OrderedDict[tuple, tuple[dict, int]] = OrderedDict()
         self._prefix_bytes = 0
         self._chunks: list[torch.Tensor | None] = [None]
+        self._num_chunks = 0
+        self._uncached: set[int] = set()
         self._chunk_values: dict[tuple[int, fx.Node], torch.Tensor] = {}
 
     # ------------------------------------------------------------------ running pieces
@@ -110,6 +112,8 @@ class Probe:
         rows = self._chunks[chunk]
         if rows is None or not self._batched(node, value):
             return value
+        if chunk in self._uncached:
+            return value.index_select(0, rows)
         key = (chunk, node)
         if key not in self._chunk_values:
             self._chunk_values[key] = value.index_select(0, rows)
@@ -133,15 +137,23 @@ class Probe:
 
     # ------------------------------------------------------------------ stacked probes
     def outputs_from(
-        self, node_index: int, values: Sequence[torch.Tensor], chunk: int = 0
+        self,
+        node_index: int,
+        values: Sequence[torch.Tensor] | torch.Tensor,
+        chunk: int = 0,
     ) -> torch.Tensor:
         """Graph outputs with the value of node ``node_index`` replaced by each of
         ``values`` in turn (everything before it float), as one pass over the inputs
-        stacked ``len(values)`` times along the batch: ``len(values) * rows`` output rows."""
-        k = len(values)
-        piece = self._piece(node_index + 1, len(self.nodes))
+        stacked ``len(values)`` times along the batch: ``len(values) * rows`` output rows.
+        ``values`` may also be given stacked already (one tensor of ``k * rows`` rows)."""
         node = self.nodes[node_index]
-        env = {node: values[0] if k == 1 else torch.cat(list(values))}
+        piece = self._piece(node_index + 1, len(self.nodes))
+        if isinstance(values, torch.Tensor):
+            k = values.shape[0] // self._rows(chunk)
+            env = {node: values}
+        else:
+            k = len(values)
+            env = {node: values[0] if k == 1 else torch.cat(list(values))}
         with torch.inference_mode():
             return piece(self._feed(piece, env, chunk, repeat=k))
 
@@ -212,6 +224,17 @@ class Probe:
             out.append((energy, self.agreement.disagreement_rate(block, ref)))
         return out
 
+    def sums_many(self, logits: torch.Tensor, k: int, chunk: int = 0) -> list[tuple[float, int]]:
+        """``(output-noise energy summed over the rows, disagreements)`` of each of the
+        ``k`` stacked row blocks of ``logits`` (outputs on the rows of ``chunk``)."""
+        rows = self._rows(chunk)
+        ref = self.ref if chunk == 0 else self._float(self.nodes[-1].args[0], chunk)
+        out = []
+        for block in logits.reshape(k, rows, *logits.shape[1:]):
+            diff = (block - ref).reshape(rows, -1)
+            out.append((float((diff**2).sum()), self.agreement.disagreements(block, ref)))
+        return out
+
     # ------------------------------------------------------------------ single probes
     def stats(self, logits: torch.Tensor) -> tuple[float, float]:
         """``(output-noise energy E||z - z_float||^2, disagreement rate)`` of ``logits``."""
@@ -235,17 +258,42 @@ class Probe:
         permutation of the rows) cut at the cumulative ``fractions`` (ending at 1)."""
         bounds = sorted({min(self.n, max(1, round(f * self.n))) for f in fractions} | {self.n})
         self._chunks = [None]
+        self._uncached = set()
         self._chunk_values = {}
         lo = 0
         for hi in bounds:
             if hi > lo:
                 self._chunks.append(order[lo:hi].clone())
                 lo = hi
+        self._num_chunks = len(self._chunks) - 1
 
     @property
     def num_chunks(self) -> int:
         """Number of row chunks set by :meth:`set_chunks` (0 when unset)."""
+        return self._num_chunks
+
+    def add_rows(self, rows: torch.Tensor, cache: bool = True) -> int:
+        """Registers a row set (indices into the inputs) usable as ``chunk`` by the
+        measuring methods (not one of :meth:`plan_disagreements`'s chunks; dropped by
+        :meth:`set_chunks`); ``cache``: keep the float values it reads. Returns its id."""
+        self._chunks.append(rows.clone())
+        if not cache:
+            self._uncached.add(len(self._chunks) - 1)
         return len(self._chunks) - 1
+
+    def drop_rows(self, chunks) -> None:
+        """Forgets row sets registered last by :meth:`add_rows` (their ids ``chunks``)."""
+        for chunk in sorted(chunks, reverse=True):
+            if chunk != len(self._chunks) - 1 or chunk <= self._num_chunks:
+                raise ValueError(f"row set {chunk} is not the last added one")
+            self._chunks.pop()
+            self._uncached.discard(chunk)
+            for key in [k for k in self._chunk_values if k[0] == chunk]:
+                del self._chunk_values[key]
+
+    def rows(self, chunk: int) -> torch.Tensor | None:
+        """The row indices of ``chunk`` (``None``: all rows)."""
+        return self._chunks[chunk]
 
     def plan_disagreements(
         self,
@@ -254,14 +302,23 @@ class Probe:
         b_a: int | None,
         weight: Callable[[str, int], torch.Tensor] | None = None,
         limit: int | None = None,
+        resume: tuple[int, int] = (0, 0),
     ) -> tuple[int, int]:
         """``(disagreements, rows measured)`` of a plan (see :meth:`with_plan`), chunk by
         chunk (:meth:`set_chunks`; all rows at once when unset), stopping as soon as the
         disagreements exceed ``limit``: exact when all rows were measured, else a lower
-        bound that already exceeds ``limit``."""
-        chunks = range(1, len(self._chunks)) if len(self._chunks) > 1 else [0]
-        count = seen = 0
+        bound that already exceeds ``limit``. ``resume``: ``(disagreements, rows)`` of an
+        earlier call for the same plan that stopped early; its chunks are not measured
+        again."""
+        chunks = range(1, self._num_chunks + 1) if self._num_chunks else [0]
+        count, seen = resume
+        skip = seen
         for chunk in chunks:
+            if skip > 0:
+                skip -= self._rows(chunk)
+                if skip < 0:
+                    raise ValueError("resume: rows measured do not end at a chunk boundary")
+                continue
             out = self.plan_outputs(p, bits, b_a, weight, chunk=chunk)
             ref = self.ref if chunk == 0 else self._float(self.nodes[-1].args[0], chunk)
             count += self.agreement.disagreements(out, ref)
@@ -315,17 +372,16 @@ class Probe:
             return (chunk, b, done, b_a if cut is not None and cut < b else None)
 
         env: dict = {}
-        if cut is not None and cut + 1 == pos:  # only the activation changes (p = 0)
+        for b in self._bounds:
+            if b > pos and key(b) in self._prefix:
+                pos = b
+        if key(pos) in self._prefix:
+            env = dict(self._prefix[key(pos)][0])
+            self._prefix.move_to_end(key(pos))
+        elif cut is not None and cut + 1 == pos:  # only the activation changes (p = 0)
             with torch.inference_mode():
                 value = self._float(self.nodes[cut], chunk)
                 env[self.nodes[cut]] = roundtrip_activation(value, b_a)
-        else:
-            for b in self._bounds:
-                if b > pos and key(b) in self._prefix:
-                    pos = b
-            if key(pos) in self._prefix:
-                env = dict(self._prefix[key(pos)][0])
-                self._prefix.move_to_end(key(pos))
         weights = {n: weight(n, b) for n, b in layer_bits.items() if self.layer_index[n] >= pos}
         i = self._bounds.index(pos)
         with torch.inference_mode(), _swapped(self.modules, weights, self._int8_active):
@@ -336,9 +392,12 @@ class Probe:
                 if stop == len(self.nodes):
                     return out
                 env.update(out)
-                if cut is not None and cut + 1 == stop:
-                    env[self.nodes[cut]] = roundtrip_activation(env[self.nodes[cut]], b_a)
                 env = {nd: v for nd, v in env.items() if self._last_use[nd] >= stop}
+                if cut is not None and cut + 1 == stop:
+                    # before the cut's round trip: the prefix of plans cut later
+                    done = tuple((n, layer_bits[n]) for n in names if self.layer_index[n] < stop)
+                    self._remember((chunk, stop, done, None), env)
+                    env[self.nodes[cut]] = roundtrip_activation(env[self.nodes[cut]], b_a)
                 self._remember(key(stop), env)
                 pos, i = stop, i + 1
 

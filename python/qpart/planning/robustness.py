@@ -12,6 +12,11 @@ linearly with the scale (:func:`top1_flip_scales`); the ``m``-th smallest of the
 ``2^(+-tol/2)`` around it are measured in one stacked pass. That usually closes the bracket
 in two or three passes; without a prediction (other metrics, or a guess outside the
 bracket) the bracket is bisected in log scale.
+
+:func:`robustness_on_subset` runs the same search on the inputs of smallest margin and
+verifies its bracket once on all inputs (falling back to the search on all inputs when
+the verification fails), so that the bracket ``t`` comes from is always valid for all
+inputs.
 """
 
 from __future__ import annotations
@@ -60,6 +65,28 @@ def top1_flip_scales(reference: torch.Tensor, outputs: torch.Tensor, scale: floa
     return s.amin(-1)
 
 
+def predicted_flips(
+    reference: torch.Tensor | None,
+    outputs: Sequence[torch.Tensor],
+    scales: Sequence[float],
+    rates: Sequence[float],
+    target: float,
+) -> tuple[torch.Tensor | None, int]:
+    """Per sample, the scale at which its top-1 class is predicted to change
+    (:func:`top1_flip_scales`) from the noisiest measurement still below ``target`` (else
+    the least noisy one), of measurements with other noise of known equivalent scales; and
+    the index of that measurement. ``(None, -1)`` without a reference or measurements."""
+    if reference is None or not outputs:
+        return None, -1
+    below = [i for i, r in enumerate(rates) if r < target]
+    i = (
+        max(below, key=lambda j: scales[j])
+        if below
+        else min(range(len(scales)), key=lambda j: scales[j])
+    )
+    return top1_flip_scales(reference, outputs[i], scales[i]), i
+
+
 def first_guess(
     reference: torch.Tensor | None,
     outputs: Sequence[torch.Tensor],
@@ -70,20 +97,16 @@ def first_guess(
 ) -> float:
     """A starting scale for :func:`robustness` from measurements with other noise of known
     equivalent scales (e.g. ``b``-bit quantization, a uniform step of ``1 / (2^b - 1)`` of the
-    range): the top-1 prediction from the noisiest one still below ``target`` (else the
-    least noisy one); ``default`` without the top-1 rule or a finite prediction."""
-    if reference is None or not outputs:
+    range): the top-1 prediction (:func:`predicted_flips`) of the ``m``-th flip, ``m`` the
+    disagreements ``target`` needs; ``default`` without the top-1 rule or a finite
+    prediction."""
+    flips, _ = predicted_flips(reference, outputs, scales, rates, target)
+    if flips is None:
         return default
-    below = [i for i, r in enumerate(rates) if r < target]
-    i = (
-        max(below, key=lambda j: scales[j])
-        if below
-        else min(range(len(scales)), key=lambda j: scales[j])
-    )
     m = needed_disagreements(target, reference.shape[0])
     if not 1 <= m <= reference.shape[0]:
         return default
-    guess = float(top1_flip_scales(reference, outputs[i], scales[i]).kthvalue(m).values)
+    guess = float(flips.kthvalue(m).values)
     return guess if math.isfinite(guess) and guess > 0 else default
 
 
@@ -101,33 +124,61 @@ def robustness(
     ``target``: the reference disagreement rate; ``n``: the number of inputs;
     ``reference``: the float outputs, to predict with the top-1 rule (``None``: bisection
     only); ``start``: the first scale tried."""
+    end = _search(measure, target, n, reference, start, tol, max_passes)
+    if end.kind == "bracket":
+        assert end.lo is not None and end.hi is not None
+        return _log_interpolate(end.lo[:2], end.hi[:2], end.crossing(reference, n, target))
+    return end.energy()
+
+
+class _End:
+    """Where a search stopped: ``kind`` ``"bracket"`` (``lo``, ``hi`` within the tolerance),
+    ``"low"`` (``hi`` at the range's low end), ``"never"`` (``lo`` at its high end, no
+    ``hi``) or ``"passes"`` (out of passes). ``lo``, ``hi``: ``(scale, energy, outputs)``."""
+
+    def __init__(self, kind, lo, hi):
+        self.kind, self.lo, self.hi = kind, lo, hi
+
+    def energy(self) -> float:
+        """The energy an end other than a bracket returns."""
+        if self.kind == "low" or (self.kind == "passes" and self.hi is not None):
+            return self.hi[1]
+        return self.lo[1] if self.lo is not None else 0.0
+
+    def crossing(self, reference, n, target) -> float:
+        """The predicted crossing inside a bracket: the top-1 prediction from ``lo``,
+        clamped to the bracket; else its geometric middle."""
+        lo, hi = self.lo, self.hi
+        m = needed_disagreements(target, n)
+        if reference is not None and 1 <= m <= reference.shape[0]:
+            flips = top1_flip_scales(reference, lo[2], lo[0])
+            return min(max(float(flips.kthvalue(m).values), lo[0]), hi[0])
+        return math.sqrt(lo[0] * hi[0])
+
+
+def _search(measure, target, n, reference, start, tol, max_passes) -> _End:
     lo_bound, hi_bound = 2.0**LOG2_LO, 2.0**LOG2_HI
-    lo: tuple[float, float] | None = None  # (scale, energy) with rate < target
-    hi: tuple[float, float] | None = None  # (scale, energy) with rate >= target
+    lo = hi = None  # (scale, energy, outputs): rate < target / rate >= target
     m = needed_disagreements(target, n)
+    predict = reference is not None and 1 <= m <= min(n, reference.shape[0])
     latest: tuple[float, torch.Tensor] = (0.0, torch.empty(0))
     scales = [min(max(start, lo_bound), hi_bound)]
-    lo_out = None
     for step in range(max_passes):
         for s, (energy, rate, out) in zip(scales, measure(scales)):
             if rate >= target:
                 if hi is None or s < hi[0]:
-                    hi = (s, energy)
+                    hi = (s, energy, out)
             elif lo is None or s > lo[0]:
-                lo, lo_out = (s, energy), out
+                lo = (s, energy, out)
             latest = (s, out)
         if hi is not None and hi[0] <= lo_bound:
-            return hi[1]
+            return _End("low", lo, hi)
         if hi is not None and lo is not None and hi[0] <= lo[0] * 2.0**tol:
-            cross = math.sqrt(lo[0] * hi[0])
-            if reference is not None and 1 <= m <= n:
-                flips = top1_flip_scales(reference, lo_out, lo[0])
-                cross = min(max(float(flips.kthvalue(m).values), lo[0]), hi[0])
-            return _log_interpolate(lo, hi, cross)
+            return _End("bracket", lo, hi)
         if hi is None and lo is not None and lo[0] >= hi_bound:
-            return lo[1]  # never reaches the target rate inside the range
+            return _End("never", lo, hi)  # never reaches the target rate inside the range
         scales = []
-        if reference is not None and 1 <= m <= n and (step < 3 or step % 2 == 1):
+        if predict and (step < 3 or step % 2 == 1):
             flips = top1_flip_scales(reference, latest[1], latest[0])
             scales = _around(float(flips.kthvalue(m).values), lo, hi, lo_bound, hi_bound, tol)
         if not scales:  # bisection in log scale
@@ -137,9 +188,88 @@ def robustness(
                 scales = [lo_bound]
             else:
                 scales = [math.sqrt(lo[0] * hi[0])]
-    if hi is not None:
-        return hi[1]
-    return lo[1] if lo is not None else 0.0
+    return _End("passes", lo, hi)
+
+
+#: ``measure(scales, part)``: per scale ``(energy summed over the rows, disagreements,
+#: outputs)`` on the rows of ``part`` - ``"subset"`` or ``"rest"`` (see
+#: :func:`robustness_on_subset`).
+PartMeasure = Callable[[Sequence[float], str], list[tuple[float, int, torch.Tensor]]]
+
+
+def robustness_on_subset(
+    measure: PartMeasure,
+    full_measure: Measure,
+    target: float,
+    n: int,
+    subset: torch.Tensor,
+    rest: torch.Tensor,
+    *,
+    reference: torch.Tensor,
+    start: float = 2.0**-6,
+    tol: float = TOLERANCE_LOG2,
+    max_passes: int = 16,
+) -> tuple[float, bool]:
+    """:func:`robustness` with the top-1 rule, searched on a subset of the inputs and
+    verified once on all of them. Returns ``(t, verified)``.
+
+    ``subset``, ``rest``: the row indices (a partition of ``range(n)``) that
+    ``measure(scales, "subset")`` / ``measure(scales, "rest")`` evaluate, in that order
+    (the subset: the inputs of lowest top-1 margin); ``full_measure``: :data:`Measure` on
+    all rows, for the fallback. A subset's disagreements never exceed those of all inputs,
+    so the search on the subset (which counts the disagreements the target needs among all
+    ``n``) ends with a valid upper end ``hi``. The rest is then measured once, at both ends
+    of the subset's bracket (one stacked pass): if ``lo`` stays below the target on all
+    inputs, the bracket is valid for all inputs and ``t`` is computed from all inputs
+    exactly as :func:`robustness` computes it from a bracket (energies of all inputs at
+    both ends, the crossing predicted from all inputs' outputs at ``lo``) - the same value
+    whenever the subset's search visits the same scales, i.e. whenever no input outside the
+    subset decides a step. Otherwise (an input outside the subset flips below the subset's
+    crossing) the search is repeated on all inputs from the same start: ``verified`` is
+    then ``False`` and ``t`` is :func:`robustness`'s."""
+    m = needed_disagreements(target, n)
+    if not 1 <= m <= subset.numel() or subset.numel() + rest.numel() != n or rest.numel() == 0:
+        return robustness(
+            full_measure,
+            target,
+            n,
+            reference=reference,
+            start=start,
+            tol=tol,
+            max_passes=max_passes,
+        ), True
+    ref_s, ref_r = reference[subset], reference[rest]
+    seen: dict[float, tuple[float, int]] = {}
+
+    def on_subset(scales):
+        res = measure(scales, "subset")
+        for s, (e_sum, count, _) in zip(scales, res):
+            seen[s] = (e_sum, count)
+        return [(e_sum, count / n, out) for e_sum, count, out in res]
+
+    end = _search(on_subset, target, n, ref_s, start, tol, max_passes)
+    lo, hi = end.lo, end.hi
+    ends = [e for e in (lo, hi) if e is not None]
+    full = {}
+    for e, (e_sum, count, out) in zip(ends, measure([e[0] for e in ends], "rest")):
+        e_s, c_s = seen[e[0]]
+        full[e[0]] = (e[0], (e_s + e_sum) / n, torch.cat([e[2], out]), c_s + count)
+    if lo is None or full[lo[0]][3] < m:  # the subset's bracket holds on all inputs
+        on_all = _End(end.kind, full[lo[0]] if lo else None, full[hi[0]] if hi else None)
+        if end.kind == "bracket":
+            cross = on_all.crossing(torch.cat([ref_s, ref_r]), n, target)
+            return _log_interpolate(on_all.lo[:2], on_all.hi[:2], cross), True
+        return on_all.energy(), True
+    t = robustness(
+        full_measure,
+        target,
+        n,
+        reference=reference,
+        start=start,
+        tol=tol,
+        max_passes=max_passes,
+    )
+    return t, False
 
 
 def _log_interpolate(lo: tuple[float, float], hi: tuple[float, float], scale: float) -> float:

@@ -1,0 +1,256 @@
+"""The robustness search on a low-margin subset with one verification on all inputs
+(``robustness_on_subset``), the probe's row sets, resumed plan measurements and the
+pre-round-trip plan prefixes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from qpart.core.profile import profile
+from qpart.planning import calibration
+from qpart.planning.calibration import adversarial_margins, calibrate, subset_size
+from qpart.planning.probe import Probe
+from qpart.planning.robustness import (
+    TOLERANCE_LOG2,
+    needed_disagreements,
+    robustness,
+    robustness_on_subset,
+)
+from qpart.planning.subgraph import Subgraph
+
+
+def _synthetic(n=400, classes=10, flipping=40, late=None, seed=0):
+    """Logits ``ref + s * direction``: the first ``flipping`` rows have small margins, the
+    others margins too large to flip in the searched range (``late``: one of those rows
+    gets a direction that flips it at a small scale instead)."""
+    gen = torch.Generator().manual_seed(seed)
+    ref = torch.randn(n, classes, generator=gen)
+    ref[flipping:, 0] += 1e6  # class 0 by a margin no scale in [2^-14, 8] overcomes
+    direction = torch.randn(n, classes, generator=gen)
+    direction[flipping:] = direction[flipping:].clamp(-1.0, 1.0)
+    if late is not None:
+        ref[late] = torch.zeros(classes)
+        ref[late, 0] = 1e-4
+        direction[late] = torch.zeros(classes)
+        direction[late, 1] = 1.0
+    rows_seen = []
+
+    def outputs(s, rows):
+        return ref[rows] + s * direction[rows]
+
+    def full(scales):
+        rows_seen.append(n * len(scales))
+        res = []
+        for s in scales:
+            out = ref + s * direction
+            e = float(((out - ref) ** 2).sum(-1).mean())
+            rate = int((out.argmax(-1) != ref.argmax(-1)).sum()) / n
+            res.append((e, rate, out))
+        return res
+
+    return ref, outputs, full, rows_seen
+
+
+def _parts(ref, outputs, order, k, rows_seen):
+    subset, rest = order[:k], order[k:]
+
+    def measure(scales, part):
+        rows = subset if part == "subset" else rest
+        rows_seen.append(rows.numel() * len(scales))
+        res = []
+        for s in scales:
+            out = outputs(s, rows)
+            e = float(((out - ref[rows]) ** 2).sum())
+            res.append((e, int((out.argmax(-1) != ref[rows].argmax(-1)).sum()), out))
+        return res
+
+    return measure, subset, rest
+
+
+def test_subset_search_equals_the_full_search_when_the_rest_cannot_flip():
+    ref, outputs, full, rows_seen = _synthetic()
+    n = ref.shape[0]
+    order = torch.argsort(adversarial_margins(ref), stable=True)
+    measure, subset, rest = _parts(ref, outputs, order, 40, rows_seen)
+    t_full = robustness(full, 0.01, n, reference=ref)
+    full_rows = sum(rows_seen)
+    rows_seen.clear()
+    t, verified = robustness_on_subset(measure, full, 0.01, n, subset, rest, reference=ref)
+    assert verified
+    assert t == pytest.approx(t_full, rel=1e-5)
+    assert sum(rows_seen) < full_rows  # the search itself ran on the subset
+
+
+def test_a_flip_outside_the_subset_fails_verification_and_falls_back():
+    """A row outside the subset that flips below the subset's crossing makes the subset's
+    ``lo`` wrong for all inputs: the verification catches it and the result is the full
+    search's."""
+    ref, outputs, full, rows_seen = _synthetic(late=300)
+    n = ref.shape[0]
+    order = torch.arange(n)  # the late row is in the rest
+    measure, subset, rest = _parts(ref, outputs, order, 40, rows_seen)
+    t_full = robustness(full, 0.01, n, reference=ref)
+    t, verified = robustness_on_subset(measure, full, 0.01, n, subset, rest, reference=ref)
+    assert not verified
+    assert t == t_full
+    # the same rows as the subset but with the late row inside: verified again
+    inside = torch.cat([torch.tensor([300]), order[order != 300]])
+    measure, subset, rest = _parts(ref, outputs, inside, 41, rows_seen)
+    t2, verified2 = robustness_on_subset(measure, full, 0.01, n, subset, rest, reference=ref)
+    assert verified2 and t2 == pytest.approx(t_full, rel=1e-5)
+
+
+def test_a_subset_too_small_for_the_target_searches_all_inputs():
+    ref, outputs, full, rows_seen = _synthetic()
+    n = ref.shape[0]
+    order = torch.arange(n)
+    m = needed_disagreements(0.01, n)
+    measure, subset, rest = _parts(ref, outputs, order, m - 1, rows_seen)
+    t, verified = robustness_on_subset(measure, full, 0.01, n, subset, rest, reference=ref)
+    assert verified and t == robustness(full, 0.01, n, reference=ref)
+
+
+class _Mlp(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(20, 32), nn.Linear(32, 16), nn.Linear(16, 6)
+
+    def forward(self, x):
+        return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    torch.manual_seed(0)
+    model = _Mlp().eval()
+    x = torch.randn(800, 20)
+    return model, x, profile(model, x[:2])
+
+
+def test_subset_search_on_a_probe_keeps_a_bracket_valid_on_all_inputs(mlp):
+    """On real network outputs the subset's result is a bracket verified on all inputs:
+    within the bracket tolerance of the full search's ``t``."""
+    _, x, prof = mlp
+    probe = Probe(prof, x)
+    order = torch.argsort(adversarial_margins(probe.ref), stable=True)
+    size = subset_size(0.01, probe.n)
+    band = 2.0 ** (2 * TOLERANCE_LOG2) * 1.01
+    for i, layer in enumerate(prof.layers):
+        idx = probe.layer_index[layer.name]
+        w = probe.modules[layer.name].weight
+        noise = calibration._weight_noise(w, i)
+        value_at = calibration._Perturbed(
+            probe, probe.cache[probe.nodes[idx]], probe.layer_output(layer.name, noise, bias=False)
+        )
+        full = calibration._stacked_measure(probe, idx, value_at)
+        parts = {"subset": probe.add_rows(order[:size]), "rest": probe.add_rows(order[size:])}
+        t, _ = robustness_on_subset(
+            calibration._part_measure(probe, idx, value_at, parts),
+            full,
+            0.01,
+            probe.n,
+            probe.rows(parts["subset"]),
+            probe.rows(parts["rest"]),
+            reference=probe.ref,
+        )
+        probe.drop_rows(parts.values())
+        t_full = robustness(full, 0.01, probe.n, reference=probe.ref)
+        assert t_full / band <= t <= t_full * band
+
+
+def test_row_sets_measure_their_rows(mlp):
+    _, x, prof = mlp
+    probe = Probe(prof, x)
+    rows = torch.tensor([5, 3, 700, 0])
+    chunk = probe.add_rows(rows, cache=False)
+    idx = probe.layer_index[prof.layers[1].name]
+    value = probe.cache[probe.nodes[idx]]
+    out = probe.outputs_from(idx, [value.index_select(0, rows)], chunk=chunk)
+    torch.testing.assert_close(out, probe.ref[rows])
+    assert probe.sums_many(out, 1, chunk) == [(0.0, 0)]
+    with pytest.raises(ValueError):
+        probe.drop_rows([chunk - 1])
+    probe.drop_rows([chunk])
+    assert probe.num_chunks == 0
+
+
+def test_resumed_plan_measurement_equals_a_fresh_one(mlp):
+    _, x, prof = mlp
+    probe = Probe(prof, x)
+    order = torch.argsort(adversarial_margins(probe.ref), stable=True)
+    probe.set_chunks(order, (0.125, 0.25, 0.5, 1.0))
+    p = prof.num_layers - 1
+    bits, b_a = [2] * p, 2
+    count, seen = probe.plan_disagreements(p, bits, b_a)
+    assert seen == probe.n and count > 0
+    first = probe.plan_disagreements(p, bits, b_a, limit=0)
+    assert first[1] < probe.n  # stopped early
+    assert probe.plan_disagreements(p, bits, b_a, limit=count, resume=first) == (count, seen)
+
+
+def test_plans_cut_later_reuse_the_prefix_before_the_round_trip(mlp, monkeypatch):
+    """A plan cut after layer 1 keeps the values before its cut's round trip: a plan with
+    the same first width cut later reads them (layer 1 is not run again), and equals a
+    fresh probe's plan."""
+    _, x, prof = mlp
+    probe, fresh = Probe(prof, x), Probe(prof, x)
+    probe.plan_outputs(1, [3], 4)
+    runs = []
+    orig = Subgraph.__call__
+
+    def spy(self, values):
+        runs.append(self)
+        return orig(self, values)
+
+    monkeypatch.setattr(Subgraph, "__call__", spy)
+    later = probe.plan_outputs(2, [3, 5], 2)
+    start = probe.layer_index[prof.layers[0].name]
+    first_piece = next(v for k, v in probe._pieces.items() if k[0] == start)
+    assert runs and first_piece not in runs
+    monkeypatch.undo()
+    torch.testing.assert_close(later, fresh.plan_outputs(2, [3, 5], 2))
+
+
+def test_calibration_with_subsets_keeps_every_robustness_in_the_bracket(mlp, monkeypatch):
+    """Subsets change where the robustness search measures, not what it finds: every
+    source's ``t`` lies within the bracket tolerance of the search on all inputs."""
+    model, x, prof = mlp
+    kw = {"prof": prof, "levels": (0.01, 0.02), "progress": False, "threads": 1}
+    calls = []
+    orig = calibration.robustness_on_subset
+
+    def counted(*a, **k):
+        calls.append(1)
+        return orig(*a, **k)
+
+    monkeypatch.setattr(calibration, "robustness_on_subset", counted)
+    with_subsets = calibrate(model, x, **kw)
+    assert calls  # the subset search ran
+    monkeypatch.setattr(calibration, "subset_size", lambda target, n: None)
+    without = calibrate(model, x, **kw)
+    band = 2.0 ** (2 * TOLERANCE_LOG2) * 1.01
+    pairs = list(zip(with_subsets.layers, without.layers))
+    pairs += [(with_subsets.activations[p], without.activations[p]) for p in without.activations]
+    for a, b in pairs:
+        assert b.t / band <= a.t <= b.t * band
+
+
+def test_perturbed_values_stacked_equal_one_at_a_time(mlp):
+    _, x, prof = mlp
+    probe = Probe(prof, x)
+    idx = probe.layer_index[prof.layers[1].name]
+    y0 = probe.cache[probe.nodes[idx]]
+    delta = torch.randn(y0.shape, generator=torch.Generator().manual_seed(2))
+    value_at = calibration._Perturbed(probe, y0, delta)
+    chunk = probe.add_rows(torch.tensor([7, 1, 300]))
+    for c in (0, chunk):
+        scales = [0.01, 0.5, 2.0]
+        stacked = value_at.stacked(scales, c)
+        assert torch.equal(stacked, torch.cat([value_at(s, c) for s in scales]))
+        rows = probe.rows(c)
+        first = torch.add(y0, delta, alpha=0.01)
+        assert torch.equal(
+            stacked[: first.shape[0] if rows is None else 3], first if rows is None else first[rows]
+        )
