@@ -227,8 +227,8 @@ def robustness_on_subset(
     subset decides a step. Otherwise (an input outside the subset flips below the subset's
     crossing) the search is repeated on all inputs from the same start: ``verified`` is
     then ``False`` and ``t`` is :func:`robustness`'s."""
-    m = needed_disagreements(target, n)
-    if not 1 <= m <= subset.numel() or subset.numel() + rest.numel() != n or rest.numel() == 0:
+
+    def on_all_inputs() -> float:
         return robustness(
             full_measure,
             target,
@@ -237,7 +237,11 @@ def robustness_on_subset(
             start=start,
             tol=tol,
             max_passes=max_passes,
-        ), True
+        )
+
+    m = needed_disagreements(target, n)
+    if not 1 <= m <= subset.numel() or subset.numel() + rest.numel() != n or rest.numel() == 0:
+        return on_all_inputs(), True
     ref_s, ref_r = reference[subset], reference[rest]
     seen: dict[float, tuple[float, int]] = {}
 
@@ -260,16 +264,7 @@ def robustness_on_subset(
             cross = on_all.crossing(torch.cat([ref_s, ref_r]), n, target)
             return _log_interpolate(on_all.lo[:2], on_all.hi[:2], cross), True
         return on_all.energy(), True
-    t = robustness(
-        full_measure,
-        target,
-        n,
-        reference=reference,
-        start=start,
-        tol=tol,
-        max_passes=max_passes,
-    )
-    return t, False
+    return on_all_inputs(), False
 
 
 def _log_interpolate(lo: tuple[float, float], hi: tuple[float, float], scale: float) -> float:
