@@ -6,6 +6,7 @@ the local quantized split model's. Bad models fail at registration, clearly."""
 from __future__ import annotations
 
 import argparse
+import copy
 import struct
 
 import pytest
@@ -17,7 +18,7 @@ from qpart.apps.serve import build_entries
 from qpart.core.errors import ProfileError
 from qpart.core.profile import profile
 from qpart.core.split import quantized_split_model, roundtrip_activation
-from qpart.serving.device import DeviceClient
+from qpart.serving.device import DeviceClient, runnable_segment
 from qpart.serving.registry import ModelSpec, entry_from_spec
 from qpart.serving.server import ServerThread, create_app
 from qpart.serving.wire import (
@@ -78,6 +79,10 @@ def test_every_served_pattern_crosses_the_wire_as_planned(functional_entry):
             entry.profile, pat.partition_point, pat.bits, pat.activation_bits
         )(x)
         cut = seg.module(x)
+        fused = runnable_segment(copy.deepcopy(seg)).module  # what DeviceClient runs: same values
+        assert torch.equal(fused(x), cut)
+        if pat.partition_point >= 1:  # conv1 -> F.relu runs as one call
+            assert any(n.kwargs.get("relu") for n in fused.graph.nodes if n.op == "call_module")
         if pat.activation_bits is None:
             torch.testing.assert_close(cut, ref, rtol=1e-5, atol=1e-5)
             continue

@@ -209,7 +209,7 @@ class DeviceClient:
                 self.held_segment = sid
                 return seg, 0
         resp = self._request("GET", f"/v1/segment/{plan['plan_id']}")
-        seg = _runnable(decode_segment(resp.content, sid))  # verifies the sha256
+        seg = runnable_segment(decode_segment(resp.content, sid))  # verifies the sha256
         self.segments[sid] = seg
         self.held_segment = sid
         if path is not None:
@@ -225,7 +225,7 @@ class DeviceClient:
             return None
         if path.is_file() and not path.is_symlink():
             try:
-                return _runnable(decode_segment(path.read_bytes(), sid))
+                return runnable_segment(decode_segment(path.read_bytes(), sid))
             except (OSError, WireFormatError):
                 pass
         _remove(path)
@@ -324,7 +324,7 @@ def activation_overhead_bytes() -> int:
     return ACTIVATION_HEADER_BYTES
 
 
-def _runnable(seg: DecodedSegment) -> DecodedSegment:
+def runnable_segment(seg: DecodedSegment) -> DecodedSegment:
     """``seg`` with its graph's conv epilogues fused and its max pools on strided slices
     (``qpart_kernels.fuse_epilogues``): the same values, fewer passes over memory."""
     if isinstance(seg.module, fx.GraphModule):
