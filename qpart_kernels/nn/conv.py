@@ -151,7 +151,7 @@ class QPartConv2d(nn.Module):
         return module
 
     def forward(
-        self, input: torch.Tensor, residual: torch.Tensor | None = None, relu: bool = False
+        self, input: torch.Tensor, residual: torch.Tensor | float | None = None, relu: bool = False
     ) -> torch.Tensor:
         """The convolution; then ``+ residual`` and ReLU if asked: the values of a separate
         ``+`` and ``torch.relu``. A residual of the output's shape and dtype is fused into the
@@ -160,7 +160,7 @@ class QPartConv2d(nn.Module):
         unbatched = input.dim() == 3
         x = input.unsqueeze(0) if unbatched else input
         if residual is not None:
-            if unbatched:
+            if unbatched and isinstance(residual, torch.Tensor):
                 residual = residual.unsqueeze(0)
             if not self._fusable_residual(x, residual):
                 out = self.forward(x) + residual
@@ -184,7 +184,9 @@ class QPartConv2d(nn.Module):
         )
         return out.squeeze(0) if unbatched else out
 
-    def _fusable_residual(self, x: torch.Tensor, residual: torch.Tensor) -> bool:
+    def _fusable_residual(self, x: torch.Tensor, residual) -> bool:
+        if not isinstance(residual, torch.Tensor):
+            return False  # a number: added after the convolution
         if residual.dtype != x.dtype or residual.device != x.device or x.dim() != 4:
             return False
         ho, wo = checks.conv2d_output_hw(

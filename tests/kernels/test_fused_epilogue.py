@@ -81,6 +81,8 @@ def test_module_broadcasts_a_residual_of_another_shape():
     assert torch.equal(m(x, r, relu=True), torch.relu(plain + r))
     r64 = torch.randn_like(plain, dtype=torch.float64)  # promoted as `+` promotes
     assert torch.equal(m(x, r64), plain + r64)
+    assert torch.equal(m(x, 0.5, relu=True), torch.relu(plain + 0.5))  # a number, as `+`
+    assert torch.equal(m(x[1], 0.5), plain[1] + 0.5)
     unbatched = m(x[0], plain[0], relu=True)
     assert torch.equal(unbatched, torch.relu(plain[0] + plain[0]))
 
