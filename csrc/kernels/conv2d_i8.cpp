@@ -120,16 +120,19 @@ bool direct_ok(const detail::IsaKernels& row, const Conv2dShape& s, int64_t grou
 
 }  // namespace
 
-Status conv2d_i8_scales(CpuIsa isa, const float* x, const Conv2dShape& s, float* scale) {
+Status int8_scale(CpuIsa isa, const float* x, int64_t n, float* scale) {
   const auto absmax = detail::isa_kernels(isa).fn.absmax_f32;
+  float amax = 0.0f;
+  const bool finite = absmax ? absmax(x, n, &amax) : absmax_scalar(x, n, &amax);
+  *scale = finite ? amax / 127.0f : 0.0f;
+  return finite ? Status::kOk : Status::kNonFinite;
+}
+
+Status conv2d_i8_scales(CpuIsa isa, const float* x, const Conv2dShape& s, float* scale) {
   const int64_t n = s.c_in * s.h_in * s.w_in;
   Status status = Status::kOk;
-  for (int64_t i = 0; i < s.batch; ++i) {
-    float amax = 0.0f;
-    const bool finite = absmax ? absmax(x + i * n, n, &amax) : absmax_scalar(x + i * n, n, &amax);
-    if (!finite) status = Status::kNonFinite;
-    scale[i] = finite ? amax / 127.0f : 0.0f;
-  }
+  for (int64_t i = 0; i < s.batch; ++i)
+    if (int8_scale(isa, x + i * n, n, scale + i) != Status::kOk) status = Status::kNonFinite;
   return status;
 }
 

@@ -288,7 +288,13 @@ void conv2d_f32(const float* x, const Conv2dShape& s, const uint8_t* packed,
 // and conv2d_i8_pack_weights over the output channels (both splittable across threads), then
 // conv2d_i8_items over the work items (splittable too).
 
-/// Per-image activation scales (batch floats). kNonFinite if x has a NaN or Inf.
+/// The int8 scale max |x| / 127 of n floats (0 if all are 0); kNonFinite (scale 0) if one
+/// is NaN or Inf. The scale of a whole equals the largest of its parts' scales (a rounded
+/// division by 127 keeps the order), so an image may be split across threads.
+Status int8_scale(CpuIsa isa, const float* x, int64_t n, float* scale);
+
+/// Per-image activation scales (batch floats, int8_scale of each image). kNonFinite if x has
+/// a NaN or Inf.
 Status conv2d_i8_scales(CpuIsa isa, const float* x, const Conv2dShape& s, float* scale);
 
 /// How conv2d_i8 lays out its operands and splits its work. A work item is a tile of up to

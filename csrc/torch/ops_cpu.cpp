@@ -212,9 +212,8 @@ void conv2d_i8_cpu(const Tensor& input, const k::Conv2dShape& shape, const Tenso
   const float* x_ptr = x.const_data_ptr<float>();
   const int nb = static_cast<int>(bits);
 
-  // Per-image scales. An image is cut into chunks when there are fewer images than threads
-  // (batch 1): each chunk's max|x| / 127, and the image's scale is the largest - the same
-  // float, since rounding a division by 127 keeps the order.
+  // Per-image scales; an image is cut into chunks when there are fewer images than threads
+  // (batch 1), its scale the largest of theirs (k::int8_scale).
   const int64_t image = shape.c_in * shape.h_in * shape.w_in;
   const int64_t threads = at::get_num_threads();
   const int64_t chunks =
@@ -226,13 +225,9 @@ void conv2d_i8_cpu(const Tensor& input, const k::Conv2dShape& shape, const Tenso
   at::parallel_for(0, shape.batch * chunks, 1, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t n = i / chunks, c0 = (i % chunks) * chunk;
-      k::Conv2dShape part{1, 1, 1, std::min(chunk, image - c0), 1, 1, 1, 1, 1, 0, 0, 1, 1, 1};
-      if (part.w_in <= 0) {
-        ps_ptr[i] = 0.0f;
-      } else if (k::conv2d_i8_scales(isa, x_ptr + n * image + c0, part, ps_ptr + i) !=
-                 k::Status::kOk) {
+      const int64_t len = std::max<int64_t>(0, std::min(chunk, image - c0));
+      if (k::int8_scale(isa, x_ptr + n * image + c0, len, ps_ptr + i) != k::Status::kOk)
         status.store(1);
-      }
     }
   });
   TORCH_CHECK_VALUE(status.load() == 0,

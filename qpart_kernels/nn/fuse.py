@@ -53,7 +53,6 @@ def _max_along(x: torch.Tensor, dim: int, k: int, s: int, p: int, n_out: int) ->
     """Max over windows of ``k`` along ``dim`` (stride ``s``, ``p`` implicit ``-inf`` each
     side): one strided slice per tap, clipped to the outputs whose tap is inside ``x``."""
     length = x.shape[dim]
-    reuse = not (torch.is_grad_enabled() and x.requires_grad)  # out= has no autograd
     taps = []
     for j in range(k):
         lo = max(0, -((j - p) // s))  # first output whose tap j is at index >= 0
@@ -73,11 +72,7 @@ def _max_along(x: torch.Tensor, dim: int, k: int, s: int, p: int, n_out: int) ->
             continue
         part = view[(slice(None),) * (dim % x.dim()) + (slice(None, None, s),)]
         region = out.narrow(dim, lo, hi - lo)
-        if reuse:
-            torch.maximum(region, part, out=region)
-        else:
-            out = out.clone()
-            out.narrow(dim, lo, hi - lo).copy_(torch.maximum(region, part))
+        torch.maximum(region, part, out=region)
     return out
 
 
@@ -92,14 +87,15 @@ def max_pool2d_slices(
     """``max_pool2d`` (``dilation = 1``, floor mode) as a maximum over strided slices, first
     along the width and then along the height (``kh + kw`` element-wise maxima, the padding
     never materialised): the same values as ATen (NaN propagates), several times faster on CPU
-    NCHW tensors. Other arguments, channels-last tensors and compiled code run ATen's
-    ``max_pool2d``."""
+    NCHW tensors. Other arguments, channels-last tensors, compiled code and inputs that need a
+    gradient run ATen's ``max_pool2d``."""
     kh, kw = _pair(kernel_size, None)
     sh, sw = _pair(stride, (kh, kw))
     ph, pw = _pair(padding, 0)
     dh, dw = _pair(dilation, 1)
     fallback = ceil_mode or (dh, dw) != (1, 1) or x.dim() != 4 or not x.is_floating_point()
     fallback = fallback or torch.compiler.is_compiling()  # the compiler makes its own pool
+    fallback = fallback or (torch.is_grad_enabled() and x.requires_grad)  # out= has no autograd
     h, w = x.shape[-2:] if x.dim() == 4 else (0, 0)
     ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
     channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
@@ -156,10 +152,11 @@ def _fuse_residual(gm: fx.GraphModule, conv: fx.Node, add: fx.Node) -> bool:
     other = add.args[1] if add.args[0] is conv else add.args[0]
     if not isinstance(other, fx.Node) or other is conv:
         return False
-    order = {n: i for i, n in enumerate(gm.graph.nodes)}
-    between = [n for n in gm.graph.nodes if order[conv] < order[n] < order[add]]
-    if any(_mutates(gm, n) for n in between):
-        return False
+    node = conv.next
+    while node is not add:  # the add comes after its operand conv
+        if _mutates(gm, node):
+            return False
+        node = node.next
     add.prepend(conv)  # after `other`, which may come later (a projection shortcut)
     conv.kwargs = {"residual": other}
     add.replace_all_uses_with(conv)
