@@ -17,6 +17,7 @@ Reports per layer the minimum time of each case and the paired ratio
 load): its minimum and median (> 1: qpart is faster).
 
     python benchmarks/cpu_time_conv_int8.py [--bits 4] [--rounds 30] [--threads 2] [--clock wall]
+        [--group-size 128]
 
 ``--clock cpu`` times one thread by its CPU time (time.thread_time; forces ``--threads 1``),
 which other jobs on a shared machine disturb much less than wall-clock time.
@@ -72,8 +73,9 @@ def pytorch_int8(w: torch.Tensor, x: torch.Tensor, stride: int):
     return run
 
 
-def layer_cases(layer, bits_list):
-    """Callables: fp32, PyTorch int8, then qpart i8 and qpart f32 per width."""
+def layer_cases(layer, bits_list, group_size=None):
+    """Callables: fp32, PyTorch int8, then qpart i8 and qpart f32 per width (and qpart i8
+    with weight groups of ``group_size`` codes where that divides the row)."""
     _, cin, cout, stride, hw = layer
     torch.manual_seed(0)
     w = torch.randn(cout, cin, 3, 3) / (cin * 9) ** 0.5
@@ -87,6 +89,11 @@ def layer_cases(layer, bits_list):
         cases[f"qpart f32 {bits}b"] = lambda q=q, bits=bits: qk.conv2d(
             x, *q, bits, w.shape, None, stride, 1
         )
+        if group_size and (cin * 9) % group_size == 0:
+            qg = qk.quantize_weight(w.reshape(cout, -1), bits, group_size)
+            cases[f"qpart i8 {bits}b g"] = lambda q=qg, bits=bits: qk.conv2d(
+                x, *q, bits, w.shape, None, stride, 1, int8_activations=True
+            )
     return cases
 
 
@@ -110,6 +117,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    ap.add_argument(
+        "--group-size",
+        type=int,
+        default=None,
+        help="also time qpart i8 with weight groups of this many codes (where it divides a "
+        "row) and report per-channel time / grouped time",
+    )
     args = ap.parse_args()
     clock = time.perf_counter
     if args.clock == "cpu":
@@ -129,9 +143,17 @@ def main() -> None:
             "int8 pt / qpart i8 (min, median of paired rounds) |"
         )
         print("|---|---:|---:|---:|---:|---:|")
+        grouped_rows = []
         for layer in LAYERS:
-            cases = layer_cases(layer, [bits])
+            cases = layer_cases(layer, [bits], args.group_size)
             t = time_rounds(cases, args.rounds, clock)
+            if f"qpart i8 {bits}b g" in t:
+                g, pc = t[f"qpart i8 {bits}b g"], t[f"qpart i8 {bits}b"]
+                r = [a / b for a, b in zip(pc, g)]
+                grouped_rows.append(
+                    f"| {layer[0]} | {min(pc) * 1e3:.3f} | {min(g) * 1e3:.3f} | "
+                    f"{min(r):.2f}, {statistics.median(r):.2f} |"
+                )
             mine = t[f"qpart i8 {bits}b"]
             ratios = [a / b for a, b in zip(t["int8 pt"], mine)]
             cells = " | ".join(
@@ -142,6 +164,12 @@ def main() -> None:
                 f"| {layer[0]} | {cells} | {min(ratios):.2f}, {statistics.median(ratios):.2f} |",
                 flush=True,
             )
+        if grouped_rows:
+            print(
+                f"\n| layer | qpart i8 {bits}b per channel ms | group {args.group_size} ms | "
+                "per channel / grouped (min, median of paired rounds) |\n|---|---:|---:|---:|"
+            )
+            print("\n".join(grouped_rows), flush=True)
 
 
 if __name__ == "__main__":

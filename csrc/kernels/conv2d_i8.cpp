@@ -113,9 +113,27 @@ void tile_scalar(const Conv2dI8Args& a, const Conv2dI8Tile& t) {
   }
 }
 
-bool direct_ok(const detail::IsaKernels& row, const Conv2dShape& s, int64_t group_size) {
-  return row.fn.conv2d_i8_tile != nullptr &&
-         (group_size == s.k() || group_size % (4 * s.kh * s.kw) == 0);
+// Whether the direct layout fits the weight groups: each one covers whole 4-channel blocks
+// (the direct layout's blocks are 4 channels at one tap; the patch matrix's, any 4 codes).
+// A 1..3-channel stem stays direct too: its patches cost more to gather (one byte per code
+// and pixel) than the padding to 4 channels costs in products (measured on ResNet's stem).
+bool direct_layout_fits(const Conv2dShape& s, int64_t group_size) {
+  return group_size == s.k() || group_size % (4 * s.kh * s.kw) == 0;
+}
+
+// The 1x1 convolution over the patch matrix that an im2col plan's tiles compute: per (image,
+// group) k = c_in / groups * kh * kw "channels" of h_out x w_out pixels, channel j holding code
+// j's input value at every output pixel (0 where the tap falls into the padding).
+Conv2dShape patch_matrix_shape(const Conv2dShape& s) {
+  Conv2dShape v = s;
+  v.c_in = s.groups * s.k();
+  v.h_in = s.h_out();
+  v.w_in = s.w_out();
+  v.kh = v.kw = 1;
+  v.stride_h = v.stride_w = 1;
+  v.pad_h = v.pad_w = 0;
+  v.dil_h = v.dil_w = 1;
+  return v;
 }
 
 }  // namespace
@@ -142,11 +160,22 @@ Conv2dI8Plan conv2d_i8_plan(const Conv2dShape& s, int64_t group_size, CpuIsa isa
   const int64_t c4 = ceil_div(s.c_in / s.groups, 4);
   Conv2dI8Plan p{};
   p.isa = isa;
-  p.direct = direct_ok(row, s, group_size);
+  const bool fits = direct_layout_fits(s, group_size);
+  // The patch matrix needs groups of whole 4-code blocks (the API's are multiples of 32).
+  p.direct = row.fn.conv2d_i8_tile != nullptr && (fits || group_size % 4 == 0);
+  p.im2col = p.direct && !fits;
+  p.tile_shape = p.im2col ? patch_matrix_shape(s) : s;
   p.input_units = s.batch * s.groups * c4;
   threads = std::max(threads, 1);
+  if (p.im2col) {  // split the rows too, so that a batch-1 stem (one unit) packs on all threads
+    const int64_t parts = std::clamp<int64_t>(2 * threads / std::max<int64_t>(1, p.input_units), 1,
+                                              std::max<int64_t>(1, ho));
+    p.im2col_rows = ceil_div(ho, parts);
+    p.input_units *= ceil_div(ho, p.im2col_rows);
+  }
   if (p.direct) {
-    const ConvI8Layout l = detail::conv_i8_layout(s);
+    const Conv2dShape& ts = p.tile_shape;
+    const ConvI8Layout l = detail::conv_i8_layout(ts);
     int64_t rows = std::clamp<int64_t>(kActBudget / std::max<int64_t>(1, l.kb * 4 * l.w), 1, ho);
     rows = ceil_div(ho, ceil_div(ho, rows));  // balanced row tiles
     int64_t co_block = std::min(per_group, kCoBlock);
@@ -159,9 +188,9 @@ Conv2dI8Plan conv2d_i8_plan(const Conv2dShape& s, int64_t group_size, CpuIsa isa
     while (items(co_block, rows) < 2 * threads && rows > 1) rows = ceil_div(rows, 2);
     p.co_block = co_block;
     p.px_block = rows;
-    p.input_bytes = p.input_units * l.unit + l.slack;
+    p.input_bytes = ts.batch * ts.groups * l.c4 * l.unit + l.slack;
     p.panel_bytes = s.c_out * l.kb * 4;
-    p.scratch_bytes = detail::conv_i8_scratch_bytes(s, group_size, rows);
+    p.scratch_bytes = detail::conv_i8_scratch_bytes(ts, group_size, rows);
   } else {
     p.co_block = per_group;
     p.px_block =
@@ -180,24 +209,27 @@ Conv2dI8Plan conv2d_i8_plan(const Conv2dShape& s, int64_t group_size, CpuIsa isa
 void conv2d_i8_pack_input(const Conv2dI8Plan& plan, const float* x, const Conv2dShape& s,
                           const float* scale, int64_t u_begin, int64_t u_end, int8_t* input) {
   if (!plan.direct) return pack_input_nchw(x, s, scale, u_begin, u_end, input);
-  const auto packer = detail::isa_kernels(plan.isa).fn.conv2d_i8_pack_input;
-  if (packer) {
+  if (plan.im2col) {
+    detail::conv2d_i8_pack_patches(x, s, scale, plan.im2col_rows, u_begin, u_end, input);
+  } else if (const auto packer = detail::isa_kernels(plan.isa).fn.conv2d_i8_pack_input) {
     packer(x, s, scale, u_begin, u_end, input);
   } else {
     detail::conv2d_i8_pack_input_portable(x, s, scale, u_begin, u_end, input);
   }
   if (u_end == plan.input_units) {  // the slack past the last unit (read, never used)
-    const ConvI8Layout l = detail::conv_i8_layout(s);
-    std::memset(input + plan.input_units * l.unit, 0, static_cast<size_t>(l.slack));
+    const ConvI8Layout l = detail::conv_i8_layout(plan.tile_shape);
+    std::memset(input + plan.input_bytes - l.slack, 0, static_cast<size_t>(l.slack));
   }
 }
 
 void conv2d_i8_pack_weights(const Conv2dI8Plan& plan, const Conv2dShape& s, const uint8_t* packed,
                             int bits, int64_t co_begin, int64_t co_end, uint8_t* panel) {
   if (!plan.direct) return;
+  (void)s;  // the panel follows the tiles' shape (the patch matrix's with im2col)
+  const Conv2dShape& ts = plan.tile_shape;
   const auto builder = detail::isa_kernels(plan.isa).fn.conv2d_i8_pack_weights;
-  if (builder) return builder(s, packed, bits, co_begin, co_end, panel);
-  detail::conv2d_i8_pack_weights_portable(s, packed, bits, co_begin, co_end, panel);
+  if (builder) return builder(ts, packed, bits, co_begin, co_end, panel);
+  detail::conv2d_i8_pack_weights_portable(ts, packed, bits, co_begin, co_end, panel);
 }
 
 namespace detail {
@@ -249,6 +281,61 @@ void conv2d_i8_pack_weights_portable(const Conv2dShape& s, const uint8_t* packed
   }
 }
 
+void conv2d_i8_pack_patches(const float* x, const Conv2dShape& s, const float* scale, int64_t rows,
+                            int64_t u_begin, int64_t u_end, int8_t* out) {
+  const int64_t cg = s.c_in / s.groups, taps = s.kh * s.kw, k = cg * taps;
+  const int64_t ho = s.h_out(), wo = s.w_out(), c4s = ceil_div(cg, 4), parts = ceil_div(ho, rows);
+  const int64_t block = ho * wo * 4, wp = s.w_in + 2 * s.pad_w, blocks = ceil_div(k, 4);
+  std::vector<int8_t> planes;  // the unit's channels, quantized, zero-padded, its rows only
+  for (int64_t u = u_begin; u < u_end; ++u) {
+    const int64_t part = u % parts, c4 = (u / parts) % c4s, ng = u / (parts * c4s);
+    const int64_t n = ng / s.groups, g = ng % s.groups;
+    const int64_t oy0 = part * rows, oy1 = std::min(ho, oy0 + rows);
+    const int64_t py0 = oy0 * s.stride_h,
+                  nr = (oy1 - 1) * s.stride_h + (s.kh - 1) * s.dil_h + 1 - py0;
+    const int64_t nc = std::min<int64_t>(4, cg - 4 * c4);
+    planes.assign(static_cast<size_t>(nc * nr * wp), 0);
+    for (int64_t c = 0; c < nc; ++c) {
+      const float* src = x + ((n * s.c_in + g * cg + 4 * c4 + c) * s.h_in) * s.w_in;
+      for (int64_t r = 0; r < nr; ++r) {
+        const int64_t iy = py0 + r - s.pad_h;
+        if (iy < 0 || iy >= s.h_in) continue;
+        int8_t* d = planes.data() + (c * nr + r) * wp + s.pad_w;
+        for (int64_t ix = 0; ix < s.w_in; ++ix)
+          d[ix] = quantize_one(src[iy * s.w_in + ix], scale[n]);
+      }
+    }
+    // Codes [4 c4 taps, min(4 (c4 + 1) taps, k)): whole blocks, the group's last one padded.
+    // Each block's 4 codes are written together, one 4-byte pixel at a time.
+    const int64_t j0 = 4 * c4 * taps, j1 = std::min(4 * (c4 + 1) * taps, k);
+    int8_t* base = out + ng * blocks * block;
+    for (int64_t b = j0 / 4; b < ceil_div(j1, 4); ++b) {
+      int64_t lane_row[4];  // code 4b + lane's first padded row and column inside `planes`
+      for (int64_t lane = 0; lane < 4 && 4 * b + lane < j1; ++lane) {
+        const int64_t j = 4 * b + lane;
+        const int64_t c = j / taps - 4 * c4, t = j % taps, r = t / s.kw, q = t % s.kw;
+        lane_row[lane] = (c * nr + r * s.dil_h + oy0 * s.stride_h - py0) * wp + q * s.dil_w;
+      }
+      for (int64_t oy = oy0; oy < oy1; ++oy) {
+        const int8_t* row = planes.data() + (oy - oy0) * s.stride_h * wp;
+        int8_t* d = base + b * block + oy * wo * 4;
+        for (int64_t lane = 0; lane < 4; ++lane) {
+          if (4 * b + lane >= j1) {  // past the row's last code
+            for (int64_t ox = 0; ox < wo; ++ox) d[ox * 4 + lane] = 0;
+            continue;
+          }
+          const int8_t* src = row + lane_row[lane];
+          if (s.stride_w == 1) {
+            for (int64_t ox = 0; ox < wo; ++ox) d[ox * 4 + lane] = src[ox];
+          } else {
+            for (int64_t ox = 0; ox < wo; ++ox) d[ox * 4 + lane] = src[ox * s.stride_w];
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace detail
 
 void conv2d_i8_items(const Conv2dI8Plan& plan, const Conv2dShape& s, const int8_t* input,
@@ -256,8 +343,8 @@ void conv2d_i8_items(const Conv2dI8Plan& plan, const Conv2dShape& s, const int8_
                      const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
                      int64_t group_size, int bits, int64_t item_begin, int64_t item_end,
                      void* scratch, float* y, const ConvEpilogue& ep) {
-  const Conv2dI8Args args{&s,    input, panel,      scale, packed, scale_bits,
-                          zeros, bias,  group_size, bits,  y};
+  const Conv2dI8Args args{&plan.tile_shape, input, panel, scale, packed, scale_bits, zeros, bias,
+                          group_size,       bits,  y};
   const auto direct = detail::isa_kernels(plan.isa).fn.conv2d_i8_tile;
   const int64_t per_group = s.c_out / s.groups, ho = s.h_out();
   for (int64_t item = item_begin; item < item_end; ++item) {

@@ -126,6 +126,13 @@ inline float conv_i8_rounded(float v) {
 /// The portable direct-layout input packer (conv2d_i8.cpp).
 void conv2d_i8_pack_input_portable(const float* x, const Conv2dShape& s, const float* scale,
                                    int64_t u_begin, int64_t u_end, int8_t* out);
+/// The patch-matrix packer of im2col plans (conv2d_i8.cpp): units [u_begin, u_end) of
+/// (image, group, 4-channel block, `rows` output rows), numbered with the row part fastest,
+/// into the direct layout of the plan's tile_shape (a 1x1 conv over k = c_in / groups * kh * kw
+/// channels; channel j = the input value of code j at each output pixel, 0 in the padding and
+/// past k up to the next multiple of 4).
+void conv2d_i8_pack_patches(const float* x, const Conv2dShape& s, const float* scale, int64_t rows,
+                            int64_t u_begin, int64_t u_end, int8_t* out);
 /// The portable weight panel builder (conv2d_i8.cpp).
 void conv2d_i8_pack_weights_portable(const Conv2dShape& s, const uint8_t* packed, int bits,
                                      int64_t co_begin, int64_t co_end, uint8_t* panel);

@@ -303,6 +303,10 @@ Status conv2d_i8_scales(CpuIsa isa, const float* x, const Conv2dShape& s, float*
 struct Conv2dI8Plan {
   CpuIsa isa;                           // kernel family of the tiles
   bool direct;                          // SIMD direct kernel (else the portable scalar kernel)
+  bool im2col;                          // direct kernel on the patch matrix (see tile_shape)
+  Conv2dShape tile_shape;               // the shape the tiles and the panel see: the call's,
+                                        // or with im2col the 1x1 conv over the patch matrix
+  int64_t im2col_rows;                  // im2col: output rows per input unit
   int64_t co_block, px_block;           // tile size (output channels, output rows)
   int64_t co_blocks, px_blocks, items;  // items = batch * groups * co_blocks * px_blocks
   int64_t input_units;                  // units of conv2d_i8_pack_input
@@ -311,13 +315,17 @@ struct Conv2dI8Plan {
   int64_t scratch_bytes;                // scratch of one conv2d_i8_items call
 };
 
-/// The plan for `isa` (must be supported to run it). Direct SIMD kernels need one weight group
-/// per row or group_size % (4 * kh * kw) == 0; other weights run the scalar kernel (same values).
-/// `threads` only balances the tile sizes; results never depend on it.
+/// The plan for `isa` (must be supported to run it). ISAs with a direct SIMD kernel run it on
+/// the direct layout when the weight groups cover whole 4-channel blocks (one group per row, or
+/// group_size % (4 * kh * kw) == 0), otherwise (e.g. groups of 128 codes of a 3x3 conv) on
+/// the patch matrix (im2col: every 4 consecutive codes of a row one block, so any group size).
+/// ISAs without one run the scalar kernel (same values).
+/// `threads` only balances the tile sizes and the input units; results never depend on it.
 Conv2dI8Plan conv2d_i8_plan(const Conv2dShape& s, int64_t group_size, CpuIsa isa, int threads = 1);
 
 /// Quantizes input units [u_begin, u_end) (each one image's block of up to 4 channels of one
-/// group) with their image's scale into `input` (plan.input_bytes, every byte written).
+/// group; with im2col, the patch-matrix blocks of those channels for plan.im2col_rows output
+/// rows) with their image's scale into `input` (plan.input_bytes, every byte written).
 void conv2d_i8_pack_input(const Conv2dI8Plan& plan, const float* x, const Conv2dShape& s,
                           const float* scale, int64_t u_begin, int64_t u_end, int8_t* input);
 

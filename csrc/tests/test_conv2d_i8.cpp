@@ -143,7 +143,7 @@ std::vector<float> run(const Case& c, const Data& dt, k::CpuIsa isa, TileFn tile
     return y;
   }
   // A specific tile kernel (NEON with / without sdot): walk the plan's tiles by hand.
-  const d::Conv2dI8Args args{&s,
+  const d::Conv2dI8Args args{&plan.tile_shape,
                              input.data(),
                              panel.data(),
                              scale.data(),
@@ -195,8 +195,13 @@ std::vector<Case> cases(int bits) {
       {shape(1, 5, 17, 7, 4, 5, 3, 3, 1, 2, 1, 1, 3, 1), 0, bits},     // stride 3, 5x3
       {shape(1, 64, 7, 7, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1), 288, bits},   // grouped, direct
       {shape(1, 64, 5, 6, 3, 1, 1, 1, 1, 0, 0, 1, 1, 1), 32, bits},    // grouped 1x1, direct
-      {shape(1, 32, 5, 5, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1), 32, bits},    // grouped, scalar path
+      {shape(1, 32, 5, 5, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1), 32, bits},    // grouped, im2col
       {shape(2, 4, 4, 9, 8, 2, 1, 1, 2, 2, 1, 3, 2, 2), 0, bits},      // kw 1, stride_w 2
+      {shape(1, 3, 23, 21, 5, 7, 7, 2, 2, 3, 3, 1, 1, 1), 0, bits},    // 3-channel stem
+      {shape(1, 3, 23, 21, 5, 7, 7, 2, 2, 3, 3, 1, 1, 1), 49, bits},   // 3 groups, scalar
+      {shape(1, 8, 10, 9, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1), 24, bits},    // group 24, im2col
+      {shape(1, 64, 6, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1), 96, bits},    // group 96, im2col
+      {shape(2, 6, 7, 8, 4, 3, 3, 1, 2, 1, 0, 2, 1, 2), 0, bits},      // 3 per group, dil
   };
 }
 
@@ -237,10 +242,21 @@ TEST(Conv2dI8, EveryDirectKernelIsBitIdenticalToScalar) {
 
 TEST(Conv2dI8, DirectPlansWhereExpected) {
   const k::Conv2dShape s = shape(1, 8, 7, 7, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+  const k::Conv2dShape stem = shape(1, 3, 224, 224, 64, 7, 7, 2, 2, 3, 3, 1, 1, 1);
+  const k::Conv2dShape pointwise = shape(1, 3, 8, 8, 4, 1, 1, 1, 1, 0, 0, 1, 1, 1);
   for (const Direct& kd : directs()) {
-    EXPECT_TRUE(k::conv2d_i8_plan(s, s.k(), kd.isa).direct) << kd.name;
-    EXPECT_TRUE(k::conv2d_i8_plan(s, 36 * 2, kd.isa).direct) << kd.name;
-    EXPECT_FALSE(k::conv2d_i8_plan(s, 24, kd.isa).direct) << kd.name;  // 24 % 36 != 0
+    for (int64_t gs : {s.k(), int64_t{36 * 2}}) {  // whole 4-channel blocks: the direct layout
+      const k::Conv2dI8Plan p = k::conv2d_i8_plan(s, gs, kd.isa);
+      EXPECT_TRUE(p.direct && !p.im2col) << kd.name;
+    }
+    const k::Conv2dI8Plan g24 = k::conv2d_i8_plan(s, 24, kd.isa);  // 24 % 36 != 0
+    EXPECT_TRUE(g24.direct && g24.im2col) << kd.name;
+    EXPECT_EQ(g24.tile_shape.k(), s.k());
+    EXPECT_FALSE(k::conv2d_i8_plan(stem, stem.k(), kd.isa, 2).im2col) << kd.name;
+    EXPECT_FALSE(k::conv2d_i8_plan(stem, 49, kd.isa).direct) << kd.name;  // 49 % 4 != 0
+    const k::Conv2dI8Plan two = k::conv2d_i8_plan(s, 24, kd.isa, 2);
+    EXPECT_GE(two.input_units, 4) << kd.name;  // one image's rows packed by both threads
+    EXPECT_FALSE(k::conv2d_i8_plan(pointwise, pointwise.k(), kd.isa).im2col) << kd.name;
   }
   EXPECT_FALSE(k::conv2d_i8_plan(s, s.k(), k::CpuIsa::kScalar).direct);
 }

@@ -245,8 +245,8 @@ void conv2d_i8_cpu(const Tensor& input, const k::Conv2dShape& shape, const Tenso
   // The unpacked weight panel, from the content-verified cache when these weights were seen.
   std::shared_ptr<const glue::ConvI8PanelCache::Entry> cached;
   if (plan.panel_bytes > 0) {
-    const glue::ConvI8PanelCache::Key key{shape.c_out, shape.c_in / shape.groups, shape.kh,
-                                          shape.kw, bits};
+    const k::Conv2dShape& ts = plan.tile_shape;  // the panel's layout follows the tiles' shape
+    const glue::ConvI8PanelCache::Key key{ts.c_out, ts.c_in / ts.groups, ts.kh, ts.kw, bits};
     cached = glue::ConvI8PanelCache::instance().get(
         key, p.const_data_ptr<uint8_t>(), static_cast<size_t>(p.numel()),
         static_cast<size_t>(plan.panel_bytes),

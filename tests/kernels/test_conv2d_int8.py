@@ -30,8 +30,12 @@ GEOMETRIES = [
     (1, 7, 6, 20, 13, (1, 1), 1, 0, 1, 1, None),  # 1x1
     (1, 5, 17, 7, 4, (5, 3), (3, 1), (2, 1), (1, 3), 1, None),  # stride 3, 5x3
     (1, 64, 7, 7, 6, (3, 3), 1, 1, 1, 1, 288),  # grouped weights, direct kernel
-    (1, 32, 5, 5, 3, (3, 3), 1, 1, 1, 1, 32),  # grouped weights, scalar kernel
+    (1, 32, 5, 5, 3, (3, 3), 1, 1, 1, 1, 32),  # grouped weights, patch matrix (im2col)
     (2, 4, 4, 9, 8, (2, 1), (1, 2), (2, 1), (3, 2), 2, None),  # kw 1, stride_w 2 (fuzz case)
+    (1, 3, 30, 27, 6, (7, 7), 2, 3, 1, 1, None),  # 3-channel stem: patch matrix
+    (1, 64, 7, 9, 5, (3, 3), 1, 1, 1, 1, 96),  # group 96 of 576 codes: patch matrix
+    (2, 6, 9, 8, 4, (3, 3), (1, 2), (1, 0), (2, 1), 2, None),  # 3 channels per group
+    (1, 8, 11, 13, 5, (3, 4), 1, (1, 2), 1, 1, 32),  # patch matrix, rows split over units
 ]
 
 
