@@ -303,6 +303,7 @@ Status conv2d_i8_scales(CpuIsa isa, const float* x, const Conv2dShape& s, float*
 struct Conv2dI8Plan {
   CpuIsa isa;                           // kernel family of the tiles
   bool direct;                          // SIMD direct kernel (else the portable scalar kernel)
+  bool depthwise;                       // the depthwise path (conv2d_i8_depthwise.h)
   int64_t co_block, px_block;           // tile size (output channels, output rows)
   int64_t co_blocks, px_blocks, items;  // items = batch * groups * co_blocks * px_blocks
   int64_t input_units;                  // units of conv2d_i8_pack_input
