@@ -18,6 +18,8 @@ source "$ROOT/scripts/apt_deps.sh"
 FILES=(
   csrc/kernels/conv2d.cpp
   csrc/kernels/conv2d_i8.cpp
+  csrc/kernels/conv2d_i8_depthwise.cpp
+  csrc/kernels/conv2d_i8_depthwise.h
   csrc/kernels/conv2d_i8_impl.h
   csrc/kernels/dispatch.cpp
   csrc/kernels/dispatch.h
@@ -35,6 +37,7 @@ FILES=(
   csrc/kernels/arm/linear_neon.cpp
   csrc/kernels/x86/conv2d_i8_avx2.cpp
   csrc/kernels/x86/conv2d_i8_avx512.cpp
+  csrc/kernels/x86/conv2d_i8_depthwise_avx2.cpp
   csrc/kernels/x86/conv2d_i8_x86_tile.h
   csrc/kernels/x86/linear_avx2.cpp
   csrc/kernels/x86/linear_avx512_gemm.cpp

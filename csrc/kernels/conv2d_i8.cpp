@@ -10,6 +10,7 @@
 #include <cstring>
 #include <vector>
 
+#include "conv2d_i8_depthwise.h"
 #include "conv2d_i8_impl.h"
 #include "dispatch.h"
 #include "isa_table.h"
@@ -155,6 +156,8 @@ Status conv2d_i8_scales(CpuIsa isa, const float* x, const Conv2dShape& s, float*
 }
 
 Conv2dI8Plan conv2d_i8_plan(const Conv2dShape& s, int64_t group_size, CpuIsa isa, int threads) {
+  if (detail::conv2d_i8_depthwise_applies(s, isa))
+    return detail::conv2d_i8_depthwise_plan(s, group_size, isa, threads);
   const detail::IsaKernels& row = detail::isa_kernels(isa);
   const int64_t per_group = s.c_out / s.groups, ho = s.h_out();
   const int64_t c4 = ceil_div(s.c_in / s.groups, 4);
@@ -208,6 +211,8 @@ Conv2dI8Plan conv2d_i8_plan(const Conv2dShape& s, int64_t group_size, CpuIsa isa
 
 void conv2d_i8_pack_input(const Conv2dI8Plan& plan, const float* x, const Conv2dShape& s,
                           const float* scale, int64_t u_begin, int64_t u_end, int8_t* input) {
+  if (plan.depthwise)
+    return detail::conv2d_i8_depthwise_pack_input(plan, x, s, scale, u_begin, u_end, input);
   if (!plan.direct) return pack_input_nchw(x, s, scale, u_begin, u_end, input);
   if (plan.im2col) {
     detail::conv2d_i8_pack_patches(x, s, scale, plan.im2col_rows, u_begin, u_end, input);
@@ -224,6 +229,7 @@ void conv2d_i8_pack_input(const Conv2dI8Plan& plan, const float* x, const Conv2d
 
 void conv2d_i8_pack_weights(const Conv2dI8Plan& plan, const Conv2dShape& s, const uint8_t* packed,
                             int bits, int64_t co_begin, int64_t co_end, uint8_t* panel) {
+  if (plan.depthwise) return;  // no panel: the depthwise tiles read the packed codes
   if (!plan.direct) return;
   (void)s;  // the panel follows the tiles' shape (the patch matrix's with im2col)
   const Conv2dShape& ts = plan.tile_shape;
@@ -343,6 +349,10 @@ void conv2d_i8_items(const Conv2dI8Plan& plan, const Conv2dShape& s, const int8_
                      const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
                      int64_t group_size, int bits, int64_t item_begin, int64_t item_end,
                      void* scratch, float* y, const ConvEpilogue& ep) {
+  if (plan.depthwise)
+    return detail::conv2d_i8_depthwise_items(plan, s, input, scale, packed, scale_bits, zeros, bias,
+                                             group_size, bits, item_begin, item_end, scratch, y,
+                                             ep);
   const Conv2dI8Args args{&plan.tile_shape, input, panel, scale, packed, scale_bits, zeros, bias,
                           group_size,       bits,  y};
   const auto direct = detail::isa_kernels(plan.isa).fn.conv2d_i8_tile;

@@ -53,6 +53,12 @@ struct IsaEntryPoints {
   /// Its weight panel builder (output channels). Null: the portable one.
   void (*conv2d_i8_pack_weights)(const Conv2dShape& s, const uint8_t* packed, int bits,
                                  int64_t co_begin, int64_t co_end, uint8_t* panel);
+  /// Depthwise integer conv2d tile (conv2d_i8_depthwise.h). Null: no depthwise path (the
+  /// generic kernels above run depthwise convs too).
+  void (*conv2d_i8_dw_tile)(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch);
+  /// Its input packer. Null: the portable one.
+  void (*conv2d_i8_dw_pack_input)(const float* x, const Conv2dShape& s, const float* scale,
+                                  int64_t u_begin, int64_t u_end, int8_t* out);
 };
 
 /// Register tile of a direct conv2d kernel: kMr output channels x kNr pixels, pixel tiles

@@ -303,6 +303,7 @@ Status conv2d_i8_scales(CpuIsa isa, const float* x, const Conv2dShape& s, float*
 struct Conv2dI8Plan {
   CpuIsa isa;                           // kernel family of the tiles
   bool direct;                          // SIMD direct kernel (else the portable scalar kernel)
+  bool depthwise;                       // the depthwise path (conv2d_i8_depthwise.h)
   bool im2col;                          // direct kernel on the patch matrix (see tile_shape)
   Conv2dShape tile_shape;               // the shape the tiles and the panel see: the call's,
                                         // or with im2col the 1x1 conv over the patch matrix

@@ -2,13 +2,16 @@
 // (qpart_kernels.h), and every direct SIMD tile kernel (AVX2; NEON with and without sdot; the
 // AVX-512 row where the CPU has it) bit-for-bit against the scalar kernel, for every width
 // 1..8, strides, padding, dilation, groups / depthwise, odd channel counts and pixel tails,
-// per-channel and grouped weights, extreme codes, and work items run in any split.
+// per-channel and grouped weights, extreme codes, and work items run in any split; the
+// depthwise path (every row with one, its portable and AVX2 tiles) against the definition.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "conv2d_i8_depthwise.h"
 #include "conv2d_i8_impl.h"
 #include "dispatch.h"
 #include "qpart_kernels.h"
@@ -320,6 +323,144 @@ TEST(Conv2dI8, EpilogueEqualsASeparateAddAndRelu) {
         }
         expect_bitwise(fused, want, "epilogue isa " + std::to_string(static_cast<int>(isa)));
       }
+    }
+  }
+}
+
+// ---- the depthwise path (conv2d_i8_depthwise.h) ----------------------------------------------
+
+std::vector<Case> depthwise_cases(int bits) {
+  return {
+      {shape(1, 5, 9, 11, 5, 3, 3, 1, 1, 1, 1, 1, 1, 5), 0, bits},    // odd sizes, tails
+      {shape(2, 6, 13, 17, 12, 3, 3, 2, 2, 1, 1, 1, 1, 6), 0, bits},  // stride 2, m 2, batch 2
+      {shape(1, 3, 12, 40, 9, 5, 3, 1, 2, 2, 1, 2, 1, 3), 0, bits},   // asymmetric, dilation
+      {shape(1, 4, 7, 7, 4, 3, 3, 3, 1, 0, 2, 1, 3, 4), 0, bits},     // stride 3, dilation 3
+      {shape(1, 2, 30, 70, 2, 3, 3, 2, 2, 1, 1, 2, 2, 2), 0, bits},   // stride 2, dilation 2
+      {shape(1, 1, 28, 28, 8, 5, 5, 1, 1, 2, 2, 1, 1, 1), 0, bits},   // one channel, m 8
+      {shape(1, 4, 10, 21, 4, 2, 4, 1, 3, 1, 1, 1, 1, 4), 0, bits},   // even kw, stride_w 3
+      {shape(1, 3, 9, 9, 6, 1, 1, 1, 1, 0, 0, 1, 1, 3), 0, bits},     // 1x1
+      {shape(1, 3, 11, 13, 6, 3, 3, 1, 1, 1, 1, 1, 1, 3), 1, bits},   // one code per group
+      {shape(1, 3, 11, 13, 3, 3, 3, 2, 2, 1, 1, 1, 1, 3), 3, bits},   // a group per kernel row
+      {shape(1, 2, 9, 14, 4, 2, 6, 1, 2, 1, 2, 1, 1, 2), 3, bits},    // groups split tap pairs
+      {shape(3, 8, 7, 7, 8, 3, 3, 1, 1, 1, 1, 1, 1, 8), 0, bits},     // batch 3, 7x7
+      {shape(1, 6, 33, 45, 6, 3, 3, 1, 1, 1, 1, 1, 1, 6), 0, bits},   // 5 vectors + a tail
+      {shape(1, 2, 5, 300, 2, 3, 3, 1, 1, 1, 1, 1, 1, 2), 0, bits},   // wide rows
+  };
+}
+
+// The plan of `isa` with its items walked by hand through `tile` (any depthwise kernel).
+std::vector<float> run_depthwise(const Case& c, const Data& dt, k::CpuIsa isa, TileFn tile,
+                                 bool with_bias) {
+  const k::Conv2dShape& s = c.s;
+  std::vector<float> scale(static_cast<size_t>(s.batch));
+  EXPECT_EQ(k::conv2d_i8_scales(isa, dt.x.data(), s, scale.data()), k::Status::kOk);
+  const k::Conv2dI8Plan plan = k::conv2d_i8_plan(s, dt.w.group_size, isa, 2);
+  EXPECT_TRUE(plan.depthwise);
+  EXPECT_EQ(plan.panel_bytes, 0);
+  std::vector<int8_t> input(static_cast<size_t>(plan.input_bytes), 99);
+  std::vector<uint8_t> scratch(static_cast<size_t>(plan.scratch_bytes + 1));
+  k::conv2d_i8_pack_input(plan, dt.x.data(), s, scale.data(), 0, plan.input_units, input.data());
+  std::vector<float> y(static_cast<size_t>(s.batch * s.c_out * s.h_out() * s.w_out()), -1234.5f);
+  const d::Conv2dI8Args args{&s,
+                             input.data(),
+                             nullptr,
+                             scale.data(),
+                             dt.w.packed.data(),
+                             dt.w.scales.data(),
+                             dt.w.zeros.data(),
+                             with_bias ? dt.bias.data() : nullptr,
+                             dt.w.group_size,
+                             c.bits,
+                             y.data()};
+  const int64_t m = s.c_out / s.groups, ho = s.h_out();
+  for (int64_t item = plan.items - 1; item >= 0; --item) {
+    d::Conv2dI8Tile t;
+    t.image = item / plan.px_blocks / s.groups;
+    t.group = item / plan.px_blocks % s.groups;
+    t.co0 = t.group * m;
+    t.co_n = m;
+    t.oy0 = item % plan.px_blocks * plan.px_block;
+    t.oy1 = std::min(ho, t.oy0 + plan.px_block);
+    tile(args, t, scratch.data());
+  }
+  return y;
+}
+
+TEST(Conv2dI8, DepthwiseIsBitIdenticalToTheDefinition) {
+  std::vector<std::pair<std::string, k::CpuIsa>> rows;
+  for (k::CpuIsa isa : {k::CpuIsa::kAvx512, k::CpuIsa::kAvx2, k::CpuIsa::kNeon})
+    if (k::cpu_isa_supported(isa)) rows.push_back({k::cpu_isa_name(isa), isa});
+  for (int bits = 1; bits <= 8; ++bits) {
+    const auto cs = depthwise_cases(bits);
+    for (size_t i = 0; i < cs.size(); ++i) {
+      const Data dt = make(cs[i], 300 * bits + static_cast<uint32_t>(i));
+      for (bool bias : {false, true}) {
+        const std::string what = name(cs[i], static_cast<int>(i)) + (bias ? " bias" : "");
+        const auto want = model(cs[i], dt, bias);
+        expect_bitwise(run(cs[i], dt, k::CpuIsa::kScalar, nullptr, bias), want, "scalar " + what);
+        for (const auto& [row, isa] : rows) {
+          expect_bitwise(run(cs[i], dt, isa, nullptr, bias), want, row + " " + what);
+          expect_bitwise(run(cs[i], dt, isa, nullptr, bias, 3, 2), want, row + " split " + what);
+          // The portable tile on the row's layout (the one NEON runs; packed by this row).
+          expect_bitwise(run_depthwise(cs[i], dt, isa, d::conv2d_i8_dw_tile_portable, bias), want,
+                         row + " portable " + what);
+#if defined(__x86_64__)
+          if (isa != k::CpuIsa::kNeon)
+            expect_bitwise(run_depthwise(cs[i], dt, isa, d::conv2d_i8_dw_tile_avx2, bias), want,
+                           row + " avx2 tile " + what);
+#endif
+        }
+      }
+    }
+  }
+}
+
+TEST(Conv2dI8, DepthwisePlansWhereExpected) {
+  const k::Conv2dShape dw = shape(1, 8, 7, 7, 16, 3, 3, 1, 1, 1, 1, 1, 1, 8);
+  const k::Conv2dShape dense = shape(1, 8, 7, 7, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+  EXPECT_FALSE(k::conv2d_i8_plan(dw, dw.k(), k::CpuIsa::kScalar).depthwise);  // the reference
+  for (k::CpuIsa isa : {k::CpuIsa::kAvx512, k::CpuIsa::kAvx2, k::CpuIsa::kNeon}) {
+    if (!k::cpu_isa_supported(isa)) continue;
+    EXPECT_TRUE(k::conv2d_i8_plan(dw, dw.k(), isa).depthwise) << k::cpu_isa_name(isa);
+    EXPECT_FALSE(k::conv2d_i8_plan(dense, dense.k(), isa).depthwise) << k::cpu_isa_name(isa);
+    ::setenv("QPART_CONV_I8_DEPTHWISE", "0", 1);  // the switch back to the generic kernels
+    EXPECT_FALSE(k::conv2d_i8_plan(dw, dw.k(), isa).depthwise) << k::cpu_isa_name(isa);
+    ::unsetenv("QPART_CONV_I8_DEPTHWISE");
+  }
+}
+
+TEST(Conv2dI8, DepthwiseExtremeCodesAndEpilogue) {
+  // Every code at its maximum, zero points at 0 or the maximum, activations at +-127; then
+  // the fused residual / ReLU on the same depthwise shape.
+  for (int bits = 1; bits <= 8; ++bits) {
+    const Case c{shape(2, 6, 9, 13, 12, 3, 3, 1, 1, 1, 1, 1, 1, 6), 0, bits};
+    Data dt = make(c, 17);
+    for (size_t i = 0; i < dt.x.size(); ++i) dt.x[i] = (i % 3 == 0) ? -1.0f : 1.0f;
+    std::vector<uint8_t> codes(static_cast<size_t>(c.s.c_out * c.s.k()),
+                               static_cast<uint8_t>(k::max_code(bits)));
+    for (size_t i = 0; i < codes.size(); i += 5) codes[i] = 0;
+    k::pack_rows(codes.data(), c.s.c_out, c.s.k(), bits, dt.w.packed.data());
+    for (size_t o = 0; o < dt.w.zeros.size(); ++o)
+      dt.w.zeros[o] = o % 2 ? static_cast<uint8_t>(k::max_code(bits)) : 0;
+    const auto want = model(c, dt, true);
+    const int64_t n = static_cast<int64_t>(want.size());
+    std::vector<float> res = qpart_test::random_normal(static_cast<size_t>(n), 18);
+    res[1] = -0.0f;
+    for (k::CpuIsa isa : {k::CpuIsa::kAvx512, k::CpuIsa::kAvx2, k::CpuIsa::kNeon}) {
+      if (!k::cpu_isa_supported(isa)) continue;
+      const std::string what = std::string(k::cpu_isa_name(isa)) + " bits " + std::to_string(bits);
+      expect_bitwise(run(c, dt, isa, nullptr, true), want, what);
+      std::vector<float> fused(want.size());
+      const k::ConvEpilogue ep{res.data(), true};
+      ASSERT_EQ(k::conv2d_i8(isa, dt.x.data(), c.s, dt.w.packed.data(), dt.w.scales.data(),
+                             dt.w.zeros.data(), dt.bias.data(), c.s.k(), bits, fused.data(), ep),
+                k::Status::kOk);
+      std::vector<float> want_ep = want;
+      for (int64_t i = 0; i < n; ++i) {
+        want_ep[i] = want_ep[i] + res[i];
+        want_ep[i] = want_ep[i] < 0.0f ? 0.0f : want_ep[i];
+      }
+      expect_bitwise(fused, want_ep, what + " epilogue");
     }
   }
 }
