@@ -215,7 +215,7 @@ void conv2d_i8_pack_input(const Conv2dI8Plan& plan, const float* x, const Conv2d
     return detail::conv2d_i8_depthwise_pack_input(plan, x, s, scale, u_begin, u_end, input);
   if (!plan.direct) return pack_input_nchw(x, s, scale, u_begin, u_end, input);
   if (plan.im2col) {
-    detail::conv2d_i8_pack_patches(x, s, scale, plan.im2col_rows, u_begin, u_end, input);
+    detail::conv2d_i8_pack_patches(plan.isa, x, s, scale, plan.im2col_rows, u_begin, u_end, input);
   } else if (const auto packer = detail::isa_kernels(plan.isa).fn.conv2d_i8_pack_input) {
     packer(x, s, scale, u_begin, u_end, input);
   } else {
@@ -287,12 +287,34 @@ void conv2d_i8_pack_weights_portable(const Conv2dShape& s, const uint8_t* packed
   }
 }
 
-void conv2d_i8_pack_patches(const float* x, const Conv2dShape& s, const float* scale, int64_t rows,
-                            int64_t u_begin, int64_t u_end, int8_t* out) {
+void conv2d_i8_quantize_row_portable(const float* x, int64_t n, float scale, int8_t* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = quantize_one(x[i], scale);
+}
+
+void conv2d_i8_patch_row_portable(const int8_t* const src[4], int64_t stride_w, int64_t wo,
+                                  int8_t* dst) {
+  for (int64_t lane = 0; lane < 4; ++lane) {
+    const int8_t* p = src[lane];
+    if (p == nullptr) {
+      for (int64_t ox = 0; ox < wo; ++ox) dst[ox * 4 + lane] = 0;
+    } else {
+      for (int64_t ox = 0; ox < wo; ++ox) dst[ox * 4 + lane] = p[ox * stride_w];
+    }
+  }
+}
+
+void conv2d_i8_pack_patches(CpuIsa isa, const float* x, const Conv2dShape& s, const float* scale,
+                            int64_t rows, int64_t u_begin, int64_t u_end, int8_t* out) {
+  const IsaEntryPoints& fn = isa_kernels(isa).fn;
+  const auto quantize_row =
+      fn.conv2d_i8_quantize_row ? fn.conv2d_i8_quantize_row : conv2d_i8_quantize_row_portable;
+  const auto patch_row =
+      fn.conv2d_i8_patch_row ? fn.conv2d_i8_patch_row : conv2d_i8_patch_row_portable;
   const int64_t cg = s.c_in / s.groups, taps = s.kh * s.kw, k = cg * taps;
   const int64_t ho = s.h_out(), wo = s.w_out(), c4s = ceil_div(cg, 4), parts = ceil_div(ho, rows);
   const int64_t block = ho * wo * 4, wp = s.w_in + 2 * s.pad_w, blocks = ceil_div(k, 4);
-  std::vector<int8_t> planes;  // the unit's channels, quantized, zero-padded, its rows only
+  // The unit's channels, quantized, zero-padded, its rows only (+ kPatchRowSlack readable bytes).
+  std::vector<int8_t> planes;
   for (int64_t u = u_begin; u < u_end; ++u) {
     const int64_t part = u % parts, c4 = (u / parts) % c4s, ng = u / (parts * c4s);
     const int64_t n = ng / s.groups, g = ng % s.groups;
@@ -300,43 +322,32 @@ void conv2d_i8_pack_patches(const float* x, const Conv2dShape& s, const float* s
     const int64_t py0 = oy0 * s.stride_h,
                   nr = (oy1 - 1) * s.stride_h + (s.kh - 1) * s.dil_h + 1 - py0;
     const int64_t nc = std::min<int64_t>(4, cg - 4 * c4);
-    planes.assign(static_cast<size_t>(nc * nr * wp), 0);
+    planes.assign(static_cast<size_t>(nc * nr * wp + kPatchRowSlack), 0);
     for (int64_t c = 0; c < nc; ++c) {
       const float* src = x + ((n * s.c_in + g * cg + 4 * c4 + c) * s.h_in) * s.w_in;
       for (int64_t r = 0; r < nr; ++r) {
         const int64_t iy = py0 + r - s.pad_h;
-        if (iy < 0 || iy >= s.h_in) continue;
-        int8_t* d = planes.data() + (c * nr + r) * wp + s.pad_w;
-        for (int64_t ix = 0; ix < s.w_in; ++ix)
-          d[ix] = quantize_one(src[iy * s.w_in + ix], scale[n]);
+        if (iy >= 0 && iy < s.h_in)
+          quantize_row(src + iy * s.w_in, s.w_in, scale[n],
+                       planes.data() + (c * nr + r) * wp + s.pad_w);
       }
     }
     // Codes [4 c4 taps, min(4 (c4 + 1) taps, k)): whole blocks, the group's last one padded.
-    // Each block's 4 codes are written together, one 4-byte pixel at a time.
     const int64_t j0 = 4 * c4 * taps, j1 = std::min(4 * (c4 + 1) * taps, k);
     int8_t* base = out + ng * blocks * block;
     for (int64_t b = j0 / 4; b < ceil_div(j1, 4); ++b) {
-      int64_t lane_row[4];  // code 4b + lane's first padded row and column inside `planes`
+      int64_t lane_row[4] = {0, 0, 0, 0};  // code 4b + lane's first row and column in `planes`
       for (int64_t lane = 0; lane < 4 && 4 * b + lane < j1; ++lane) {
         const int64_t j = 4 * b + lane;
         const int64_t c = j / taps - 4 * c4, t = j % taps, r = t / s.kw, q = t % s.kw;
-        lane_row[lane] = (c * nr + r * s.dil_h + oy0 * s.stride_h - py0) * wp + q * s.dil_w;
+        lane_row[lane] = (c * nr + r * s.dil_h) * wp + q * s.dil_w;
       }
       for (int64_t oy = oy0; oy < oy1; ++oy) {
         const int8_t* row = planes.data() + (oy - oy0) * s.stride_h * wp;
-        int8_t* d = base + b * block + oy * wo * 4;
-        for (int64_t lane = 0; lane < 4; ++lane) {
-          if (4 * b + lane >= j1) {  // past the row's last code
-            for (int64_t ox = 0; ox < wo; ++ox) d[ox * 4 + lane] = 0;
-            continue;
-          }
-          const int8_t* src = row + lane_row[lane];
-          if (s.stride_w == 1) {
-            for (int64_t ox = 0; ox < wo; ++ox) d[ox * 4 + lane] = src[ox];
-          } else {
-            for (int64_t ox = 0; ox < wo; ++ox) d[ox * 4 + lane] = src[ox * s.stride_w];
-          }
-        }
+        const int8_t* src[4];
+        for (int64_t lane = 0; lane < 4; ++lane)  // null past the row's last code
+          src[lane] = 4 * b + lane < j1 ? row + lane_row[lane] : nullptr;
+        patch_row(src, s.stride_w, wo, base + b * block + oy * wo * 4);
       }
     }
   }

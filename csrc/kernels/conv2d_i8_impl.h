@@ -130,9 +130,17 @@ void conv2d_i8_pack_input_portable(const float* x, const Conv2dShape& s, const f
 /// (image, group, 4-channel block, `rows` output rows), numbered with the row part fastest,
 /// into the direct layout of the plan's tile_shape (a 1x1 conv over k = c_in / groups * kh * kw
 /// channels; channel j = the input value of code j at each output pixel, 0 in the padding and
-/// past k up to the next multiple of 4).
-void conv2d_i8_pack_patches(const float* x, const Conv2dShape& s, const float* scale, int64_t rows,
-                            int64_t u_begin, int64_t u_end, int8_t* out);
+/// past k up to the next multiple of 4). Quantizes and gathers with `isa`'s row kernels below.
+void conv2d_i8_pack_patches(CpuIsa isa, const float* x, const Conv2dShape& s, const float* scale,
+                            int64_t rows, int64_t u_begin, int64_t u_end, int8_t* out);
+/// Bytes readable past the quantized rows a patch row kernel reads from.
+constexpr int64_t kPatchRowSlack = 64;
+/// Quantizes n floats with `scale` (the conv's element quantizer, 0 for scale <= 0).
+void conv2d_i8_quantize_row_portable(const float* x, int64_t n, float scale, int8_t* out);
+/// One output row of a patch-matrix block: dst[4 ox + lane] = src[lane][ox * stride_w] for
+/// ox < wo (0 where src[lane] is null).
+void conv2d_i8_patch_row_portable(const int8_t* const src[4], int64_t stride_w, int64_t wo,
+                                  int8_t* dst);
 /// The portable weight panel builder (conv2d_i8.cpp).
 void conv2d_i8_pack_weights_portable(const Conv2dShape& s, const uint8_t* packed, int bits,
                                      int64_t co_begin, int64_t co_end, uint8_t* panel);
@@ -150,6 +158,11 @@ void conv2d_i8_pack_weights_avx2(const Conv2dShape& s, const uint8_t* packed, in
                                  int64_t co_begin, int64_t co_end, uint8_t* panel);
 /// Per-image max |x| (false if a NaN or Inf was seen).
 bool absmax_avx2(const float* x, int64_t n, float* amax);
+/// conv2d_i8_quantize_row_portable, bit-exact.
+void conv2d_i8_quantize_row_avx2(const float* x, int64_t n, float scale, int8_t* out);
+/// conv2d_i8_patch_row_portable (16 pixels per step for strides 1 and 2), same bytes.
+void conv2d_i8_patch_row_avx2(const int8_t* const src[4], int64_t stride_w, int64_t wo,
+                              int8_t* dst);
 #endif
 #if defined(__aarch64__)
 void conv2d_i8_tile_neon(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch);

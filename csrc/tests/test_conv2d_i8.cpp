@@ -203,6 +203,8 @@ std::vector<Case> cases(int bits) {
       {shape(1, 3, 23, 21, 5, 7, 7, 2, 2, 3, 3, 1, 1, 1), 0, bits},    // 3-channel stem
       {shape(1, 3, 23, 21, 5, 7, 7, 2, 2, 3, 3, 1, 1, 1), 49, bits},   // 3 groups, scalar
       {shape(1, 8, 10, 9, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1), 24, bits},    // group 24, im2col
+      {shape(1, 8, 6, 40, 5, 3, 3, 1, 2, 1, 1, 1, 1, 1), 24, bits},    // im2col, 20 px, /2
+      {shape(2, 8, 5, 37, 3, 3, 3, 1, 1, 1, 1, 1, 2, 1), 24, bits},    // im2col, 37 px, dil
       {shape(1, 64, 6, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1), 96, bits},    // group 96, im2col
       {shape(2, 6, 7, 8, 4, 3, 3, 1, 2, 1, 0, 2, 1, 2), 0, bits},      // 3 per group, dil
   };

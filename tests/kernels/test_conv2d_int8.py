@@ -36,6 +36,8 @@ GEOMETRIES = [
     (1, 64, 7, 9, 5, (3, 3), 1, 1, 1, 1, 96),  # group 96 of 576 codes: patch matrix
     (2, 6, 9, 8, 4, (3, 3), (1, 2), (1, 0), (2, 1), 2, None),  # 3 channels per group
     (1, 8, 11, 13, 5, (3, 4), 1, (1, 2), 1, 1, 32),  # patch matrix, rows split over units
+    (1, 32, 9, 40, 6, (3, 3), (1, 2), 1, 1, 1, 96),  # patch matrix, SIMD rows, stride_w 2
+    (2, 32, 5, 37, 4, (3, 3), 1, 1, (1, 2), 1, 32),  # patch matrix, SIMD rows, stride_w 1
 ]
 
 

@@ -154,6 +154,64 @@ void conv2d_i8_pack_input_avx2(const float* x, const Conv2dShape& s, const float
   }
 }
 
+void conv2d_i8_quantize_row_avx2(const float* x, int64_t n, float scale, int8_t* out) {
+  if (!(scale > 0.0f)) {
+    std::memset(out, 0, static_cast<size_t>(n));
+    return;
+  }
+  const __m256 vs = _mm256_set1_ps(scale), lo = _mm256_set1_ps(-127.0f),
+               hi = _mm256_set1_ps(127.0f);
+  // packs_epi32 / packs_epi16 leave dwords [a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7 d4-7].
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  auto conv = [&](const float* p) {
+    const __m256 r = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(p), vs),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+  };
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256i ab = _mm256_packs_epi32(conv(x + i), conv(x + i + 8));
+    const __m256i cd = _mm256_packs_epi32(conv(x + i + 16), conv(x + i + 24));
+    _mm256_storeu_si256((__m256i*)(out + i),
+                        _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), order));
+  }
+  for (; i < n; ++i) {  // the portable quantizer's magic-number rounding (same values)
+    float r = (x[i] / scale + 12582912.0f) - 12582912.0f;
+    r = r > 127.0f ? 127.0f : (r < -127.0f ? -127.0f : r);
+    out[i] = static_cast<int8_t>(static_cast<int>(r));
+  }
+}
+
+void conv2d_i8_patch_row_avx2(const int8_t* const src[4], int64_t stride_w, int64_t wo,
+                              int8_t* dst) {
+  if (stride_w > 2) return conv2d_i8_patch_row_portable(src, stride_w, wo, dst);
+  const __m256i even = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1,
+                                        0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1, -1, -1, -1, -1);
+  // 16 pixels of one lane: 16 bytes (stride 1) or the even bytes of 32 (stride 2; the odd byte
+  // past the last pixel is inside kPatchRowSlack).
+  auto pixels = [&](const int8_t* p, int64_t ox) {
+    if (p == nullptr) return _mm_setzero_si128();
+    if (stride_w == 1) return _mm_loadu_si128((const __m128i*)(p + ox));
+    const __m256i v = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i*)(p + 2 * ox)), even);
+    return _mm256_castsi256_si128(_mm256_permute4x64_epi64(v, 0x08));
+  };
+  int64_t ox = 0;
+  for (; ox + 16 <= wo; ox += 16) {
+    const __m128i a = pixels(src[0], ox), b = pixels(src[1], ox);
+    const __m128i c = pixels(src[2], ox), d = pixels(src[3], ox);
+    const __m128i ab_lo = _mm_unpacklo_epi8(a, b), ab_hi = _mm_unpackhi_epi8(a, b);
+    const __m128i cd_lo = _mm_unpacklo_epi8(c, d), cd_hi = _mm_unpackhi_epi8(c, d);
+    int8_t* o = dst + ox * 4;
+    _mm_storeu_si128((__m128i*)o, _mm_unpacklo_epi16(ab_lo, cd_lo));
+    _mm_storeu_si128((__m128i*)(o + 16), _mm_unpackhi_epi16(ab_lo, cd_lo));
+    _mm_storeu_si128((__m128i*)(o + 32), _mm_unpacklo_epi16(ab_hi, cd_hi));
+    _mm_storeu_si128((__m128i*)(o + 48), _mm_unpackhi_epi16(ab_hi, cd_hi));
+  }
+  for (int64_t lane = 0; lane < 4; ++lane)
+    for (int64_t t = ox; t < wo; ++t)
+      dst[t * 4 + lane] = src[lane] ? src[lane][t * stride_w] : static_cast<int8_t>(0);
+}
+
 void conv2d_i8_pack_weights_avx2(const Conv2dShape& s, const uint8_t* packed, int bits,
                                  int64_t co_begin, int64_t co_end, uint8_t* panel) {
   const ConvI8Layout l = conv_i8_layout(s);
