@@ -9,6 +9,7 @@
 #include "conv2d_i8_impl.h"
 #include "conv2d_impl.h"
 #include "dispatch.h"
+#include "max_pool2d_impl.h"
 #include "qpart_kernels.h"
 
 #if defined(__aarch64__) && defined(__linux__)
@@ -121,22 +122,23 @@ const IsaKernels kIsaTable[] = {
      QPART_X86_64_ONLY({cpu_has_avx512_kernels, linear_f32_avx512, linear_i8_avx512,
                         quantize_row_i8_avx2, quantize_group_avx2, conv2d_tile_avx512,
                         absmax_avx2, conv2d_i8_tile_avx512, conv2d_i8_pack_input_avx2,
-                        conv2d_i8_pack_weights_avx2})},
+                        conv2d_i8_pack_weights_avx2, max_pool2d_planes_avx2})},
     // AVX2 + FMA (+ F16C).
     {CpuIsa::kAvx2, "avx2", /*i8_plane_layout=*/true, avx2_linear_scratch_floats,
      {kConvAvx2Mr, kConvAvx2Nr, 8},
      QPART_X86_64_ONLY({cpu_has_avx2_fma, linear_f32_avx2, linear_i8_avx2,
                         quantize_row_i8_avx2, quantize_group_avx2, conv2d_tile_avx2,
                         absmax_avx2, conv2d_i8_tile_avx2, conv2d_i8_pack_input_avx2,
-                        conv2d_i8_pack_weights_avx2})},
+                        conv2d_i8_pack_weights_avx2, max_pool2d_planes_avx2})},
     // NEON (baseline on aarch64); conv2d runs im2col + the NEON matmul.
     {CpuIsa::kNeon, "neon", /*i8_plane_layout=*/true, neon_linear_scratch_floats, kNoConvTile,
      QPART_AARCH64_ONLY({always, linear_f32_neon, linear_i8_neon_any, nullptr, nullptr,
-                         nullptr, nullptr, conv2d_i8_tile_neon_any, nullptr, nullptr})},
+                         nullptr, nullptr, conv2d_i8_tile_neon_any, nullptr, nullptr,
+                         max_pool2d_planes_neon})},
     // The portable reference, always last.
     {CpuIsa::kScalar, "scalar", /*i8_plane_layout=*/false, no_scratch, kNoConvTile,
      {always, nullptr, linear_i8_scalar, quantize_row_i8_scalar, nullptr, nullptr, nullptr, nullptr,
-      nullptr, nullptr}},
+      nullptr, nullptr, nullptr}},
 };
 // clang-format on
 

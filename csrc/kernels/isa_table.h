@@ -18,6 +18,7 @@
 #include "conv2d_i8_impl.h"
 #include "conv2d_impl.h"
 #include "dispatch.h"
+#include "max_pool2d_impl.h"
 #include "qpart_kernels.h"
 
 namespace qpart {
@@ -53,6 +54,9 @@ struct IsaEntryPoints {
   /// Its weight panel builder (output channels). Null: the portable one.
   void (*conv2d_i8_pack_weights)(const Conv2dShape& s, const uint8_t* packed, int bits,
                                  int64_t co_begin, int64_t co_end, uint8_t* panel);
+  /// Float max pool of whole NCHW planes (max_pool2d_impl.h). Null: the portable rows.
+  void (*max_pool2d_planes)(const MaxPool2dShape& s, const float* x, int64_t planes, float* scratch,
+                            float* y);
 };
 
 /// Register tile of a direct conv2d kernel: kMr output channels x kNr pixels, pixel tiles
