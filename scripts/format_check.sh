@@ -29,12 +29,15 @@ FILES=(
   csrc/kernels/linear_fused_driver.h
   csrc/kernels/prefetch_stream.h
   csrc/kernels/linear_i8.cpp
+  csrc/kernels/max_pool2d.cpp
+  csrc/kernels/max_pool2d_impl.h
   csrc/kernels/qpart_kernels.h
   csrc/kernels/quantize.cpp
   csrc/kernels/arm/conv2d_i8_neon.cpp
   csrc/kernels/arm/conv2d_i8_neon_dot.cpp
   csrc/kernels/arm/conv2d_i8_neon_impl.h
   csrc/kernels/arm/linear_neon.cpp
+  csrc/kernels/arm/max_pool2d_neon.cpp
   csrc/kernels/x86/conv2d_i8_avx2.cpp
   csrc/kernels/x86/conv2d_i8_avx512.cpp
   csrc/kernels/x86/conv2d_i8_depthwise_avx2.cpp
@@ -42,12 +45,15 @@ FILES=(
   csrc/kernels/x86/linear_avx2.cpp
   csrc/kernels/x86/linear_avx512_gemm.cpp
   csrc/kernels/x86/linear_avx512_gemv.cpp
+  csrc/kernels/x86/max_pool2d_avx2.cpp
   csrc/kernels/x86/conv2d_x86_tile.h
   csrc/tests/test_conv2d_i8.cpp
   csrc/tests/test_isa_table.cpp
+  csrc/tests/test_max_pool2d.cpp
   csrc/torch/conv_i8_panel_cache.cpp
   csrc/torch/conv_i8_panel_cache.h
   csrc/torch/extension.cpp
+  csrc/torch/max_pool2d_cpu.cpp
   csrc/torch/ops_cpu.cpp
   csrc/torch/op_checks.h
   csrc/torch/shared/op_quantize-impl.h

@@ -18,6 +18,7 @@
 #include "conv2d_i8_impl.h"
 #include "conv2d_impl.h"
 #include "dispatch.h"
+#include "max_pool2d_impl.h"
 #include "qpart_kernels.h"
 
 namespace qpart {
@@ -64,6 +65,9 @@ struct IsaEntryPoints {
   /// Gather of one output row of a patch-matrix block. Null: the portable one.
   void (*conv2d_i8_patch_row)(const int8_t* const src[4], int64_t stride_w, int64_t wo,
                               int8_t* dst);
+  /// Float max pool of whole NCHW planes (max_pool2d_impl.h). Null: the portable rows.
+  void (*max_pool2d_planes)(const MaxPool2dShape& s, const float* x, int64_t planes, float* scratch,
+                            float* y);
 };
 
 /// Register tile of a direct conv2d kernel: kMr output channels x kNr pixels, pixel tiles

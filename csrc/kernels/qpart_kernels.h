@@ -349,5 +349,39 @@ Status conv2d_i8(CpuIsa isa, const float* x, const Conv2dShape& s, const uint8_t
                  const uint16_t* scale_bits, const uint8_t* zeros, const float* bias,
                  int64_t group_size, int bits, float* y, const ConvEpilogue& ep = {});
 
+// ---- max pool 2-D (float NCHW) -----------------------------------------------------------
+//
+// max_pool2d of ATen (dilation 1, floor mode) on float32 NCHW planes, with ATen's values bit
+// for bit: each output is the first maximum of its window in row-major order (a later tap
+// replaces the running maximum only if it is greater, so of -0.0 and +0.0 the first one wins)
+// and NaN if the window holds a NaN (its payload may differ); padding is never a candidate.
+// Kernels compute a horizontal maximum of each input row, then the vertical maximum of those
+// rows: the first maximum of the first row holding the window's maximum is the row-major first.
+
+/// Geometry of one plane: kernel kh x kw, strides, paddings (0 <= pad <= kernel / 2).
+struct MaxPool2dShape {
+  int64_t h_in, w_in;
+  int64_t kh, kw, stride_h, stride_w, pad_h, pad_w;
+
+  int64_t h_out() const { return (h_in + 2 * pad_h - kh) / stride_h + 1; }
+  int64_t w_out() const { return (w_in + 2 * pad_w - kw) / stride_w + 1; }
+};
+
+/// Whether the kernels accept `s`: sizes, kernel and strides >= 1, 0 <= pad <= kernel / 2
+/// (every window then holds an input element) and at least one output row and column.
+bool max_pool2d_valid(const MaxPool2dShape& s);
+
+/// Scratch floats one max_pool2d_f32 call needs (a ring of w_out-float rows, at most 2 * kh).
+int64_t max_pool2d_scratch_floats(const MaxPool2dShape& s);
+
+/// Max-pools `planes` consecutive planes of x (each h_in x w_in) into y (each h_out x w_out)
+/// with `isa`'s kernel (the portable one where the row has none); `s` must be
+/// max_pool2d_valid. Planes are independent, so callers split them across threads.
+void max_pool2d_f32(CpuIsa isa, const MaxPool2dShape& s, const float* x, int64_t planes,
+                    float* scratch, float* y);
+/// The same with active_cpu_isa().
+void max_pool2d_f32(const MaxPool2dShape& s, const float* x, int64_t planes, float* scratch,
+                    float* y);
+
 }  // namespace kernels
 }  // namespace qpart

@@ -298,6 +298,53 @@ inline int64_t dequantize_activation(const Tensor& packed_a, const Tensor& scale
   return kdim;
 }
 
+struct MaxPool2dDims {
+  int64_t batch, channels, h_in, w_in, kh, kw, stride_h, stride_w, pad_h, pad_w, h_out, w_out;
+};
+
+/// All arguments of qpart.max_pool2d (what ATen's max_pool2d accepts for a 4-D input with
+/// dilation 1 in floor mode); returns its sizes.
+inline MaxPool2dDims max_pool2d(const Tensor& input, at::IntArrayRef kernel_size,
+                                at::IntArrayRef stride, at::IntArrayRef padding) {
+  const char* op = "max_pool2d";
+  float_tensor(op, "input", input);
+  TORCH_CHECK_VALUE(input.dim() == 4, "qpart.max_pool2d: input must be 4-D (N, C, H, W), got ",
+                    input.sizes());
+  const char* names[] = {"kernel_size", "stride", "padding"};
+  const at::IntArrayRef pairs[] = {kernel_size, stride, padding};
+  for (int i = 0; i < 3; ++i) {
+    const int64_t low = i == 2 ? 0 : 1;
+    const at::IntArrayRef p = pairs[i];
+    TORCH_CHECK_VALUE(p.size() == 2 && p[0] >= low && p[1] >= low && p[0] <= kMaxConvParam &&
+                          p[1] <= kMaxConvParam,
+                      "qpart.max_pool2d: ", names[i], " must be two ints in ", low, "..",
+                      kMaxConvParam, ", got ", p);
+  }
+  TORCH_CHECK_VALUE(2 * padding[0] <= kernel_size[0] && 2 * padding[1] <= kernel_size[1],
+                    "qpart.max_pool2d: padding ", padding, " must be at most half the kernel size ",
+                    kernel_size);
+  TORCH_CHECK_VALUE(input.size(1) > 0 && input.size(2) > 0 && input.size(3) > 0,
+                    "qpart.max_pool2d: input must have non-empty channels and planes, got ",
+                    input.sizes());
+  MaxPool2dDims d{input.size(0),
+                  input.size(1),
+                  input.size(2),
+                  input.size(3),
+                  kernel_size[0],
+                  kernel_size[1],
+                  stride[0],
+                  stride[1],
+                  padding[0],
+                  padding[1],
+                  0,
+                  0};
+  d.h_out = conv_output_size(op, d.h_in, d.kh, d.stride_h, d.pad_h, 1);
+  d.w_out = conv_output_size(op, d.w_in, d.kw, d.stride_w, d.pad_w, 1);
+  TORCH_CHECK_VALUE(d.h_out > 0 && d.w_out > 0, "qpart.max_pool2d: input ", input.sizes().slice(2),
+                    " is too small for kernel ", kernel_size, " with padding ", padding);
+  return d;
+}
+
 /// Outcome of a device quantizer: NaN/Inf in the input, or a group whose range does not fit a
 /// float16 scale at `bits`, raise the same ValueError on every device.
 inline void quantize_status(const char* op, int64_t bits, bool non_finite, bool scale_overflow) {

@@ -2,14 +2,16 @@
 
 :func:`fuse_epilogues` folds what follows a :class:`QPartConv2d` into its call - a residual
 add and a ReLU (``relu(conv(x) + identity)``, ``relu(conv(x))``) run on each output tile while
-it is in cache, with the values of the separate ops bit for bit - and runs ``max_pool2d`` as
-the maximum of strided slices (:func:`max_pool2d_slices`), which ATen's CPU kernel is several
-times slower at on NCHW tensors. Captured graphs (``torch.export``, the QPART profile) and
-hand-written ``fx.symbolic_trace`` graphs are both understood.
+it is in cache, with the values of the separate ops bit for bit - and runs ``max_pool2d``
+through :func:`max_pool2d_slices`: QPART's native max pool (``qpart::max_pool2d``) on CPU
+NCHW float tensors, where ATen's kernel is several times slower, with ATen's values bit for
+bit. Captured graphs (``torch.export``, the QPART profile) and hand-written
+``fx.symbolic_trace`` graphs are both understood.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 
@@ -76,6 +78,28 @@ def _max_along(x: torch.Tensor, dim: int, k: int, s: int, p: int, n_out: int) ->
     return out
 
 
+def max_pool2d_strided_slices(x: torch.Tensor, kernel_size, stride, padding) -> torch.Tensor:
+    """The strided-slice max pool of an NCHW tensor (``kernel_size``, ``stride``, ``padding``:
+    pairs; dilation 1, floor mode, ``padding <= kernel / 2``, arguments not checked): the
+    element-wise maximum of ``kw`` strided slices along the width, then of ``kh`` along the
+    height, the padding never materialised. NaN propagates; of ``-0.0`` and ``+0.0`` in one
+    window it may return either (``torch.maximum`` does not say which)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    ho = (x.shape[2] + 2 * ph - kh) // sh + 1
+    wo = (x.shape[3] + 2 * pw - kw) // sw + 1
+    return _max_along(_max_along(x, 3, kw, sw, pw, wo), 2, kh, sh, ph, ho)
+
+
+@functools.cache
+def _native_pool() -> bool:
+    from ..ops import has_native_kernel
+
+    return has_native_kernel("max_pool2d", "CPU")
+
+
+_NATIVE_POOL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
 def max_pool2d_slices(
     x: torch.Tensor,
     kernel_size,
@@ -84,25 +108,32 @@ def max_pool2d_slices(
     dilation=1,
     ceil_mode: bool = False,
 ) -> torch.Tensor:
-    """``max_pool2d`` (``dilation = 1``, floor mode) as a maximum over strided slices, first
-    along the width and then along the height (``kh + kw`` element-wise maxima, the padding
-    never materialised): the same values as ATen (NaN propagates), several times faster on CPU
-    NCHW tensors. Other arguments, channels-last tensors, compiled code and inputs that need a
-    gradient run ATen's ``max_pool2d``."""
+    """``max_pool2d`` with ATen's values (NaN propagates, ties as ATen breaks them), faster.
+
+    Contiguous NCHW float32 / float16 / bfloat16 CPU tensors run QPART's native kernel
+    (``qpart::max_pool2d``: one pass, rows then columns, several times faster than ATen's NCHW
+    kernel); other NCHW floating tensors (float64, other devices, or no compiled extension)
+    take the maximum of strided slices, first along the width and then along the height
+    (``kh + kw`` element-wise maxima, the padding never materialised). ``ceil_mode``, a
+    dilation, channels-last tensors, compiled code and inputs that need a gradient run ATen's
+    ``max_pool2d``, which also raises its own errors for bad arguments."""
     kh, kw = _pair(kernel_size, None)
     sh, sw = _pair(stride, (kh, kw))
     ph, pw = _pair(padding, 0)
     dh, dw = _pair(dilation, 1)
     fallback = ceil_mode or (dh, dw) != (1, 1) or x.dim() != 4 or not x.is_floating_point()
     fallback = fallback or torch.compiler.is_compiling()  # the compiler makes its own pool
-    fallback = fallback or (torch.is_grad_enabled() and x.requires_grad)  # out= has no autograd
+    fallback = fallback or (torch.is_grad_enabled() and x.requires_grad)  # no autograd here
     h, w = x.shape[-2:] if x.dim() == 4 else (0, 0)
     ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
     channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
     fallback = fallback or channels_last  # ATen's channels-last kernel is the faster one there
+    fallback = fallback or min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0 or 0 in x.shape[1:]
     if fallback or ho <= 0 or wo <= 0 or 2 * ph > kh or 2 * pw > kw:  # ATen raises its errors
         return torch.ops.aten.max_pool2d(x, [kh, kw], [sh, sw], [ph, pw], [dh, dw], ceil_mode)
-    return _max_along(_max_along(x, 3, kw, sw, pw, wo), 2, kh, sh, ph, ho)
+    if x.device.type == "cpu" and x.dtype in _NATIVE_POOL_DTYPES and _native_pool():
+        return torch.ops.qpart.max_pool2d(x, [kh, kw], [sh, sw], [ph, pw])
+    return max_pool2d_strided_slices(x, (kh, kw), (sh, sw), (ph, pw))
 
 
 def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
@@ -171,7 +202,8 @@ def _fuse_relu(conv: fx.Node, relu: fx.Node, gm: fx.GraphModule) -> None:
 
 
 def _pool_args(gm: fx.GraphModule, node: fx.Node) -> tuple | None:
-    """``(x, kernel, stride, padding)`` of a ``max_pool2d`` node that the slices compute."""
+    """``(x, kernel, stride, padding)`` of a ``max_pool2d`` node that
+    :func:`max_pool2d_slices` computes."""
     module = _module(gm, node)
     if isinstance(module, nn.MaxPool2d):
         if module.return_indices or module.ceil_mode or _pair(module.dilation, 1) != (1, 1):
@@ -203,7 +235,8 @@ def fuse_epilogues(gm: fx.GraphModule) -> fx.GraphModule:
     * ``relu(conv(x))`` -> ``conv(x, relu=True)``;
     * ``conv(x) + other`` (either operand order) -> ``conv(x, residual=other)``, and a ReLU
       right after it joins too - the ResNet block's ``relu(conv2(...) + identity)``;
-    * ``max_pool2d`` (floor mode, dilation 1) -> :func:`max_pool2d_slices`.
+    * ``max_pool2d`` (floor mode, dilation 1) -> :func:`max_pool2d_slices` (the native
+      ``qpart::max_pool2d`` on CPU NCHW float tensors).
 
     ``conv`` is a :class:`QPartConv2d` whose output has no other user; nothing is fused past
     an op that writes into its inputs. A residual whose shape is not the output's is added

@@ -1,7 +1,7 @@
 """The ``qpart`` custom ops: schemas, reference and fake kernels, native extension, API."""
 
 from . import fake, reference
-from .library import LIBRARY, SCHEMAS, has_native_kernel
+from .library import LIBRARY, PACKED_OPS, SCHEMAS, has_native_kernel
 
 for _name in SCHEMAS:
     LIBRARY.impl(_name, getattr(reference, _name), "CompositeExplicitAutograd")
@@ -20,12 +20,14 @@ from .api import (  # noqa: E402
     dequantize_activation,
     dequantize_weight,
     linear,
+    max_pool2d,
     quantize_activation,
     quantize_weight,
 )
 
 __all__ = [
     "CUDA_BACKEND",
+    "PACKED_OPS",
     "QuantizedTensor",
     "conv2d",
     "dequantize_activation",
@@ -33,6 +35,7 @@ __all__ = [
     "fake",
     "has_native_kernel",
     "linear",
+    "max_pool2d",
     "quantize_activation",
     "quantize_weight",
     "reference",

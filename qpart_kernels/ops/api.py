@@ -36,14 +36,14 @@ def _int(value: object, name: str, op: str = "conv2d") -> int:
     raise TypeError(f"qpart.{op}: {name} must be an int, got {value!r}")
 
 
-def _pair(value: int | Sequence[int], name: str) -> list[int]:
+def _pair(value: int | Sequence[int], name: str, op: str = "conv2d") -> list[int]:
     if checks._is_int(value) or isinstance(value, numbers.Integral):
-        return [_int(value, name)] * 2
+        return [_int(value, name, op)] * 2
     if isinstance(value, (bool, float, str, bytes)) or not isinstance(value, Sequence):
-        raise TypeError(f"qpart.conv2d: {name} must be an int or a pair of ints, got {value!r}")
-    pair = [_int(v, name) for v in value]
+        raise TypeError(f"qpart.{op}: {name} must be an int or a pair of ints, got {value!r}")
+    pair = [_int(v, name, op) for v in value]
     if len(pair) != 2:
-        raise ValueError(f"qpart.conv2d: {name} must be an int or a pair, got {value!r}")
+        raise ValueError(f"qpart.{op}: {name} must be an int or a pair, got {value!r}")
     return pair
 
 
@@ -198,6 +198,26 @@ def conv2d(
     if int8_activations or residual is not None or relu:
         return torch.ops.qpart.conv2d(*args, int8_activations, residual, relu)
     return torch.ops.qpart.conv2d(*args)
+
+
+def max_pool2d(
+    input: torch.Tensor,
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    padding: int | Sequence[int] = 0,
+) -> torch.Tensor:
+    """``F.max_pool2d(input, kernel_size, stride, padding)`` (dilation 1, floor mode) of an
+    NCHW float tensor, with ATen's values bit for bit (NaN propagates; of equal values the
+    first in the window's row-major order, so ``-0.0`` vs ``+0.0`` as ATen picks them).
+
+    On CPU it runs QPART's native kernel (several times faster than ATen's NCHW kernel), on
+    other devices ATen's. No autograd: use ``F.max_pool2d`` where gradients are needed.
+    ``stride`` defaults to ``kernel_size``.
+    """
+    op = "max_pool2d"
+    kernel = _pair(kernel_size, "kernel_size", op)
+    strides = kernel if stride is None else _pair(stride, "stride", op)
+    return torch.ops.qpart.max_pool2d(input, kernel, strides, _pair(padding, "padding", op))
 
 
 def quantize_activation(input: torch.Tensor, bits: int, per_token: bool = False) -> QuantizedTensor:

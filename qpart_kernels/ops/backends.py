@@ -10,7 +10,8 @@
 * ``reference`` - the pure-PyTorch reference (always available).
 
 Choosing ``triton`` or ``reference`` while the extension has CUDA kernels registers that
-implementation for the CUDA key over the C++ one.
+implementation for the CUDA key over the C++ one. This covers the packed-format ops
+(``PACKED_OPS``); ``max_pool2d`` runs its reference (ATen) on every device but the CPU.
 
 With the Triton backend on a machine with a GPU, the forward-path ops are also available as
 ``torch.ops.qpart_triton.*`` ``triton_op``s, which the public wrappers use for CUDA tensors
@@ -23,7 +24,7 @@ from __future__ import annotations
 import importlib
 import os
 
-from .library import LIBRARY, SCHEMAS
+from .library import LIBRARY, PACKED_OPS
 
 BACKENDS = ("triton", "reference", "cuda")
 
@@ -42,7 +43,7 @@ def native_cuda_kernels() -> bool:
     if not _NATIVE_CUDA:
         from .library import has_native_kernel
 
-        _NATIVE_CUDA.append(all(has_native_kernel(op, "CUDA") for op in SCHEMAS))
+        _NATIVE_CUDA.append(all(has_native_kernel(op, "CUDA") for op in PACKED_OPS))
     return _NATIVE_CUDA[0]
 
 
@@ -116,10 +117,10 @@ def register_cuda_backend() -> str:
     if name == "reference" and native_cuda_kernels():
         from . import reference
 
-        for op in SCHEMAS:
+        for op in PACKED_OPS:
             _override_cuda_key(op, getattr(reference, op))
     if name == "triton":
-        for op in SCHEMAS:
+        for op in PACKED_OPS:
             _override_cuda_key(op, _lazy_triton(op))
         import torch
 

@@ -311,6 +311,54 @@ def check_conv2d(
     return ho, wo
 
 
+def check_max_pool2d(
+    input: torch.Tensor,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+) -> tuple[int, int]:
+    """Validates the arguments of ``qpart.max_pool2d``; returns the output (height, width).
+
+    Accepts what ATen's ``max_pool2d`` accepts for a 4-D input (dilation 1, floor mode):
+    kernel and stride >= 1, 0 <= padding <= kernel / 2, non-empty channels and planes (an
+    empty batch is fine) and at least one output row and column.
+    """
+    op = "max_pool2d"
+    check_float(op, "input", input)
+    if input.dim() != 4:
+        raise ValueError(
+            f"qpart.max_pool2d: input must be 4-D (N, C, H, W), got {tuple(input.shape)}"
+        )
+    for name, pair, low in (
+        ("kernel_size", kernel_size, 1),
+        ("stride", stride, 1),
+        ("padding", padding, 0),
+    ):
+        if len(pair) != 2 or any(v < low or v > MAX_CONV_PARAM for v in pair):
+            raise ValueError(
+                f"qpart.max_pool2d: {name} must be two ints in {low}..{MAX_CONV_PARAM}, "
+                f"got {list(pair)}"
+            )
+    if any(2 * p > k for p, k in zip(padding, kernel_size)):
+        raise ValueError(
+            f"qpart.max_pool2d: padding {list(padding)} must be at most half the kernel "
+            f"size {list(kernel_size)}"
+        )
+    if any(v == 0 for v in input.shape[1:]):
+        raise ValueError(
+            f"qpart.max_pool2d: input must have non-empty channels and planes, "
+            f"got {tuple(input.shape)}"
+        )
+    ho = conv_output_size(op, input.shape[2], kernel_size[0], stride[0], padding[0], 1)
+    wo = conv_output_size(op, input.shape[3], kernel_size[1], stride[1], padding[1], 1)
+    if ho <= 0 or wo <= 0:
+        raise ValueError(
+            f"qpart.max_pool2d: input {tuple(input.shape[2:])} is too small for kernel "
+            f"{list(kernel_size)} with padding {list(padding)}"
+        )
+    return ho, wo
+
+
 def check_weight(op: str, weight: torch.Tensor, bits: int, group_size: int) -> None:
     """Validates a float weight matrix to quantize (finiteness is checked by the kernels)."""
     check_bits(op, bits)

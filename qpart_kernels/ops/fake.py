@@ -92,3 +92,9 @@ def _dequantize_activation(packed, scales, zeros, bits: int, shape: Sequence[int
     checks.check_output_dtype("dequantize_activation", dtype)
     checks.check_activation_packed(packed, scales, zeros, bits, shape)
     return packed.new_empty(list(shape), dtype=dtype)
+
+
+@torch.library.register_fake(qualified("max_pool2d"))
+def _max_pool2d(input, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int]):
+    ho, wo = checks.check_max_pool2d(input, kernel_size, stride, padding)
+    return input.new_empty((input.shape[0], input.shape[1], ho, wo))

@@ -8,6 +8,10 @@ its type, so every implementation (native, reference, fake) can reject ``bits=Tr
 Implementations are attached per dispatch key: the pure-PyTorch reference as
 ``CompositeExplicitAutograd`` (the fallback on any device), fake kernels for tracing, and
 native kernels registered by the compiled extension (``qpart_kernels._C``) for CPU.
+
+``max_pool2d`` is not a packed-format op: it is ATen's float max pool (dilation 1, floor mode)
+with a native CPU kernel for the device runtime (``qpart_kernels.nn.fuse_epilogues``); its
+reference is ATen's own ``max_pool2d``.
 """
 
 from __future__ import annotations
@@ -41,7 +45,17 @@ SCHEMAS = {
         "dequantize_activation(Tensor packed, Tensor scales, Tensor zeros, Scalar bits, "
         "int[] shape, ScalarType dtype) -> Tensor"
     ),
+    "max_pool2d": (
+        "max_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding) -> Tensor"
+    ),
 }
+
+#: Ops whose only native kernel is the CPU one: on any other device the reference (ATen) runs
+#: them, so the CUDA backends (C++ and Triton) leave them alone.
+CPU_NATIVE_ONLY = frozenset({"max_pool2d"})
+
+#: The packed-format ops, which every backend implements.
+PACKED_OPS = tuple(op for op in SCHEMAS if op not in CPU_NATIVE_ONLY)
 
 LIBRARY = torch.library.Library(NAMESPACE, "DEF")
 for _schema in SCHEMAS.values():

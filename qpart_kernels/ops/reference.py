@@ -345,3 +345,17 @@ def dequantize_activation(
     checks.check_output_dtype("dequantize_activation", dtype)
     k = checks.check_activation_packed(packed, scales, zeros, bits, shape)
     return dequantize_groups(packed, scales, zeros, bits, k).reshape(list(shape)).to(dtype)
+
+
+def max_pool2d(
+    input: torch.Tensor,
+    kernel_size: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+) -> torch.Tensor:
+    """ATen's ``max_pool2d`` (dilation 1, floor mode) after QPART's checks."""
+    checks.check_max_pool2d(input, kernel_size, stride, padding)
+    out = torch.ops.aten.max_pool2d(
+        input, list(kernel_size), list(stride), list(padding), [1, 1], False
+    )
+    return out.contiguous()  # NCHW, as the native kernel and the fake kernel give it

@@ -4,8 +4,8 @@
 generated-code ``GraphModule`` (no per-node interpreter overhead) that reads the values of
 the earlier nodes it needs and returns the values later nodes need (or the graph's output).
 Submodules are shared with the original graph, so a weight swapped into a layer there is
-seen here. ``max_pool2d`` is run as an element-wise maximum of strided slices (bit-identical,
-several times faster than ATen's CPU kernel on these small-channel tensors), and a
+seen here. ``max_pool2d`` is run through :func:`max_pool2d_slices` (QPART's native max pool on NCHW
+tensors: bit-identical, several times faster than ATen's CPU kernel there), and a
 one-channel convolution through :func:`conv2d`.
 """
 

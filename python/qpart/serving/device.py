@@ -325,7 +325,7 @@ def activation_overhead_bytes() -> int:
 
 
 def runnable_segment(seg: DecodedSegment) -> DecodedSegment:
-    """``seg`` with its graph's conv epilogues fused and its max pools on strided slices
+    """``seg`` with its graph's conv epilogues fused and its max pools on the native kernel
     (``qpart_kernels.fuse_epilogues``): the same values, fewer passes over memory."""
     if isinstance(seg.module, fx.GraphModule):
         seg.module = fuse_epilogues(seg.module)
