@@ -28,6 +28,7 @@ import statistics
 import time
 import warnings
 
+import cpu_time_conv_int8 as conv_int8
 import torch
 import torch.nn.functional as F
 
@@ -47,29 +48,9 @@ LAYERS = [
 SWITCH = "QPART_CONV_I8_DEPTHWISE"
 
 
-def _engine() -> str:
-    engines = torch.backends.quantized.supported_engines
-    return "x86" if "x86" in engines else "fbgemm"
-
-
 def pytorch_int8(w: torch.Tensor, x: torch.Tensor, stride: int):
     """A calibrated static int8 depthwise conv with its input quantize and output dequantize."""
-    import torch.ao.nn.quantized as nnq
-
-    c = w.shape[0]
-    conv = nnq.Conv2d(c, c, 3, stride, 1, groups=c, bias=True)
-    w_scale = (w.abs().amax(dim=(1, 2, 3)) / 127.0).clamp(min=1e-8).double()
-    qw = torch.quantize_per_channel(w, w_scale, torch.zeros(c, dtype=torch.long), 0, torch.qint8)
-    conv.set_weight_bias(qw, torch.zeros(c))
-    ref = F.conv2d(x, w, None, stride, 1, groups=c)
-    lo, hi = float(ref.min()), float(ref.max())
-    conv.scale, conv.zero_point = (hi - lo) / 255.0, int(round(-lo / ((hi - lo) / 255.0)))
-    x_scale = float(x.abs().max()) / 127.5
-
-    def run() -> torch.Tensor:
-        return conv(torch.quantize_per_tensor(x, x_scale, 128, torch.quint8)).dequantize()
-
-    return run
+    return conv_int8.pytorch_int8(w, x, stride, groups=w.shape[0])
 
 
 def generic(fn):
@@ -127,7 +108,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.pop(SWITCH, None)
     warnings.filterwarnings("ignore")  # the deprecation notes of torch.ao quantized tensors
-    torch.backends.quantized.engine = _engine()
+    torch.backends.quantized.engine = conv_int8._engine()
     torch.set_num_threads(args.threads)
     print(
         f"\nbatch 1, {args.threads} thread(s), wall clock, {args.bits}-bit per-channel weights, "

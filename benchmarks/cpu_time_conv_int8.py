@@ -53,16 +53,17 @@ def _engine() -> str:
     return "x86" if "x86" in engines else "fbgemm"
 
 
-def pytorch_int8(w: torch.Tensor, x: torch.Tensor, stride: int):
-    """A calibrated static int8 conv with its input quantize and output dequantize."""
+def pytorch_int8(w: torch.Tensor, x: torch.Tensor, stride: int, groups: int = 1):
+    """A calibrated static int8 conv (3x3, padding 1, ``groups``) with its input quantize
+    and output dequantize."""
     import torch.ao.nn.quantized as nnq
 
-    cout, cin = w.shape[:2]
-    conv = nnq.Conv2d(cin, cout, 3, stride, 1, bias=True)
+    cout, cin = w.shape[0], w.shape[1] * groups
+    conv = nnq.Conv2d(cin, cout, 3, stride, 1, groups=groups, bias=True)
     w_scale = (w.abs().amax(dim=(1, 2, 3)) / 127.0).clamp(min=1e-8).double()
     qw = torch.quantize_per_channel(w, w_scale, torch.zeros(cout, dtype=torch.long), 0, torch.qint8)
     conv.set_weight_bias(qw, torch.zeros(cout))
-    ref = F.conv2d(x, w, None, stride, 1)
+    ref = F.conv2d(x, w, None, stride, 1, groups=groups)
     lo, hi = float(ref.min()), float(ref.max())
     conv.scale, conv.zero_point = (hi - lo) / 255.0, int(round(-lo / ((hi - lo) / 255.0)))
     x_scale = float(x.abs().max()) / 127.5

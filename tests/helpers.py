@@ -14,3 +14,24 @@ def tolerance(dtype: torch.dtype) -> dict[str, float]:
         torch.float16: {"atol": 2e-2, "rtol": 2e-2},
         torch.bfloat16: {"atol": 1e-1, "rtol": 5e-2},
     }[dtype]
+
+
+def conv2d_int8_reference(x, weight, q, bits: int, kwargs: dict) -> torch.Tensor:
+    """``reference.conv2d(..., int8_activations=True)`` of a test case: ``q`` the packed
+    weight triple, ``kwargs`` the ``qpart_kernels.conv2d`` keywords (bias, stride, padding,
+    dilation, groups; ints or pairs)."""
+    from qpart_kernels.ops import reference
+
+    pair = lambda v: [v, v] if isinstance(v, int) else list(v)  # noqa: E731
+    return reference.conv2d(
+        x,
+        *q,
+        kwargs["bias"],
+        bits,
+        list(weight.shape),
+        pair(kwargs["stride"]),
+        pair(kwargs["padding"]),
+        pair(kwargs["dilation"]),
+        kwargs["groups"],
+        True,
+    )

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import qpart_kernels as qk
-from helpers import ALL_BITS
+from helpers import ALL_BITS, conv2d_int8_reference
 from qpart_kernels.ops import reference
 
 pytestmark = pytest.mark.skipif(not qk.extension_loaded(), reason="needs the compiled extension")
@@ -52,20 +52,7 @@ def _case(geometry, bits, seed):
     return x, weight, q, kwargs
 
 
-def _reference(x, weight, q, bits, kwargs):
-    pair = lambda v: [v, v] if isinstance(v, int) else list(v)  # noqa: E731
-    return reference.conv2d(
-        x,
-        *q,
-        kwargs["bias"],
-        bits,
-        list(weight.shape),
-        pair(kwargs["stride"]),
-        pair(kwargs["padding"]),
-        pair(kwargs["dilation"]),
-        kwargs["groups"],
-        True,
-    )
+_reference = conv2d_int8_reference
 
 
 @pytest.mark.parametrize("bits", ALL_BITS)

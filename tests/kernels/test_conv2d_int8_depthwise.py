@@ -12,8 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import qpart_kernels as qk
-from helpers import ALL_BITS
-from qpart_kernels.ops import reference
+from helpers import ALL_BITS, conv2d_int8_reference
 
 pytestmark = pytest.mark.skipif(not qk.extension_loaded(), reason="needs the compiled extension")
 
@@ -50,20 +49,7 @@ def _case(geometry, bits, seed, bias=True):
     return x, weight, q, kwargs
 
 
-def _reference(x, weight, q, bits, kwargs):
-    pair = lambda v: [v, v] if isinstance(v, int) else list(v)  # noqa: E731
-    return reference.conv2d(
-        x,
-        *q,
-        kwargs["bias"],
-        bits,
-        list(weight.shape),
-        pair(kwargs["stride"]),
-        pair(kwargs["padding"]),
-        pair(kwargs["dilation"]),
-        kwargs["groups"],
-        True,
-    )
+_reference = conv2d_int8_reference
 
 
 @pytest.mark.parametrize("bits", ALL_BITS)
