@@ -30,6 +30,7 @@ OPS = (
     "conv2d",
     "quantize_activation",
     "dequantize_activation",
+    "max_pool2d",
 )
 
 
@@ -153,6 +154,17 @@ def build_args(case: dict) -> tuple[str, tuple]:
             rng.random() < 0.3,  # int8_activations
         )
         return op, args
+    if op == "max_pool2d":
+        kernel = [_int(rng, 1, 4, 0.1), _int(rng, 1, 4, 0.1)]
+        stride = [_int(rng, 1, 3, 0.1), _int(rng, 1, 3, 0.1)]
+        padding = [_int(rng, 0, 2, 0.1), _int(rng, 0, 2, 0.1)]
+        shape = [rng.randint(0, 2), rng.randint(1, 3), rng.randint(1, 9), rng.randint(1, 9)]
+        if rng.random() < 0.05:
+            shape = shape[1:]  # not NCHW
+        x = _values(rng, shape, _dtype(rng))
+        if rng.random() < 0.1:
+            x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+        return op, (x, kernel, stride, padding)
     if op == "quantize_activation":
         shape = [rng.randint(0, 4) if rng.random() < 0.1 else rng.randint(1, 4), rng.randint(1, 40)]
         return op, (_values(rng, shape, _dtype(rng)), bits, rng.random() < 0.5)

@@ -47,6 +47,7 @@ def op_samples():
                 ),
             )
         )
+        samples.append(("max_pool2d", (torch.randn(2, 3, 9, 8), [3, 2], [2, 1], [1, 0])))
         a = tuple(qk.quantize_activation(torch.randn(3, 5), bits, True))
         samples.append(("dequantize_activation", (*a, bits, [3, 5], torch.float16)))
     return samples
