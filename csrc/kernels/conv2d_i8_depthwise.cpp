@@ -1,7 +1,7 @@
 // The depthwise path of the integer conv2d (conv2d_i8_depthwise.h): when it applies, its plan,
 // the portable packer and tile kernel, and the work-item loop. conv2d_i8.cpp hands depthwise
-// plans here; the per-ISA kernels are rows of the ISA table (conv2d_i8_dw_tile,
-// conv2d_i8_dw_pack_input).
+// plans here; the per-ISA tiles are rows of the ISA table (conv2d_i8_dw_tile), the packer
+// quantizes with the row's conv2d_i8_quantize_row.
 #include "conv2d_i8_depthwise.h"
 
 #include <algorithm>
@@ -23,14 +23,6 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Bytes of pair rows a tile aims to keep in L2.
 constexpr int64_t kRowBudget = 96 * 1024;
-
-// The integer conv2d's element quantizer (conv2d_i8.cpp): round-half-to-even of x / s, clamped.
-inline int8_t quantize_one(float x, float s) {
-  if (!(s > 0.0f)) return 0;
-  float r = (x / s + 12582912.0f) - 12582912.0f;
-  r = r > 127.0f ? 127.0f : (r < -127.0f ? -127.0f : r);
-  return static_cast<int8_t>(static_cast<int>(r));
-}
 
 }  // namespace
 
@@ -68,32 +60,22 @@ Conv2dI8Plan conv2d_i8_depthwise_plan(const Conv2dShape& s, int64_t /*group_size
   return p;
 }
 
-void conv2d_i8_dw_pack_input_portable(const float* x, const Conv2dShape& s, const float* scale,
-                                      int64_t u_begin, int64_t u_end, int8_t* out) {
-  const ConvI8DwLayout l = conv_i8_dw_layout(s);
-  for (int64_t u = u_begin; u < u_end; ++u) {
-    const float sx = scale[u / s.c_in];
-    const float* src = x + u * s.h_in * s.w_in;
-    int8_t* dst = out + u * l.unit;
-    std::memset(dst, 0, static_cast<size_t>(l.unit));
-    for (int64_t iy = 0; iy < s.h_in; ++iy) {
-      int8_t* d = dst + (iy + s.pad_h) * l.row + s.pad_w;
-      for (int64_t ix = 0; ix < s.w_in; ++ix) d[ix] = quantize_one(src[iy * s.w_in + ix], sx);
-    }
-  }
-}
-
 void conv2d_i8_depthwise_pack_input(const Conv2dI8Plan& plan, const float* x, const Conv2dShape& s,
                                     const float* scale, int64_t u_begin, int64_t u_end,
                                     int8_t* input) {
-  const auto packer = isa_kernels(plan.isa).fn.conv2d_i8_dw_pack_input;
-  if (packer) {
-    packer(x, s, scale, u_begin, u_end, input);
-  } else {
-    conv2d_i8_dw_pack_input_portable(x, s, scale, u_begin, u_end, input);
+  const auto row_kernel = isa_kernels(plan.isa).fn.conv2d_i8_quantize_row;
+  const auto quantize_row = row_kernel ? row_kernel : conv2d_i8_quantize_row_portable;
+  const ConvI8DwLayout l = conv_i8_dw_layout(s);
+  for (int64_t u = u_begin; u < u_end; ++u) {
+    const float* src = x + u * s.h_in * s.w_in;
+    int8_t* dst = input + u * l.unit;
+    std::memset(dst, 0, static_cast<size_t>(l.unit));  // padding and slack
+    for (int64_t iy = 0; iy < s.h_in; ++iy)
+      quantize_row(src + iy * s.w_in, s.w_in, scale[u / s.c_in],
+                   dst + (iy + s.pad_h) * l.row + s.pad_w);
   }
   if (u_end == plan.input_units)  // the slack past the last unit
-    std::memset(input + plan.input_units * conv_i8_dw_layout(s).unit, 0, 64);
+    std::memset(input + plan.input_units * l.unit, 0, 64);
 }
 
 void conv2d_i8_dw_weights(const Conv2dI8Args& a, int64_t o, int16_t* w) {

@@ -100,18 +100,12 @@ void conv2d_i8_depthwise_items(const Conv2dI8Plan& plan, const Conv2dShape& s, c
 
 /// The portable tile kernel (per output row and channel, a plain loop over the pixels).
 void conv2d_i8_dw_tile_portable(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch);
-/// The portable packer of units [u_begin, u_end).
-void conv2d_i8_dw_pack_input_portable(const float* x, const Conv2dShape& s, const float* scale,
-                                      int64_t u_begin, int64_t u_end, int8_t* out);
 /// w'[j] = code[j] - zero[o, j / group_size] of output channel o (k = kh * kw values).
 void conv2d_i8_dw_weights(const Conv2dI8Args& a, int64_t o, int16_t* w);
 
 #if defined(__x86_64__)
 /// AVX2 tile: pair rows and vpmaddwd over 8-pixel vectors (exact int32 sums at every width).
 void conv2d_i8_dw_tile_avx2(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch);
-/// AVX2 packer (bit-exact with the portable one).
-void conv2d_i8_dw_pack_input_avx2(const float* x, const Conv2dShape& s, const float* scale,
-                                  int64_t u_begin, int64_t u_end, int8_t* out);
 #endif
 
 }  // namespace detail

@@ -124,7 +124,7 @@ const IsaKernels kIsaTable[] = {
                         quantize_row_i8_avx2, quantize_group_avx2, conv2d_tile_avx512,
                         absmax_avx2, conv2d_i8_tile_avx512, conv2d_i8_pack_input_avx2,
                         conv2d_i8_pack_weights_avx2, conv2d_i8_dw_tile_avx2,
-                        conv2d_i8_dw_pack_input_avx2, conv2d_i8_quantize_row_avx2,
+                        conv2d_i8_quantize_row_avx2,
                         conv2d_i8_patch_row_avx2, max_pool2d_planes_avx2})},
     // AVX2 + FMA (+ F16C).
     {CpuIsa::kAvx2, "avx2", /*i8_plane_layout=*/true, avx2_linear_scratch_floats,
@@ -133,19 +133,19 @@ const IsaKernels kIsaTable[] = {
                         quantize_row_i8_avx2, quantize_group_avx2, conv2d_tile_avx2,
                         absmax_avx2, conv2d_i8_tile_avx2, conv2d_i8_pack_input_avx2,
                         conv2d_i8_pack_weights_avx2, conv2d_i8_dw_tile_avx2,
-                        conv2d_i8_dw_pack_input_avx2, conv2d_i8_quantize_row_avx2,
+                        conv2d_i8_quantize_row_avx2,
                         conv2d_i8_patch_row_avx2, max_pool2d_planes_avx2})},
     // NEON (baseline on aarch64); conv2d runs im2col + the NEON matmul; the depthwise integer
     // conv runs the portable depthwise tile (compiled for the baseline, NEON included).
     {CpuIsa::kNeon, "neon", /*i8_plane_layout=*/true, neon_linear_scratch_floats, kNoConvTile,
      QPART_AARCH64_ONLY({always, linear_f32_neon, linear_i8_neon_any, nullptr, nullptr,
                          nullptr, nullptr, conv2d_i8_tile_neon_any, nullptr, nullptr,
-                         conv2d_i8_dw_tile_portable, nullptr, nullptr, nullptr,
+                         conv2d_i8_dw_tile_portable, nullptr, nullptr,
                          max_pool2d_planes_neon})},
     // The portable reference, always last (depthwise convs run the reference kernel too).
     {CpuIsa::kScalar, "scalar", /*i8_plane_layout=*/false, no_scratch, kNoConvTile,
      {always, nullptr, linear_i8_scalar, quantize_row_i8_scalar, nullptr, nullptr, nullptr, nullptr,
-      nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr}},
+      nullptr, nullptr, nullptr, nullptr, nullptr, nullptr}},
 };
 // clang-format on
 

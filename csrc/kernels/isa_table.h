@@ -57,10 +57,8 @@ struct IsaEntryPoints {
   /// Depthwise integer conv2d tile (conv2d_i8_depthwise.h). Null: no depthwise path (the
   /// generic kernels above run depthwise convs too).
   void (*conv2d_i8_dw_tile)(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch);
-  /// Its input packer. Null: the portable one.
-  void (*conv2d_i8_dw_pack_input)(const float* x, const Conv2dShape& s, const float* scale,
-                                  int64_t u_begin, int64_t u_end, int8_t* out);
-  /// Element quantizer of the integer conv's patch matrix (im2col plans). Null: portable.
+  /// Element quantizer of the integer conv's patch matrix (im2col plans) and depthwise
+  /// planes. Null: portable.
   void (*conv2d_i8_quantize_row)(const float* x, int64_t n, float scale, int8_t* out);
   /// Gather of one output row of a patch-matrix block. Null: the portable one.
   void (*conv2d_i8_patch_row)(const int8_t* const src[4], int64_t stride_w, int64_t wo,

@@ -175,10 +175,22 @@ void conv2d_i8_quantize_row_avx2(const float* x, int64_t n, float scale, int8_t*
     _mm256_storeu_si256((__m256i*)(out + i),
                         _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), order));
   }
-  for (; i < n; ++i) {  // the portable quantizer's magic-number rounding (same values)
-    float r = (x[i] / scale + 12582912.0f) - 12582912.0f;
-    r = r > 127.0f ? 127.0f : (r < -127.0f ? -127.0f : r);
-    out[i] = static_cast<int8_t>(static_cast<int>(r));
+  for (; i + 8 <= n; i += 8) {
+    const __m256i q = conv(x + i), q16 = _mm256_packs_epi32(q, q);
+    const __m256i q8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(q16, q16), order);
+    _mm_storel_epi64((__m128i*)(out + i), _mm256_castsi256_si128(q8));
+  }
+  if (i < n) {  // the last 1..7 through a masked load (the lanes past n quantize 0.0)
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n - i)),
+                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256 r = _mm256_round_ps(_mm256_div_ps(_mm256_maskload_ps(x + i, mask), vs),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256i q = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+    const __m256i q16 = _mm256_packs_epi32(q, q);
+    alignas(16) int8_t tail[16];
+    _mm_store_si128((__m128i*)tail, _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(
+                                        _mm256_packs_epi16(q16, q16), order)));
+    std::memcpy(out + i, tail, static_cast<size_t>(n - i));
   }
 }
 

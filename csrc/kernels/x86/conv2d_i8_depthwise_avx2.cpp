@@ -33,15 +33,6 @@ inline __m256 rounded(__m256 v) {
 // Taps per kernel the tile handles with its stack tables (larger kernels: portable tile).
 constexpr int64_t kMaxTaps = 1024;
 
-// 8 floats / vs rounded half to even and clamped to [-127, 127] (the portable packer's
-// quantizer: the division is correctly rounded either way, the rounding exact).
-inline __m256i quantize8(__m256 x, __m256 vs) {
-  const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
-  const __m256 r =
-      _mm256_round_ps(_mm256_div_ps(x, vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
-}
-
 // Pair rows of padded input row `src` (conv2d_i8_depthwise.h) into dst (copies * len lanes).
 void build_pair_rows(const Conv2dShape& s, const ConvI8DwLayout& l, const int8_t* src,
                      int32_t* dst) {
@@ -116,47 +107,6 @@ inline void block(const int32_t* pr, const Pos* pos, const PairTerm* terms, cons
 }
 
 }  // namespace
-
-void conv2d_i8_dw_pack_input_avx2(const float* x, const Conv2dShape& s, const float* scale,
-                                  int64_t u_begin, int64_t u_end, int8_t* out) {
-  const ConvI8DwLayout l = conv_i8_dw_layout(s);
-  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-  const __m256i lane_ids = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  for (int64_t u = u_begin; u < u_end; ++u) {
-    const float sx = scale[u / s.c_in];
-    const float* src = x + u * s.h_in * s.w_in;
-    int8_t* dst = out + u * l.unit;
-    if (!(sx > 0.0f)) {
-      std::memset(dst, 0, static_cast<size_t>(l.unit));
-      continue;
-    }
-    const __m256 vs = _mm256_set1_ps(sx);
-    std::memset(dst, 0, static_cast<size_t>(l.unit));  // padding and slack
-    for (int64_t iy = 0; iy < s.h_in; ++iy) {
-      int8_t* d = dst + (iy + s.pad_h) * l.row + s.pad_w;
-      const float* p = src + iy * s.w_in;
-      int64_t ix = 0;
-      for (; ix + 32 <= s.w_in; ix += 32) {
-        const __m256i ab = _mm256_packs_epi32(quantize8(_mm256_loadu_ps(p + ix), vs),
-                                              quantize8(_mm256_loadu_ps(p + ix + 8), vs));
-        const __m256i cd = _mm256_packs_epi32(quantize8(_mm256_loadu_ps(p + ix + 16), vs),
-                                              quantize8(_mm256_loadu_ps(p + ix + 24), vs));
-        _mm256_storeu_si256((__m256i*)(d + ix),
-                            _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), order));
-      }
-      // 8 at a time, the last ones through a masked load: the lanes past the row quantize to
-      // 0 and land in its zero slack (row >= pad_w + w_in + 8).
-      for (; ix < s.w_in; ix += 8) {
-        const int64_t n = s.w_in - ix < 8 ? s.w_in - ix : 8;
-        const __m256 v = _mm256_maskload_ps(
-            p + ix, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), lane_ids));
-        const __m256i q = quantize8(v, vs), q16 = _mm256_packs_epi32(q, q);
-        const __m256i q8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(q16, q16), order);
-        _mm_storel_epi64((__m128i*)(d + ix), _mm256_castsi256_si128(q8));
-      }
-    }
-  }
-}
 
 void conv2d_i8_dw_tile_avx2(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch) {
   const Conv2dShape& s = *a.s;
