@@ -108,7 +108,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.pop(SWITCH, None)
     warnings.filterwarnings("ignore")  # the deprecation notes of torch.ao quantized tensors
-    torch.backends.quantized.engine = conv_int8._engine()
+    torch.backends.quantized.engine = conv_int8.quantized_engine()
     torch.set_num_threads(args.threads)
     print(
         f"\nbatch 1, {args.threads} thread(s), wall clock, {args.bits}-bit per-channel weights, "

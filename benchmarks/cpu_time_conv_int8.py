@@ -48,7 +48,8 @@ LAYERS = [
 ]
 
 
-def _engine() -> str:
+def quantized_engine() -> str:
+    """PyTorch's x86 quantized engine where it exists, else fbgemm."""
     engines = torch.backends.quantized.supported_engines
     return "x86" if "x86" in engines else "fbgemm"
 
@@ -130,7 +131,7 @@ def main() -> None:
     if args.clock == "cpu":
         args.threads, clock = 1, time.thread_time
     warnings.filterwarnings("ignore")  # the deprecation notes of torch.ao quantized tensors
-    torch.backends.quantized.engine = _engine()
+    torch.backends.quantized.engine = quantized_engine()
     torch.set_num_threads(args.threads)
     print(
         f"\nbatch 1, {args.threads} thread(s), {args.clock} clock, min of {args.rounds} "
