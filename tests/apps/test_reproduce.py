@@ -103,3 +103,27 @@ def test_quick_reproduction_writes_every_table_and_figure(tmp_path, capsys):
     # per weight plus per-row scales (the paper's ~12 % depends on the trained network)
     assert 0.0 < res["max_weight_ratio"] <= 0.3
     assert len(re.findall(r"\bmet\b", md)) >= 2
+
+
+def test_a_cnn_row_without_an_all_device_plan_reports_8_bits(monkeypatch, tmp_path):
+    """When the budget admits no all-on-device plan, the Table IV row shows 8 bits
+    everywhere, marked as over the budget, instead of failing."""
+    from qpart.apps.reproduce import run
+    from qpart.workloads.data import load_digits8
+    from qpart.workloads.models import digits8_cnn
+
+    build = run.PatternTable.build
+
+    class _Table:
+        def __init__(self, patterns):
+            self.patterns = patterns
+
+    def no_all_device(prof, calib, **kw):
+        table = build(prof, calib, **kw)
+        return _Table([x for x in table.patterns if x.partition_point != prof.num_layers])
+
+    monkeypatch.setattr(run.PatternTable, "build", staticmethod(no_all_device))
+    row = run._cnn_row("digits8_cnn", digits8_cnn, load_digits8(0), 1, 64, tmp_path, 0, False)
+    assert not row["within_budget"]
+    assert row["bits"] == [8] * row["layers"]
+    assert row["ratio"] == pytest.approx(0.25, abs=0.02)

@@ -26,9 +26,10 @@ def _synthetic(n=400, classes=10, flipping=40, late=None, seed=0):
     others margins too large to flip in the searched range (``late``: one of those rows
     gets a direction that flips it at a small scale instead)."""
     gen = torch.Generator().manual_seed(seed)
-    ref = torch.randn(n, classes, generator=gen)
+    # float64: the output changes of the 1e6-margin rows keep their precision
+    ref = torch.randn(n, classes, generator=gen, dtype=torch.float64)
     ref[flipping:, 0] += 1e6  # class 0 by a margin no scale in [2^-14, 8] overcomes
-    direction = torch.randn(n, classes, generator=gen)
+    direction = torch.randn(n, classes, generator=gen, dtype=torch.float64)
     direction[flipping:] = direction[flipping:].clamp(-1.0, 1.0)
     if late is not None:
         ref[late] = torch.zeros(classes)
@@ -110,6 +111,55 @@ def test_a_subset_too_small_for_the_target_searches_all_inputs():
     measure, subset, rest = _parts(ref, outputs, order, m - 1, rows_seen)
     t, verified = robustness_on_subset(measure, full, 0.01, n, subset, rest, reference=ref)
     assert verified and t == robustness(full, 0.01, n, reference=ref)
+
+
+def test_the_rest_is_measured_once_at_the_lower_end():
+    """The verification measures the rest at one scale (the bracket's ``lo``), once."""
+    ref, outputs, full, rows_seen = _synthetic()
+    n = ref.shape[0]
+    order = torch.argsort(adversarial_margins(ref), stable=True)
+    measure, subset, rest = _parts(ref, outputs, order, 40, rows_seen)
+    rest_calls = []
+
+    def counted(scales, part):
+        if part == "rest":
+            rest_calls.append(list(scales))
+        return measure(scales, part)
+
+    t, verified = robustness_on_subset(counted, full, 0.01, n, subset, rest, reference=ref)
+    assert verified and len(rest_calls) == 1 and len(rest_calls[0]) == 1
+
+
+def test_the_rests_energy_at_hi_follows_the_subsets_slope():
+    """When the rest's energy grows faster with the scale than the subset's, ``t`` still
+    lies inside the band its bracket allows: the extrapolation error of the rest's energy
+    over one bracket (a factor ``2^tol`` in scale) is bounded by the slopes' difference."""
+    ref, _, _, rows_seen = _synthetic()
+    n = ref.shape[0]
+    gen = torch.Generator().manual_seed(3)
+    direction = torch.randn(n, ref.shape[1], generator=gen, dtype=torch.float64)
+    direction[40:] = direction[40:].clamp(-1.0, 1.0)
+
+    def outputs(s, rows):  # the high-margin rows' change grows as s^2 (energy as s^4)
+        lin = torch.zeros(n, 1, dtype=torch.float64)
+        lin[:40] = 1.0
+        factor = torch.where(lin[rows] > 0, s, s * s)
+        return ref[rows] + factor * direction[rows]
+
+    def full(scales):
+        res = []
+        for s in scales:
+            out = outputs(s, torch.arange(n))
+            e = float(((out - ref) ** 2).sum(-1).mean())
+            res.append((e, int((out.argmax(-1) != ref.argmax(-1)).sum()) / n, out))
+        return res
+
+    order = torch.argsort(adversarial_margins(ref), stable=True)
+    measure, subset, rest = _parts(ref, outputs, order, 40, rows_seen)
+    t, verified = robustness_on_subset(measure, full, 0.01, n, subset, rest, reference=ref)
+    t_full = robustness(full, 0.01, n, reference=ref)
+    band = 2.0 ** ((4 - 2) * TOLERANCE_LOG2) * 1.01  # energy slopes 4 vs 2, over one bracket
+    assert verified and t_full / band <= t <= t_full * band
 
 
 class _Mlp(nn.Module):

@@ -52,7 +52,7 @@ from .solve import default_bit_costs, solve_partition
 
 #: Bump when the calibration procedure changes: part of :func:`cached_calibration`'s file
 #: name, so a cache written by another procedure is not read back.
-CALIBRATION_PROCEDURE = 3
+CALIBRATION_PROCEDURE = 4
 #: Cumulative fractions of the inputs (in ascending-margin order) at which a closed-loop
 #: plan measurement may stop once it has exceeded its disagreement limit.
 CHUNK_FRACTIONS = (0.125, 0.25, 0.5, 1.0)

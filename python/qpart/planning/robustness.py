@@ -218,15 +218,17 @@ def robustness_on_subset(
     (the subset: the inputs of lowest top-1 margin); ``full_measure``: :data:`Measure` on
     all rows, for the fallback. A subset's disagreements never exceed those of all inputs,
     so the search on the subset (which counts the disagreements the target needs among all
-    ``n``) ends with a valid upper end ``hi``. The rest is then measured once, at both ends
-    of the subset's bracket (one stacked pass): if ``lo`` stays below the target on all
-    inputs, the bracket is valid for all inputs and ``t`` is computed from all inputs
-    exactly as :func:`robustness` computes it from a bracket (energies of all inputs at
-    both ends, the crossing predicted from all inputs' outputs at ``lo``) - the same value
-    whenever the subset's search visits the same scales, i.e. whenever no input outside the
-    subset decides a step. Otherwise (an input outside the subset flips below the subset's
-    crossing) the search is repeated on all inputs from the same start: ``verified`` is
-    then ``False`` and ``t`` is :func:`robustness`'s."""
+    ``n``) ends with a valid upper end ``hi``. The rest is then measured once, at the
+    bracket's lower end ``lo``: if ``lo`` stays below the target on all inputs, the bracket
+    is valid for all inputs and ``t`` is computed as :func:`robustness` computes it from a
+    bracket - all inputs' energy at ``lo``, the crossing predicted from all inputs' outputs
+    at ``lo`` - except that the rest's energy at ``hi`` is extrapolated from its energy at
+    ``lo`` along the subset's log-log slope between the ends (exact when both grow alike,
+    e.g. as ``s^2`` where the outputs follow the noise linearly; otherwise off by at most
+    the slopes' difference times the bracket's width, ``2^tol``, in the interpolated
+    energy). Otherwise (an input outside the subset flips below the subset's crossing) the
+    search is repeated on all inputs from the same start: ``verified`` is then ``False``
+    and ``t`` is :func:`robustness`'s."""
 
     def on_all_inputs() -> float:
         return robustness(
@@ -253,18 +255,32 @@ def robustness_on_subset(
 
     end = _search(on_subset, target, n, ref_s, start, tol, max_passes)
     lo, hi = end.lo, end.hi
-    ends = [e for e in (lo, hi) if e is not None]
-    full = {}
-    for e, (e_sum, count, out) in zip(ends, measure([e[0] for e in ends], "rest")):
-        e_s, c_s = seen[e[0]]
-        full[e[0]] = (e[0], (e_s + e_sum) / n, torch.cat([e[2], out]), c_s + count)
-    if lo is None or full[lo[0]][3] < m:  # the subset's bracket holds on all inputs
-        on_all = _End(end.kind, full[lo[0]] if lo else None, full[hi[0]] if hi else None)
-        if end.kind == "bracket":
-            cross = on_all.crossing(torch.cat([ref_s, ref_r]), n, target)
-            return _log_interpolate(on_all.lo[:2], on_all.hi[:2], cross), True
-        return on_all.energy(), True
-    return on_all_inputs(), False
+    # The rest at one end only - lo, or hi without lo: lo's count decides validity and its
+    # outputs the crossing.
+    one = lo if lo is not None else hi
+    ((e_rest, c_rest, out_rest),) = measure([one[0]], "rest")
+    e_one, c_one = seen[one[0]]
+    if lo is not None and c_one + c_rest >= m:  # an input outside the subset flips below lo
+        return on_all_inputs(), False
+    one_all = (one[0], (e_one + e_rest) / n, torch.cat([one[2], out_rest]))
+    lo_all = one_all if lo is not None else None
+    hi_all = one_all if lo is None else None
+    if lo is not None and hi is not None:
+        hi_all = (hi[0], (seen[hi[0]][0] + _rest_energy_at(hi[0], lo[0], e_rest, seen)) / n, None)
+    on_all = _End(end.kind, lo_all, hi_all)
+    if end.kind == "bracket":
+        cross = on_all.crossing(torch.cat([ref_s, ref_r]), n, target)
+        return _log_interpolate(on_all.lo[:2], on_all.hi[:2], cross), True
+    return on_all.energy(), True
+
+
+def _rest_energy_at(scale: float, lo: float, e_rest: float, seen) -> float:
+    """The rest's energy sum at ``scale`` from its sum ``e_rest`` at ``lo``, along the
+    subset's log-log slope between the two scales (2, that of noise the outputs follow
+    linearly, when a subset energy is 0)."""
+    e_lo, e_hi = seen[lo][0], seen[scale][0]
+    slope = math.log(e_hi / e_lo) / math.log(scale / lo) if e_lo > 0 and e_hi > 0 else 2.0
+    return e_rest * (scale / lo) ** slope
 
 
 def _log_interpolate(lo: tuple[float, float], hi: tuple[float, float], scale: float) -> float:

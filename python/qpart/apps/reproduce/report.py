@@ -482,7 +482,8 @@ def results_markdown(results: ReproductionResults) -> str:
                     f"{r['fp32_bytes'] / 1024:.1f}",
                     f"{r['qpart_bytes'] / 1024:.1f}",
                     _pct(r["ratio"], 1),
-                    " ".join(map(str, r["bits"])),
+                    " ".join(map(str, r["bits"]))
+                    + ("" if r.get("within_budget", True) else " (no plan within budget)"),
                     _pct(r["float_accuracy"]),
                     _pct(r["qpart_accuracy"]),
                     _pct(r["loss"]),

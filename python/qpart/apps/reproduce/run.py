@@ -55,9 +55,13 @@ def _cnn_row(name, model_fn, data, epochs, calib_n, cache, seed, progress, level
     table = PatternTable.build(prof, calib, levels=[level])
     float_acc = accuracy(model, data.x_test, data.y_test)
     L = prof.num_layers
-    pl = next(x for x in table.patterns if x.partition_point == L)
-    acc = accuracy(quantized_split_model(prof, L, pl.bits, None), data.x_test, data.y_test)
+    pl = next((x for x in table.patterns if x.partition_point == L), None)
+    # No all-on-device plan within the budget (the model predicts more loss even at 8 bits):
+    # the row shows 8 bits everywhere, marked as over the budget.
+    bits = list(pl.bits) if pl is not None else [8] * L
+    acc = accuracy(quantized_split_model(prof, L, bits, None), data.x_test, data.y_test)
     fp32 = prof.weight_payload_bytes(L, [None] * L)
+    qpart_bytes = pl.weight_payload_bytes if pl is not None else prof.weight_payload_bytes(L, bits)
     # Best partition point under Table II (what the planner would serve).
     best = min((x for x in table.patterns), key=lambda x: x.costs.objective)
     return {
@@ -65,9 +69,10 @@ def _cnn_row(name, model_fn, data, epochs, calib_n, cache, seed, progress, level
         "layers": L,
         "test_samples": int(data.y_test.numel()),
         "fp32_bytes": fp32,
-        "qpart_bytes": pl.weight_payload_bytes,
-        "ratio": pl.weight_payload_bytes / fp32,
-        "bits": list(pl.bits),
+        "qpart_bytes": qpart_bytes,
+        "ratio": qpart_bytes / fp32,
+        "bits": bits,
+        "within_budget": pl is not None,
         "float_accuracy": float_acc,
         "qpart_accuracy": acc,
         "loss": float_acc - acc,
