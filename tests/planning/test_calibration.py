@@ -14,6 +14,7 @@ from torch import nn
 from qpart.core.metrics import flip_rate, predictions
 from qpart.core.profile import profile
 from qpart.core.split import quantized_split_model
+from qpart.planning import calibration
 from qpart.planning.allocation import InfeasibleError
 from qpart.planning.calibration import adversarial_margins, cached_calibration, calibrate
 from qpart.planning.noise_model import Calibration
@@ -98,6 +99,94 @@ def test_calibration_restores_the_thread_count(s):
     before = torch.get_num_threads()
     calibrate(s.model, s.x_train[:64], prof=s.prof, levels=(0.05,), threads=1, progress=False)
     assert torch.get_num_threads() == before
+
+
+def test_calibration_freezes_the_collector_only_while_it_runs(s, monkeypatch):
+    """Full collections skip the objects alive on entry while calibrating; on return the
+    collector is as it was - also when the caller had frozen objects itself."""
+    import gc
+
+    seen = []
+    monkeypatch.setattr(
+        calibration, "_calibrate", lambda *a, **k: seen.append(gc.get_freeze_count()) or 0
+    )
+    assert gc.get_freeze_count() == 0
+    calibrate(s.model, s.x_train[:8], prof=s.prof, progress=False)
+    assert seen[-1] > 0 and gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        calibrate(s.model, s.x_train[:8], prof=s.prof, progress=False)
+        assert seen[-1] == frozen and gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+
+
+def test_the_closed_loops_breadth_first_order_changes_the_work_not_the_budgets(s, monkeypatch):
+    """The closed loop measures its plans one chunk of inputs at a time across all points;
+    measuring each plan to the end before the next (the order before) gives the same
+    budgets, with at least as many rows measured."""
+    rows = []
+    original = Probe.plan_disagreements
+
+    def recorded(self, *args, **kwargs):
+        start = kwargs.get("resume", (0, 0))[1]
+        count, seen = original(self, *args, **kwargs)
+        rows.append(seen - start)
+        return count, seen
+
+    monkeypatch.setattr(Probe, "plan_disagreements", recorded)
+    levels = (0.01, 0.02, 0.05)
+    x = s.x_train[:300]
+    breadth = calibrate(s.model, x, prof=s.prof, levels=levels, progress=False).budgets
+    breadth_rows = sum(rows)
+    rows.clear()
+
+    def whole_plans(self, *args, max_chunks=None, **kwargs):
+        return recorded(self, *args, **kwargs)
+
+    monkeypatch.setattr(Probe, "plan_disagreements", whole_plans)
+    depth = calibrate(s.model, x, prof=s.prof, levels=levels, progress=False).budgets
+    assert breadth == depth
+    assert breadth_rows <= sum(rows)
+
+
+class _ChunkedProbe:
+    """A probe stand-in: 4 chunks of 2 rows; ``flips[plan][c]`` disagreements in chunk c."""
+
+    n = 8
+
+    def __init__(self, flips):
+        self.flips, self.calls = flips, []
+
+    def plan_disagreements(self, p, bits, b_a, weight, limit, resume=(0, 0), max_chunks=None):
+        count, seen = resume
+        for _ in range(max_chunks or 4):
+            if seen == self.n or count > limit:
+                break
+            self.calls.append((p, seen // 2))
+            count += self.flips[(p, bits, b_a)][seen // 2]
+            seen += 2
+        return count, seen
+
+
+def test_first_failing_plan_measures_breadth_first_and_passes_only_on_all_rows():
+    a, b, c = (1, (4,), 8), (2, (4, 4), 8), (3, (4, 4, 4), 8)
+    probe = _ChunkedProbe({a: [0, 0, 0, 0], b: [0, 0, 0, 2], c: [2, 0, 0, 0]})
+    measured = {}
+    # c fails in its first chunk: a and b were measured one chunk each, not to the end
+    assert calibration.first_failing_plan(probe, [a, b, c], 1, None, measured) == c
+    assert probe.calls == [(1, 0), (2, 0), (3, 0)]
+    # without c: b fails only in its last chunk - a pass needs every row of every plan
+    probe.calls.clear()
+    assert calibration.first_failing_plan(probe, [a, b], 1, None, measured) == b
+    assert probe.calls == [(1, 1), (2, 1), (1, 2), (2, 2), (1, 3), (2, 3)]
+    assert measured[a] == (0, 8) and measured[b] == (2, 8)
+    # everything cached: nothing measured again; a alone passes
+    probe.calls.clear()
+    assert calibration.first_failing_plan(probe, [a], 1, None, measured) is None
+    assert calibration.first_failing_plan(probe, [b, a], 1, None, measured) == b
+    assert probe.calls == []
 
 
 def test_cached_calibration_hits_after_a_miss(tmp_path):

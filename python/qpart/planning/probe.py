@@ -303,26 +303,32 @@ class Probe:
         weight: Callable[[str, int], torch.Tensor] | None = None,
         limit: int | None = None,
         resume: tuple[int, int] = (0, 0),
+        max_chunks: int | None = None,
     ) -> tuple[int, int]:
         """``(disagreements, rows measured)`` of a plan (see :meth:`with_plan`), chunk by
         chunk (:meth:`set_chunks`; all rows at once when unset), stopping as soon as the
         disagreements exceed ``limit``: exact when all rows were measured, else a lower
         bound that already exceeds ``limit``. ``resume``: ``(disagreements, rows)`` of an
         earlier call for the same plan that stopped early; its chunks are not measured
-        again."""
+        again. ``max_chunks``: measure at most this many more chunks (the count is then
+        partial unless all rows were measured)."""
         chunks = range(1, self._num_chunks + 1) if self._num_chunks else [0]
         count, seen = resume
         skip = seen
+        done = 0
         for chunk in chunks:
             if skip > 0:
                 skip -= self._rows(chunk)
                 if skip < 0:
                     raise ValueError("resume: rows measured do not end at a chunk boundary")
                 continue
+            if max_chunks is not None and done >= max_chunks:
+                break
             out = self.plan_outputs(p, bits, b_a, weight, chunk=chunk)
             ref = self.ref if chunk == 0 else self._float(self.nodes[-1].args[0], chunk)
             count += self.agreement.disagreements(out, ref)
             seen += self._rows(chunk)
+            done += 1
             if limit is not None and count > limit:
                 break
         return count, seen
