@@ -187,6 +187,17 @@ def test_first_failing_plan_measures_breadth_first_and_passes_only_on_all_rows()
     assert calibration.first_failing_plan(probe, [a], 1, None, measured) is None
     assert calibration.first_failing_plan(probe, [b, a], 1, None, measured) == b
     assert probe.calls == []
+    # the plans are read only as far as needed: a failing first plan ends the first round
+    read = []
+
+    def plans():
+        for plan in (c, a, b):
+            read.append(plan)
+            yield plan
+
+    probe.calls.clear()
+    assert calibration.first_failing_plan(probe, plans(), 1, None, {}) == c
+    assert read == [c] and probe.calls == [(3, 0)]
 
 
 def test_cached_calibration_hits_after_a_miss(tmp_path):

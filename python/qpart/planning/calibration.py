@@ -29,7 +29,7 @@ import gc
 import hashlib
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -280,9 +280,10 @@ def _source_models(probe: Probe, prof, widths, reference_drop, seed, bar, order=
     return layer_models, act_models
 
 
-def first_failing_plan(probe: Probe, plans, limit: int, weight, measured: dict):
-    """The first of ``plans`` (``(p, bits, b_a)`` keys) that disagrees with the float model
-    on more than ``limit`` of the probe's inputs, or ``None`` when none does.
+def first_failing_plan(probe: Probe, plans: Iterable[tuple], limit: int, weight, measured: dict):
+    """The first of ``plans`` (``(p, bits, b_a)`` keys; an iterable, read once and only as
+    far as needed) that disagrees with the float model on more than ``limit`` of the
+    probe's inputs, or ``None`` when none does.
 
     Breadth first: one chunk of inputs (:meth:`Probe.set_chunks`, ascending margin) of every
     open plan at a time, so that a plan failing on the low-margin inputs ends the check
@@ -290,9 +291,17 @@ def first_failing_plan(probe: Probe, plans, limit: int, weight, measured: dict):
     measured on all inputs, so the answer is exact and the same in any order.
     ``measured``: ``{plan: (disagreements, rows measured)}``, read and updated (a plan over
     the limit stays a lower bound; one measured in part resumes where it stopped)."""
+    known: list[tuple] = []
+
+    def first_round():
+        for plan in plans:
+            known.append(plan)
+            yield plan
+
+    this_round = first_round()
     while True:
         still_open = False
-        for plan in plans:
+        for plan in this_round:
             count, seen = measured.get(plan, (0, 0))
             if seen < probe.n and count <= limit:
                 p, bits, b_a = plan
@@ -305,6 +314,7 @@ def first_failing_plan(probe: Probe, plans, limit: int, weight, measured: dict):
                 return plan
         if not still_open:
             return None
+        this_round = known
 
 
 def free_threads(limit: int | None = None) -> int:
@@ -479,14 +489,16 @@ def _calibrate(
         """Whether every point's plan at ``C = c_value`` disagrees on at most ``limit``
         inputs (:func:`first_failing_plan`); the first failing point is tried first next
         time."""
-        plans = []
-        for p_cut in points:
-            try:
-                bits, b_a, _ = solve_partition(prof, calib, p_cut, c_value, costs)
-            except InfeasibleError:
-                continue
-            plans.append((p_cut, tuple(bits), b_a))
-        failing = first_failing_plan(probe, plans, limit, weight, measured)
+
+        def plans():  # solved as they are needed: a first plan that fails ends the step
+            for p_cut in list(points):
+                try:
+                    bits, b_a, _ = solve_partition(prof, calib, p_cut, c_value, costs)
+                except InfeasibleError:
+                    continue
+                yield (p_cut, tuple(bits), b_a)
+
+        failing = first_failing_plan(probe, plans(), limit, weight, measured)
         bar.set_postfix_str(f"{len(measured)} plans measured")
         if failing is None:
             return True
