@@ -4,6 +4,8 @@ pre-round-trip plan prefixes."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -11,7 +13,7 @@ from torch import nn
 from qpart.core.profile import profile
 from qpart.planning import calibration
 from qpart.planning.calibration import adversarial_margins, calibrate, subset_size
-from qpart.planning.probe import Probe
+from qpart.planning.probe import Probe, quantized_weight
 from qpart.planning.robustness import (
     TOLERANCE_LOG2,
     needed_disagreements,
@@ -304,3 +306,65 @@ def test_perturbed_values_stacked_equal_one_at_a_time(mlp):
         assert torch.equal(
             stacked[: first.shape[0] if rows is None else 3], first if rows is None else first[rows]
         )
+
+
+def test_the_energy_sample_is_stratified_and_unbiased():
+    """All low-margin rows, a seeded share of the others, weights that sum to ``n``; the
+    weighted mean of any per-row quantity is an unbiased estimate of its mean over all
+    inputs (checked over many seeds, with a 4-standard-error margin)."""
+    n, size = 1000, 125
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    sample = calibration.energy_sample(order, size, seed=1)
+    rest = order[size:]
+    assert torch.equal(sample.rows[:size], order[:size])
+    k = sample.rest_positions.numel()
+    assert k == max(calibration.ENERGY_SAMPLE_MIN, math.ceil(0.3 * (n - size)))
+    assert torch.equal(sample.rows[size:], rest[sample.rest_positions])
+    assert len(set(sample.rows.tolist())) == sample.rows.numel()
+    assert float(sample.weights.sum()) == pytest.approx(n)
+    assert torch.equal(calibration.energy_sample(order, size, seed=1).rows, sample.rows)
+    energy = torch.rand(n, generator=torch.Generator().manual_seed(2), dtype=torch.float64) ** 4
+    estimates = torch.tensor(
+        [
+            float((s.weights * energy[s.rows]).sum()) / n
+            for s in (calibration.energy_sample(order, size, seed=i) for i in range(300))
+        ]
+    )
+    err = float(estimates.std()) / math.sqrt(estimates.numel())
+    assert abs(float(estimates.mean()) - float(energy.mean())) < 4 * err
+    # few other inputs: all of them
+    small = calibration.energy_sample(order[:80], 20, seed=0)
+    assert small.rows.numel() == 80 and float(small.weights.max()) == 1.0
+
+
+def test_a_rest_sample_of_every_row_gives_the_unsampled_t():
+    ref, outputs, full, rows_seen = _synthetic()
+    n = ref.shape[0]
+    order = torch.argsort(adversarial_margins(ref), stable=True)
+    measure, subset, rest = _parts(ref, outputs, order, 40, rows_seen)
+    t, _ = robustness_on_subset(measure, full, 0.01, n, subset, rest, reference=ref)
+    every = (torch.arange(rest.numel()), 1.0)
+    t_all, _ = robustness_on_subset(
+        measure, full, 0.01, n, subset, rest, reference=ref, rest_sample=every
+    )
+    assert t_all == pytest.approx(t, rel=1e-9)
+    # half the rest, each counted twice: an estimate, not the exact value
+    half = (torch.arange(0, rest.numel(), 2), 2.0)
+    t_half, _ = robustness_on_subset(
+        measure, full, 0.01, n, subset, rest, reference=ref, rest_sample=half
+    )
+    assert t_half != t and t_half == pytest.approx(t, rel=0.5)
+
+
+def test_width_probe_on_a_sample_of_every_row_gives_the_full_energies(mlp):
+    _, x, prof = mlp
+    probe = Probe(prof, x)
+    order = torch.argsort(adversarial_margins(probe.ref), stable=True)
+    every = calibration.EnergySample(order, torch.ones(probe.n, dtype=torch.float64), order[:0])
+    for layer in prof.layers:
+        idx = probe.layer_index[layer.name]
+        w = probe.modules[layer.name].weight
+        outs = [probe.layer_output(layer.name, quantized_weight(w, b)) for b in (2, 6)]
+        full, _ = calibration._width_probe(probe, idx, outs, (2, 6), probe.ref, 0.01)
+        sampled, _ = calibration._width_probe(probe, idx, outs, (2, 6), probe.ref, 0.01, every)
+        assert sampled == pytest.approx(full, rel=1e-5)

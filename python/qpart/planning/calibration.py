@@ -13,6 +13,8 @@ quantizer:
   quantization-like noise on the weights / activation, scale found by bisection), flips
   ``reference_drop`` of the calibration predictions (searched on the lowest-margin inputs
   and verified once on all of them, :func:`~qpart.planning.robustness.robustness_on_subset`);
+* the energies above are stratified estimates of the mean over all inputs (every
+  lowest-margin input and a seeded sample of the others, :func:`energy_sample`);
 * the budget ``C(a)``: with ``D = sum_i p_i exp(-alpha_i b_i) / t_i``, the allowed ``D`` for
   an accuracy loss ``a``. Initial value from isotropic Gaussian logit noise (``C(a) =
   E(a)/E(reference_drop)``), then a closed loop: plans at every partition point are
@@ -30,6 +32,7 @@ import hashlib
 import math
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +57,7 @@ from .solve import default_bit_costs, solve_partition
 
 #: Bump when the calibration procedure changes: part of :func:`cached_calibration`'s file
 #: name, so a cache written by another procedure is not read back.
-CALIBRATION_PROCEDURE = 4
+CALIBRATION_PROCEDURE = 5
 #: Cumulative fractions of the inputs (in ascending-margin order) at which a closed-loop
 #: plan measurement may stop once it has exceeded its disagreement limit.
 CHUNK_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
@@ -63,6 +66,44 @@ CHUNK_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 #: when that is more than half of them.
 SUBSET_FRACTION = 0.125
 SUBSET_MIN_MULTIPLE = 8
+
+
+#: The noise energies (width probes and ``t``) are stratified estimates: every input of the
+#: low-margin subset, and this fraction of the others (seeded; at least
+#: :data:`ENERGY_SAMPLE_MIN` of them, all when fewer), weighted up to all inputs. Every
+#: decision (a robustness bracket, a closed-loop plan) is still measured on all inputs.
+ENERGY_SAMPLE_FRACTION = 0.3
+ENERGY_SAMPLE_MIN = 64
+
+
+@dataclass(frozen=True)
+class EnergySample:
+    """The rows the noise energies are measured on: ``rows`` (the low-margin subset, then
+    the sampled other inputs), ``weights`` per row (1, and ``len(rest) / sampled``) so that
+    ``sum(weights * per-row energy) / n`` estimates the mean over all ``n`` inputs without
+    bias, and ``rest_positions``: the sampled rows' positions among the other inputs."""
+
+    rows: torch.Tensor
+    weights: torch.Tensor
+    rest_positions: torch.Tensor
+
+    @property
+    def rest_weight(self) -> float:
+        """The weight of a sampled row of the other inputs."""
+        return float(self.weights[-1]) if self.rest_positions.numel() else 1.0
+
+
+def energy_sample(order: torch.Tensor, size: int, seed: int) -> EnergySample:
+    """The stratified energy rows for inputs ranked ``order`` (ascending margin) with a
+    low-margin subset of ``size`` rows (:data:`ENERGY_SAMPLE_FRACTION`)."""
+    low, rest = order[:size], order[size:]
+    k = min(rest.numel(), max(ENERGY_SAMPLE_MIN, math.ceil(ENERGY_SAMPLE_FRACTION * rest.numel())))
+    gen = torch.Generator().manual_seed(seed)
+    positions = torch.randperm(rest.numel(), generator=gen)[:k].sort().values
+    weights = torch.cat(
+        [torch.ones(low.numel()), torch.full((k,), rest.numel() / max(k, 1))]
+    ).double()
+    return EnergySample(torch.cat([low, rest[positions]]), weights, positions)
 
 
 def subset_size(target: float, n: int) -> int | None:
@@ -177,16 +218,36 @@ def _part_measure(probe: Probe, node_index: int, value_at, parts: dict[str, int]
     return measure
 
 
-def _width_probe(probe: Probe, idx: int, outs, widths, reference, target):
+def _width_probe(probe: Probe, idx: int, outs, widths, reference, target, sample=None):
     """Energies of the source quantized at each width (node ``idx`` replaced by ``outs``,
-    one stacked pass) and the robustness search's first scale predicted from them."""
-    out = probe.outputs_from(idx, outs)
-    stats = probe.stats_many(out, len(outs))
-    energies = {int(b): e for b, (e, _) in zip(widths, stats)}
-    blocks = list(out.reshape(len(outs), probe.n, *out.shape[1:]))
+    one stacked pass) and the robustness search's first scale predicted from them; on the
+    rows of ``sample`` (:class:`EnergySample`, its weighted estimate) when given, else on
+    all inputs."""
     scales = [1.0 / (2.0 ** int(b) - 1.0) for b in widths]
-    rates = [r for _, r in stats]
-    start = first_guess(reference, blocks, scales, rates, target)
+    if sample is None:
+        out = probe.outputs_from(idx, outs)
+        stats = probe.stats_many(out, len(outs))
+        energies = {int(b): e for b, (e, _) in zip(widths, stats)}
+        blocks = list(out.reshape(len(outs), probe.n, *out.shape[1:]))
+        rates = [r for _, r in stats]
+        return energies, first_guess(reference, blocks, scales, rates, target)
+    chunk = probe.add_rows(sample.rows, cache=False)
+    try:
+        with torch.inference_mode():
+            out = probe.outputs_from(idx, [o.index_select(0, sample.rows) for o in outs], chunk)
+    finally:
+        probe.drop_rows([chunk])
+    rows = sample.rows.numel()
+    ref = reference.index_select(0, sample.rows)
+    energies, rates, blocks = {}, [], []
+    for b, block in zip(widths, out.reshape(len(outs), rows, *out.shape[1:])):
+        per_row = ((block - ref).reshape(rows, -1).double() ** 2).sum(-1)
+        flips = (block.reshape(rows, -1).argmax(-1) != ref.reshape(rows, -1).argmax(-1)).double()
+        energies[int(b)] = float((per_row * sample.weights).sum()) / probe.n
+        rates.append(float((flips * sample.weights).sum()) / probe.n)
+        blocks.append(block)
+    low = rows - sample.rest_positions.numel()  # the guess: from the low-margin rows
+    start = first_guess(ref[:low], [blk[:low] for blk in blocks], scales, rates, target, n=probe.n)
     return energies, start
 
 
@@ -204,6 +265,7 @@ def _t_search(probe, idx, value_at, target, reference, start, subsets, kind):
         "subset": probe.add_rows(ranked[:size], cache=False),
         "rest": probe.add_rows(ranked[size:], cache=False),
     }
+    sample = subsets.get("sample")
     try:
         t, verified = robustness_on_subset(
             _part_measure(probe, idx, value_at, parts),
@@ -214,6 +276,7 @@ def _t_search(probe, idx, value_at, target, reference, start, subsets, kind):
             probe.rows(parts["rest"]),
             reference=reference,
             start=start,
+            rest_sample=None if sample is None else (sample.rest_positions, sample.rest_weight),
         )
     finally:
         probe.drop_rows(parts.values())
@@ -230,6 +293,13 @@ def _source_models(probe: Probe, prof, widths, reference_drop, seed, bar, order=
     reference = probe.ref if top1 else None
     size = subset_size(reference_drop, probe.n)
     subsets = None if order is None or size is None else {"order": order, "size": size}
+    sample = None
+    if subsets is not None and reference is not None:
+        sample = energy_sample(order, size, seed * 1000 + 999)
+        if sample.rows.numel() < probe.n:
+            subsets["sample"] = sample
+        else:
+            sample = None
     layer_models: list[NoiseModel] = []
     for i, layer in enumerate(prof.layers):
         bar.set_description(f"calibrating: layer {i + 1}/{prof.num_layers} {layer.name}")
@@ -237,7 +307,7 @@ def _source_models(probe: Probe, prof, widths, reference_drop, seed, bar, order=
         w = probe.modules[layer.name].weight
         x_q = probe.quantized_layer_input(layer.name)  # int8 with act_int8, else float
         outs = [probe.layer_output(layer.name, quantized_weight(w, b), x=x_q) for b in widths]
-        energies, start = _width_probe(probe, idx, outs, widths, reference, reference_drop)
+        energies, start = _width_probe(probe, idx, outs, widths, reference, reference_drop, sample)
         p, alpha = _fit(list(energies), list(energies.values()))
         noise = _weight_noise(w, seed * 1000 + i)
         try:  # linear in the weight: y(s) = y_float + s * layer(x, noise) without bias
@@ -272,7 +342,7 @@ def _source_models(probe: Probe, prof, widths, reference_drop, seed, bar, order=
         else:
             act_at = _Perturbed(probe, value, noise)
 
-        energies, start = _width_probe(probe, idx, outs, widths, reference, reference_drop)
+        energies, start = _width_probe(probe, idx, outs, widths, reference, reference_drop, sample)
         p, alpha = _fit(list(energies), list(energies.values()))
         t = _t_search(probe, idx, act_at, reference_drop, reference, start, subsets, "activation")
         act_models[p_cut] = NoiseModel(p, alpha, max(t, 1e-30), energies)

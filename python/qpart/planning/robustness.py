@@ -94,16 +94,18 @@ def first_guess(
     rates: Sequence[float],
     target: float,
     default: float = 2.0**-6,
+    n: int | None = None,
 ) -> float:
     """A starting scale for :func:`robustness` from measurements with other noise of known
     equivalent scales (e.g. ``b``-bit quantization, a uniform step of ``1 / (2^b - 1)`` of the
     range): the top-1 prediction (:func:`predicted_flips`) of the ``m``-th flip, ``m`` the
-    disagreements ``target`` needs; ``default`` without the top-1 rule or a finite
-    prediction."""
+    disagreements ``target`` needs among ``n`` inputs (default: the rows of ``reference``;
+    fewer rows - the lowest-margin ones - predict the first flips of all ``n``); ``default``
+    without the top-1 rule or a finite prediction."""
     flips, _ = predicted_flips(reference, outputs, scales, rates, target)
     if flips is None:
         return default
-    m = needed_disagreements(target, reference.shape[0])
+    m = needed_disagreements(target, reference.shape[0] if n is None else n)
     if not 1 <= m <= reference.shape[0]:
         return default
     guess = float(flips.kthvalue(m).values)
@@ -209,9 +211,13 @@ def robustness_on_subset(
     start: float = 2.0**-6,
     tol: float = TOLERANCE_LOG2,
     max_passes: int = 16,
+    rest_sample: tuple[torch.Tensor, float] | None = None,
 ) -> tuple[float, bool]:
     """:func:`robustness` with the top-1 rule, searched on a subset of the inputs and
-    verified once on all of them. Returns ``(t, verified)``.
+    verified once on all of them. Returns ``(t, verified)``. ``rest_sample``:
+    ``(positions, weight)`` - the energies are then the stratified estimate of the mean
+    over all inputs from the whole subset and the rest's rows at ``positions`` (each
+    counted ``weight`` times), the rows the noise curves were measured on.
 
     ``subset``, ``rest``: the row indices (a partition of ``range(n)``) that
     ``measure(scales, "subset")`` / ``measure(scales, "rest")`` evaluate, in that order
@@ -263,6 +269,11 @@ def robustness_on_subset(
     if lo is not None and c_one + c_rest >= m:  # an input outside the subset flips below lo
         return on_all_inputs(), False
     one_all = (one[0], (e_one + e_rest) / n, torch.cat([one[2], out_rest]))
+    if rest_sample is not None:  # the rest's energy from its sampled rows, weighted
+        positions, weight = rest_sample
+        diff = (out_rest.index_select(0, positions) - ref_r.index_select(0, positions)).double()
+        e_rest = weight * float((diff**2).sum())
+        one_all = (one[0], (e_one + e_rest) / n, one_all[2])
     lo_all = one_all if lo is not None else None
     hi_all = one_all if lo is None else None
     if lo is not None and hi is not None:
