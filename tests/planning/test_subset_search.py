@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from qpart.core.profile import profile
-from qpart.planning import calibration
-from qpart.planning.calibration import adversarial_margins, calibrate, subset_size
+from qpart.planning import sources
+from qpart.planning.calibration import adversarial_margins, calibrate
 from qpart.planning.probe import Probe, quantized_weight
 from qpart.planning.robustness import (
     TOLERANCE_LOG2,
@@ -20,6 +20,7 @@ from qpart.planning.robustness import (
     robustness,
     robustness_on_subset,
 )
+from qpart.planning.sources import subset_size
 from qpart.planning.subgraph import Subgraph
 
 
@@ -192,14 +193,14 @@ def test_subset_search_on_a_probe_keeps_a_bracket_valid_on_all_inputs(mlp):
     for i, layer in enumerate(prof.layers):
         idx = probe.layer_index[layer.name]
         w = probe.modules[layer.name].weight
-        noise = calibration._weight_noise(w, i)
-        value_at = calibration._Perturbed(
+        noise = sources._weight_noise(w, i)
+        value_at = sources._Perturbed(
             probe, probe.cache[probe.nodes[idx]], probe.layer_output(layer.name, noise, bias=False)
         )
-        full = calibration._stacked_measure(probe, idx, value_at)
+        full = sources._stacked_measure(probe, idx, value_at)
         parts = {"subset": probe.add_rows(order[:size]), "rest": probe.add_rows(order[size:])}
         t, _ = robustness_on_subset(
-            calibration._part_measure(probe, idx, value_at, parts),
+            sources._part_measure(probe, idx, value_at, parts),
             full,
             0.01,
             probe.n,
@@ -271,16 +272,16 @@ def test_calibration_with_subsets_keeps_every_robustness_in_the_bracket(mlp, mon
     model, x, prof = mlp
     kw = {"prof": prof, "levels": (0.01, 0.02), "progress": False, "threads": 1}
     calls = []
-    orig = calibration.robustness_on_subset
+    orig = sources.robustness_on_subset
 
     def counted(*a, **k):
         calls.append(1)
         return orig(*a, **k)
 
-    monkeypatch.setattr(calibration, "robustness_on_subset", counted)
+    monkeypatch.setattr(sources, "robustness_on_subset", counted)
     with_subsets = calibrate(model, x, **kw)
     assert calls  # the subset search ran
-    monkeypatch.setattr(calibration, "subset_size", lambda target, n: None)
+    monkeypatch.setattr(sources, "subset_size", lambda target, n: None)
     without = calibrate(model, x, **kw)
     band = 2.0 ** (2 * TOLERANCE_LOG2) * 1.01
     pairs = list(zip(with_subsets.layers, without.layers))
@@ -295,7 +296,7 @@ def test_perturbed_values_stacked_equal_one_at_a_time(mlp):
     idx = probe.layer_index[prof.layers[1].name]
     y0 = probe.cache[probe.nodes[idx]]
     delta = torch.randn(y0.shape, generator=torch.Generator().manual_seed(2))
-    value_at = calibration._Perturbed(probe, y0, delta)
+    value_at = sources._Perturbed(probe, y0, delta)
     chunk = probe.add_rows(torch.tensor([7, 1, 300]))
     for c in (0, chunk):
         scales = [0.01, 0.5, 2.0]
@@ -314,26 +315,26 @@ def test_the_energy_sample_is_stratified_and_unbiased():
     inputs (checked over many seeds, with a 4-standard-error margin)."""
     n, size = 1000, 125
     order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
-    sample = calibration.energy_sample(order, size, seed=1)
+    sample = sources.energy_sample(order, size, seed=1)
     rest = order[size:]
     assert torch.equal(sample.rows[:size], order[:size])
     k = sample.rest_positions.numel()
-    assert k == max(calibration.ENERGY_SAMPLE_MIN, math.ceil(0.3 * (n - size)))
+    assert k == max(sources.ENERGY_SAMPLE_MIN, math.ceil(0.3 * (n - size)))
     assert torch.equal(sample.rows[size:], rest[sample.rest_positions])
     assert len(set(sample.rows.tolist())) == sample.rows.numel()
     assert float(sample.weights.sum()) == pytest.approx(n)
-    assert torch.equal(calibration.energy_sample(order, size, seed=1).rows, sample.rows)
+    assert torch.equal(sources.energy_sample(order, size, seed=1).rows, sample.rows)
     energy = torch.rand(n, generator=torch.Generator().manual_seed(2), dtype=torch.float64) ** 4
     estimates = torch.tensor(
         [
             float((s.weights * energy[s.rows]).sum()) / n
-            for s in (calibration.energy_sample(order, size, seed=i) for i in range(300))
+            for s in (sources.energy_sample(order, size, seed=i) for i in range(300))
         ]
     )
     err = float(estimates.std()) / math.sqrt(estimates.numel())
     assert abs(float(estimates.mean()) - float(energy.mean())) < 4 * err
     # few other inputs: all of them
-    small = calibration.energy_sample(order[:80], 20, seed=0)
+    small = sources.energy_sample(order[:80], 20, seed=0)
     assert small.rows.numel() == 80 and float(small.weights.max()) == 1.0
 
 
@@ -360,11 +361,11 @@ def test_width_probe_on_a_sample_of_every_row_gives_the_full_energies(mlp):
     _, x, prof = mlp
     probe = Probe(prof, x)
     order = torch.argsort(adversarial_margins(probe.ref), stable=True)
-    every = calibration.EnergySample(order, torch.ones(probe.n, dtype=torch.float64), order[:0])
+    every = sources.EnergySample(order, torch.ones(probe.n, dtype=torch.float64), order[:0])
     for layer in prof.layers:
         idx = probe.layer_index[layer.name]
         w = probe.modules[layer.name].weight
         outs = [probe.layer_output(layer.name, quantized_weight(w, b)) for b in (2, 6)]
-        full, _ = calibration._width_probe(probe, idx, outs, (2, 6), probe.ref, 0.01)
-        sampled, _ = calibration._width_probe(probe, idx, outs, (2, 6), probe.ref, 0.01, every)
+        full, _ = sources._width_probe(probe, idx, outs, (2, 6), probe.ref, 0.01)
+        sampled, _ = sources._width_probe(probe, idx, outs, (2, 6), probe.ref, 0.01, every)
         assert sampled == pytest.approx(full, rel=1e-5)

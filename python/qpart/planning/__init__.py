@@ -2,5 +2,6 @@
 :mod:`.allocation` (KKT closed form + integer widths), :mod:`.acceptance` (the measured
 acceptance rule), :mod:`.probe` (re-runs the float graph with swapped weights / cut),
 :mod:`.noise_model` (calibration data + JSON), :mod:`.solve` (widths at one point; ``Plan``),
-:mod:`.calibration`, :mod:`.refinement`, :mod:`.validation`, :mod:`.table` (pattern table).
+:mod:`.sources` (noise curves and robustness per source), :mod:`.calibration`,
+:mod:`.refinement`, :mod:`.validation`, :mod:`.table` (pattern table).
 Imports :mod:`qpart.core` only."""
