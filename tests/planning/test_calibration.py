@@ -200,6 +200,18 @@ def test_first_failing_plan_measures_breadth_first_and_passes_only_on_all_rows()
     assert read == [c] and probe.calls == [(3, 0)]
 
 
+def test_budgets_never_decrease_with_the_level(s, monkeypatch):
+    """A level's C never drops below a lower level's: that C passed a limit no higher than
+    this level's. Here every level gets the same limit (as 0.001 and 0.0025 do on a few
+    hundred inputs), so each loop's own first passing C, from its own start, is in no
+    particular order."""
+    monkeypatch.setattr(calibration, "allowed_disagreements", lambda rate, n: 1)
+    levels = (0.001, 0.002, 0.003, 0.005, 0.007, 0.01, 0.014, 0.02, 0.03, 0.05)
+    calib = calibrate(s.model, s.x_train[:400], prof=s.prof, levels=levels, progress=False)
+    budgets = [calib.budgets[lv] for lv in levels]
+    assert budgets == sorted(budgets)
+
+
 def test_cached_calibration_hits_after_a_miss(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 12), nn.ReLU(), nn.Linear(12, 3)).eval()

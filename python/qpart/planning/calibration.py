@@ -291,15 +291,26 @@ def _calibrate(
         points.insert(0, failing[0])
         return False
 
+    # The largest C a lower level passed: its plans passed a limit no higher than any later
+    # level's, so it passes those too - C(a) never drops below it (and the loop stops there).
+    passed_below = 0.0
     for level in sorted(levels):
         bar.set_description(f"calibrating: closed loop C({level:g})")
         c_value = energy_for(level) / e_ref
         limit = allowed_disagreements(safety * level, probe.n)
         for _ in range(max_shrink_steps):
+            if c_value <= passed_below:
+                c_value = passed_below
+                break
             if passes(c_value, limit):
                 break
             c_value *= shrink
+        else:  # out of steps: the last C was not measured to pass
+            calib.budgets[float(level)] = c_value
+            bar.update()
+            continue
         calib.budgets[float(level)] = c_value
+        passed_below = max(passed_below, c_value)
         bar.update()
     bar.close()
     return calib
