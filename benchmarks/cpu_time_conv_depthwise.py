@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 import warnings
 
 import cpu_time_conv_int8 as conv_int8
@@ -86,20 +85,6 @@ def layer_cases(layer, bits: int) -> dict:
     return cases
 
 
-def time_rounds(cases: dict, rounds: int) -> dict[str, list[float]]:
-    """Per-case times of `rounds` interleaved rounds (after two warm-up calls each)."""
-    for fn in cases.values():
-        fn()
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(rounds):
-        for name, fn in cases.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return times
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bits", type=int, default=4)
@@ -121,7 +106,7 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for layer in LAYERS:
-        t = time_rounds(layer_cases(layer, args.bits), args.rounds)
+        t = conv_int8.time_rounds(layer_cases(layer, args.bits), args.rounds)
         mine = t["qpart dw"]
 
         def ratio(name: str) -> str:

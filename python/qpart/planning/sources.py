@@ -183,8 +183,7 @@ def _width_probe(probe: Probe, idx: int, outs, widths, reference, target, sample
         return energies, first_guess(reference, blocks, scales, rates, target)
     chunk = probe.add_rows(sample.rows, cache=False)
     try:
-        with torch.inference_mode():
-            out = probe.outputs_from(idx, [o.index_select(0, sample.rows) for o in outs], chunk)
+        out = probe.outputs_from(idx, [o.index_select(0, sample.rows) for o in outs], chunk)
     finally:
         probe.drop_rows([chunk])
     rows = sample.rows.numel()
