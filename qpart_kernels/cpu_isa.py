@@ -1,8 +1,8 @@
 """CPU ISA selection of the native kernels (see docs/OPS.md, "CPU kernels and ISA dispatch").
 
-The compiled kernels pick AVX-512 (F/BW/VL/VNNI/VBMI) or AVX2+FMA (x86-64) or NEON (aarch64)
-at run time, falling back to the portable scalar code.
-``QPART_CPU_ISA=scalar|avx2|avx512|neon|auto`` (read at the first kernel call) or
+The compiled kernels pick AMX (AVX-512 plus the AMX-INT8 conv tile), AVX-512 (F/BW/VL/VNNI/VBMI)
+or AVX2+FMA (x86-64) or NEON (aarch64) at run time, falling back to the portable scalar code.
+``QPART_CPU_ISA=scalar|avx2|avx512|amx|neon|auto`` (read at the first kernel call) or
 :func:`set_cpu_isa` forces a path, e.g. to test or benchmark every path. Without the
 compiled extension every function here reports ``"reference"`` and setting raises.
 """
@@ -23,7 +23,8 @@ def _native():
 
 
 def get_cpu_isa() -> str:
-    """The ISA the CPU kernels use now: ``"avx512"``, ``"avx2"``, ``"neon"`` or ``"scalar"``."""
+    """The ISA the CPU kernels use now: ``"amx"``, ``"avx512"``, ``"avx2"``, ``"neon"`` or
+    ``"scalar"``."""
     mod = _native()
     return "reference" if mod is None else mod._cpu_isa()
 
@@ -35,9 +36,10 @@ def available_cpu_isas() -> tuple[str, ...]:
 
 
 def set_cpu_isa(name: str) -> str:
-    """Forces ``name`` (``scalar``, ``avx2``, ``avx512``, ``neon`` or ``auto``) for later kernel
-    calls and returns the previous ISA. Raises ``ValueError`` if unknown or unsupported, and
-    ``RuntimeError`` without the compiled extension. Switch only between op calls."""
+    """Forces ``name`` (``scalar``, ``avx2``, ``avx512``, ``amx``, ``neon`` or ``auto``) for
+    later kernel calls and returns the previous ISA. Raises ``ValueError`` if unknown or
+    unsupported, and ``RuntimeError`` without the compiled extension. Switch only between op
+    calls."""
     mod = _native()
     if mod is None:
         raise RuntimeError("qpart_kernels: the compiled extension is not loaded")

@@ -38,6 +38,7 @@ FILES=(
   csrc/kernels/arm/conv2d_i8_neon_impl.h
   csrc/kernels/arm/linear_neon.cpp
   csrc/kernels/arm/max_pool2d_neon.cpp
+  csrc/kernels/x86/conv2d_i8_amx.cpp
   csrc/kernels/x86/conv2d_i8_avx2.cpp
   csrc/kernels/x86/conv2d_i8_avx512.cpp
   csrc/kernels/x86/conv2d_i8_depthwise_avx2.cpp

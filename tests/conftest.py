@@ -26,7 +26,7 @@ def _seed():
 
 @pytest.fixture(params=CPU_ISAS)
 def isa(request):
-    """Runs a test once per CPU kernel path this machine has (scalar, avx2, neon)."""
+    """Runs a test once per CPU kernel path this machine has (scalar, avx2, avx512, amx, neon)."""
     with cpu_isa.cpu_isa(request.param):
         yield request.param
 

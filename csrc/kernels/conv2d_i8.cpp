@@ -167,6 +167,8 @@ Conv2dI8Plan conv2d_i8_plan(const Conv2dShape& s, int64_t group_size, CpuIsa isa
   // The patch matrix needs groups of whole 4-code blocks (the API's are multiples of 32).
   p.direct = row.fn.conv2d_i8_tile != nullptr && (fits || group_size % 4 == 0);
   p.im2col = p.direct && !fits;
+  p.amx = p.direct && !p.im2col && row.fn.conv2d_i8_amx_tile != nullptr &&
+          detail::conv_i8_amx_applies(s, group_size);
   p.tile_shape = p.im2col ? patch_matrix_shape(s) : s;
   p.input_units = s.batch * s.groups * c4;
   threads = std::max(threads, 1);
@@ -185,15 +187,19 @@ Conv2dI8Plan conv2d_i8_plan(const Conv2dShape& s, int64_t group_size, CpuIsa isa
     auto items = [&](int64_t cb, int64_t r) {
       return s.batch * s.groups * ceil_div(per_group, cb) * ceil_div(ho, r);
     };
-    // Enough items for the threads: halve the channel blocks, then the row blocks.
-    while (items(co_block, rows) < 2 * threads && co_block >= 4 * detail::kConvI8Mr)
-      co_block = ceil_div(ceil_div(co_block, 2), detail::kConvI8Mr) * detail::kConvI8Mr;
+    // Enough items for the threads: halve the channel blocks, then the row blocks. Channel
+    // blocks stay multiples of the register tile's channels: 4, or 32 (two tiles of 16, the
+    // unit of its weight panel) for AMX.
+    const int64_t step = p.amx ? 32 : detail::kConvI8Mr, smallest = p.amx ? 32 : 2 * step;
+    while (items(co_block, rows) < 2 * threads && co_block >= 2 * smallest)
+      co_block = ceil_div(ceil_div(co_block, 2), step) * step;
     while (items(co_block, rows) < 2 * threads && rows > 1) rows = ceil_div(rows, 2);
     p.co_block = co_block;
     p.px_block = rows;
     p.input_bytes = ts.batch * ts.groups * l.c4 * l.unit + l.slack;
-    p.panel_bytes = s.c_out * l.kb * 4;
-    p.scratch_bytes = detail::conv_i8_scratch_bytes(ts, group_size, rows);
+    p.panel_bytes = p.amx ? detail::conv_i8_amx_panel_bytes(ts) : s.c_out * l.kb * 4;
+    p.scratch_bytes = detail::conv_i8_scratch_bytes(ts, group_size, rows) +
+                      (p.amx ? detail::conv_i8_amx_extra_scratch_bytes(ts) : 0);
   } else {
     p.co_block = per_group;
     p.px_block =
@@ -233,6 +239,9 @@ void conv2d_i8_pack_weights(const Conv2dI8Plan& plan, const Conv2dShape& s, cons
   if (!plan.direct) return;
   (void)s;  // the panel follows the tiles' shape (the patch matrix's with im2col)
   const Conv2dShape& ts = plan.tile_shape;
+  if (plan.amx)
+    return detail::isa_kernels(plan.isa).fn.conv2d_i8_amx_pack_weights(ts, packed, bits, co_begin,
+                                                                       co_end, panel);
   const auto builder = detail::isa_kernels(plan.isa).fn.conv2d_i8_pack_weights;
   if (builder) return builder(ts, packed, bits, co_begin, co_end, panel);
   detail::conv2d_i8_pack_weights_portable(ts, packed, bits, co_begin, co_end, panel);
@@ -366,7 +375,8 @@ void conv2d_i8_items(const Conv2dI8Plan& plan, const Conv2dShape& s, const int8_
                                              ep);
   const Conv2dI8Args args{&plan.tile_shape, input, panel, scale, packed, scale_bits, zeros, bias,
                           group_size,       bits,  y};
-  const auto direct = detail::isa_kernels(plan.isa).fn.conv2d_i8_tile;
+  const detail::IsaEntryPoints& fn = detail::isa_kernels(plan.isa).fn;
+  const auto direct = plan.amx ? fn.conv2d_i8_amx_tile : fn.conv2d_i8_tile;
   const int64_t per_group = s.c_out / s.groups, ho = s.h_out();
   for (int64_t item = item_begin; item < item_end; ++item) {
     const int64_t pt = item % plan.px_blocks;

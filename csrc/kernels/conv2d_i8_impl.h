@@ -123,6 +123,47 @@ inline float conv_i8_rounded(float v) {
   return v;
 }
 
+/// Geometry of the AMX tile's weight panel (x86/conv2d_i8_amx.cpp): the 4-channel blocks of
+/// each tap in chunks of 16 (kr = min(16, c4) tile rows; the last chunk of c4 >= 16 starts at
+/// c4 - 16), one 16 x 64-byte tile per (16 output channels, tap, chunk).
+struct ConvAmxGeometry {
+  int64_t c4, taps, kr, chunks, steps, co_pad;  // steps = taps * chunks; co_pad: c_out to 16
+};
+
+inline ConvAmxGeometry conv_i8_amx_geometry(const Conv2dShape& s) {
+  ConvAmxGeometry g;
+  g.c4 = (s.c_in / s.groups + 3) / 4;
+  g.taps = s.kh * s.kw;
+  g.kr = g.c4 < 16 ? g.c4 : 16;
+  g.chunks = (g.c4 + 15) / 16;
+  g.steps = g.taps * g.chunks;
+  g.co_pad = (s.c_out + 15) / 16 * 16;
+  return g;
+}
+
+/// First 4-channel block of chunk `ch` (see ConvAmxGeometry).
+inline int64_t conv_i8_amx_chunk_start(const ConvAmxGeometry& g, int64_t ch) {
+  return g.c4 < 16 ? 0 : (ch * 16 < g.c4 - 16 ? ch * 16 : g.c4 - 16);
+}
+
+/// Whether the AMX tile runs a conv: one group, one weight group per row (per-channel
+/// scales) and at least 8 four-channel blocks per tap (fewer leave most of each tile empty).
+inline bool conv_i8_amx_applies(const Conv2dShape& s, int64_t group_size) {
+  return s.groups == 1 && group_size == s.k() && (s.c_in + 3) / 4 >= 8;
+}
+
+/// Bytes of the AMX weight panel.
+inline int64_t conv_i8_amx_panel_bytes(const Conv2dShape& s) {
+  const ConvAmxGeometry g = conv_i8_amx_geometry(s);
+  return g.co_pad * g.steps * 64;
+}
+
+/// Scratch bytes the AMX tile needs beyond conv_i8_scratch_bytes: the chunk offsets, the
+/// int32 products of a 32 x 32 block and their 64-byte alignment.
+inline int64_t conv_i8_amx_extra_scratch_bytes(const Conv2dShape& s) {
+  return conv_i8_amx_geometry(s).steps * 8 + 4 * 1024 + 64;
+}
+
 /// The portable direct-layout input packer (conv2d_i8.cpp).
 void conv2d_i8_pack_input_portable(const float* x, const Conv2dShape& s, const float* scale,
                                    int64_t u_begin, int64_t u_end, int8_t* out);
@@ -156,6 +197,11 @@ void conv2d_i8_pack_input_avx2(const float* x, const Conv2dShape& s, const float
 /// The weight panel of output channels [co_begin, co_end) (same bytes as the portable one).
 void conv2d_i8_pack_weights_avx2(const Conv2dShape& s, const uint8_t* packed, int bits,
                                  int64_t co_begin, int64_t co_end, uint8_t* panel);
+/// The AMX (AMX-INT8) tile, for plans where conv_i8_amx_applies (amx row).
+void conv2d_i8_tile_amx(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch);
+/// Its weight panel of output channels [co_begin, co_end) (conv_i8_amx_panel_bytes in all).
+void conv2d_i8_pack_weights_amx(const Conv2dShape& s, const uint8_t* packed, int bits,
+                                int64_t co_begin, int64_t co_end, uint8_t* panel);
 /// Per-image max |x| (false if a NaN or Inf was seen).
 bool absmax_avx2(const float* x, int64_t n, float* amax);
 /// conv2d_i8_quantize_row_portable, bit-exact.

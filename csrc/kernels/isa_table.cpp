@@ -13,6 +13,13 @@
 #include "max_pool2d_impl.h"
 #include "qpart_kernels.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#endif
 #if defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
 #ifndef HWCAP_ASIMDDP
@@ -88,6 +95,25 @@ bool cpu_has_avx512_kernels() {
 #endif
 }
 
+// AMX-TILE and AMX-INT8 (CPUID.7.0:EDX bits 24, 25) on top of the AVX-512 level, and the
+// kernel's permission to use the tile data state (Linux: arch_prctl ARCH_REQ_XCOMP_PERM, once
+// per process; refused by kernels older than 5.16 or when the OS does not enable AMX).
+bool cpu_has_amx_kernels() {
+  static const bool ok = [] {
+    if (!cpu_has_avx512_kernels()) return false;
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    if (((d >> 24) & 1u) == 0 || ((d >> 25) & 1u) == 0) return false;
+#if defined(__linux__)
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+    return false;
+#endif
+  }();
+  return ok;
+}
+
 // AVX-512 has a GEMV-style kernel for small batches and a blocked GEMM for larger ones.
 void linear_f32_avx512(const LinearArgs& a) {
   if (a.m <= kFusedMaxRows) return linear_f32_avx512_gemv(a);
@@ -117,6 +143,16 @@ constexpr ConvTileShape kNoConvTile{0, 0, 1};
 
 // clang-format off
 const IsaKernels kIsaTable[] = {
+    // AMX (Sapphire Rapids and later): the AVX-512 row plus the AMX integer conv2d tile.
+    {CpuIsa::kAmx, "amx", /*i8_plane_layout=*/false, avx512_linear_scratch_floats,
+     {kConvAvx512Mr, kConvAvx512Nr, 16},
+     QPART_X86_64_ONLY({cpu_has_amx_kernels, linear_f32_avx512, linear_i8_avx512,
+                        quantize_row_i8_avx2, quantize_group_avx2, conv2d_tile_avx512,
+                        absmax_avx2, conv2d_i8_tile_avx512, conv2d_i8_pack_input_avx2,
+                        conv2d_i8_pack_weights_avx2, conv2d_i8_dw_tile_avx2,
+                        conv2d_i8_quantize_row_avx2,
+                        conv2d_i8_patch_row_avx2, max_pool2d_planes_avx2,
+                        conv2d_i8_tile_amx, conv2d_i8_pack_weights_amx})},
     // AVX-512 F/BW/VL/VNNI/VBMI (Ice Lake, Zen 4 and later): own matmuls, AVX2 quantizers.
     {CpuIsa::kAvx512, "avx512", /*i8_plane_layout=*/false, avx512_linear_scratch_floats,
      {kConvAvx512Mr, kConvAvx512Nr, 16},
@@ -125,7 +161,7 @@ const IsaKernels kIsaTable[] = {
                         absmax_avx2, conv2d_i8_tile_avx512, conv2d_i8_pack_input_avx2,
                         conv2d_i8_pack_weights_avx2, conv2d_i8_dw_tile_avx2,
                         conv2d_i8_quantize_row_avx2,
-                        conv2d_i8_patch_row_avx2, max_pool2d_planes_avx2})},
+                        conv2d_i8_patch_row_avx2, max_pool2d_planes_avx2, nullptr, nullptr})},
     // AVX2 + FMA (+ F16C).
     {CpuIsa::kAvx2, "avx2", /*i8_plane_layout=*/true, avx2_linear_scratch_floats,
      {kConvAvx2Mr, kConvAvx2Nr, 8},
@@ -134,18 +170,18 @@ const IsaKernels kIsaTable[] = {
                         absmax_avx2, conv2d_i8_tile_avx2, conv2d_i8_pack_input_avx2,
                         conv2d_i8_pack_weights_avx2, conv2d_i8_dw_tile_avx2,
                         conv2d_i8_quantize_row_avx2,
-                        conv2d_i8_patch_row_avx2, max_pool2d_planes_avx2})},
+                        conv2d_i8_patch_row_avx2, max_pool2d_planes_avx2, nullptr, nullptr})},
     // NEON (baseline on aarch64); conv2d runs im2col + the NEON matmul; the depthwise integer
     // conv runs the portable depthwise tile (compiled for the baseline, NEON included).
     {CpuIsa::kNeon, "neon", /*i8_plane_layout=*/true, neon_linear_scratch_floats, kNoConvTile,
      QPART_AARCH64_ONLY({always, linear_f32_neon, linear_i8_neon_any, nullptr, nullptr,
                          nullptr, nullptr, conv2d_i8_tile_neon_any, nullptr, nullptr,
                          conv2d_i8_dw_tile_portable, nullptr, nullptr,
-                         max_pool2d_planes_neon})},
+                         max_pool2d_planes_neon, nullptr, nullptr})},
     // The portable reference, always last (depthwise convs run the reference kernel too).
     {CpuIsa::kScalar, "scalar", /*i8_plane_layout=*/false, no_scratch, kNoConvTile,
      {always, nullptr, linear_i8_scalar, quantize_row_i8_scalar, nullptr, nullptr, nullptr, nullptr,
-      nullptr, nullptr, nullptr, nullptr, nullptr, nullptr}},
+      nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr}},
 };
 // clang-format on
 

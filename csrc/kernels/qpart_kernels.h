@@ -39,15 +39,20 @@ inline int max_code(int bits) { return (1 << bits) - 1; }
 // linear_f32 (and, through it, conv2d_f32) picks a SIMD implementation at run time: on x86-64
 // AVX-512 (F, BW, VL, VNNI and VBMI, as on Ice Lake and later) or AVX2+FMA, NEON on aarch64
 // (baseline), else the portable scalar code (which stays the reference). The kAvx512 level
-// implies AVX2: ops without an AVX-512 kernel run their AVX2 one there. The environment
-// variable QPART_CPU_ISA (scalar|avx2|avx512|neon|auto), read on first use, or set_cpu_isa()
+// implies AVX2: ops without an AVX-512 kernel run their AVX2 one there. The kAmx level (AMX-TILE
+// and AMX-INT8, Sapphire Rapids and later) is kAvx512 plus the AMX integer conv2d tile. The
+// environment variable QPART_CPU_ISA (scalar|avx2|avx512|amx|neon|auto), read on first use, or
+// set_cpu_isa()
 // forces a path. Internally each ISA is one row of a table (csrc/kernels/isa_table.cpp: its
 // name, detection, kernels, layout rules and tile constants); CpuIsa is the row key.
 
-enum class CpuIsa : int { kScalar = 0, kAvx2 = 1, kNeon = 2, kAvx512 = 3 };
+enum class CpuIsa : int { kScalar = 0, kAvx2 = 1, kNeon = 2, kAvx512 = 3, kAmx = 4 };
 
-/// Whether `isa` is one of the x86 SIMD levels (AVX2 or AVX-512, which implies AVX2).
-inline bool is_x86_simd(CpuIsa isa) { return isa == CpuIsa::kAvx2 || isa == CpuIsa::kAvx512; }
+/// Whether `isa` is one of the x86 SIMD levels (AVX2, AVX-512 or AMX, each implying the ones
+/// before).
+inline bool is_x86_simd(CpuIsa isa) {
+  return isa == CpuIsa::kAvx2 || isa == CpuIsa::kAvx512 || isa == CpuIsa::kAmx;
+}
 
 /// Whether this build and CPU can run `isa` (scalar: always).
 bool cpu_isa_supported(CpuIsa isa);
@@ -58,7 +63,7 @@ CpuIsa active_cpu_isa();
 /// Forces `isa` for subsequent calls; returns false (and changes nothing) if unsupported.
 /// Not synchronized with kernels running concurrently: switch between calls.
 bool set_cpu_isa(CpuIsa isa);
-/// "scalar", "avx2", "avx512" or "neon".
+/// "scalar", "avx2", "avx512", "amx" or "neon".
 const char* cpu_isa_name(CpuIsa isa);
 /// Parses a name as above ("auto" gives best_cpu_isa()); false if unknown.
 bool parse_cpu_isa(const char* name, CpuIsa* isa);
@@ -305,6 +310,7 @@ struct Conv2dI8Plan {
   bool direct;                          // SIMD direct kernel (else the portable scalar kernel)
   bool depthwise;                       // the depthwise path (conv2d_i8_depthwise.h)
   bool im2col;                          // direct kernel on the patch matrix (see tile_shape)
+  bool amx;                             // the row's matrix-unit tile and its own weight panel
   Conv2dShape tile_shape;               // the shape the tiles and the panel see: the call's,
                                         // or with im2col the 1x1 conv over the patch matrix
   int64_t im2col_rows;                  // im2col: output rows per input unit

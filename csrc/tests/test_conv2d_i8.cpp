@@ -36,6 +36,7 @@ std::vector<Direct> directs() {
   if (k::cpu_isa_supported(k::CpuIsa::kAvx2)) out.push_back({"avx2", k::CpuIsa::kAvx2, nullptr});
   if (k::cpu_isa_supported(k::CpuIsa::kAvx512))
     out.push_back({"avx512", k::CpuIsa::kAvx512, nullptr});
+  if (k::cpu_isa_supported(k::CpuIsa::kAmx)) out.push_back({"amx", k::CpuIsa::kAmx, nullptr});
 #endif
 #if defined(__aarch64__)
   out.push_back({"neon", k::CpuIsa::kNeon, d::conv2d_i8_tile_neon});
@@ -207,6 +208,12 @@ std::vector<Case> cases(int bits) {
       {shape(2, 8, 5, 37, 3, 3, 3, 1, 1, 1, 1, 1, 2, 1), 24, bits},    // im2col, 37 px, dil
       {shape(1, 64, 6, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1), 96, bits},    // group 96, im2col
       {shape(2, 6, 7, 8, 4, 3, 3, 1, 2, 1, 0, 2, 1, 2), 0, bits},      // 3 per group, dil
+      // >= 32 input channels, one group, per channel: the AMX tile where the CPU has one
+      {shape(1, 32, 6, 7, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1), 0, bits},    // 8 blocks, 5 out
+      {shape(2, 64, 9, 8, 40, 3, 3, 2, 2, 1, 1, 1, 1, 1), 0, bits},   // 16 blocks, /2
+      {shape(1, 100, 7, 9, 33, 3, 3, 1, 1, 1, 1, 1, 1, 1), 0, bits},  // 25 blocks: tail
+      {shape(1, 70, 11, 5, 17, 1, 1, 1, 1, 0, 0, 1, 1, 1), 0, bits},  // 1x1, 18 blocks
+      {shape(1, 48, 8, 12, 70, 3, 2, 1, 2, 2, 0, 2, 1, 1), 0, bits},  // dil, asym, 70 out
   };
 }
 
@@ -264,6 +271,27 @@ TEST(Conv2dI8, DirectPlansWhereExpected) {
     EXPECT_FALSE(k::conv2d_i8_plan(pointwise, pointwise.k(), kd.isa).im2col) << kd.name;
   }
   EXPECT_FALSE(k::conv2d_i8_plan(s, s.k(), k::CpuIsa::kScalar).direct);
+}
+
+TEST(Conv2dI8, AmxPlansWhereExpected) {
+  // Only the amx row plans the AMX tile, and only for one group with per-channel weights and
+  // >= 32 input channels; its channel blocks start at multiples of 32 (two 16-channel tiles).
+  const k::Conv2dShape wide = shape(1, 64, 14, 14, 200, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+  const k::Conv2dShape narrow = shape(1, 28, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+  const k::Conv2dShape grouped = shape(1, 64, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 2);
+  for (k::CpuIsa isa : {k::CpuIsa::kScalar, k::CpuIsa::kAvx2, k::CpuIsa::kAvx512})
+    EXPECT_FALSE(k::conv2d_i8_plan(wide, wide.k(), isa, 2).amx) << k::cpu_isa_name(isa);
+#if defined(__x86_64__)
+  for (int threads : {1, 2, 16}) {
+    const k::Conv2dI8Plan p = k::conv2d_i8_plan(wide, wide.k(), k::CpuIsa::kAmx, threads);
+    EXPECT_TRUE(p.direct && p.amx && !p.im2col);
+    EXPECT_EQ(p.co_block % 32, 0) << threads;
+    EXPECT_EQ(p.panel_bytes, d::conv_i8_amx_panel_bytes(wide));
+  }
+  EXPECT_FALSE(k::conv2d_i8_plan(wide, 64 * 9 / 2, k::CpuIsa::kAmx).amx);  // weight groups
+  EXPECT_FALSE(k::conv2d_i8_plan(narrow, narrow.k(), k::CpuIsa::kAmx).amx);
+  EXPECT_FALSE(k::conv2d_i8_plan(grouped, grouped.k(), k::CpuIsa::kAmx).amx);
+#endif
 }
 
 TEST(Conv2dI8, ExtremeCodesAndActivationsDoNotSaturate) {

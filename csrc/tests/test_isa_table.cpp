@@ -77,7 +77,8 @@ TEST(IsaTable, OneRowPerIsaBestFirst) {
       EXPECT_EQ(d::i8_plane_chunk(row.isa, bits), planar ? 128 / bits : 0) << bits;
     }
   }
-  for (k::CpuIsa isa : {k::CpuIsa::kScalar, k::CpuIsa::kAvx2, k::CpuIsa::kNeon, k::CpuIsa::kAvx512})
+  for (k::CpuIsa isa : {k::CpuIsa::kScalar, k::CpuIsa::kAvx2, k::CpuIsa::kNeon, k::CpuIsa::kAvx512,
+                        k::CpuIsa::kAmx})
     EXPECT_EQ(keys.count(static_cast<int>(isa)), 1u) << k::cpu_isa_name(isa);
   // best_cpu_isa is the first supported row; the scalar row always is.
   const auto supported = supported_rows();

@@ -35,19 +35,19 @@ struct IsaGuard {
 };
 
 std::vector<float> run_linear(k::CpuIsa isa, const std::vector<float>& x, int64_t m,
-                              const Packed& p, const float* bias, int64_t n_begin,
-                              int64_t n_end, std::vector<float> y) {
+                              const Packed& p, const float* bias, int64_t n_begin, int64_t n_end,
+                              std::vector<float> y) {
   EXPECT_TRUE(k::set_cpu_isa(isa));
-  k::linear_f32(x.data(), m, p.k, p.packed.data(), p.scales.data(), p.zeros.data(), bias,
-                p.rows, p.group_size, p.bits, n_begin, n_end, y.data());
+  k::linear_f32(x.data(), m, p.k, p.packed.data(), p.scales.data(), p.zeros.data(), bias, p.rows,
+                p.group_size, p.bits, n_begin, n_end, y.data());
   return y;
 }
 
 void check_linear(k::CpuIsa isa, int64_t m, int64_t kdim, int64_t n, int64_t gs, int bits,
                   bool with_bias, uint32_t seed) {
-  SCOPED_TRACE(testing::Message() << "isa=" << k::cpu_isa_name(isa) << " m=" << m
-                                  << " k=" << kdim << " n=" << n << " gs=" << gs
-                                  << " bits=" << bits << " bias=" << with_bias);
+  SCOPED_TRACE(testing::Message() << "isa=" << k::cpu_isa_name(isa) << " m=" << m << " k=" << kdim
+                                  << " n=" << n << " gs=" << gs << " bits=" << bits
+                                  << " bias=" << with_bias);
   const auto wf = qpart_test::random_normal(static_cast<size_t>(n * kdim), seed, 0.5f);
   const auto x = qpart_test::random_uniform(static_cast<size_t>(m * kdim), seed + 1, -2.f, 3.f);
   const auto bias_v = qpart_test::random_normal(static_cast<size_t>(n), seed + 2);
@@ -102,6 +102,8 @@ TEST(CpuIsa, SelectionApi) {
   EXPECT_EQ(isa, k::CpuIsa::kAvx2);
   ASSERT_TRUE(k::parse_cpu_isa("avx512", &isa));
   EXPECT_EQ(isa, k::CpuIsa::kAvx512);
+  ASSERT_TRUE(k::parse_cpu_isa("amx", &isa));
+  EXPECT_EQ(isa, k::CpuIsa::kAmx);
   ASSERT_TRUE(k::parse_cpu_isa("neon", &isa));
   EXPECT_EQ(isa, k::CpuIsa::kNeon);
   ASSERT_TRUE(k::parse_cpu_isa("auto", &isa));
@@ -110,10 +112,16 @@ TEST(CpuIsa, SelectionApi) {
   EXPECT_FALSE(k::parse_cpu_isa(nullptr, &isa));
   EXPECT_STREQ(k::cpu_isa_name(k::CpuIsa::kAvx2), "avx2");
   EXPECT_STREQ(k::cpu_isa_name(k::CpuIsa::kAvx512), "avx512");
-  // AVX-512 kernels fall back on AVX2 ones, so the AVX-512 level implies AVX2.
+  EXPECT_STREQ(k::cpu_isa_name(k::CpuIsa::kAmx), "amx");
+  // AVX-512 kernels fall back on AVX2 ones, so the AVX-512 level implies AVX2; the AMX level
+  // is the AVX-512 one plus AMX kernels.
   if (k::cpu_isa_supported(k::CpuIsa::kAvx512)) {
     EXPECT_TRUE(k::cpu_isa_supported(k::CpuIsa::kAvx2));
-    EXPECT_EQ(k::best_cpu_isa(), k::CpuIsa::kAvx512);
+    EXPECT_EQ(k::best_cpu_isa(),
+              k::cpu_isa_supported(k::CpuIsa::kAmx) ? k::CpuIsa::kAmx : k::CpuIsa::kAvx512);
+  }
+  if (k::cpu_isa_supported(k::CpuIsa::kAmx)) {
+    EXPECT_TRUE(k::cpu_isa_supported(k::CpuIsa::kAvx512));
   }
   ASSERT_TRUE(k::set_cpu_isa(k::CpuIsa::kScalar));
   EXPECT_EQ(k::active_cpu_isa(), k::CpuIsa::kScalar);
@@ -155,7 +163,9 @@ TEST(SimdLinear, EveryWidthGrouped) {
   const auto isas = simd_isas();
   if (isas.empty()) GTEST_SKIP() << "no SIMD ISA on this CPU/build";
   uint32_t seed = 9000;
-  struct Case { int64_t k, gs; };
+  struct Case {
+    int64_t k, gs;
+  };
   const Case cases[] = {{64, 32}, {256, 128}, {96, 32}, {1152, 128}, {48, 8}, {40, 8}};
   for (k::CpuIsa isa : isas) {
     for (int bits = 1; bits <= 8; ++bits) {
@@ -208,12 +218,13 @@ TEST(SimdLinear, NoOverReadAtBufferEnd) {
           std::memcpy(tail, p.packed.data(), p.packed.size());
           std::vector<float> y1(static_cast<size_t>(m * n)), y2(y1.size());
           ASSERT_TRUE(k::set_cpu_isa(isa));
-          k::linear_f32(x.data(), m, kdim, tail, p.scales.data(), p.zeros.data(), nullptr, n,
-                        kdim, bits, 0, n, y1.data());
+          k::linear_f32(x.data(), m, kdim, tail, p.scales.data(), p.zeros.data(), nullptr, n, kdim,
+                        bits, 0, n, y1.data());
           ASSERT_TRUE(k::set_cpu_isa(k::CpuIsa::kScalar));
-          k::linear_f32(x.data(), m, kdim, tail, p.scales.data(), p.zeros.data(), nullptr, n,
-                        kdim, bits, 0, n, y2.data());
-          for (size_t i = 0; i < y1.size(); ++i) ASSERT_NEAR(y1[i], y2[i], 1e-3 * (1 + std::fabs(y2[i])));
+          k::linear_f32(x.data(), m, kdim, tail, p.scales.data(), p.zeros.data(), nullptr, n, kdim,
+                        bits, 0, n, y2.data());
+          for (size_t i = 0; i < y1.size(); ++i)
+            ASSERT_NEAR(y1[i], y2[i], 1e-3 * (1 + std::fabs(y2[i])));
         }
       }
     }
@@ -229,7 +240,8 @@ TEST(SimdConv2d, MatchesScalarEveryWidth) {
   k::Conv2dShape s{2, 6, 7, 6, 8, 3, 3, 1, 1, 1, 1, 1, 1, 2};
   const int64_t kdim = s.k();
   const auto wf = qpart_test::random_normal(static_cast<size_t>(s.c_out * kdim), 3);
-  const auto x = qpart_test::random_normal(static_cast<size_t>(s.batch * s.c_in * s.h_in * s.w_in), 4);
+  const auto x =
+      qpart_test::random_normal(static_cast<size_t>(s.batch * s.c_in * s.h_in * s.w_in), 4);
   const auto bias = qpart_test::random_normal(static_cast<size_t>(s.c_out), 5);
   const size_t y_size = static_cast<size_t>(s.batch * s.c_out * s.h_out() * s.w_out());
   std::vector<float> scratch(static_cast<size_t>(k::conv2d_scratch_floats(s)));

@@ -22,8 +22,9 @@ namespace glue {
 
 class ConvI8PanelCache {
  public:
-  /// (c_out, c_in / groups, kh, kw, bits): what a panel depends on besides the codes.
-  using Key = std::array<int64_t, 5>;
+  /// (c_out, c_in / groups, kh, kw, bits, layout - 1 for the AMX panel, else 0): what a
+  /// panel depends on besides the codes.
+  using Key = std::array<int64_t, 6>;
 
   struct Entry {
     Key key;

@@ -246,7 +246,8 @@ void conv2d_i8_cpu(const Tensor& input, const k::Conv2dShape& shape, const Tenso
   std::shared_ptr<const glue::ConvI8PanelCache::Entry> cached;
   if (plan.panel_bytes > 0) {
     const k::Conv2dShape& ts = plan.tile_shape;  // the panel's layout follows the tiles' shape
-    const glue::ConvI8PanelCache::Key key{ts.c_out, ts.c_in / ts.groups, ts.kh, ts.kw, bits};
+    const glue::ConvI8PanelCache::Key key{ts.c_out, ts.c_in / ts.groups, ts.kh, ts.kw,
+                                          bits,     plan.amx ? 1 : 0};
     cached = glue::ConvI8PanelCache::instance().get(
         key, p.const_data_ptr<uint8_t>(), static_cast<size_t>(p.numel()),
         static_cast<size_t>(plan.panel_bytes),

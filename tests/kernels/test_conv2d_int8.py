@@ -38,6 +38,10 @@ GEOMETRIES = [
     (1, 8, 11, 13, 5, (3, 4), 1, (1, 2), 1, 1, 32),  # patch matrix, rows split over units
     (1, 32, 9, 40, 6, (3, 3), (1, 2), 1, 1, 1, 96),  # patch matrix, SIMD rows, stride_w 2
     (2, 32, 5, 37, 4, (3, 3), 1, 1, (1, 2), 1, 32),  # patch matrix, SIMD rows, stride_w 1
+    # >= 32 input channels, one group, per channel: the AMX tile on the amx ISA
+    (2, 64, 9, 8, 40, (3, 3), 2, 1, 1, 1, None),  # 16 channel blocks, channel tail, /2
+    (1, 100, 7, 9, 33, (3, 3), 1, 1, 1, 1, None),  # 25 blocks: overlapping last chunk
+    (1, 48, 8, 12, 70, (3, 2), (1, 2), (2, 0), (2, 1), 1, None),  # dilation, asymmetric
 ]
 
 

@@ -29,7 +29,7 @@ def test_api():
         assert cpu_isa.get_cpu_isa() == "scalar"
     with pytest.raises(ValueError, match="unknown CPU ISA"):
         cpu_isa.set_cpu_isa("sse9")
-    missing = [name for name in ("avx2", "avx512", "neon") if name not in isas]
+    missing = [name for name in ("avx2", "avx512", "amx", "neon") if name not in isas]
     for name in missing:
         with pytest.raises(ValueError, match="not supported"):
             cpu_isa.set_cpu_isa(name)

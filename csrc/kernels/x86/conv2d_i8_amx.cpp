@@ -1,0 +1,183 @@
+// AMX (AMX-TILE + AMX-INT8) direct integer conv2d tile for the amx row, on the direct layout
+// of conv2d_i8_impl.h. One tdpbusd multiplies a 16 x 64 u8 tile of weight codes (16 output
+// channels x 16 four-channel blocks of one kernel tap) by a 16 x 64 s8 tile of activations
+// (the same 16 blocks x 16 pixels: one tile row per block, rows `unit` bytes apart in the
+// direct layout) into 16 x 16 int32 sums; a block is 2 x 2 such products (32 channels x 32
+// pixels in the 8 tile registers). Weights come from their own panel (conv_i8_amx_panel_bytes):
+// per 16 output channels, tap and chunk of 16 blocks one 1 KiB tile in tdpbusd's row order,
+// zero-padded. A chunk always spans 16 blocks (min(16, c4) rows when there are fewer): the last
+// one starts 16 blocks before the end and has zero codes for the blocks the chunk before
+// already covered, so no tile reads past the image's blocks. The int32 sums are exact, and
+// the zero-point correction and float epilogue are the AVX2/AVX-512 tile's (conv2d_i8_x86_tile.h),
+// operation for operation, so the output is bit-identical to the scalar kernel's.
+#if defined(__x86_64__)
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "../conv2d_i8_impl.h"
+#include "../qpart_kernels.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8")
+#include <immintrin.h>
+
+#include "conv2d_i8_x86_tile.h"
+
+namespace qpart {
+namespace kernels {
+namespace detail {
+namespace {
+
+constexpr int64_t kTileBytes = 1024;  // one 16 x 64-byte tile
+
+// Tile registers: C (int32 sums) 0..3 = [channel block][pixel block], A (codes) 4, 5, B
+// (activations) 6, 7.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+TileConfig tile_config(int64_t kr) {
+  TileConfig c;
+  for (int i = 0; i < 4; ++i) c.rows[i] = 16, c.colsb[i] = 64;  // 16 x 16 int32
+  for (int i = 4; i < 6; ++i) c.rows[i] = 16, c.colsb[i] = static_cast<uint16_t>(4 * kr);
+  for (int i = 6; i < 8; ++i) c.rows[i] = static_cast<uint8_t>(kr), c.colsb[i] = 64;
+  return c;
+}
+
+// NA x NB products of 16 channels x 16 pixels over the nk (tap, chunk) steps, stored to
+// sums[(ia * 2 + ib) * 256 + channel * 16 + pixel].
+template <int NA, int NB>
+void block(const uint8_t* a, int64_t a_next, const uint8_t* act, const int64_t* boff, int64_t nk,
+           int64_t unit, int32_t* sums) {
+  _tile_zero(0);
+  if constexpr (NB == 2) _tile_zero(1);
+  if constexpr (NA == 2) _tile_zero(2);
+  if constexpr (NA == 2 && NB == 2) _tile_zero(3);
+  for (int64_t kk = 0; kk < nk; ++kk) {
+    const uint8_t* x = act + boff[kk];
+    _tile_loadd(4, a + kk * kTileBytes, 64);
+    _tile_loadd(6, x, unit);
+    _tile_dpbusd(0, 4, 6);
+    if constexpr (NB == 2) {
+      _tile_loadd(7, x + 64, unit);
+      _tile_dpbusd(1, 4, 7);
+    }
+    if constexpr (NA == 2) {
+      _tile_loadd(5, a + a_next + kk * kTileBytes, 64);
+      _tile_dpbusd(2, 5, 6);
+      if constexpr (NB == 2) _tile_dpbusd(3, 5, 7);
+    }
+  }
+  _tile_stored(0, sums, 64);
+  if constexpr (NB == 2) _tile_stored(1, sums + 256, 64);
+  if constexpr (NA == 2) _tile_stored(2, sums + 512, 64);
+  if constexpr (NA == 2 && NB == 2) _tile_stored(3, sums + 768, 64);
+}
+
+// The scalar kernel's epilogue for one channel and 16 pixels: d = dot - zero * sum, a = 0 +
+// float(d) * scale_w, then store() (y = a * scale_x + bias, columns past w_out dropped).
+void finish(const Conv2dI8Args& args, const Conv2dI8Tile& t, const ConvI8Layout& l, int64_t o,
+            const int32_t* dot, const int32_t* act_sums, int64_t j, int64_t j_end) {
+  const __m256i z = _mm256_set1_epi32(args.zeros[o]);
+  const __m256 sw = _mm256_set1_ps(_cvtsh_ss(args.scale_bits[o]));
+  __m256 a[1][2];
+  for (int v = 0; v < 2; ++v) {
+    const __m256i d = _mm256_sub_epi32(
+        _mm256_loadu_si256((const __m256i*)(dot + 8 * v)),
+        _mm256_mullo_epi32(z, _mm256_loadu_si256((const __m256i*)(act_sums + 8 * v))));
+    a[0][v] = _mm256_add_ps(_mm256_setzero_ps(), rounded(_mm256_mul_ps(_mm256_cvtepi32_ps(d), sw)));
+  }
+  store<1>(args, t, l, o, j, j_end, a);
+}
+
+}  // namespace
+
+void conv2d_i8_pack_weights_amx(const Conv2dShape& s, const uint8_t* packed, int bits,
+                                int64_t co_begin, int64_t co_end, uint8_t* panel) {
+  const ConvAmxGeometry g = conv_i8_amx_geometry(s);
+  const int64_t k = s.k(), cg = s.c_in / s.groups, row_bytes = packed_row_bytes(k, bits);
+  auto row = [&](int64_t o, int64_t kk) {
+    return panel + ((o / 16) * g.steps + kk) * kTileBytes + (o % 16) * 64;
+  };
+  std::vector<uint8_t> codes(static_cast<size_t>(k));
+  for (int64_t o = co_begin; o < co_end; ++o) {
+    unpack_rows(packed + o * row_bytes, 1, k, bits, codes.data());
+    for (int64_t tap = 0; tap < g.taps; ++tap) {
+      for (int64_t ch = 0; ch < g.chunks; ++ch) {
+        uint8_t* dst = row(o, tap * g.chunks + ch);
+        std::memset(dst, 0, 64);
+        const int64_t start = conv_i8_amx_chunk_start(g, ch);
+        for (int64_t i = std::max<int64_t>(0, ch * 16 - start); i < g.kr; ++i)
+          for (int64_t lane = 0; lane < 4; ++lane) {
+            const int64_t ci = 4 * (start + i) + lane;
+            if (ci < cg) dst[4 * i + lane] = codes[static_cast<size_t>(ci * g.taps + tap)];
+          }
+      }
+    }
+  }
+  if (co_end == s.c_out)  // the zero rows that pad the last 16-channel block
+    for (int64_t o = s.c_out; o < g.co_pad; ++o)
+      for (int64_t kk = 0; kk < g.steps; ++kk) std::memset(row(o, kk), 0, 64);
+}
+
+void conv2d_i8_tile_amx(const Conv2dI8Args& args, const Conv2dI8Tile& t, void* scratch) {
+  const Conv2dShape& s = *args.s;
+  const ConvI8Layout l = conv_i8_layout(s);
+  const ConvAmxGeometry g = conv_i8_amx_geometry(s);
+  // Scratch: block offsets (activation sums), activation sums, B offsets, int32 products.
+  int64_t* off = static_cast<int64_t*>(scratch);
+  for (int64_t kb = 0; kb < l.kb; ++kb) off[kb] = conv_i8_block_offset(s, l, kb);
+  const int64_t j0 = t.oy0 * l.w, j_end = (t.oy1 - 1) * l.w + l.wo, jb0 = j0 * 4;
+  const int64_t nv = (j_end - j0 + kPx - 1) / kPx * kPx;
+  int32_t* act_sums = reinterpret_cast<int32_t*>(off + l.kb);
+  const uint8_t* act =
+      reinterpret_cast<const uint8_t*>(args.input) + (t.image * s.groups + t.group) * l.c4 * l.unit;
+  activation_sums(act, off, l.kb, 1, jb0, nv, act_sums);
+  int64_t* boff = reinterpret_cast<int64_t*>(act_sums + nv);
+  for (int64_t tap = 0; tap < g.taps; ++tap)
+    for (int64_t ch = 0; ch < g.chunks; ++ch)
+      boff[tap * g.chunks + ch] = off[conv_i8_amx_chunk_start(g, ch) * g.taps + tap];
+  auto* sums = reinterpret_cast<int32_t*>((reinterpret_cast<uintptr_t>(boff + g.steps) + 63) &
+                                          ~static_cast<uintptr_t>(63));
+
+  const TileConfig cfg = tile_config(g.kr);
+  _tile_loadconfig(&cfg);
+  const int64_t co_end = t.co0 + t.co_n, a_next = g.steps * kTileBytes;
+  for (int64_t p = 0; p < nv; p += 2 * kPx) {
+    const int nb = nv - p > kPx ? 2 : 1;
+    const uint8_t* x = act + jb0 + p * 4;
+    for (int64_t ob = t.co0; ob < co_end; ob += 32) {
+      const int na = co_end - ob > 16 ? 2 : 1;
+      const uint8_t* a = args.panel + (ob / 16) * a_next;
+      if (na == 2 && nb == 2) {
+        block<2, 2>(a, a_next, x, boff, g.steps, l.unit, sums);
+      } else if (na == 2) {
+        block<2, 1>(a, a_next, x, boff, g.steps, l.unit, sums);
+      } else if (nb == 2) {
+        block<1, 2>(a, a_next, x, boff, g.steps, l.unit, sums);
+      } else {
+        block<1, 1>(a, a_next, x, boff, g.steps, l.unit, sums);
+      }
+      for (int ia = 0; ia < na; ++ia)
+        for (int64_t r = 0; r < 16 && ob + 16 * ia + r < co_end; ++r)
+          for (int ib = 0; ib < nb; ++ib)
+            finish(args, t, l, ob + 16 * ia + r, sums + (ia * 2 + ib) * 256 + r * 16,
+                   act_sums + p + ib * kPx, jb0 / 4 + p + ib * kPx, j_end);
+    }
+  }
+  _tile_release();
+}
+
+}  // namespace detail
+}  // namespace kernels
+}  // namespace qpart
+
+#pragma GCC pop_options
+
+#endif  // __x86_64__
