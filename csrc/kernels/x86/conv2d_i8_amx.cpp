@@ -80,20 +80,37 @@ void block(const uint8_t* a, int64_t a_next, const uint8_t* act, const int64_t* 
   if constexpr (NA == 2 && NB == 2) _tile_stored(3, sums + 768, 64);
 }
 
-// The scalar kernel's epilogue for one channel and 16 pixels: d = dot - zero * sum, a = 0 +
-// float(d) * scale_w, then store() (y = a * scale_x + bias, columns past w_out dropped).
+inline __m512 rounded16(__m512 v) {
+  __asm__("" : "+v"(v));
+  return v;
+}
+
+// The scalar kernel's epilogue for one channel and the 16 pixels [j, j + 16) below j_end:
+// d = dot - zero * sum, a = 0 + float(d) * scale_w, y = a * scale_x + bias (each product
+// rounded on its own), written with one masked store per output row the pixels touch
+// (columns past w_out of a one-copy layout dropped).
 void finish(const Conv2dI8Args& args, const Conv2dI8Tile& t, const ConvI8Layout& l, int64_t o,
             const int32_t* dot, const int32_t* act_sums, int64_t j, int64_t j_end) {
-  const __m256i z = _mm256_set1_epi32(args.zeros[o]);
-  const __m256 sw = _mm256_set1_ps(_cvtsh_ss(args.scale_bits[o]));
-  __m256 a[1][2];
-  for (int v = 0; v < 2; ++v) {
-    const __m256i d = _mm256_sub_epi32(
-        _mm256_loadu_si256((const __m256i*)(dot + 8 * v)),
-        _mm256_mullo_epi32(z, _mm256_loadu_si256((const __m256i*)(act_sums + 8 * v))));
-    a[0][v] = _mm256_add_ps(_mm256_setzero_ps(), rounded(_mm256_mul_ps(_mm256_cvtepi32_ps(d), sw)));
+  const Conv2dShape& s = *args.s;
+  const __m512i d = _mm512_sub_epi32(
+      _mm512_loadu_si512(dot),
+      _mm512_mullo_epi32(_mm512_set1_epi32(args.zeros[o]), _mm512_loadu_si512(act_sums)));
+  const __m512 sw = _mm512_set1_ps(_cvtsh_ss(args.scale_bits[o]));
+  const __m512 a =
+      _mm512_add_ps(_mm512_setzero_ps(), rounded16(_mm512_mul_ps(_mm512_cvtepi32_ps(d), sw)));
+  const __m512 y = _mm512_add_ps(rounded16(_mm512_mul_ps(a, _mm512_set1_ps(args.x_scale[t.image]))),
+                                 _mm512_set1_ps(args.bias ? args.bias[o] : 0.0f));
+  float* plane = args.y + (t.image * s.c_out + o) * (s.h_out() * l.wo);
+  const int64_t lanes = std::min<int64_t>(16, j_end - j);
+  int64_t oy = j / l.w, ox = j % l.w;
+  for (int64_t lane = 0; lane < lanes; ++oy, ox = 0) {
+    const int64_t n = std::min(std::max<int64_t>(l.wo - ox, 0), lanes - lane);
+    if (n > 0) {
+      const __mmask16 m = static_cast<__mmask16>(((1u << n) - 1u) << lane);
+      _mm512_mask_storeu_ps(plane + oy * l.wo + ox - lane, m, y);
+    }
+    lane += l.w - ox;
   }
-  store<1>(args, t, l, o, j, j_end, a);
 }
 
 }  // namespace
