@@ -166,10 +166,16 @@ Conv2dI8Plan conv2d_i8_plan(const Conv2dShape& s, int64_t group_size, CpuIsa isa
   const bool fits = direct_layout_fits(s, group_size);
   // The patch matrix needs groups of whole 4-code blocks (the API's are multiples of 32).
   p.direct = row.fn.conv2d_i8_tile != nullptr && (fits || group_size % 4 == 0);
-  p.im2col = p.direct && !fits;
-  p.amx = p.direct && !p.im2col && row.fn.conv2d_i8_amx_tile != nullptr &&
-          detail::conv_i8_amx_applies(s, group_size);
+  // With AMX, a 1-3 channel conv (a stem: one 4-channel block, too few for the AMX tile) with
+  // enough codes per output runs AMX on the patch matrix: the products then cost little next to the
+  // gather (without AMX the direct layout is faster for stems, docs/OPS.md).
+  const bool amx_row = row.fn.conv2d_i8_amx_tile != nullptr;
+  const bool amx_patches = amx_row && s.c_in / s.groups < 4 && s.kh * s.kw > 1 &&
+                           !detail::conv_i8_amx_applies(s, group_size) &&
+                           detail::conv_i8_amx_applies(patch_matrix_shape(s), group_size);
+  p.im2col = p.direct && (!fits || amx_patches);
   p.tile_shape = p.im2col ? patch_matrix_shape(s) : s;
+  p.amx = p.direct && amx_row && detail::conv_i8_amx_applies(p.tile_shape, group_size);
   p.input_units = s.batch * s.groups * c4;
   threads = std::max(threads, 1);
   if (p.im2col) {  // split the rows too, so that a batch-1 stem (one unit) packs on all threads

@@ -264,7 +264,9 @@ TEST(Conv2dI8, DirectPlansWhereExpected) {
     const k::Conv2dI8Plan g24 = k::conv2d_i8_plan(s, 24, kd.isa);  // 24 % 36 != 0
     EXPECT_TRUE(g24.direct && g24.im2col) << kd.name;
     EXPECT_EQ(g24.tile_shape.k(), s.k());
-    EXPECT_FALSE(k::conv2d_i8_plan(stem, stem.k(), kd.isa, 2).im2col) << kd.name;
+    // Stems run the direct layout, except with AMX (the patch matrix, see AmxPlansWhereExpected).
+    EXPECT_EQ(k::conv2d_i8_plan(stem, stem.k(), kd.isa, 2).im2col, kd.isa == k::CpuIsa::kAmx)
+        << kd.name;
     EXPECT_FALSE(k::conv2d_i8_plan(stem, 49, kd.isa).direct) << kd.name;  // 49 % 4 != 0
     const k::Conv2dI8Plan two = k::conv2d_i8_plan(s, 24, kd.isa, 2);
     EXPECT_GE(two.input_units, 4) << kd.name;  // one image's rows packed by both threads
@@ -291,6 +293,15 @@ TEST(Conv2dI8, AmxPlansWhereExpected) {
   EXPECT_FALSE(k::conv2d_i8_plan(wide, 64 * 9 / 2, k::CpuIsa::kAmx).amx);  // weight groups
   EXPECT_FALSE(k::conv2d_i8_plan(narrow, narrow.k(), k::CpuIsa::kAmx).amx);
   EXPECT_FALSE(k::conv2d_i8_plan(grouped, grouped.k(), k::CpuIsa::kAmx).amx);
+  // A 3-channel 7x7 stem: AMX on the patch matrix (147 codes = 37 blocks per output); a
+  // 3-channel 3x3 conv (27 codes) stays on the direct AVX-512 tile.
+  const k::Conv2dShape stem = shape(1, 3, 224, 224, 64, 7, 7, 2, 2, 3, 3, 1, 1, 1);
+  const k::Conv2dI8Plan ps = k::conv2d_i8_plan(stem, stem.k(), k::CpuIsa::kAmx, 2);
+  EXPECT_TRUE(ps.direct && ps.im2col && ps.amx);
+  EXPECT_EQ(ps.tile_shape.k(), stem.k());
+  const k::Conv2dShape small = shape(1, 3, 32, 32, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+  const k::Conv2dI8Plan pm = k::conv2d_i8_plan(small, small.k(), k::CpuIsa::kAmx, 2);
+  EXPECT_TRUE(pm.direct && !pm.im2col && !pm.amx);
 #endif
 }
 
