@@ -26,6 +26,7 @@ from qpart.serving.wire import (
     decode_segment,
     encode_activation,
 )
+from qpart_kernels import cpu_isa
 from user_models import (
     CalledTwice,
     DataDependent,
@@ -202,7 +203,11 @@ def test_v1_segment_still_decodes():
     io = load_file(str(Path(__file__).with_name("data") / "segment_v1_io.safetensors"))
     seg = decode_segment(data)
     assert seg.architecture["version"] == 1 and seg.output_shape == (6,)
-    torch.testing.assert_close(seg.module(io["x"]), io["y"], rtol=0, atol=0)
+    # io["y"] was recorded with the AVX2 kernels: exact there; other ISAs sum in another order.
+    torch.testing.assert_close(seg.module(io["x"]), io["y"], rtol=1e-5, atol=1e-5)
+    if "avx2" in cpu_isa.available_cpu_isas():
+        with cpu_isa.cpu_isa("avx2"):
+            torch.testing.assert_close(seg.module(io["x"]), io["y"], rtol=0, atol=0)
 
 
 @pytest.mark.slow
