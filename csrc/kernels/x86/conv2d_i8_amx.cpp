@@ -25,6 +25,9 @@
 #include <immintrin.h>
 
 #include "conv2d_i8_x86_tile.h"
+// GCC 12's _mm512_cvtepi32_ps starts from _mm512_undefined_ps(), which -Wmaybe-uninitialized
+// reports once inlined (a false positive: every lane is written).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace qpart {
 namespace kernels {

@@ -19,16 +19,12 @@
 #pragma GCC target("avx2,fma,f16c")
 #include <immintrin.h>
 
+#include "avx2_util.h"
+
 namespace qpart {
 namespace kernels {
 namespace detail {
 namespace {
-
-// The product stays rounded to float on its own (no FMA contraction), as in the scalar kernel.
-inline __m256 rounded(__m256 v) {
-  __asm__("" : "+x"(v));
-  return v;
-}
 
 // Taps per kernel the tile handles with its stack tables (larger kernels: portable tile).
 constexpr int64_t kMaxTaps = 1024;

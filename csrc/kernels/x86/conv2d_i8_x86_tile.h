@@ -20,6 +20,7 @@
 
 #include "../conv2d_i8_impl.h"
 #include "../with_bits.h"
+#include "avx2_util.h"
 
 namespace qpart {
 namespace kernels {
@@ -28,12 +29,6 @@ namespace {
 
 constexpr int64_t kPx = kConvI8Px;  // 2 vectors of 8 pixels
 constexpr int kMr = static_cast<int>(kConvI8Mr);
-
-// The product stays rounded to float on its own (no FMA contraction), as in the scalar kernel.
-inline __m256 rounded(__m256 v) {
-  __asm__("" : "+x"(v));
-  return v;
-}
 
 inline int32_t load_u32(const uint8_t* p) {
   int32_t v;
