@@ -128,6 +128,9 @@ void linear_f32_avx512_gemv(const LinearArgs& a);
 void linear_f32_avx512_gemm(const LinearArgs& a);
 void linear_i8_avx512_gemv(const LinearI8Args& a);
 void linear_i8_avx512_gemm(const LinearI8Args& a);
+/// The same GEMM with its 16-row tiles on AMX (tdpbsud) where K and the group size are
+/// multiples of 64 (amx row only; bit-identical to linear_i8_avx512_gemm).
+void linear_i8_amx_gemm(const LinearI8Args& a);
 #endif
 #if defined(__aarch64__)
 void linear_f32_neon(const LinearArgs& a);

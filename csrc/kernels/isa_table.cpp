@@ -123,15 +123,20 @@ void linear_i8_avx512(const LinearI8Args& a) {
   if (a.m <= kFusedMaxRows) return linear_i8_avx512_gemv(a);
   linear_i8_avx512_gemm(a);
 }
+void linear_i8_amx(const LinearI8Args& a) {
+  if (a.m <= kFusedMaxRows) return linear_i8_avx512_gemv(a);
+  linear_i8_amx_gemm(a);
+}
 
-// The entry points of the avx512 row, with `supported` as the predicate and the matrix-unit
-// conv tile given: the amx row is the avx512 row plus the AMX tile.
+// The entry points of the avx512 row, with `supported` as the predicate and the integer
+// matmul and matrix-unit conv tile given: the amx row is the avx512 row with AMX tiles.
 constexpr IsaEntryPoints avx512_entries(
-    bool (*supported)(), decltype(IsaEntryPoints::conv2d_i8_amx_tile) amx_tile,
+    bool (*supported)(), void (*linear_i8)(const LinearI8Args&),
+    decltype(IsaEntryPoints::conv2d_i8_amx_tile) amx_tile,
     decltype(IsaEntryPoints::conv2d_i8_amx_pack_weights) amx_pack_weights) {
   return {supported,
           linear_f32_avx512,
-          linear_i8_avx512,
+          linear_i8,
           quantize_row_i8_avx2,
           quantize_group_avx2,
           conv2d_tile_avx512,
@@ -166,15 +171,16 @@ constexpr ConvTileShape kNoConvTile{0, 0, 1};
 
 // clang-format off
 const IsaKernels kIsaTable[] = {
-    // AMX (Sapphire Rapids and later): the AVX-512 row plus the AMX integer conv2d tile.
+    // AMX (Sapphire Rapids and later): the AVX-512 row plus AMX tiles in the integer conv2d
+    // and the integer GEMM.
     {CpuIsa::kAmx, "amx", /*i8_plane_layout=*/false, avx512_linear_scratch_floats,
      {kConvAvx512Mr, kConvAvx512Nr, 16},
-     QPART_X86_64_ONLY(avx512_entries(cpu_has_amx_kernels, conv2d_i8_tile_amx,
+     QPART_X86_64_ONLY(avx512_entries(cpu_has_amx_kernels, linear_i8_amx, conv2d_i8_tile_amx,
                                       conv2d_i8_pack_weights_amx))},
     // AVX-512 F/BW/VL/VNNI/VBMI (Ice Lake, Zen 4 and later): own matmuls, AVX2 quantizers.
     {CpuIsa::kAvx512, "avx512", /*i8_plane_layout=*/false, avx512_linear_scratch_floats,
      {kConvAvx512Mr, kConvAvx512Nr, 16},
-     QPART_X86_64_ONLY(avx512_entries(cpu_has_avx512_kernels, nullptr, nullptr))},
+     QPART_X86_64_ONLY(avx512_entries(cpu_has_avx512_kernels, linear_i8_avx512, nullptr, nullptr))},
     // AVX2 + FMA (+ F16C).
     {CpuIsa::kAvx2, "avx2", /*i8_plane_layout=*/true, avx2_linear_scratch_floats,
      {kConvAvx2Mr, kConvAvx2Nr, 8},

@@ -37,8 +37,8 @@ Act quantize_act(const std::vector<float>& x, int64_t m, int64_t kdim, int64_t g
   a.q.assign(static_cast<size_t>(m * kdim), 0);
   a.scale.assign(static_cast<size_t>(m), 0.0f);
   a.gsum.assign(static_cast<size_t>(m * (kdim / gs)), 0);
-  EXPECT_EQ(k::quantize_activations_i8(k::CpuIsa::kAvx512, x.data(), m, kdim, gs, bits,
-                                       a.q.data(), a.scale.data(), a.gsum.data()),
+  EXPECT_EQ(k::quantize_activations_i8(k::CpuIsa::kAvx512, x.data(), m, kdim, gs, bits, a.q.data(),
+                                       a.scale.data(), a.gsum.data()),
             k::Status::kOk);
   return a;
 }
@@ -66,10 +66,21 @@ Problem make_problem(int64_t m, int64_t kdim, int64_t n, int64_t gs, int bits, u
 
 std::vector<float> run_i8(void (*fn)(const d::LinearI8Args&), const Problem& pr, bool bias,
                           int64_t n_begin, int64_t n_end, std::vector<float> y) {
-  const d::LinearI8Args args{pr.act.q.data(), pr.act.scale.data(), pr.act.gsum.data(), pr.m,
-                             pr.kdim, pr.p.packed.data(), pr.p.scales.data(), pr.p.zeros.data(),
-                             bias ? pr.bias.data() : nullptr, pr.n, pr.gs, pr.bits, n_begin,
-                             n_end, y.data()};
+  const d::LinearI8Args args{pr.act.q.data(),
+                             pr.act.scale.data(),
+                             pr.act.gsum.data(),
+                             pr.m,
+                             pr.kdim,
+                             pr.p.packed.data(),
+                             pr.p.scales.data(),
+                             pr.p.zeros.data(),
+                             bias ? pr.bias.data() : nullptr,
+                             pr.n,
+                             pr.gs,
+                             pr.bits,
+                             n_begin,
+                             n_end,
+                             y.data()};
   fn(args);
   return y;
 }
@@ -79,9 +90,21 @@ std::vector<float> run_f32_gemm(const Problem& pr, bool bias, int64_t n_begin, i
   std::vector<float> xsum(static_cast<size_t>(pr.m * (pr.kdim / pr.gs)), 0.0f);
   std::vector<float> scratch(static_cast<size_t>(d::simd_linear_scratch_floats(pr.m, pr.kdim)),
                              0.0f);
-  const d::LinearArgs args{pr.x.data(), pr.m, pr.kdim, pr.p.packed.data(), pr.p.scales.data(),
-                           pr.p.zeros.data(), bias ? pr.bias.data() : nullptr, pr.n, pr.gs,
-                           pr.bits, n_begin, n_end, y.data(), xsum.data(), scratch.data()};
+  const d::LinearArgs args{pr.x.data(),
+                           pr.m,
+                           pr.kdim,
+                           pr.p.packed.data(),
+                           pr.p.scales.data(),
+                           pr.p.zeros.data(),
+                           bias ? pr.bias.data() : nullptr,
+                           pr.n,
+                           pr.gs,
+                           pr.bits,
+                           n_begin,
+                           n_end,
+                           y.data(),
+                           xsum.data(),
+                           scratch.data()};
   d::linear_f32_avx512_gemm(args);
   return y;
 }
@@ -89,8 +112,8 @@ std::vector<float> run_f32_gemm(const Problem& pr, bool bias, int64_t n_begin, i
 std::vector<float> run_f32_scalar(const Problem& pr, bool bias, int64_t n_begin, int64_t n_end,
                                   std::vector<float> y) {
   d::linear_f32_scalar(pr.x.data(), pr.m, pr.kdim, pr.p.packed.data(), pr.p.scales.data(),
-                       pr.p.zeros.data(), bias ? pr.bias.data() : nullptr, pr.n, pr.gs,
-                       pr.bits, n_begin, n_end, y.data());
+                       pr.p.zeros.data(), bias ? pr.bias.data() : nullptr, pr.n, pr.gs, pr.bits,
+                       n_begin, n_end, y.data());
   return y;
 }
 
@@ -118,8 +141,7 @@ void check(const Problem& pr, bool bias, int64_t n_begin, int64_t n_end, int64_t
   split = split < n_begin ? n_begin : (split > n_end ? n_end : split);
   SCOPED_TRACE(testing::Message() << "m=" << pr.m << " k=" << pr.kdim << " n=" << pr.n
                                   << " gs=" << pr.gs << " bits=" << pr.bits << " bias=" << bias
-                                  << " range=[" << n_begin << "," << n_end << ") split="
-                                  << split);
+                                  << " range=[" << n_begin << "," << n_end << ") split=" << split);
   const std::vector<float> init(static_cast<size_t>(pr.m * pr.n), -777.25f);
 
   const auto want_i8 = run_i8(d::linear_i8_scalar, pr, bias, n_begin, n_end, init);
@@ -153,8 +175,8 @@ struct Shape {
 // Odd K (per channel: K % 4 != 0, K % 64 != 0, several int8 / float K blocks) and grouped K
 // (groups 8 / 32 / 128, group counts odd, groups straddling float K blocks; group 40
 // straddles the int8 K blocks too).
-const Shape kShapes[] = {{8, 8},     {24, 24},   {100, 100}, {1030, 1030}, {4100, 4100},
-                         {24, 8},    {200, 8},   {96, 32},   {1056, 32},   {384, 128},
+const Shape kShapes[] = {{8, 8},      {24, 24},    {100, 100}, {1030, 1030}, {4100, 4100},
+                         {24, 8},     {200, 8},    {96, 32},   {1056, 32},   {384, 128},
                          {1152, 128}, {1664, 128}, {1040, 40}};
 const int64_t kRows[] = {9, 17, 63, 65};
 
@@ -167,8 +189,8 @@ TEST(Avx512Gemm, EveryWidthGroupAndOddShape) {
       const int64_t m = kRows[idx++ % 4];
       const int64_t n = s.kdim >= 4096 ? 37 : 70;
       const Problem pr = make_problem(m, s.kdim, n, s.gs, bits, seed += 7);
-      check(pr, true, 0, n, 33);        // whole range, split inside the second panel
-      check(pr, false, 5, n - 3, 36);   // starts and ends mid-panel
+      check(pr, true, 0, n, 33);       // whole range, split inside the second panel
+      check(pr, false, 5, n - 3, 36);  // starts and ends mid-panel
     }
   }
 }
@@ -204,6 +226,29 @@ struct Guarded {
   ~Guarded() { munmap(mem, span); }
 };
 
+TEST(Avx512Gemm, AmxTilesBitIdenticalToScalar) {
+  // The amx row's GEMM: 32- and 16-row AMX tiles plus VNNI leftover rows, bit for bit the
+  // scalar kernel's (as the VNNI GEMM is), one group or several per K block or one group
+  // over several K blocks, column tails and a column split.
+  if (!k::cpu_isa_supported(k::CpuIsa::kAmx)) GTEST_SKIP() << "CPU lacks the amx ISA level";
+  uint32_t seed = 2100;
+  for (int bits = 1; bits <= 8; ++bits) {
+    for (const int64_t m : {16, 41, 64}) {
+      for (const int64_t gs : {1024, 64, 128, 512}) {
+        SCOPED_TRACE(testing::Message() << "bits=" << bits << " m=" << m << " gs=" << gs);
+        const int64_t n = 37;
+        const Problem pr = make_problem(m, 1024, n, gs, bits, seed++);
+        const std::vector<float> init(static_cast<size_t>(m * n), -5.5f);
+        const auto want = run_i8(d::linear_i8_scalar, pr, m != 16, 0, n, init);
+        ASSERT_TRUE(same_bits(run_i8(d::linear_i8_amx_gemm, pr, m != 16, 0, n, init), want));
+        auto part = run_i8(d::linear_i8_amx_gemm, pr, m != 16, 0, 20, init);
+        part = run_i8(d::linear_i8_amx_gemm, pr, m != 16, 20, n, part);
+        ASSERT_TRUE(same_bits(part, want));
+      }
+    }
+  }
+}
+
 TEST(Avx512Gemm, NoReadPastBuffers) {
   if (!have_avx512()) GTEST_SKIP() << "CPU lacks the avx512 ISA level";
   for (int bits = 1; bits <= 8; ++bits) {
@@ -218,15 +263,17 @@ TEST(Avx512Gemm, NoReadPastBuffers) {
       const Guarded<int32_t> gsum(pr.act.gsum);
       const std::vector<float> init(static_cast<size_t>(m * n), 0.0f);
       std::vector<float> y = init, want = run_i8(d::linear_i8_scalar, pr, true, 0, n, init);
-      const d::LinearI8Args ia{q.data, xs.data, gsum.data, m, s.kdim, packed.data, scales.data,
-                               zeros.data, bias.data, n, s.gs, bits, 0, n, y.data()};
+      const d::LinearI8Args ia{q.data,      xs.data,     gsum.data,  m,         s.kdim,
+                               packed.data, scales.data, zeros.data, bias.data, n,
+                               s.gs,        bits,        0,          n,         y.data()};
       d::linear_i8_avx512_gemm(ia);
       ASSERT_TRUE(same_bits(y, want));
       std::vector<float> xsum(static_cast<size_t>(m * (s.kdim / s.gs)));
       std::vector<float> scratch(static_cast<size_t>(d::simd_linear_scratch_floats(m, s.kdim)));
       y = init;
-      const d::LinearArgs fa{x.data, m, s.kdim, packed.data, scales.data, zeros.data, bias.data,
-                             n, s.gs, bits, 0, n, y.data(), xsum.data(), scratch.data()};
+      const d::LinearArgs fa{x.data,     m,         s.kdim,   packed.data, scales.data,
+                             zeros.data, bias.data, n,        s.gs,        bits,
+                             0,          n,         y.data(), xsum.data(), scratch.data()};
       d::linear_f32_avx512_gemm(fa);
       want = run_f32_scalar(pr, true, 0, n, init);
       for (size_t t = 0; t < y.size(); ++t) ASSERT_NEAR(y[t], want[t], 1e-3f) << t;

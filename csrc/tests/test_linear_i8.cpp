@@ -39,6 +39,9 @@ std::vector<Kernel> simd_kernels() {
     out.push_back({"avx512_gemv", k::CpuIsa::kAvx512, d::linear_i8_avx512_gemv});
     out.push_back({"avx512_gemm", k::CpuIsa::kAvx512, d::linear_i8_avx512_gemm});
   }
+  if (k::cpu_isa_supported(k::CpuIsa::kAmx)) {
+    out.push_back({"amx_gemm", k::CpuIsa::kAmx, d::linear_i8_amx_gemm});
+  }
 #endif
 #if defined(__aarch64__)
   out.push_back({"neon", k::CpuIsa::kNeon, d::linear_i8_neon});
@@ -266,6 +269,20 @@ TEST(LinearI8, BatchedTilesEveryWidth) {
     for (const int64_t gs : {32, 128, 256})
       for (const int64_t m : {6, 11, 16})
         if (bits > 1 || gs < 256) check_case(m, 512, 25, gs, bits, m != 6, seed++);
+  }
+}
+
+TEST(LinearI8, AmxTilesEveryWidth) {
+  // Shapes that run the AMX GEMM's 32- and 16-row tiles (k and groups multiples of 64) with
+  // VNNI leftover rows, column tails, groups within a K block and one group over several.
+  // (1 bit with groups >= 256 left out for the AVX2 kernel's tolerance, as above.)
+  uint32_t seed = 1700;
+  for (int bits = 1; bits <= 8; ++bits) {
+    for (const int64_t m : {16, 41, 64}) {
+      if (bits > 1) check_case(m, 1024, 37, 1024, bits, m != 16, seed++);
+      for (const int64_t gs : {64, 128, 512})
+        if (bits > 1 || gs < 256) check_case(m, 1024, 21, gs, bits, m == 41, seed++);
+    }
   }
 }
 

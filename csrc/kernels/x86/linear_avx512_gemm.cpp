@@ -31,7 +31,9 @@
 #include "../dispatch.h"
 
 #pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")
+// (+ AMX for linear_i8_amx_gemm: no AMX instruction is emitted outside its tiles.)
+#pragma GCC target( \
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,amx-tile,amx-int8")
 // GCC 12 flags the _mm512_undefined_* pass-through inside the intrinsics (a false positive).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -304,12 +306,115 @@ inline int64_t i8_kblock(int64_t gs) {
   return kI8Kc;
 }
 
+// ---- int8 activations on AMX (tdpbsud) -------------------------------------------------------
+//
+// The same panels and epilogue; the products of 16 activation rows x 64 codes (an s8 tile
+// read in place from q, rows k bytes apart) by 16 quads x 16 columns of the panel (a u8 tile:
+// quad rows 128 bytes apart, one half of the 32 columns) accumulate in 16 x 16 int32 tiles:
+// 32 rows x 32 columns = four C tiles, two A, two B. Segments go through `dot` (the same
+// int32 partial sums the VNNI tile keeps), and a segment that ends its group runs
+// i8_segment's epilogue on them, so the result is the VNNI kernel's, bit for bit.
+
+// Tile registers: C 0..3 = [row half][column half], A (activations) 4, 5, B (panel) 6, 7.
+struct alignas(64) AmxConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {64, 64, 64, 64, 64, 64, 64, 64};
+  uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
+};
+
+// Whether every segment (group or K block) is a whole number of 64-code steps.
+inline bool amx_fits(const LinearI8Args& a) { return a.k % 64 == 0 && a.group_size % 64 == 0; }
+
+// 16 * RB rows x 32 columns over `steps` 64-code steps from activations p (row stride ldq) and
+// panel wp, starting from `dot` unless the segment starts its group; the sums go to `dot`.
+template <int RB>
+void amx_segment(const int8_t* p, int64_t ldq, const uint8_t* wp, int64_t steps, bool group_start,
+                 int32_t* dot) {
+  constexpr int64_t kDotRow = kNr * 4;  // bytes per row of dot
+  if (group_start) {
+    _tile_zero(0);
+    _tile_zero(1);
+    if constexpr (RB == 2) {
+      _tile_zero(2);
+      _tile_zero(3);
+    }
+  } else {
+    _tile_loadd(0, dot, kDotRow);
+    _tile_loadd(1, dot + 16, kDotRow);
+    if constexpr (RB == 2) {
+      _tile_loadd(2, dot + 16 * kNr, kDotRow);
+      _tile_loadd(3, dot + 16 * kNr + 16, kDotRow);
+    }
+  }
+  for (int64_t t = 0; t < steps; ++t, p += 64, wp += 16 * 128) {
+    _tile_loadd(6, wp, 128);
+    _tile_loadd(7, wp + 64, 128);
+    _tile_loadd(4, p, ldq);
+    _tile_dpbsud(0, 4, 6);
+    _tile_dpbsud(1, 4, 7);
+    if constexpr (RB == 2) {
+      _tile_loadd(5, p + 16 * ldq, ldq);
+      _tile_dpbsud(2, 5, 6);
+      _tile_dpbsud(3, 5, 7);
+    }
+  }
+  _tile_stored(0, dot, kDotRow);
+  _tile_stored(1, dot + 16, kDotRow);
+  if constexpr (RB == 2) {
+    _tile_stored(2, dot + 16 * kNr, kDotRow);
+    _tile_stored(3, dot + 16 * kNr + 16, kDotRow);
+  }
+}
+
+// i8_tile for 16 * RB rows on AMX (amx_fits): segments at group ends, then the epilogue of
+// every 8 rows from `dot` (i8_segment with no quads).
+template <int RB, bool FLOAT_EXACT>
+void amx_tile(const LinearI8Args& a, I8Work& w, int64_t r, int64_t i, int64_t kb, int64_t ke) {
+  const int64_t k = a.k, gs = a.group_size, groups = k / gs, g0 = kb / gs;
+  for (int64_t t0 = kb; t0 < ke;) {
+    const int64_t g = t0 / gs, gend = (g + 1) * gs;
+    const int64_t t1 = gend < ke ? gend : ke;
+    amx_segment<RB>(a.q + i * k + t0, k, w.panel + (t0 - kb) / 4 * 128, (t1 - t0) / 64,
+                    t0 == g * gs, w.dot + r * kNr);
+    if (t1 == gend) {
+      for (int64_t s = 0; s < 16 * RB; s += kI8Mr) {
+        const I8Epilogue epi{w.scale + (g - g0) * kNr, w.zero + (g - g0) * kNr,
+                             a.gsum + (i + s) * groups + g, groups, w.acc + (r + s) * kNr};
+        i8_segment<kI8Mr, FLOAT_EXACT>(nullptr, k, nullptr, 0, 4, false, w.dot + (r + s) * kNr,
+                                       &epi);
+      }
+    }
+    t0 = t1;
+  }
+}
+
+// Rows [r, rows) of the row block: AMX for whole 16-row tiles (when `amx`), VNNI for the rest.
+void i8_rows(const LinearI8Args& a, I8Work& w, bool amx, int64_t i0, int64_t rows, int64_t kb,
+             int64_t ke) {
+  int64_t r = 0;
+  if (amx) {
+    const bool exact = a.group_size <= 512;
+    for (; r + 32 <= rows; r += 32)
+      exact ? amx_tile<2, true>(a, w, r, i0 + r, kb, ke)
+            : amx_tile<2, false>(a, w, r, i0 + r, kb, ke);
+    for (; r + 16 <= rows; r += 16)
+      exact ? amx_tile<1, true>(a, w, r, i0 + r, kb, ke)
+            : amx_tile<1, false>(a, w, r, i0 + r, kb, ke);
+  }
+  for (; r < rows; r += kI8Mr) i8_tile_dispatch<kI8Mr>(a, w, r, i0 + r, rows - r, kb, ke);
+}
+
 template <int BITS>
-void gemm_i8(const LinearI8Args& a) {
+void gemm_i8(const LinearI8Args& a, bool amx) {
   const Unpack64<BITS> U;
   I8Work& w = i8_work();
   const int64_t k = a.k, gs = a.group_size, groups = k / gs;
   const int64_t mc = row_block(k, kI8Mc), kc = i8_kblock(gs);
+  if (amx) {
+    static const AmxConfig config;
+    _tile_loadconfig(&config);
+  }
   for (int64_t i0 = 0; i0 < a.m; i0 += mc) {
     const int64_t rows = a.m - i0 < mc ? a.m - i0 : mc;
     for (int64_t n0 = a.n_begin; n0 < a.n_end; n0 += kNr) {
@@ -322,12 +427,12 @@ void gemm_i8(const LinearI8Args& a) {
           group_scales(a.scale_bits, groups, n0, nc, g, w.scale + (g - kb / gs) * kNr);
           group_zeros(a.zeros, groups, n0, nc, g, w.zero + (g - kb / gs) * kNr);
         }
-        for (int64_t r = 0; r < rows; r += kI8Mr)
-          i8_tile_dispatch<kI8Mr>(a, w, r, i0 + r, rows - r, kb, ke);
+        i8_rows(a, w, amx, i0, rows, kb, ke);
       }
       i8_store(a, w, i0, rows, n0, nc);
     }
   }
+  if (amx) _tile_release();
 }
 
 // ---- float activations (FMA) -----------------------------------------------------------------
@@ -455,7 +560,11 @@ void linear_f32_avx512_gemm(const LinearArgs& a) {
 }
 
 void linear_i8_avx512_gemm(const LinearI8Args& a) {
-  with_bits(a.bits, [&](auto b) { gemm_i8<decltype(b)::value>(a); });
+  with_bits(a.bits, [&](auto b) { gemm_i8<decltype(b)::value>(a, false); });
+}
+
+void linear_i8_amx_gemm(const LinearI8Args& a) {
+  with_bits(a.bits, [&](auto b) { gemm_i8<decltype(b)::value>(a, amx_fits(a) && a.m >= 16); });
 }
 
 }  // namespace detail
