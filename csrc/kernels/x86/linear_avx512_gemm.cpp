@@ -37,6 +37,7 @@
 // GCC 12 flags the _mm512_undefined_* pass-through inside the intrinsics (a false positive).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include "avx512_unpack.h"
@@ -195,6 +196,26 @@ __attribute__((always_inline)) inline __m512 corrected(__m512i dot, __m512i zero
       _mm512_sub_epi32(dot, _mm512_mullo_epi32(zero, _mm512_set1_epi32(gsum))));
 }
 
+// acc += float(dot - zero * gsum) * scale for MR rows x 32 columns at their group's end, in
+// the scalar kernel's order and rounding.
+template <int MR, bool FLOAT_EXACT>
+__attribute__((always_inline)) inline void i8_group_end(const __m512i (&d0)[MR],
+                                                        const __m512i (&d1)[MR],
+                                                        const I8Epilogue& epi) {
+  const __m512 s0 = _mm512_load_ps(epi.scale), s1 = _mm512_load_ps(epi.scale + 16);
+  const __m512i z0 = _mm512_load_si512(epi.zero), z1 = _mm512_load_si512(epi.zero + 16);
+  const __m512 zf0 = _mm512_cvtepi32_ps(z0), zf1 = _mm512_cvtepi32_ps(z1);
+#pragma GCC unroll 16
+  for (int s = 0; s < MR; ++s) {
+    const int32_t gs = epi.gsum[s * epi.gstride];
+    float* acc = epi.acc + s * kNr;
+    const __m512 p0 = _mm512_mul_round_ps(corrected<FLOAT_EXACT>(d0[s], z0, zf0, gs), s0, kRne);
+    const __m512 p1 = _mm512_mul_round_ps(corrected<FLOAT_EXACT>(d1[s], z1, zf1, gs), s1, kRne);
+    _mm512_store_ps(acc, _mm512_add_round_ps(_mm512_load_ps(acc), p0, kRne));
+    _mm512_store_ps(acc + 16, _mm512_add_round_ps(_mm512_load_ps(acc + 16), p1, kRne));
+  }
+}
+
 // One segment of a group (never crossing a group or K block end) for MR rows x 32 columns:
 // dot products += nq panel quads from wp x activation bytes p[s * ldq + 4t ..], the last quad
 // holding only `last` (1..4) codes. The accumulators live in registers for the segment (every
@@ -241,18 +262,19 @@ void i8_segment(const int8_t* p, int64_t ldq, const uint8_t* wp, int64_t nq, int
     }
     return;
   }
-  const __m512 s0 = _mm512_load_ps(epi->scale), s1 = _mm512_load_ps(epi->scale + 16);
-  const __m512i z0 = _mm512_load_si512(epi->zero), z1 = _mm512_load_si512(epi->zero + 16);
-  const __m512 zf0 = _mm512_cvtepi32_ps(z0), zf1 = _mm512_cvtepi32_ps(z1);
+  i8_group_end<MR, FLOAT_EXACT>(d0, d1, *epi);
+}
+
+// The group-end epilogue of MR rows whose group's dot products are in `dot` (the AMX tiles).
+template <int MR, bool FLOAT_EXACT>
+void i8_group_end_from(const int32_t* dot, const I8Epilogue& epi) {
+  __m512i d0[MR], d1[MR];
 #pragma GCC unroll 16
   for (int s = 0; s < MR; ++s) {
-    const int32_t gs = epi->gsum[s * epi->gstride];
-    float* acc = epi->acc + s * kNr;
-    const __m512 p0 = _mm512_mul_round_ps(corrected<FLOAT_EXACT>(d0[s], z0, zf0, gs), s0, kRne);
-    const __m512 p1 = _mm512_mul_round_ps(corrected<FLOAT_EXACT>(d1[s], z1, zf1, gs), s1, kRne);
-    _mm512_store_ps(acc, _mm512_add_round_ps(_mm512_load_ps(acc), p0, kRne));
-    _mm512_store_ps(acc + 16, _mm512_add_round_ps(_mm512_load_ps(acc + 16), p1, kRne));
+    d0[s] = _mm512_load_si512(dot + s * kNr);
+    d1[s] = _mm512_load_si512(dot + s * kNr + 16);
   }
+  i8_group_end<MR, FLOAT_EXACT>(d0, d1, epi);
 }
 
 // One MR-row tile (first row r within the row block, absolute row i) over codes [kb, ke) of
@@ -367,8 +389,8 @@ void amx_segment(const int8_t* p, int64_t ldq, const uint8_t* wp, int64_t steps,
   }
 }
 
-// i8_tile for 16 * RB rows on AMX (amx_fits): segments at group ends, then the epilogue of
-// every 8 rows from `dot` (i8_segment with no quads).
+// i8_tile for 16 * RB rows on AMX (amx_fits): segments at group ends, then the group-end
+// epilogue of every 8 rows from `dot`.
 template <int RB, bool FLOAT_EXACT>
 void amx_tile(const LinearI8Args& a, I8Work& w, int64_t r, int64_t i, int64_t kb, int64_t ke) {
   const int64_t k = a.k, gs = a.group_size, groups = k / gs, g0 = kb / gs;
@@ -381,8 +403,7 @@ void amx_tile(const LinearI8Args& a, I8Work& w, int64_t r, int64_t i, int64_t kb
       for (int64_t s = 0; s < 16 * RB; s += kI8Mr) {
         const I8Epilogue epi{w.scale + (g - g0) * kNr, w.zero + (g - g0) * kNr,
                              a.gsum + (i + s) * groups + g, groups, w.acc + (r + s) * kNr};
-        i8_segment<kI8Mr, FLOAT_EXACT>(nullptr, k, nullptr, 0, 4, false, w.dot + (r + s) * kNr,
-                                       &epi);
+        i8_group_end_from<kI8Mr, FLOAT_EXACT>(w.dot + (r + s) * kNr, epi);
       }
     }
     t0 = t1;
