@@ -38,6 +38,7 @@ FILES=(
   csrc/kernels/arm/conv2d_i8_neon_impl.h
   csrc/kernels/arm/linear_neon.cpp
   csrc/kernels/arm/max_pool2d_neon.cpp
+  csrc/kernels/x86/avx2_util.h
   csrc/kernels/x86/conv2d_i8_amx.cpp
   csrc/kernels/x86/conv2d_i8_avx2.cpp
   csrc/kernels/x86/conv2d_i8_avx512.cpp
@@ -48,8 +49,10 @@ FILES=(
   csrc/kernels/x86/linear_avx512_gemv.cpp
   csrc/kernels/x86/max_pool2d_avx2.cpp
   csrc/kernels/x86/conv2d_x86_tile.h
+  csrc/tests/test_avx512_gemm.cpp
   csrc/tests/test_conv2d_i8.cpp
   csrc/tests/test_isa_table.cpp
+  csrc/tests/test_linear_i8.cpp
   csrc/tests/test_max_pool2d.cpp
   csrc/torch/conv_i8_panel_cache.cpp
   csrc/torch/conv_i8_panel_cache.h
