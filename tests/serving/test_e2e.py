@@ -32,7 +32,13 @@ MAX_BODY = 64 * 1024
 MODEL = MNIST_MODEL_ID
 GATEWAY = dict(
     profile=DeviceProfile(cycles_per_mac=1, clock_hz=1e9), weights=ObjectiveWeights(1, 1, 1000)
-)  # -> all layers on the device
+)  # -> all layers on the device at ANY_LOSS
+#: At a 100 % budget every stored pattern is servable, so the cheapest is a uniform 1-bit
+#: pattern and which point wins follows from the cost model and the architecture alone, not
+#: from the trained weights (at tighter budgets it depends on which patterns pass the held-out
+#: bound, which differs by machine): the default request splits at the input, GATEWAY runs
+#: every layer on the device.
+ANY_LOSS = 1.0
 PHONE = dict(profile=DeviceProfile(clock_hz=2e9), weights=ObjectiveWeights(1, 1, 100))
 
 
@@ -100,9 +106,9 @@ def _auth() -> dict:
     return {"Authorization": f"Bearer {TOKEN}"}
 
 
-def _valid_plan(url) -> dict:
+def _valid_plan(url, budget: float = ANY_LOSS) -> dict:
     r = httpx.post(
-        f"{url}/v1/plan", json={"model": MODEL, "accuracy_budget": 0.01}, headers=_auth()
+        f"{url}/v1/plan", json={"model": MODEL, "accuracy_budget": budget}, headers=_auth()
     )
     assert r.status_code == 200, r.text
     return r.json()
@@ -110,7 +116,12 @@ def _valid_plan(url) -> dict:
 
 @pytest.mark.parametrize(
     "budget,kw",
-    [(0.01, {}), (0.02, PHONE), (0.01, GATEWAY), (0.005, {"channel": ChannelState(1e6, 1e6)})],
+    [
+        (0.01, {}),
+        (0.02, PHONE),
+        (ANY_LOSS, GATEWAY),
+        (0.005, {"channel": ChannelState(1e6, 1e6)}),
+    ],
 )
 def test_end_to_end_matches_in_process_split_and_predicted_bytes(server, entry, digits, budget, kw):
     x, _ = digits
@@ -292,7 +303,7 @@ def _bad_requests(url: str, plan: dict, full_plan: dict):
 def test_every_bad_input_gets_its_4xx_and_the_server_keeps_serving(server, digits):
     plan = _valid_plan(server)
     with _client(server, **GATEWAY) as dev:
-        full = dev.plan(MODEL, 0.01)
+        full = dev.plan(MODEL, ANY_LOSS)
     assert plan["activation_bits"] is not None and full["activation_bits"] is None
     for name, status, call in _bad_requests(server, plan, full):
         r = call()
