@@ -13,14 +13,15 @@ Peers in the same rounds: fp32 ``F.linear``, PyTorch dynamic int8 (``quantize_dy
 ``torch.ao.nn.quantized.dynamic.Linear``, FBGEMM / x86), ggml's matmul on its own quantized
 types (benchmarks/ggml_peer.py: a local ggml build via ``QPART_GGML_LIB`` or the ggml-python
 package; skipped with a message when neither is there), and the **read roof**: a sum over a
-buffer of 256 MiB on the same number of threads (benchmarks/read_roof.py: a C loop of vector
+buffer of ``read_roof.cold_bytes()`` on the same number of threads (benchmarks/read_roof.py: a C loop of vector
 loads, nothing but reads), as GB/s.
 
 ``--int8 also`` adds the integer path (``int8_activations=True``: int8 activations x codes)
 next to the float path of every width; ``only`` times just the integer path.
 
-Cache-cold cases rotate through weight copies totalling >= 256 MiB (so every call reads its
-weights from DRAM). Per (batch, cache) a markdown table: ms min / median, GB/s of weight
+Cache-cold cases rotate through weight copies totalling ``read_roof.cold_bytes()`` (>= 256
+MiB and >= twice the last-level cache sysfs reports, so every call reads its weights from
+DRAM). Per (batch, cache) a markdown table: ms min / median, GB/s of weight
 bytes (from the min), "% roof" = this kernel's GB/s over the read roof's GB/s of the same
 round (median over rounds, and the ratio of the minimum times), and the paired speedup over
 the reference peer (``--vs``, default the first ggml type, else PyTorch dynamic int8).
@@ -43,7 +44,10 @@ import torch.nn.functional as F
 import qpart_kernels as qk
 from qpart_kernels import cpu_isa
 
-COLD_BYTES = 256 * 2**20
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # also under python -P
+from read_roof import ReadRoof, cold_bytes  # noqa: E402
+
+COLD_BYTES = cold_bytes()
 
 
 def copies(nbytes, cache):
@@ -124,9 +128,7 @@ def main():
     n, k = map(int, args.shape.split("x"))
     w = torch.randn(n, k) / k**0.5
     bits_list = [int(b) for b in args.bits.split(",")]
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # also under python -P
     import ggml_peer
-    from read_roof import ReadRoof
 
     ggml, ggml_types = None, [t for t in args.ggml.split(",") if t]
     if ggml_types:
@@ -134,7 +136,7 @@ def main():
         print(f"ggml: {where}" if ggml is not None else f"ggml skipped: {where}")
     print(
         f"{args.threads} thread(s), CPU ISA {cpu_isa.get_cpu_isa()}, {n}x{k}, {clock_name}, "
-        f"{args.rounds} interleaved rounds\n"
+        f"{args.rounds} interleaved rounds, cache-cold = {COLD_BYTES / 2**20:.0f} MiB\n"
     )
     roof = None if args.no_roof else ReadRoof(COLD_BYTES, args.threads)
     groups = [None if g == "channel" else int(g) for g in args.groups.split(",")]

@@ -19,14 +19,15 @@ sys.path.insert(0, str(BENCH))
 pytestmark = pytest.mark.skipif(not qk.extension_loaded(), reason="needs the compiled extension")
 
 
-def test_read_roof_reads_the_buffer():
+@pytest.mark.parametrize("nbytes,threads", [(1 << 20, 2), ((1 << 20) + 5 * 128, 3), (256, 1)])
+def test_read_roof_reads_the_buffer(nbytes, threads):
     from read_roof import ReadRoof
 
-    roof = ReadRoof(1 << 20, 2)
+    roof = ReadRoof(nbytes, threads)
     out = roof()
-    if roof.fn is not None:  # the C loop: sum of the int64 ones it read
+    if roof.fn is not None:  # the C loop: sum of the int64 ones it read, each exactly once
         assert int(out) == roof.nbytes // 8
-    assert roof.nbytes % 128 == 0 and roof.nbytes >= (1 << 20) - 192
+    assert roof.nbytes % 128 == 0 and roof.nbytes >= nbytes - 192
 
 
 def test_ggml_peer_loads_or_says_why():
