@@ -379,8 +379,12 @@ void conv2d_i8_items(const Conv2dI8Plan& plan, const Conv2dShape& s, const int8_
     return detail::conv2d_i8_depthwise_items(plan, s, input, scale, packed, scale_bits, zeros, bias,
                                              group_size, bits, item_begin, item_end, scratch, y,
                                              ep);
-  const Conv2dI8Args args{&plan.tile_shape, input, panel, scale, packed, scale_bits, zeros, bias,
-                          group_size,       bits,  y};
+  // The AMX tile applies the epilogue as it stores; the others leave it to a pass below.
+  const bool fused = plan.amx && plan.direct;
+  const Conv2dI8Args args{
+      &plan.tile_shape, input,      panel, scale,
+      packed,           scale_bits, zeros, bias,
+      group_size,       bits,       y,     fused && ep.active() ? &ep : nullptr};
   const detail::IsaEntryPoints& fn = detail::isa_kernels(plan.isa).fn;
   const auto direct = plan.amx ? fn.conv2d_i8_amx_tile : fn.conv2d_i8_tile;
   const int64_t per_group = s.c_out / s.groups, ho = s.h_out();
@@ -400,7 +404,7 @@ void conv2d_i8_items(const Conv2dI8Plan& plan, const Conv2dShape& s, const int8_
     } else {
       tile_scalar(args, t);
     }
-    if (ep.active()) {
+    if (ep.active() && !fused) {
       const int64_t wo = s.w_out();
       conv2d_epilogue(ep, s, t.image, t.co0, t.co_n, t.oy0 * wo, (t.oy1 - t.oy0) * wo, y);
     }

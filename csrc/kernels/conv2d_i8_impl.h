@@ -87,6 +87,9 @@ struct Conv2dI8Args {
   int64_t group_size;
   int bits;
   float* y;
+  /// The residual add / ReLU to apply while storing, for tiles that fuse it (the AMX tile);
+  /// null: conv2d_i8_items applies it in a pass after the tile.
+  const ConvEpilogue* ep = nullptr;
 };
 
 /// One work item: output channels [co0, co0 + co_n) (absolute) of group `group` of image

@@ -336,33 +336,37 @@ TEST(Conv2dI8, RejectsNonFiniteInput) {
 TEST(Conv2dI8, EpilogueEqualsASeparateAddAndRelu) {
   // The residual add and ReLU run on each tile: the values of the plain convolution followed
   // by y + r and max(y, 0) as separate float operations, on every row (NaN and -0.0 included).
-  const Case c{shape(2, 6, 9, 7, 10, 3, 3, 2, 1, 1, 1, 1, 1, 1), 0, 3};
-  const Data dt = make(c, 11);
-  const int64_t n = c.s.batch * c.s.c_out * c.s.h_out() * c.s.w_out();
-  std::vector<float> res = qpart_test::random_normal(static_cast<size_t>(n), 12);
-  res[0] = std::nanf("");
-  res[1] = -0.0f;
-  std::vector<k::CpuIsa> isas{k::CpuIsa::kScalar};
-  for (const Direct& kd : directs())
-    if (kd.tile == nullptr) isas.push_back(kd.isa);
-  for (k::CpuIsa isa : isas) {
-    std::vector<float> plain(static_cast<size_t>(n)), fused(plain.size());
-    ASSERT_EQ(k::conv2d_i8(isa, dt.x.data(), c.s, dt.w.packed.data(), dt.w.scales.data(),
-                           dt.w.zeros.data(), dt.bias.data(), c.s.k(), 3, plain.data()),
-              k::Status::kOk);
-    for (bool relu : {false, true}) {
-      for (const float* r :
-           {static_cast<const float*>(nullptr), static_cast<const float*>(res.data())}) {
-        const k::ConvEpilogue ep{r, relu};
-        ASSERT_EQ(k::conv2d_i8(isa, dt.x.data(), c.s, dt.w.packed.data(), dt.w.scales.data(),
-                               dt.w.zeros.data(), dt.bias.data(), c.s.k(), 3, fused.data(), ep),
-                  k::Status::kOk);
-        std::vector<float> want = plain;
-        for (int64_t i = 0; i < n; ++i) {
-          if (r != nullptr) want[i] = want[i] + r[i];
-          if (relu) want[i] = want[i] < 0.0f ? 0.0f : want[i];
+  // The second shape reaches the AMX tile (>= 32 input channels), which fuses them into its
+  // stores.
+  for (const Case& c : {Case{shape(2, 6, 9, 7, 10, 3, 3, 2, 1, 1, 1, 1, 1, 1), 0, 3},
+                        Case{shape(2, 40, 9, 10, 33, 3, 3, 1, 1, 1, 1, 1, 1, 1), 0, 3}}) {
+    const Data dt = make(c, 11);
+    const int64_t n = c.s.batch * c.s.c_out * c.s.h_out() * c.s.w_out();
+    std::vector<float> res = qpart_test::random_normal(static_cast<size_t>(n), 12);
+    res[0] = std::nanf("");
+    res[1] = -0.0f;
+    std::vector<k::CpuIsa> isas{k::CpuIsa::kScalar};
+    for (const Direct& kd : directs())
+      if (kd.tile == nullptr) isas.push_back(kd.isa);
+    for (k::CpuIsa isa : isas) {
+      std::vector<float> plain(static_cast<size_t>(n)), fused(plain.size());
+      ASSERT_EQ(k::conv2d_i8(isa, dt.x.data(), c.s, dt.w.packed.data(), dt.w.scales.data(),
+                             dt.w.zeros.data(), dt.bias.data(), c.s.k(), 3, plain.data()),
+                k::Status::kOk);
+      for (bool relu : {false, true}) {
+        for (const float* r :
+             {static_cast<const float*>(nullptr), static_cast<const float*>(res.data())}) {
+          const k::ConvEpilogue ep{r, relu};
+          ASSERT_EQ(k::conv2d_i8(isa, dt.x.data(), c.s, dt.w.packed.data(), dt.w.scales.data(),
+                                 dt.w.zeros.data(), dt.bias.data(), c.s.k(), 3, fused.data(), ep),
+                    k::Status::kOk);
+          std::vector<float> want = plain;
+          for (int64_t i = 0; i < n; ++i) {
+            if (r != nullptr) want[i] = want[i] + r[i];
+            if (relu) want[i] = want[i] < 0.0f ? 0.0f : want[i];
+          }
+          expect_bitwise(fused, want, "epilogue isa " + std::to_string(static_cast<int>(isa)));
         }
-        expect_bitwise(fused, want, "epilogue isa " + std::to_string(static_cast<int>(isa)));
       }
     }
   }

@@ -14,13 +14,17 @@ import qpart_kernels as qk
 from qpart_kernels.nn import max_pool2d_slices
 from qpart_kernels.ops import reference
 
-# (c_in, c_out, kernel, stride, padding, groups, h, w): odd channel counts, tails, depthwise
+# (c_in, c_out, kernel, stride, padding, groups, h, w): odd channel counts, tails, depthwise;
+# the last two reach the amx row's tile (>= 32 input channels), which fuses the epilogue into
+# its stores (a 33-channel tail, and a strided layout with several output rows per 16 pixels)
 SHAPES = [
     (3, 8, 7, 2, 3, 1, 19, 17),
     (16, 24, 3, 1, 1, 1, 13, 11),
     (8, 8, 3, 2, 1, 8, 9, 12),
     (5, 7, 1, 1, 0, 1, 6, 5),
     (6, 9, 3, 1, 2, 3, 7, 8),
+    (40, 33, 3, 1, 1, 1, 9, 10),
+    (64, 48, 3, 2, 1, 1, 11, 7),
 ]
 
 
