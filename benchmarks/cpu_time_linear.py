@@ -13,8 +13,8 @@ Peers in the same rounds: fp32 ``F.linear``, PyTorch dynamic int8 (``quantize_dy
 ``torch.ao.nn.quantized.dynamic.Linear``, FBGEMM / x86), ggml's matmul on its own quantized
 types (benchmarks/ggml_peer.py: a local ggml build via ``QPART_GGML_LIB`` or the ggml-python
 package; skipped with a message when neither is there), and the **read roof**: a sum over a
-buffer of ``read_roof.cold_bytes()`` on the same number of threads (benchmarks/read_roof.py: a C loop of vector
-loads, nothing but reads), as GB/s.
+buffer of ``read_roof.cold_bytes()`` on the same number of threads (benchmarks/read_roof.py:
+a C loop of vector loads over four prefetched streams per thread, nothing but reads), as GB/s.
 
 ``--int8 also`` adds the integer path (``int8_activations=True``: int8 activations x codes)
 next to the float path of every width; ``only`` times just the integer path.
