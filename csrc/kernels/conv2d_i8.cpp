@@ -239,15 +239,26 @@ void conv2d_i8_pack_input(const Conv2dI8Plan& plan, const float* x, const Conv2d
   }
 }
 
+bool conv2d_i8_zero_folded(const Conv2dI8Plan& plan, const Conv2dShape& s, int bits,
+                           const uint8_t* zeros) {
+  if (!plan.amx || !plan.direct) return false;
+  const int lo = (1 << bits) - 1 - 127;  // the largest code minus the zero must be <= 127
+  for (int64_t o = 0; o < s.c_out; ++o)  // (one weight group per row: conv_i8_amx_applies)
+    if (zeros[o] > 128 || zeros[o] < lo) return false;
+  return true;
+}
+
 void conv2d_i8_pack_weights(const Conv2dI8Plan& plan, const Conv2dShape& s, const uint8_t* packed,
-                            int bits, int64_t co_begin, int64_t co_end, uint8_t* panel) {
+                            int bits, const uint8_t* zeros, int64_t co_begin, int64_t co_end,
+                            uint8_t* panel) {
   if (plan.depthwise) return;  // no panel: the depthwise tiles read the packed codes
   if (!plan.direct) return;
-  (void)s;  // the panel follows the tiles' shape (the patch matrix's with im2col)
-  const Conv2dShape& ts = plan.tile_shape;
-  if (plan.amx)
-    return detail::isa_kernels(plan.isa).fn.conv2d_i8_amx_pack_weights(ts, packed, bits, co_begin,
-                                                                       co_end, panel);
+  const Conv2dShape& ts = plan.tile_shape;  // the panel follows the tiles' shape (patch matrix)
+  if (plan.amx) {
+    const uint8_t* fold = conv2d_i8_zero_folded(plan, s, bits, zeros) ? zeros : nullptr;
+    return detail::isa_kernels(plan.isa).fn.conv2d_i8_amx_pack_weights(ts, packed, bits, fold,
+                                                                       co_begin, co_end, panel);
+  }
   const auto builder = detail::isa_kernels(plan.isa).fn.conv2d_i8_pack_weights;
   if (builder) return builder(ts, packed, bits, co_begin, co_end, panel);
   detail::conv2d_i8_pack_weights_portable(ts, packed, bits, co_begin, co_end, panel);
@@ -381,10 +392,10 @@ void conv2d_i8_items(const Conv2dI8Plan& plan, const Conv2dShape& s, const int8_
                                              ep);
   // The AMX tile applies the epilogue as it stores; the others leave it to a pass below.
   const bool fused = plan.amx && plan.direct;
-  const Conv2dI8Args args{
-      &plan.tile_shape, input,      panel, scale,
-      packed,           scale_bits, zeros, bias,
-      group_size,       bits,       y,     fused && ep.active() ? &ep : nullptr};
+  Conv2dI8Args args{&plan.tile_shape, input, panel, scale, packed, scale_bits, zeros, bias,
+                    group_size,       bits,  y};
+  args.ep = fused && ep.active() ? &ep : nullptr;
+  args.zero_folded = conv2d_i8_zero_folded(plan, s, bits, zeros);
   const detail::IsaEntryPoints& fn = detail::isa_kernels(plan.isa).fn;
   const auto direct = plan.amx ? fn.conv2d_i8_amx_tile : fn.conv2d_i8_tile;
   const int64_t per_group = s.c_out / s.groups, ho = s.h_out();
@@ -421,7 +432,7 @@ Status conv2d_i8(CpuIsa isa, const float* x, const Conv2dShape& s, const uint8_t
   std::vector<uint8_t> panel(static_cast<size_t>(std::max<int64_t>(plan.panel_bytes, 1)));
   std::vector<uint8_t> scratch(static_cast<size_t>(std::max<int64_t>(plan.scratch_bytes, 1)));
   conv2d_i8_pack_input(plan, x, s, scale.data(), 0, plan.input_units, input.data());
-  conv2d_i8_pack_weights(plan, s, packed, bits, 0, s.c_out, panel.data());
+  conv2d_i8_pack_weights(plan, s, packed, bits, zeros, 0, s.c_out, panel.data());
   conv2d_i8_items(plan, s, input.data(), panel.data(), scale.data(), packed, scale_bits, zeros,
                   bias, group_size, bits, 0, plan.items, scratch.data(), y, ep);
   return Status::kOk;

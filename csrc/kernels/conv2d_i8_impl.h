@@ -90,6 +90,8 @@ struct Conv2dI8Args {
   /// The residual add / ReLU to apply while storing, for tiles that fuse it (the AMX tile);
   /// null: conv2d_i8_items applies it in a pass after the tile.
   const ConvEpilogue* ep = nullptr;
+  /// The AMX panel holds code - zero as int8 (conv2d_i8_zero_folded): no activation sums.
+  bool zero_folded = false;
 };
 
 /// One work item: output channels [co0, co0 + co_n) (absolute) of group `group` of image
@@ -202,9 +204,12 @@ void conv2d_i8_pack_weights_avx2(const Conv2dShape& s, const uint8_t* packed, in
                                  int64_t co_begin, int64_t co_end, uint8_t* panel);
 /// The AMX (AMX-INT8) tile, for plans where conv_i8_amx_applies (amx row).
 void conv2d_i8_tile_amx(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch);
-/// Its weight panel of output channels [co_begin, co_end) (conv_i8_amx_panel_bytes in all).
+/// Its weight panel of output channels [co_begin, co_end) (conv_i8_amx_panel_bytes in all):
+/// the u8 codes, or with `zeros` given the int8 codes minus their channel's zero point (the
+/// caller checks that they fit: conv2d_i8_zero_folded).
 void conv2d_i8_pack_weights_amx(const Conv2dShape& s, const uint8_t* packed, int bits,
-                                int64_t co_begin, int64_t co_end, uint8_t* panel);
+                                const uint8_t* zeros, int64_t co_begin, int64_t co_end,
+                                uint8_t* panel);
 /// Per-image max |x| (false if a NaN or Inf was seen).
 bool absmax_avx2(const float* x, int64_t n, float* amax);
 /// conv2d_i8_quantize_row_portable, bit-exact.

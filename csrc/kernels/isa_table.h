@@ -70,7 +70,8 @@ struct IsaEntryPoints {
   /// weight panel, built by the entry below). Null: the direct tile above runs them.
   void (*conv2d_i8_amx_tile)(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch);
   void (*conv2d_i8_amx_pack_weights)(const Conv2dShape& s, const uint8_t* packed, int bits,
-                                     int64_t co_begin, int64_t co_end, uint8_t* panel);
+                                     const uint8_t* zeros, int64_t co_begin, int64_t co_end,
+                                     uint8_t* panel);
 };
 
 /// Register tile of a direct conv2d kernel: kMr output channels x kNr pixels, pixel tiles

@@ -337,8 +337,18 @@ void conv2d_i8_pack_input(const Conv2dI8Plan& plan, const float* x, const Conv2d
                           const float* scale, int64_t u_begin, int64_t u_end, int8_t* input);
 
 /// Unpacks the codes of output channels [co_begin, co_end) into `panel` (plan.panel_bytes).
+/// `zeros` (the call's, as conv2d_i8_items gets them): an AMX plan folds them into the panel
+/// where conv2d_i8_zero_folded says so.
 void conv2d_i8_pack_weights(const Conv2dI8Plan& plan, const Conv2dShape& s, const uint8_t* packed,
-                            int bits, int64_t co_begin, int64_t co_end, uint8_t* panel);
+                            int bits, const uint8_t* zeros, int64_t co_begin, int64_t co_end,
+                            uint8_t* panel);
+
+/// Whether an AMX plan's panel holds the signed codes minus their zero point (then its tile
+/// needs no activation sums): AMX plans where every code - zero of every output channel fits
+/// int8 (all widths up to 7 with zeros <= 128; 8 bits only with every zero 128). The panel
+/// then depends on the zeros too.
+bool conv2d_i8_zero_folded(const Conv2dI8Plan& plan, const Conv2dShape& s, int bits,
+                           const uint8_t* zeros);
 
 /// Integer conv2d of work items [item_begin, item_end) of `plan`: writes exactly those tiles
 /// of y (NCHW float), each with `ep` applied. `scratch` holds plan.scratch_bytes bytes; `bias`

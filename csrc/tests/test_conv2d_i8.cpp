@@ -134,7 +134,8 @@ std::vector<float> run(const Case& c, const Data& dt, k::CpuIsa isa, TileFn tile
   std::vector<uint8_t> scratch(static_cast<size_t>(plan.scratch_bytes + 1));
   for (int64_t u = 0; u < plan.input_units; ++u)  // one unit per call
     k::conv2d_i8_pack_input(plan, dt.x.data(), s, scale.data(), u, u + 1, input.data());
-  k::conv2d_i8_pack_weights(plan, s, dt.w.packed.data(), c.bits, 0, s.c_out, panel.data());
+  k::conv2d_i8_pack_weights(plan, s, dt.w.packed.data(), c.bits, dt.w.zeros.data(), 0, s.c_out,
+                            panel.data());
   std::vector<float> y(static_cast<size_t>(s.batch * s.c_out * s.h_out() * s.w_out()), -1234.5f);
   const float* b = with_bias ? dt.bias.data() : nullptr;
   if (tile == nullptr || !plan.direct) {  // weights the direct kernels do not take: scalar
@@ -319,6 +320,44 @@ TEST(Conv2dI8, ExtremeCodesAndActivationsDoNotSaturate) {
     for (const Direct& kd : directs())
       expect_bitwise(run(c, dt, kd.isa, kd.tile, true), want,
                      kd.name + " bits " + std::to_string(bits));
+  }
+}
+
+TEST(Conv2dI8, AmxZeroFoldingIsExact) {
+  // The AMX panel holds code - zero as int8 where every difference fits (then no activation
+  // sums), else the u8 codes: both bit-identical to the definition, with extreme codes
+  // (rows of all-maximum and all-zero codes), activations at +-127 and extreme zero points.
+  const k::Conv2dShape s = shape(2, 64, 6, 9, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+  for (int bits = 1; bits <= 8; ++bits) {
+    const Case c{s, 0, bits};
+    Data dt = make(c, 17 + bits);
+    for (size_t i = s.c_in * s.h_in * s.w_in; i < dt.x.size(); ++i)
+      dt.x[i] = (i % 3 == 0) ? -1.0f : 1.0f;
+    std::vector<uint8_t> codes(static_cast<size_t>(s.c_out * s.k()));
+    k::unpack_rows(dt.w.packed.data(), s.c_out, s.k(), bits, codes.data());
+    std::fill(codes.begin(), codes.begin() + s.k(), static_cast<uint8_t>(k::max_code(bits)));
+    std::fill(codes.begin() + s.k(), codes.begin() + 2 * s.k(), uint8_t{0});
+    k::pack_rows(codes.data(), s.c_out, s.k(), bits, dt.w.packed.data());
+    const uint8_t mx = static_cast<uint8_t>(k::max_code(bits));
+    const std::vector<std::pair<std::vector<uint8_t>, bool>> variants = {
+        {{0, mx, 128, static_cast<uint8_t>(mx / 2), 1}, bits <= 7},
+        {{128, 128, 128, 128, 128}, true},  // 8 bits: codes - 128 span exactly -128..127
+        {{129, 0, 0, 0, 0}, false},
+        {{255, 255, 0, 255, 7}, false}};
+    for (const auto& [zeros, folds] : variants) {
+      dt.w.zeros = zeros;
+      const std::string what = "bits " + std::to_string(bits) + " zero " + std::to_string(zeros[0]);
+      const auto want = model(c, dt, true);
+      expect_bitwise(run(c, dt, k::CpuIsa::kScalar, nullptr, true), want, "scalar " + what);
+      for (const Direct& kd : directs()) {
+        if (kd.isa == k::CpuIsa::kAmx) {
+          const k::Conv2dI8Plan plan = k::conv2d_i8_plan(s, s.k(), kd.isa);
+          EXPECT_TRUE(plan.amx);
+          EXPECT_EQ(k::conv2d_i8_zero_folded(plan, s, bits, zeros.data()), folds) << what;
+        }
+        expect_bitwise(run(c, dt, kd.isa, kd.tile, true), want, kd.name + " " + what);
+      }
+    }
   }
 }
 

@@ -22,26 +22,27 @@ namespace glue {
 
 class ConvI8PanelCache {
  public:
-  /// (c_out, c_in / groups, kh, kw, bits, layout - 1 for the AMX panel, else 0): what a
-  /// panel depends on besides the codes.
+  /// (c_out, c_in / groups, kh, kw, bits, layout - 0 direct, 1 AMX, 2 AMX with the zero
+  /// points folded in): what a panel depends on besides its identity bytes.
   using Key = std::array<int64_t, 6>;
 
   struct Entry {
     Key key;
-    std::vector<uint8_t> packed;  // the bytes the panel was built from
+    std::vector<uint8_t> packed;  // the bytes the panel was built from (codes, then any extra)
     std::vector<uint8_t> panel;
     uint64_t last_use = 0;
   };
 
   static ConvI8PanelCache& instance();
 
-  /// The panel of `packed` (`bytes` bytes): a cached one if an entry with this key holds the
+  /// The panel of `packed` (`bytes` bytes) and `extra` (`extra_bytes` more bytes it depends
+  /// on, e.g. folded zero points; may be 0): a cached one if an entry with this key holds the
   /// same bytes, else one built by `build(panel_ptr)` into `panel_bytes` bytes (and cached if
   /// it fits the budget). The entry stays valid while the returned pointer is held.
-  /// `equal(a, b, n)` compares n bytes (the caller may split it across threads).
+  /// `equal(a, b, n)` compares the n code bytes (the caller may split it across threads).
   std::shared_ptr<const Entry> get(
-      const Key& key, const uint8_t* packed, size_t bytes, size_t panel_bytes,
-      const std::function<void(uint8_t*)>& build,
+      const Key& key, const uint8_t* packed, size_t bytes, const uint8_t* extra, size_t extra_bytes,
+      size_t panel_bytes, const std::function<void(uint8_t*)>& build,
       const std::function<bool(const uint8_t*, const uint8_t*, size_t)>& equal);
 
  private:

@@ -246,14 +246,18 @@ void conv2d_i8_cpu(const Tensor& input, const k::Conv2dShape& shape, const Tenso
   std::shared_ptr<const glue::ConvI8PanelCache::Entry> cached;
   if (plan.panel_bytes > 0) {
     const k::Conv2dShape& ts = plan.tile_shape;  // the panel's layout follows the tiles' shape
-    const glue::ConvI8PanelCache::Key key{ts.c_out, ts.c_in / ts.groups, ts.kh, ts.kw,
-                                          bits,     plan.amx ? 1 : 0};
+    const uint8_t* z_ptr = z.const_data_ptr<uint8_t>();
+    // A zero-folded AMX panel depends on the zero points too: they join its identity bytes.
+    const bool folded = k::conv2d_i8_zero_folded(plan, shape, nb, z_ptr);
+    const glue::ConvI8PanelCache::Key key{
+        ts.c_out, ts.c_in / ts.groups, ts.kh, ts.kw, bits, plan.amx ? (folded ? 2 : 1) : 0};
     cached = glue::ConvI8PanelCache::instance().get(
-        key, p.const_data_ptr<uint8_t>(), static_cast<size_t>(p.numel()),
-        static_cast<size_t>(plan.panel_bytes),
+        key, p.const_data_ptr<uint8_t>(), static_cast<size_t>(p.numel()), folded ? z_ptr : nullptr,
+        folded ? static_cast<size_t>(z.numel()) : 0, static_cast<size_t>(plan.panel_bytes),
         [&](uint8_t* dst) {
           at::parallel_for(0, shape.c_out, 8, [&](int64_t c0, int64_t c1) {
-            k::conv2d_i8_pack_weights(plan, shape, p.const_data_ptr<uint8_t>(), nb, c0, c1, dst);
+            k::conv2d_i8_pack_weights(plan, shape, p.const_data_ptr<uint8_t>(), nb, z_ptr, c0, c1,
+                                      dst);
           });
         },
         [](const uint8_t* a, const uint8_t* b, size_t n) {

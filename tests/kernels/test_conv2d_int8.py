@@ -204,17 +204,20 @@ def test_rejects_bad_input():
             fn()
 
 
-def test_weight_panel_cache_is_verified_by_content():
-    """The glue caches unpacked weight panels; a hit must equal a rebuild (docs/OPS.md)."""
+@pytest.mark.parametrize("c_in", [8, 40], ids=["direct", "amx-sized"])
+def test_weight_panel_cache_is_verified_by_content(c_in):
+    """The glue caches unpacked weight panels; a hit must equal a rebuild (docs/OPS.md). With
+    >= 32 input channels the amx row's panel folds the zero points in (where every code -
+    zero fits int8), so zero points changed in place must not hit the old panel either."""
     torch.manual_seed(8)
-    w1, w2 = torch.randn(16, 8, 3, 3), torch.randn(16, 8, 3, 3)
-    x = torch.randn(1, 8, 10, 10)
+    w1, w2 = torch.randn(16, c_in, 3, 3), torch.randn(16, c_in, 3, 3)
+    x = torch.randn(1, c_in, 10, 10)
     q1 = qk.quantize_weight(w1.reshape(16, -1), 4, None)
     q2 = qk.quantize_weight(w2.reshape(16, -1), 4, None)
 
     def both(q):
         got = qk.conv2d(x, *q, 4, w1.shape, None, 1, 1, int8_activations=True)
-        want = reference.conv2d(x, *q, None, 4, [16, 8, 3, 3], [1, 1], [1, 1], [1, 1], 1, True)
+        want = reference.conv2d(x, *q, None, 4, [16, c_in, 3, 3], [1, 1], [1, 1], [1, 1], 1, True)
         return got, want
 
     for q in (q1, q2, q1, q2):  # same geometry, other weights: never mixed up
@@ -227,6 +230,14 @@ def test_weight_panel_cache_is_verified_by_content():
     got, want = both(q3)
     assert torch.equal(got, want)
     assert not torch.equal(got, both(q1)[0])
+    zeros = q1.zeros.clone()
+    q4 = qk.QuantizedTensor(q1.packed, q1.scales, zeros)
+    before = both(q4)[0]
+    for new_zero in (3, 200, 128):  # in place: folded, then too large to fold, then folded
+        zeros[5] = new_zero
+        got, want = both(q4)
+        assert torch.equal(got, want), new_zero
+        assert not torch.equal(got, before), new_zero
 
 
 def test_without_the_panel_cache(tmp_path):

@@ -55,7 +55,7 @@ TileConfig tile_config(int64_t kr) {
 
 // NA x NB products of 16 channels x 16 pixels over the nk (tap, chunk) steps, stored to
 // sums[(ia * 2 + ib) * 256 + channel * 16 + pixel].
-template <int NA, int NB>
+template <int NA, int NB, bool S8>
 void block(const uint8_t* a, int64_t a_next, const uint8_t* act, const int64_t* boff, int64_t nk,
            int64_t unit, int64_t kr, int32_t* sums) {
   _tile_zero(0);
@@ -74,15 +74,37 @@ void block(const uint8_t* a, int64_t a_next, const uint8_t* act, const int64_t* 
     // that the hardware prefetchers miss): 3-15 % on ResNet-18's layers at batch 1.
     for (int64_t r = 0; r < kr; ++r)
       _mm_prefetch(reinterpret_cast<const char*>(x + 2 * 64 + r * unit), _MM_HINT_T0);
-    _tile_dpbusd(0, 4, 6);
-    if constexpr (NA == 2) _tile_dpbusd(2, 5, 6);
-    if constexpr (NB == 2) _tile_dpbusd(1, 4, 7);
-    if constexpr (NA == 2 && NB == 2) _tile_dpbusd(3, 5, 7);
+    if constexpr (S8) {  // zero-folded panel: int8 codes - zero
+      _tile_dpbssd(0, 4, 6);
+      if constexpr (NA == 2) _tile_dpbssd(2, 5, 6);
+      if constexpr (NB == 2) _tile_dpbssd(1, 4, 7);
+      if constexpr (NA == 2 && NB == 2) _tile_dpbssd(3, 5, 7);
+    } else {
+      _tile_dpbusd(0, 4, 6);
+      if constexpr (NA == 2) _tile_dpbusd(2, 5, 6);
+      if constexpr (NB == 2) _tile_dpbusd(1, 4, 7);
+      if constexpr (NA == 2 && NB == 2) _tile_dpbusd(3, 5, 7);
+    }
   }
   _tile_stored(0, sums, 64);
   if constexpr (NB == 2) _tile_stored(1, sums + 256, 64);
   if constexpr (NA == 2) _tile_stored(2, sums + 512, 64);
   if constexpr (NA == 2 && NB == 2) _tile_stored(3, sums + 768, 64);
+}
+
+// block<na, nb, folded> for the runtime shape of a block.
+void products(bool folded, int na, int nb, const uint8_t* a, int64_t a_next, const uint8_t* act,
+              const int64_t* boff, int64_t nk, int64_t unit, int64_t kr, int32_t* sums) {
+  switch ((folded ? 4 : 0) + (na == 2 ? 2 : 0) + (nb == 2 ? 1 : 0)) {
+    case 7: return block<2, 2, true>(a, a_next, act, boff, nk, unit, kr, sums);
+    case 6: return block<2, 1, true>(a, a_next, act, boff, nk, unit, kr, sums);
+    case 5: return block<1, 2, true>(a, a_next, act, boff, nk, unit, kr, sums);
+    case 4: return block<1, 1, true>(a, a_next, act, boff, nk, unit, kr, sums);
+    case 3: return block<2, 2, false>(a, a_next, act, boff, nk, unit, kr, sums);
+    case 2: return block<2, 1, false>(a, a_next, act, boff, nk, unit, kr, sums);
+    case 1: return block<1, 2, false>(a, a_next, act, boff, nk, unit, kr, sums);
+    default: return block<1, 1, false>(a, a_next, act, boff, nk, unit, kr, sums);
+  }
 }
 
 inline __m512 rounded16(__m512 v) {
@@ -115,15 +137,20 @@ Segments segments(const ConvI8Layout& l, int64_t j, int64_t j_end) {
   return sg;
 }
 
-// The scalar kernel's epilogue for one channel o and 16 pixels: d = dot - zero * sum,
+// The scalar kernel's epilogue for one channel o and 16 pixels: d = dot - zero * sum (the
+// zero-folded products as they are),
 // a = 0 + float(d) * scale_w, y = a * scale_x + bias (each product rounded on its own), then
 // conv2d_epilogue's residual add and ReLU (`v < 0 ? 0 : v`: max(0, v) keeps -0 and NaN as the
 // second operand), stored by the pixels' segments.
 void finish(const Conv2dI8Args& args, const Conv2dI8Tile& t, int64_t plane_floats, int64_t o,
             const int32_t* dot, __m512i act_sums, const Segments& sg) {
   const Conv2dShape& s = *args.s;
-  const __m512i d = _mm512_sub_epi32(
-      _mm512_loadu_si512(dot), _mm512_mullo_epi32(_mm512_set1_epi32(args.zeros[o]), act_sums));
+  // Zero-folded: the products already are sum x (code - zero), exactly dot - zero * sum.
+  const __m512i dot_v = _mm512_loadu_si512(dot);
+  const __m512i d =
+      args.zero_folded
+          ? dot_v
+          : _mm512_sub_epi32(dot_v, _mm512_mullo_epi32(_mm512_set1_epi32(args.zeros[o]), act_sums));
   const __m512 sw = _mm512_set1_ps(_cvtsh_ss(args.scale_bits[o]));
   const __m512 a =
       _mm512_add_ps(_mm512_setzero_ps(), rounded16(_mm512_mul_ps(_mm512_cvtepi32_ps(d), sw)));
@@ -148,7 +175,8 @@ void finish(const Conv2dI8Args& args, const Conv2dI8Tile& t, int64_t plane_float
 }  // namespace
 
 void conv2d_i8_pack_weights_amx(const Conv2dShape& s, const uint8_t* packed, int bits,
-                                int64_t co_begin, int64_t co_end, uint8_t* panel) {
+                                const uint8_t* zeros, int64_t co_begin, int64_t co_end,
+                                uint8_t* panel) {
   const ConvAmxGeometry g = conv_i8_amx_geometry(s);
   const int64_t k = s.k(), cg = s.c_in / s.groups, row_bytes = packed_row_bytes(k, bits);
   auto row = [&](int64_t o, int64_t kk) {
@@ -157,6 +185,8 @@ void conv2d_i8_pack_weights_amx(const Conv2dShape& s, const uint8_t* packed, int
   std::vector<uint8_t> codes(static_cast<size_t>(k));
   for (int64_t o = co_begin; o < co_end; ++o) {
     unpack_rows(packed + o * row_bytes, 1, k, bits, codes.data());
+    if (zeros != nullptr)  // int8 code - zero (fits: conv2d_i8_zero_folded); padding stays 0
+      for (uint8_t& c : codes) c = static_cast<uint8_t>(static_cast<int>(c) - zeros[o]);
     for (int64_t tap = 0; tap < g.taps; ++tap) {
       for (int64_t ch = 0; ch < g.chunks; ++ch) {
         uint8_t* dst = row(o, tap * g.chunks + ch);
@@ -187,7 +217,7 @@ void conv2d_i8_tile_amx(const Conv2dI8Args& args, const Conv2dI8Tile& t, void* s
   int32_t* act_sums = reinterpret_cast<int32_t*>(off + l.kb);
   const uint8_t* act =
       reinterpret_cast<const uint8_t*>(args.input) + (t.image * s.groups + t.group) * l.c4 * l.unit;
-  activation_sums(act, off, l.kb, 1, jb0, nv, act_sums);
+  if (!args.zero_folded) activation_sums(act, off, l.kb, 1, jb0, nv, act_sums);
   int64_t* boff = reinterpret_cast<int64_t*>(act_sums + nv);
   for (int64_t tap = 0; tap < g.taps; ++tap)
     for (int64_t ch = 0; ch < g.chunks; ++ch)
@@ -207,17 +237,10 @@ void conv2d_i8_tile_amx(const Conv2dI8Args& args, const Conv2dI8Tile& t, void* s
     for (int64_t ob = t.co0; ob < co_end; ob += 32) {
       const int na = co_end - ob > 16 ? 2 : 1;
       const uint8_t* a = args.panel + (ob / 16) * a_next;
-      if (na == 2 && nb == 2) {
-        block<2, 2>(a, a_next, x, boff, g.steps, l.unit, g.kr, sums);
-      } else if (na == 2) {
-        block<2, 1>(a, a_next, x, boff, g.steps, l.unit, g.kr, sums);
-      } else if (nb == 2) {
-        block<1, 2>(a, a_next, x, boff, g.steps, l.unit, g.kr, sums);
-      } else {
-        block<1, 1>(a, a_next, x, boff, g.steps, l.unit, g.kr, sums);
-      }
+      products(args.zero_folded, na, nb, a, a_next, x, boff, g.steps, l.unit, g.kr, sums);
       for (int ib = 0; ib < nb; ++ib) {
-        const __m512i asum = _mm512_loadu_si512(act_sums + p + ib * kPx);
+        const __m512i asum =
+            args.zero_folded ? _mm512_setzero_si512() : _mm512_loadu_si512(act_sums + p + ib * kPx);
         for (int ia = 0; ia < na; ++ia)
           for (int64_t r = 0; r < 16 && ob + 16 * ia + r < co_end; ++r)
             finish(args, t, plane_floats, ob + 16 * ia + r, sums + (ia * 2 + ib) * 256 + r * 16,
