@@ -4,7 +4,8 @@
 // from the packed rows on every call; for layers with few output pixels (ResNet's 7x7 stage)
 // that costs a quarter of the convolution. The cache keeps the panel of recently seen weights,
 // keyed by the panel's geometry and verified by *content*: an entry holds a copy of the packed
-// bytes it was built from and is used only if they compare equal (memcmp) to the call's, so a
+// bytes it was built from (plus any other bytes the panel depends on: the zero points of a
+// zero-folded AMX panel) and is used only if they compare equal (memcmp) to the call's, so a
 // hit gives exactly the panel a rebuild would (no staleness after in-place updates, freed and
 // reused storage, etc.). Least recently used entries are dropped beyond the byte budget
 // (QPART_CONV_I8_CACHE_MB, default 128; 0 disables the cache).
