@@ -1,7 +1,7 @@
 """Whole networks at batch 1 and 32: fp32, PyTorch FX static int8 and QPART, same run.
 
     .venv/bin/python benchmarks/bench_end_to_end.py [--models mnist-resnet,resnet18]
-        [--batches 1,32] [--bits 4] [--rounds 7] [--threads 2] [--json out.json]
+        [--batches 1,32] [--bits 4] [--rounds 7] [--threads 2] [--json out.json] [--per-layer]
 
 Networks: the ``mnist-resnet`` workload (the residual CNN of the real-models issue: basic
 blocks with BatchNorm, trained on the digits, from the QPART cache) and an
@@ -25,6 +25,11 @@ round (``fx-int8 time / qpart time`` in the same round; > 1: QPART is faster). A
 top-1 agreement of each variant with the fp32 network on held-out inputs (the test digits;
 random inputs for the random-weight ResNet). Not a test: numbers depend on the machine's
 load.
+
+``--per-layer`` also prints, per batch, the median time of every leaf module of ``fx-int8``
+and ``qpart-i8`` inside the network (forward hooks, ``--rounds`` forwards each): the peer's
+convolutions there read and write quint8 activations, which a single-layer benchmark with
+its quantize / dequantize around one conv does not show.
 """
 
 from __future__ import annotations
@@ -135,6 +140,44 @@ def time_rounds(variants: dict, x: torch.Tensor, rounds: int) -> dict[str, list[
     return times
 
 
+def module_times(model: nn.Module, x: torch.Tensor, rounds: int) -> dict[str, float]:
+    """Median seconds of every leaf module of ``model`` over ``rounds`` forwards of ``x``
+    (forward hooks, removed afterwards)."""
+    spans: dict[str, list[float]] = {}
+    handles = []
+    for name, mod in model.named_modules():
+        if name and not any(True for _ in mod.children()):
+
+            def pre(_m, _a, name=name):
+                spans.setdefault(name, []).append(-time.perf_counter())
+
+            def post(_m, _a, _o, name=name):
+                spans[name][-1] += time.perf_counter()
+
+            handles += [mod.register_forward_pre_hook(pre), mod.register_forward_hook(post)]
+    try:
+        with torch.inference_mode():
+            model(x)
+            spans.clear()
+            for _ in range(rounds):
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: statistics.median(ts) for name, ts in spans.items()}
+
+
+def print_module_times(variants: dict, x: torch.Tensor, rounds: int) -> None:
+    """The per-layer table of ``--per-layer``: fx-int8 and qpart-i8 side by side."""
+    fx, qp = (module_times(variants[k], x, rounds) for k in ("fx-int8", "qpart-i8"))
+    print("\n| module (FX name / QPART name) | fx-int8 ms | qpart-i8 ms |\n|---|---:|---:|")
+    for name in dict.fromkeys([*fx, *qp]):
+        f = f"{1e3 * fx[name]:.3f}" if name in fx else ""
+        q = f"{1e3 * qp[name]:.3f}" if name in qp else ""
+        print(f"| {name} | {f} | {q} |")
+    print(f"| sum | {1e3 * sum(fx.values()):.3f} | {1e3 * sum(qp.values()):.3f} |")
+
+
 def _one(model: nn.Module, x: torch.Tensor) -> float:
     with torch.inference_mode():
         model(x)
@@ -154,6 +197,9 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument(
         "--unfused", action="store_true", help="also time the integer path without the rewrite"
+    )
+    ap.add_argument(
+        "--per-layer", action="store_true", help="also time every module inside the networks"
     )
     args = ap.parse_args()
     # FX quantization's deprecation notes (it points users to torchao's pt2e flow)
@@ -201,6 +247,8 @@ def main() -> None:
                     "agreement": agree[k],
                 }
             report.append(row)
+            if args.per_layer:
+                print_module_times(variants, x, args.rounds)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
 

@@ -164,9 +164,9 @@ inline int64_t conv_i8_amx_panel_bytes(const Conv2dShape& s) {
 }
 
 /// Scratch bytes the AMX tile needs beyond conv_i8_scratch_bytes: the chunk offsets, the
-/// int32 products of a 32 x 32 block and their 64-byte alignment.
+/// int32 products of two 32 x 32 blocks and their 64-byte alignment.
 inline int64_t conv_i8_amx_extra_scratch_bytes(const Conv2dShape& s) {
-  return conv_i8_amx_geometry(s).steps * 8 + 4 * 1024 + 64;
+  return conv_i8_amx_geometry(s).steps * 8 + 8 * 1024 + 64;
 }
 
 /// The portable direct-layout input packer (conv2d_i8.cpp).

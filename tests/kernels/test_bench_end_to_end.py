@@ -54,3 +54,14 @@ def test_variants_run_and_agree_with_float():
     assert layers and all(m.act_int8 for m in layers)
     times = time_rounds(variants, x[:4], rounds=2)
     assert all(len(t) == 2 and min(t) > 0 for t in times.values())
+
+
+def test_module_times_cover_every_leaf_and_remove_their_hooks():
+    from bench_end_to_end import module_times
+
+    torch.manual_seed(0)
+    model = _Tiny().eval()
+    times = module_times(model, torch.randn(2, 3, 8, 8), rounds=3)
+    assert set(times) == {"conv.0", "conv.1", "conv.2", "fc"}
+    assert all(t >= 0 for t in times.values())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())

@@ -53,60 +53,6 @@ TileConfig tile_config(int64_t kr) {
   return c;
 }
 
-// NA x NB products of 16 channels x 16 pixels over the nk (tap, chunk) steps, stored to
-// sums[(ia * 2 + ib) * 256 + channel * 16 + pixel].
-template <int NA, int NB, bool S8>
-void block(const uint8_t* a, int64_t a_next, const uint8_t* act, const int64_t* boff, int64_t nk,
-           int64_t unit, int64_t kr, int32_t* sums) {
-  _tile_zero(0);
-  if constexpr (NB == 2) _tile_zero(1);
-  if constexpr (NA == 2) _tile_zero(2);
-  if constexpr (NA == 2 && NB == 2) _tile_zero(3);
-  for (int64_t kk = 0; kk < nk; ++kk) {
-    const uint8_t* x = act + boff[kk];
-    // All loads first, then the products (~4 % faster than interleaving them, measured in an
-    // isolated loop on Sapphire Rapids-class cores).
-    _tile_loadd(4, a + kk * kTileBytes, 64);
-    _tile_loadd(6, x, unit);
-    if constexpr (NA == 2) _tile_loadd(5, a + a_next + kk * kTileBytes, 64);
-    if constexpr (NB == 2) _tile_loadd(7, x + 64, unit);
-    // The next pixel block's activation rows (kr rows `unit` bytes apart, a stream per row
-    // that the hardware prefetchers miss): 3-15 % on ResNet-18's layers at batch 1.
-    for (int64_t r = 0; r < kr; ++r)
-      _mm_prefetch(reinterpret_cast<const char*>(x + 2 * 64 + r * unit), _MM_HINT_T0);
-    if constexpr (S8) {  // zero-folded panel: int8 codes - zero
-      _tile_dpbssd(0, 4, 6);
-      if constexpr (NA == 2) _tile_dpbssd(2, 5, 6);
-      if constexpr (NB == 2) _tile_dpbssd(1, 4, 7);
-      if constexpr (NA == 2 && NB == 2) _tile_dpbssd(3, 5, 7);
-    } else {
-      _tile_dpbusd(0, 4, 6);
-      if constexpr (NA == 2) _tile_dpbusd(2, 5, 6);
-      if constexpr (NB == 2) _tile_dpbusd(1, 4, 7);
-      if constexpr (NA == 2 && NB == 2) _tile_dpbusd(3, 5, 7);
-    }
-  }
-  _tile_stored(0, sums, 64);
-  if constexpr (NB == 2) _tile_stored(1, sums + 256, 64);
-  if constexpr (NA == 2) _tile_stored(2, sums + 512, 64);
-  if constexpr (NA == 2 && NB == 2) _tile_stored(3, sums + 768, 64);
-}
-
-// block<na, nb, folded> for the runtime shape of a block.
-void products(bool folded, int na, int nb, const uint8_t* a, int64_t a_next, const uint8_t* act,
-              const int64_t* boff, int64_t nk, int64_t unit, int64_t kr, int32_t* sums) {
-  switch ((folded ? 4 : 0) + (na == 2 ? 2 : 0) + (nb == 2 ? 1 : 0)) {
-    case 7: return block<2, 2, true>(a, a_next, act, boff, nk, unit, kr, sums);
-    case 6: return block<2, 1, true>(a, a_next, act, boff, nk, unit, kr, sums);
-    case 5: return block<1, 2, true>(a, a_next, act, boff, nk, unit, kr, sums);
-    case 4: return block<1, 1, true>(a, a_next, act, boff, nk, unit, kr, sums);
-    case 3: return block<2, 2, false>(a, a_next, act, boff, nk, unit, kr, sums);
-    case 2: return block<2, 1, false>(a, a_next, act, boff, nk, unit, kr, sums);
-    case 1: return block<1, 2, false>(a, a_next, act, boff, nk, unit, kr, sums);
-    default: return block<1, 1, false>(a, a_next, act, boff, nk, unit, kr, sums);
-  }
-}
-
 inline __m512 rounded16(__m512 v) {
   __asm__("" : "+v"(v));
   return v;
@@ -172,6 +118,92 @@ void finish(const Conv2dI8Args& args, const Conv2dI8Tile& t, int64_t plane_float
   }
 }
 
+// The 16-pixel rows of a stored block still to finish, worked off a few at a time inside the
+// next block's product loop: the matrix unit multiplies while the vector units run the
+// epilogue (the two in turn cost their sum; in step, nearer their maximum).
+struct PendingRows {
+  const Conv2dI8Args* args = nullptr;
+  const Conv2dI8Tile* t = nullptr;
+  int64_t plane_floats = 0;
+  const int32_t* sums = nullptr;  // the block's int32 products (not overwritten until done)
+  int64_t ob = 0, co_end = 0;
+  int nb = 1, next = 0, total = 0;  // rows numbered (channel row, pixel half): next..total
+  Segments seg[2];
+  __m512i asum[2];
+
+  // Finishes up to n more rows.
+  void run(int n) {
+    for (; n > 0 && next < total; --n, ++next) {
+      const int rr = next / nb, ib = next % nb;  // channel row 0..31, pixel half
+      const int64_t o = ob + rr;
+      if (o >= co_end) {  // rows past the last channel: nothing more
+        next = total;
+        return;
+      }
+      finish(*args, *t, plane_floats, o, sums + ((rr / 16) * 2 + ib) * 256 + (rr % 16) * 16,
+             asum[ib], seg[ib]);
+    }
+  }
+};
+
+// NA x NB products of 16 channels x 16 pixels over the nk (tap, chunk) steps, stored to
+// sums[(ia * 2 + ib) * 256 + channel * 16 + pixel].
+template <int NA, int NB, bool S8>
+void block(const uint8_t* a, int64_t a_next, const uint8_t* act, const int64_t* boff, int64_t nk,
+           int64_t unit, int64_t kr, int32_t* sums, PendingRows& pending) {
+  const int per_step = static_cast<int>((pending.total - pending.next + nk - 1) / nk);
+  _tile_zero(0);
+  if constexpr (NB == 2) _tile_zero(1);
+  if constexpr (NA == 2) _tile_zero(2);
+  if constexpr (NA == 2 && NB == 2) _tile_zero(3);
+  for (int64_t kk = 0; kk < nk; ++kk) {
+    const uint8_t* x = act + boff[kk];
+    // All loads first, then the products (~4 % faster than interleaving them, measured in an
+    // isolated loop on Sapphire Rapids-class cores).
+    _tile_loadd(4, a + kk * kTileBytes, 64);
+    _tile_loadd(6, x, unit);
+    if constexpr (NA == 2) _tile_loadd(5, a + a_next + kk * kTileBytes, 64);
+    if constexpr (NB == 2) _tile_loadd(7, x + 64, unit);
+    // The next pixel block's activation rows (kr rows `unit` bytes apart, a stream per row
+    // that the hardware prefetchers miss): 3-15 % on ResNet-18's layers at batch 1.
+    for (int64_t r = 0; r < kr; ++r)
+      _mm_prefetch(reinterpret_cast<const char*>(x + 2 * 64 + r * unit), _MM_HINT_T0);
+    if constexpr (S8) {  // zero-folded panel: int8 codes - zero
+      _tile_dpbssd(0, 4, 6);
+      if constexpr (NA == 2) _tile_dpbssd(2, 5, 6);
+      if constexpr (NB == 2) _tile_dpbssd(1, 4, 7);
+      if constexpr (NA == 2 && NB == 2) _tile_dpbssd(3, 5, 7);
+    } else {
+      _tile_dpbusd(0, 4, 6);
+      if constexpr (NA == 2) _tile_dpbusd(2, 5, 6);
+      if constexpr (NB == 2) _tile_dpbusd(1, 4, 7);
+      if constexpr (NA == 2 && NB == 2) _tile_dpbusd(3, 5, 7);
+    }
+    pending.run(per_step);  // the previous block's epilogue, beside these products
+  }
+  pending.run(pending.total);
+  _tile_stored(0, sums, 64);
+  if constexpr (NB == 2) _tile_stored(1, sums + 256, 64);
+  if constexpr (NA == 2) _tile_stored(2, sums + 512, 64);
+  if constexpr (NA == 2 && NB == 2) _tile_stored(3, sums + 768, 64);
+}
+
+// block<na, nb, folded> for the runtime shape of a block.
+void products(bool folded, int na, int nb, const uint8_t* a, int64_t a_next, const uint8_t* act,
+              const int64_t* boff, int64_t nk, int64_t unit, int64_t kr, int32_t* sums,
+              PendingRows& pending) {
+  switch ((folded ? 4 : 0) + (na == 2 ? 2 : 0) + (nb == 2 ? 1 : 0)) {
+    case 7: return block<2, 2, true>(a, a_next, act, boff, nk, unit, kr, sums, pending);
+    case 6: return block<2, 1, true>(a, a_next, act, boff, nk, unit, kr, sums, pending);
+    case 5: return block<1, 2, true>(a, a_next, act, boff, nk, unit, kr, sums, pending);
+    case 4: return block<1, 1, true>(a, a_next, act, boff, nk, unit, kr, sums, pending);
+    case 3: return block<2, 2, false>(a, a_next, act, boff, nk, unit, kr, sums, pending);
+    case 2: return block<2, 1, false>(a, a_next, act, boff, nk, unit, kr, sums, pending);
+    case 1: return block<1, 2, false>(a, a_next, act, boff, nk, unit, kr, sums, pending);
+    default: return block<1, 1, false>(a, a_next, act, boff, nk, unit, kr, sums, pending);
+  }
+}
+
 }  // namespace
 
 void conv2d_i8_pack_weights_amx(const Conv2dShape& s, const uint8_t* packed, int bits,
@@ -229,25 +261,41 @@ void conv2d_i8_tile_amx(const Conv2dI8Args& args, const Conv2dI8Tile& t, void* s
   _tile_loadconfig(&cfg);
   const int64_t co_end = t.co0 + t.co_n, a_next = g.steps * kTileBytes;
   const int64_t plane_floats = s.h_out() * l.wo;
+  // Two product buffers: a block's epilogue reads one while the next block fills the other.
+  int32_t* buffers[2] = {sums, sums + 1024};
+  PendingRows pending;
+  pending.args = &args;
+  pending.t = &t;
+  pending.plane_floats = plane_floats;
+  pending.co_end = co_end;
+  int cur = 0;
   for (int64_t p = 0; p < nv; p += 2 * kPx) {
     const int nb = nv - p > kPx ? 2 : 1;
     const uint8_t* x = act + jb0 + p * 4;
     Segments seg[2];
-    for (int ib = 0; ib < nb; ++ib) seg[ib] = segments(l, jb0 / 4 + p + ib * kPx, j_end);
+    __m512i asum[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+    for (int ib = 0; ib < nb; ++ib) {
+      seg[ib] = segments(l, jb0 / 4 + p + ib * kPx, j_end);
+      if (!args.zero_folded) asum[ib] = _mm512_loadu_si512(act_sums + p + ib * kPx);
+    }
     for (int64_t ob = t.co0; ob < co_end; ob += 32) {
       const int na = co_end - ob > 16 ? 2 : 1;
       const uint8_t* a = args.panel + (ob / 16) * a_next;
-      products(args.zero_folded, na, nb, a, a_next, x, boff, g.steps, l.unit, g.kr, sums);
-      for (int ib = 0; ib < nb; ++ib) {
-        const __m512i asum =
-            args.zero_folded ? _mm512_setzero_si512() : _mm512_loadu_si512(act_sums + p + ib * kPx);
-        for (int ia = 0; ia < na; ++ia)
-          for (int64_t r = 0; r < 16 && ob + 16 * ia + r < co_end; ++r)
-            finish(args, t, plane_floats, ob + 16 * ia + r, sums + (ia * 2 + ib) * 256 + r * 16,
-                   asum, seg[ib]);
-      }
+      products(args.zero_folded, na, nb, a, a_next, x, boff, g.steps, l.unit, g.kr, buffers[cur],
+               pending);
+      pending.sums = buffers[cur];
+      pending.ob = ob;
+      pending.nb = nb;
+      pending.next = 0;
+      pending.total = 32 * nb;
+      pending.seg[0] = seg[0];
+      pending.seg[1] = seg[1];
+      pending.asum[0] = asum[0];
+      pending.asum[1] = asum[1];
+      cur ^= 1;
     }
   }
+  pending.run(pending.total);
   _tile_release();
 }
 
