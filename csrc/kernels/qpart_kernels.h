@@ -316,7 +316,8 @@ struct Conv2dI8Plan {
   int64_t im2col_rows;                  // im2col: output rows per input unit
   int64_t co_block, px_block;           // tile size (output channels, output rows)
   int64_t co_blocks, px_blocks, items;  // items = batch * groups * co_blocks * px_blocks
-  int64_t input_units;                  // units of conv2d_i8_pack_input
+  int64_t input_units;                  // units of conv2d_i8_pack_input (image n's are the
+                                        // n-th batch-th of them, consecutive)
   int64_t input_bytes;                  // its buffer
   int64_t panel_bytes;                  // conv2d_i8_pack_weights's buffer (0: not needed)
   int64_t scratch_bytes;                // scratch of one conv2d_i8_items call

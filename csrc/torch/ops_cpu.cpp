@@ -212,13 +212,19 @@ void conv2d_i8_cpu(const Tensor& input, const k::Conv2dShape& shape, const Tenso
   const float* x_ptr = x.const_data_ptr<float>();
   const int nb = static_cast<int>(bits);
 
-  // Per-image scales; an image is cut into chunks when there are fewer images than threads
-  // (batch 1), its scale the largest of theirs (k::int8_scale).
+  // Per-image scales, then the int8 layout. With at least as many images as threads each
+  // image is one pass: its scale, then its units while it is still in cache (an image's units
+  // are consecutive, Conv2dI8Plan). With fewer (batch 1) an image is cut into chunks, its scale
+  // the largest of theirs (k::int8_scale), and packed once all scales are known.
   const int64_t image = shape.c_in * shape.h_in * shape.w_in;
   const int64_t threads = at::get_num_threads();
   const int64_t chunks =
       shape.batch >= threads ? 1 : std::clamp<int64_t>(image / (1 << 15), 1, threads);
   const int64_t chunk = (image + chunks - 1) / chunks;
+  const k::Conv2dI8Plan plan = k::conv2d_i8_plan(shape, gs, isa, at::get_num_threads());
+  Tensor qin = at::empty({plan.input_bytes}, x.options().dtype(at::kChar));
+  int8_t* q_ptr = qin.mutable_data_ptr<int8_t>();
+  const int64_t image_units = plan.input_units / shape.batch;
   Tensor part_scales = at::empty({shape.batch * chunks}, x.options());
   float* ps_ptr = part_scales.mutable_data_ptr<float>();
   std::atomic<int> status{0};
@@ -226,22 +232,24 @@ void conv2d_i8_cpu(const Tensor& input, const k::Conv2dShape& shape, const Tenso
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t n = i / chunks, c0 = (i % chunks) * chunk;
       const int64_t len = std::max<int64_t>(0, std::min(chunk, image - c0));
-      if (k::int8_scale(isa, x_ptr + n * image + c0, len, ps_ptr + i) != k::Status::kOk)
+      if (k::int8_scale(isa, x_ptr + n * image + c0, len, ps_ptr + i) != k::Status::kOk) {
         status.store(1);
+      } else if (chunks == 1) {
+        k::conv2d_i8_pack_input(plan, x_ptr, shape, ps_ptr, n * image_units, (n + 1) * image_units,
+                                q_ptr);
+      }
     }
   });
   TORCH_CHECK_VALUE(status.load() == 0,
                     "qpart.conv2d: input contains NaN or Inf values (int8_activations=True)");
   const Tensor xs = chunks == 1 ? part_scales : part_scales.view({shape.batch, chunks}).amax(1);
   const float* xs_ptr = xs.const_data_ptr<float>();
-
-  const k::Conv2dI8Plan plan = k::conv2d_i8_plan(shape, gs, isa, at::get_num_threads());
-  Tensor qin = at::empty({plan.input_bytes}, x.options().dtype(at::kChar));
-  int8_t* q_ptr = qin.mutable_data_ptr<int8_t>();
+  if (chunks > 1) {
+    at::parallel_for(0, plan.input_units, 1, [&](int64_t u0, int64_t u1) {
+      k::conv2d_i8_pack_input(plan, x_ptr, shape, xs_ptr, u0, u1, q_ptr);
+    });
+  }
   const uint8_t* panel_ptr = nullptr;
-  at::parallel_for(0, plan.input_units, 1, [&](int64_t u0, int64_t u1) {
-    k::conv2d_i8_pack_input(plan, x_ptr, shape, xs_ptr, u0, u1, q_ptr);
-  });
   // The unpacked weight panel, from the content-verified cache when these weights were seen.
   std::shared_ptr<const glue::ConvI8PanelCache::Entry> cached;
   if (plan.panel_bytes > 0) {

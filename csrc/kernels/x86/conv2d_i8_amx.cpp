@@ -128,8 +128,8 @@ struct PendingRows {
   const int32_t* sums = nullptr;  // the block's int32 products (not overwritten until done)
   int64_t ob = 0, co_end = 0;
   int nb = 1, next = 0, total = 0;  // rows numbered (channel row, pixel half): next..total
-  Segments seg[2];
-  __m512i asum[2];
+  const Segments* seg = nullptr;    // the block's two pixel halves (the tile's, not copied:
+  const __m512i* asum = nullptr;    // a copy would stall on store forwarding)
 
   // Finishes up to n more rows.
   void run(int n) {
@@ -269,11 +269,16 @@ void conv2d_i8_tile_amx(const Conv2dI8Args& args, const Conv2dI8Tile& t, void* s
   pending.plane_floats = plane_floats;
   pending.co_end = co_end;
   int cur = 0;
+  // Segments and activation sums of this pixel block and the one before (which the pending
+  // rows may still read).
+  Segments segs[2][2];
+  __m512i asums[2][2];
   for (int64_t p = 0; p < nv; p += 2 * kPx) {
     const int nb = nv - p > kPx ? 2 : 1;
     const uint8_t* x = act + jb0 + p * 4;
-    Segments seg[2];
-    __m512i asum[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+    Segments* seg = segs[(p / (2 * kPx)) % 2];
+    __m512i* asum = asums[(p / (2 * kPx)) % 2];
+    asum[0] = asum[1] = _mm512_setzero_si512();
     for (int ib = 0; ib < nb; ++ib) {
       seg[ib] = segments(l, jb0 / 4 + p + ib * kPx, j_end);
       if (!args.zero_folded) asum[ib] = _mm512_loadu_si512(act_sums + p + ib * kPx);
@@ -288,10 +293,8 @@ void conv2d_i8_tile_amx(const Conv2dI8Args& args, const Conv2dI8Tile& t, void* s
       pending.nb = nb;
       pending.next = 0;
       pending.total = 32 * nb;
-      pending.seg[0] = seg[0];
-      pending.seg[1] = seg[1];
-      pending.asum[0] = asum[0];
-      pending.asum[1] = asum[1];
+      pending.seg = seg;
+      pending.asum = asum;
       cur ^= 1;
     }
   }
