@@ -29,6 +29,8 @@ class QuantizedTensor(NamedTuple):
 
 def _int(value: object, name: str, op: str = "conv2d") -> int:
     """``value`` as an int if it is a real integer (not a bool, float, tensor), else TypeError."""
+    if type(value) is int:  # the common case first: these run on every module call
+        return value
     if checks._is_int(value):
         return value  # type: ignore[return-value]
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
@@ -37,6 +39,11 @@ def _int(value: object, name: str, op: str = "conv2d") -> int:
 
 
 def _pair(value: int | Sequence[int], name: str, op: str = "conv2d") -> list[int]:
+    """``value`` as a list of two ints (an int stands for both), else TypeError / ValueError."""
+    if type(value) is int:
+        return [value, value]
+    if type(value) in (tuple, list) and len(value) == 2 and all(type(v) is int for v in value):
+        return list(value)
     if checks._is_int(value) or isinstance(value, numbers.Integral):
         return [_int(value, name, op)] * 2
     if isinstance(value, (bool, float, str, bytes)) or not isinstance(value, Sequence):
