@@ -43,3 +43,11 @@ def load_extension() -> bool:
 def extension_loaded() -> bool:
     """Whether the compiled extension (native CPU kernels) is loaded."""
     return bool(_state["loaded"])
+
+
+def output_pool_free_bytes() -> int:
+    """Bytes of freed op outputs the native CPU ops keep for reuse (their output pool:
+    ``QPART_OUTPUT_POOL_MB``, docs/OPS.md); 0 without the extension."""
+    if not load_extension():
+        return 0
+    return int(importlib.import_module("qpart_kernels._C")._output_pool_free_bytes())

@@ -56,6 +56,8 @@ FILES=(
   csrc/tests/test_max_pool2d.cpp
   csrc/torch/conv_i8_panel_cache.cpp
   csrc/torch/conv_i8_panel_cache.h
+  csrc/torch/output_pool.cpp
+  csrc/torch/output_pool.h
   csrc/torch/extension.cpp
   csrc/torch/max_pool2d_cpu.cpp
   csrc/torch/ops_cpu.cpp

@@ -11,6 +11,7 @@
 
 #include "../kernels/qpart_kernels.h"
 #include "op_checks.h"
+#include "output_pool.h"
 
 namespace qpart {
 namespace {
@@ -29,7 +30,7 @@ Tensor max_pool2d_cpu(const Tensor& input, at::IntArrayRef kernel_size, at::IntA
   const chk::MaxPool2dDims d = chk::max_pool2d(input, kernel_size, stride, padding);
   const k::MaxPool2dShape s{d.h_in, d.w_in, d.kh, d.kw, d.stride_h, d.stride_w, d.pad_h, d.pad_w};
   const Tensor x = input.to(at::kFloat).contiguous();
-  Tensor out = at::empty({d.batch, d.channels, d.h_out, d.w_out}, x.options());
+  Tensor out = glue::pooled_empty({d.batch, d.channels, d.h_out, d.w_out}, x.options());
   const int64_t planes = d.batch * d.channels;
   if (planes > 0) {
     const float* src = x.const_data_ptr<float>();

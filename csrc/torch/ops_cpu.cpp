@@ -20,6 +20,7 @@
 #include "../kernels/qpart_kernels.h"
 #include "conv_i8_panel_cache.h"
 #include "op_checks.h"
+#include "output_pool.h"
 #include "shared/op_quantize-impl.h"
 
 namespace qpart {
@@ -132,7 +133,7 @@ Tensor linear_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
 
   std::vector<int64_t> out_shape(input.sizes().begin(), input.sizes().end());
   out_shape.back() = n;
-  Tensor out = at::empty({m, n}, input.options().dtype(at::kFloat));
+  Tensor out = glue::pooled_empty({m, n}, input.options().dtype(at::kFloat));
   if (m > 0) {
     const Tensor x = input.to(at::kFloat).contiguous();
     const Tensor p = packed.contiguous(), s = scales.contiguous(), z = zeros.contiguous();
@@ -222,7 +223,7 @@ void conv2d_i8_cpu(const Tensor& input, const k::Conv2dShape& shape, const Tenso
       shape.batch >= threads ? 1 : std::clamp<int64_t>(image / (1 << 15), 1, threads);
   const int64_t chunk = (image + chunks - 1) / chunks;
   const k::Conv2dI8Plan plan = k::conv2d_i8_plan(shape, gs, isa, at::get_num_threads());
-  Tensor qin = at::empty({plan.input_bytes}, x.options().dtype(at::kChar));
+  Tensor qin = glue::pooled_empty({plan.input_bytes}, x.options().dtype(at::kChar));
   int8_t* q_ptr = qin.mutable_data_ptr<int8_t>();
   const int64_t image_units = plan.input_units / shape.batch;
   Tensor part_scales = at::empty({shape.batch * chunks}, x.options());
@@ -316,7 +317,8 @@ Tensor conv2d_cpu(const Tensor& input, const Tensor& packed, const Tensor& scale
                              d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.dil_h, d.dil_w, d.groups};
   const int64_t gs = d.group_size, ho = d.h_out, wo = d.w_out;
 
-  Tensor out = at::empty({shape.batch, shape.c_out, ho, wo}, input.options().dtype(at::kFloat));
+  Tensor out =
+      glue::pooled_empty({shape.batch, shape.c_out, ho, wo}, input.options().dtype(at::kFloat));
   if (int8_activations) {
     check_int8("conv2d", gs, scales);
     conv2d_i8_cpu(input, shape, packed, scales, zeros, bias, gs, bits, ep, out);
