@@ -6,6 +6,8 @@
 // depthwise path (every row with one, its portable and AVX2 tiles) against the definition.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -14,6 +16,7 @@
 #include "conv2d_i8_depthwise.h"
 #include "conv2d_i8_impl.h"
 #include "dispatch.h"
+#include "isa_table.h"
 #include "qpart_kernels.h"
 #include "test_util.h"
 
@@ -356,6 +359,40 @@ TEST(Conv2dI8, AmxZeroFoldingIsExact) {
           EXPECT_EQ(k::conv2d_i8_zero_folded(plan, s, bits, zeros.data()), folds) << what;
         }
         expect_bitwise(run(c, dt, kd.isa, kd.tile, true), want, kd.name + " " + what);
+      }
+    }
+  }
+}
+
+TEST(Conv2dI8, ScaleIsTheExactAbsMaxOnEveryRow) {
+  // int8_scale = max |x| / 127 and kNonFinite for any NaN / Inf, on every supported row (the
+  // AVX2 kernel keeps four maxima at once): every length up to 100 (vector tails), the maximum
+  // and a non-finite value at every position.
+  std::vector<k::CpuIsa> isas;
+  for (const d::IsaKernels& row : d::isa_table())
+    if (k::cpu_isa_supported(row.isa)) isas.push_back(row.isa);
+  const std::vector<float> base = qpart_test::random_normal(100, 41);
+  for (int64_t n = 0; n <= 100; ++n) {
+    for (int64_t at = 0; at < std::max<int64_t>(n, 1); ++at) {
+      std::vector<float> x(base.begin(), base.begin() + n);
+      if (n > 0) x[static_cast<size_t>(at)] = (at % 2 ? -1.0f : 1.0f) * 1000.5f;
+      float amax = 0.0f;
+      for (float v : x) amax = std::fabs(v) > amax ? std::fabs(v) : amax;
+      for (k::CpuIsa isa : isas) {
+        float scale = -1.0f;
+        ASSERT_EQ(k::int8_scale(isa, x.data(), n, &scale), k::Status::kOk);
+        EXPECT_EQ(scale, amax / 127.0f) << k::cpu_isa_name(isa) << " n " << n << " at " << at;
+      }
+      if (n == 0) continue;
+      for (float bad : {std::nanf(""), -INFINITY}) {
+        std::vector<float> y = x;
+        y[static_cast<size_t>(at)] = bad;
+        for (k::CpuIsa isa : isas) {
+          float scale = -1.0f;
+          EXPECT_EQ(k::int8_scale(isa, y.data(), n, &scale), k::Status::kNonFinite)
+              << k::cpu_isa_name(isa) << " n " << n << " at " << at;
+          EXPECT_EQ(scale, 0.0f);
+        }
       }
     }
   }
