@@ -9,8 +9,6 @@
 #include <iterator>
 #include <new>
 
-#include <pthread.h>
-
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -58,10 +56,6 @@ class OutputPool final : public c10::Allocator {
     long mb = 256;
     if (const char* env = std::getenv("QPART_OUTPUT_POOL_MB")) mb = std::max(0L, std::atol(env));
     cap_ = static_cast<size_t>(mb) << 20;
-    // A fork while another thread holds the lock would leave the child's copy locked forever:
-    // hold it across fork() and release it on both sides (as malloc does with its own).
-    pthread_atfork([] { instance().mutex_.lock(); }, [] { instance().mutex_.unlock(); },
-                   [] { instance().mutex_.unlock(); });
   }
 
   // A free block of at least n bytes and at most n + n / 8 (the smallest such), or null.
