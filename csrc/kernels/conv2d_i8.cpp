@@ -241,7 +241,7 @@ void conv2d_i8_pack_input(const Conv2dI8Plan& plan, const float* x, const Conv2d
 
 bool conv2d_i8_zero_folded(const Conv2dI8Plan& plan, const Conv2dShape& s, int bits,
                            const uint8_t* zeros) {
-  if (!plan.amx || !plan.direct) return false;
+  if (!plan.amx) return false;           // AMX plans are direct ones
   const int lo = (1 << bits) - 1 - 127;  // the largest code minus the zero must be <= 127
   for (int64_t o = 0; o < s.c_out; ++o)  // (one weight group per row: conv_i8_amx_applies)
     if (zeros[o] > 128 || zeros[o] < lo) return false;
@@ -391,7 +391,7 @@ void conv2d_i8_items(const Conv2dI8Plan& plan, const Conv2dShape& s, const int8_
                                              group_size, bits, item_begin, item_end, scratch, y,
                                              ep);
   // The AMX tile applies the epilogue as it stores; the others leave it to a pass below.
-  const bool fused = plan.amx && plan.direct;
+  const bool fused = plan.amx;
   Conv2dI8Args args{&plan.tile_shape, input, panel, scale, packed, scale_bits, zeros, bias,
                     group_size,       bits,  y};
   args.ep = fused && ep.active() ? &ep : nullptr;
