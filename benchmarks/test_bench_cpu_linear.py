@@ -10,7 +10,8 @@ Shapes (out x in): 4096x4096, 11008x4096 and the MNIST MLP layers (784-512-256-1
 batch 1, 8 and 64; widths 1..8, per channel and group 128 (where 128 divides in_features);
 float activations and the opt-in int8 activations (``int8_activations=True``).
 ``cache=hot`` reuses one weight; ``cache=cold`` (large shapes, batch 1 and 8) rotates
-through copies totalling >= 256 MiB so each call reads its weight from DRAM.
+through copies totalling ``read_roof.cold_bytes()`` (>= 256 MiB and twice the last-level
+cache) so each call reads its weight from DRAM.
 Every case records ``weight_bytes`` (packed codes + scales + zeros, or the fp32 / int8
 weight) so make_results.py can derive GB/s and the roofline fraction.
 ``QPART_BENCH_QUICK=1`` keeps only 4096x4096 and widths 2, 4, 8 (for a quick look).
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import pathlib
+import sys
 import warnings
 
 import pytest
@@ -29,7 +32,10 @@ import torch.nn.functional as F
 import qpart_kernels as qk
 from qpart_kernels import cpu_isa
 
-COLD_BYTES = 256 * 2**20
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from read_roof import cold_bytes  # noqa: E402
+
+COLD_BYTES = cold_bytes()
 QUICK = os.environ.get("QPART_BENCH_QUICK") == "1"
 BIG = [(4096, 4096)] if QUICK else [(4096, 4096), (11008, 4096)]
 MNIST = [] if QUICK else [(512, 784), (256, 512), (128, 256), (64, 128), (32, 64), (10, 32)]

@@ -390,8 +390,10 @@ void conv2d_i8_items(const Conv2dI8Plan& plan, const Conv2dShape& s, const int8_
     return detail::conv2d_i8_depthwise_items(plan, s, input, scale, packed, scale_bits, zeros, bias,
                                              group_size, bits, item_begin, item_end, scratch, y,
                                              ep);
-  // The AMX tile applies the epilogue as it stores; the others leave it to a pass below.
-  const bool fused = plan.amx;
+  // The AVX-512 and AMX tiles apply the epilogue as they store; the others leave it to a pass
+  // below.
+  const bool fused =
+      plan.direct && (plan.amx || detail::isa_kernels(plan.isa).conv_i8_tile_fuses_epilogue);
   Conv2dI8Args args{&plan.tile_shape, input, panel, scale, packed, scale_bits, zeros, bias,
                     group_size,       bits,  y};
   args.ep = fused && ep.active() ? &ep : nullptr;

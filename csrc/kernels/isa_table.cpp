@@ -173,16 +173,19 @@ constexpr ConvTileShape kNoConvTile{0, 0, 1};
 const IsaKernels kIsaTable[] = {
     // AMX (Sapphire Rapids and later): the AVX-512 row plus AMX tiles in the integer conv2d
     // and the integer GEMM.
-    {CpuIsa::kAmx, "amx", /*i8_plane_layout=*/false, avx512_linear_scratch_floats,
+    {CpuIsa::kAmx, "amx", /*i8_plane_layout=*/false, /*conv_i8_tile_fuses_epilogue=*/true,
+     avx512_linear_scratch_floats,
      {kConvAvx512Mr, kConvAvx512Nr, 16},
      QPART_X86_64_ONLY(avx512_entries(cpu_has_amx_kernels, linear_i8_amx, conv2d_i8_tile_amx,
                                       conv2d_i8_pack_weights_amx))},
     // AVX-512 F/BW/VL/VNNI/VBMI (Ice Lake, Zen 4 and later): own matmuls, AVX2 quantizers.
-    {CpuIsa::kAvx512, "avx512", /*i8_plane_layout=*/false, avx512_linear_scratch_floats,
+    {CpuIsa::kAvx512, "avx512", /*i8_plane_layout=*/false, /*conv_i8_tile_fuses_epilogue=*/true,
+     avx512_linear_scratch_floats,
      {kConvAvx512Mr, kConvAvx512Nr, 16},
      QPART_X86_64_ONLY(avx512_entries(cpu_has_avx512_kernels, linear_i8_avx512, nullptr, nullptr))},
     // AVX2 + FMA (+ F16C).
-    {CpuIsa::kAvx2, "avx2", /*i8_plane_layout=*/true, avx2_linear_scratch_floats,
+    {CpuIsa::kAvx2, "avx2", /*i8_plane_layout=*/true, /*conv_i8_tile_fuses_epilogue=*/false,
+     avx2_linear_scratch_floats,
      {kConvAvx2Mr, kConvAvx2Nr, 8},
      QPART_X86_64_ONLY({cpu_has_avx2_fma, linear_f32_avx2, linear_i8_avx2,
                         quantize_row_i8_avx2, quantize_group_avx2, conv2d_tile_avx2,
@@ -192,13 +195,15 @@ const IsaKernels kIsaTable[] = {
                         conv2d_i8_patch_row_avx2, max_pool2d_planes_avx2, nullptr, nullptr})},
     // NEON (baseline on aarch64); conv2d runs im2col + the NEON matmul; the depthwise integer
     // conv runs the portable depthwise tile (compiled for the baseline, NEON included).
-    {CpuIsa::kNeon, "neon", /*i8_plane_layout=*/true, neon_linear_scratch_floats, kNoConvTile,
+    {CpuIsa::kNeon, "neon", /*i8_plane_layout=*/true, /*conv_i8_tile_fuses_epilogue=*/false,
+     neon_linear_scratch_floats, kNoConvTile,
      QPART_AARCH64_ONLY({always, linear_f32_neon, linear_i8_neon_any, nullptr, nullptr,
                          nullptr, nullptr, conv2d_i8_tile_neon_any, nullptr, nullptr,
                          conv2d_i8_dw_tile_portable, nullptr, nullptr,
                          max_pool2d_planes_neon, nullptr, nullptr})},
     // The portable reference, always last (depthwise convs run the reference kernel too).
-    {CpuIsa::kScalar, "scalar", /*i8_plane_layout=*/false, no_scratch, kNoConvTile,
+    {CpuIsa::kScalar, "scalar", /*i8_plane_layout=*/false, /*conv_i8_tile_fuses_epilogue=*/false,
+     no_scratch, kNoConvTile,
      {always, nullptr, linear_i8_scalar, quantize_row_i8_scalar, nullptr, nullptr, nullptr, nullptr,
       nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr}},
 };

@@ -88,6 +88,9 @@ struct IsaKernels {
   /// full chunk of 16 * (8 / bits) codes of a group in bit-plane order (see i8_plane_chunk);
   /// false = x's order.
   bool i8_plane_layout;
+  /// Whether its conv2d_i8_tile applies a ConvEpilogue (Conv2dI8Args::ep) as it stores; if
+  /// not, conv2d_i8_items runs conv2d_epilogue over each tile afterwards.
+  bool conv_i8_tile_fuses_epilogue;
   /// Scratch floats its linear_f32 needs for m x k inputs (0 without a SIMD linear_f32).
   int64_t (*linear_scratch_floats)(int64_t m, int64_t k);
   /// Register tile of its conv2d_tile ({0, 0, 1} without one).

@@ -24,6 +24,7 @@
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8")
 #include <immintrin.h>
 
+#include "conv2d_i8_store512.h"
 #include "conv2d_i8_x86_tile.h"
 // GCC 12's _mm512_cvtepi32_ps starts from _mm512_undefined_ps(), which -Wmaybe-uninitialized
 // reports once inlined (a false positive: every lane is written).
@@ -53,46 +54,11 @@ TileConfig tile_config(int64_t kr) {
   return c;
 }
 
-inline __m512 rounded16(__m512 v) {
-  __asm__("" : "+v"(v));
-  return v;
-}
-
-// Where the 16 sums [j, j + 16) of a tile row land in an output plane: one masked store per
-// output row the pixels touch (columns past w_out of a one-copy layout dropped), as offsets
-// from the plane (minus the first lane, so that the whole vector is stored) and lane masks.
-// The same for every channel of a block, so computed once per 16 pixels.
-struct Segments {
-  int n = 0;
-  int64_t off[kPx];
-  __mmask16 mask[kPx];
-};
-
-// Fills *sg in place (returning the struct by value made the caller copy it with vector
-// loads right after the scalar store of n: a store-forwarding stall, 7 % of a stem's time).
-void segments(const ConvI8Layout& l, int64_t j, int64_t j_end, Segments* sg) {
-  int n_seg = 0;
-  const int64_t lanes = std::min<int64_t>(16, j_end - j);
-  int64_t oy = j / l.w, ox = j % l.w;
-  for (int64_t lane = 0; lane < lanes; ++oy, ox = 0) {
-    const int64_t n = std::min(std::max<int64_t>(l.wo - ox, 0), lanes - lane);
-    if (n > 0) {
-      sg->off[n_seg] = oy * l.wo + ox - lane;
-      sg->mask[n_seg++] = static_cast<__mmask16>(((1u << n) - 1u) << lane);
-    }
-    lane += l.w - ox;
-  }
-  sg->n = n_seg;
-}
-
 // The scalar kernel's epilogue for one channel o and 16 pixels: d = dot - zero * sum (the
-// zero-folded products as they are),
-// a = 0 + float(d) * scale_w, y = a * scale_x + bias (each product rounded on its own), then
-// conv2d_epilogue's residual add and ReLU (`v < 0 ? 0 : v`: max(0, v) keeps -0 and NaN as the
-// second operand), stored by the pixels' segments.
+// zero-folded products as they are), a = 0 + float(d) * scale_w (the product rounded on its
+// own), then store16 (conv2d_i8_store512.h).
 void finish(const Conv2dI8Args& args, const Conv2dI8Tile& t, int64_t plane_floats, int64_t o,
             const int32_t* dot, __m512i act_sums, const Segments& sg) {
-  const Conv2dShape& s = *args.s;
   // Zero-folded: the products already are sum x (code - zero), exactly dot - zero * sum.
   const __m512i dot_v = _mm512_loadu_si512(dot);
   const __m512i d =
@@ -102,22 +68,7 @@ void finish(const Conv2dI8Args& args, const Conv2dI8Tile& t, int64_t plane_float
   const __m512 sw = _mm512_set1_ps(_cvtsh_ss(args.scale_bits[o]));
   const __m512 a =
       _mm512_add_ps(_mm512_setzero_ps(), rounded16(_mm512_mul_ps(_mm512_cvtepi32_ps(d), sw)));
-  const __m512 y = _mm512_add_ps(rounded16(_mm512_mul_ps(a, _mm512_set1_ps(args.x_scale[t.image]))),
-                                 _mm512_set1_ps(args.bias ? args.bias[o] : 0.0f));
-  const int64_t base = (t.image * s.c_out + o) * plane_floats;
-  float* plane = args.y + base;
-  const ConvEpilogue* ep = args.ep;
-  if (ep == nullptr) {
-    for (int i = 0; i < sg.n; ++i) _mm512_mask_storeu_ps(plane + sg.off[i], sg.mask[i], y);
-    return;
-  }
-  for (int i = 0; i < sg.n; ++i) {
-    __m512 v = y;
-    if (ep->residual != nullptr)
-      v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(sg.mask[i], ep->residual + base + sg.off[i]));
-    if (ep->relu) v = _mm512_max_ps(_mm512_setzero_ps(), v);
-    _mm512_mask_storeu_ps(plane + sg.off[i], sg.mask[i], v);
-  }
+  store16(args, t, plane_floats, o, a, sg);
 }
 
 // The 16-pixel rows of a stored block still to finish, worked off a few at a time inside the

@@ -286,7 +286,7 @@ void conv2d_i8_pack_weights_avx2(const Conv2dShape& s, const uint8_t* packed, in
 }
 
 void conv2d_i8_tile_avx2(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch) {
-  with_bits(a.bits, [&](auto b) { tile<false, decltype(b)::value>(a, t, scratch); });
+  with_bits(a.bits, [&](auto b) { tile<decltype(b)::value>(a, t, scratch); });
 }
 
 }  // namespace detail

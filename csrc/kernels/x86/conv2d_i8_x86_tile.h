@@ -1,16 +1,15 @@
-// Internal: the direct integer conv2d tile of x86 (conv2d_i8_impl.h), written once for the
-// AVX2 kernel (x86/conv2d_i8_avx2.cpp, VNNI = false) and the AVX-512 one
-// (x86/conv2d_i8_avx512.cpp, VNNI = true: 256-bit vpdpbusd from AVX512-VNNI/VL). Include after
-// the file's `#pragma GCC target(...)` and <immintrin.h>; internal linkage, so each ISA file
-// gets its own copy.
+// Internal: the AVX2 direct integer conv2d tile (conv2d_i8_impl.h; x86/conv2d_i8_avx2.cpp) and
+// the pieces the AVX-512 and AMX tiles share with it (kPx, load_u32, activation_sums, TileCtx).
+// Include after the file's `#pragma GCC target(...)` and <immintrin.h>; internal linkage, so
+// each ISA file gets its own copy.
 //
 // A tile computes 4 output channels x 16 pixels at a time: per 4-code block of the
 // weight panel, one vpbroadcastd of each channel's 4 codes and two 32-byte loads of the 16
-// pixels' 4 activations (a fixed offset per block in the direct layout). AVX2: vpmaddubsw
+// pixels' 4 activations (a fixed offset per block in the direct layout): vpmaddubsw
 // (u8 codes x s8 activations, pairwise s16 sums); for widths <= 7 the s16 sums are accumulated
 // over as many blocks as cannot saturate (2 * 127 * (2^bits - 1) per lane and block), then
 // widened with vpmaddwd(ones); 8-bit codes are split into nibbles (two vpmaddubsw, the high
-// one widened with vpmaddwd by 16). VNNI: vpdpbusd straight into int32. The int32 group sums
+// one widened with vpmaddwd by 16). The int32 group sums
 // are exact; the float epilogue is the scalar kernel's, operation for operation (products
 // kept apart from FMA contraction), so the output is bit-identical to it.
 #pragma once
@@ -113,7 +112,7 @@ struct TileCtx {
 
 // MR output channels x 16 pixels [p, p + 16) of the tile: the float accumulators `a`
 // (before the image scale) of the scalar kernel's epilogue.
-template <bool VNNI, int BITS, int MR>
+template <int BITS, int MR>
 void micro(const Conv2dI8Args& args, const TileCtx& c, const uint8_t* const* w, int64_t o,
            int64_t p, __m256 (&out)[MR][2]) {
   const __m256i ones16 = _mm256_set1_epi16(1);
@@ -131,25 +130,7 @@ void micro(const Conv2dI8Args& args, const TileCtx& c, const uint8_t* const* w, 
     };
     int64_t kb = g * c.kb_per_g;
     const int64_t kend = kb + c.kb_per_g;
-    if constexpr (VNNI) {
-      // vpdpbusd: u8 codes x s8 activations, four products per int32 lane, no saturation at
-      // any width (8-bit codes too).
-      __m256i acc[MR][2];
-      for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
-      for (; kb < kend; ++kb) {
-        const uint8_t* x = x_base + c.off[kb];
-        const __m256i x0 = _mm256_loadu_si256((const __m256i*)x);
-        const __m256i x1 = _mm256_loadu_si256((const __m256i*)(x + 32));
-#pragma GCC unroll 4
-        for (int i = 0; i < MR; ++i) {
-          const __m256i wv = _mm256_set1_epi32(load_u32(w[i] + kb * 4));
-          acc[i][0] = _mm256_dpbusd_epi32(acc[i][0], wv, x0);
-          acc[i][1] = _mm256_dpbusd_epi32(acc[i][1], wv, x1);
-        }
-      }
-      for (int i = 0; i < MR; ++i)
-        for (int v = 0; v < 2; ++v) _mm256_store_si256((__m256i*)accm[i][v], acc[i][v]);
-    } else if constexpr (BITS == 8) {
+    if constexpr (BITS == 8) {
       const __m256i nib = _mm256_set1_epi8(0x0f), sixteen = _mm256_set1_epi16(16);
       for (; kb < kend; ++kb) {
         const uint8_t* x = x_base + c.off[kb];
@@ -248,19 +229,19 @@ void store(const Conv2dI8Args& args, const Conv2dI8Tile& t, const ConvI8Layout& 
   }
 }
 
-template <bool VNNI, int BITS, int MR>
+template <int BITS, int MR>
 void channels(const Conv2dI8Args& args, const Conv2dI8Tile& t, const TileCtx& c,
               const ConvI8Layout& l, int64_t o, int64_t j_end) {
   const uint8_t* w[MR];
   for (int i = 0; i < MR; ++i) w[i] = args.panel + (o + i) * l.kb * 4;
   for (int64_t p = 0; p < c.nv; p += kPx) {
     __m256 a[MR][2];
-    micro<VNNI, BITS, MR>(args, c, w, o, p, a);
+    micro<BITS, MR>(args, c, w, o, p, a);
     store<MR>(args, t, l, o, c.jb0 / 4 + p, j_end, a);
   }
 }
 
-template <bool VNNI, int BITS>
+template <int BITS>
 void tile(const Conv2dI8Args& args, const Conv2dI8Tile& t, void* scratch) {
   const Conv2dShape& s = *args.s;
   const ConvI8Layout l = conv_i8_layout(s);
@@ -281,11 +262,11 @@ void tile(const Conv2dI8Args& args, const Conv2dI8Tile& t, void* scratch) {
   c.sums = sums;
   int64_t o = t.co0;
   const int64_t o_end = t.co0 + t.co_n;
-  for (; o + kMr <= o_end; o += kMr) channels<VNNI, BITS, kMr>(args, t, c, l, o, j_end);
+  for (; o + kMr <= o_end; o += kMr) channels<BITS, kMr>(args, t, c, l, o, j_end);
   switch (o_end - o) {
-    case 3: channels<VNNI, BITS, 3>(args, t, c, l, o, j_end); break;
-    case 2: channels<VNNI, BITS, 2>(args, t, c, l, o, j_end); break;
-    case 1: channels<VNNI, BITS, 1>(args, t, c, l, o, j_end); break;
+    case 3: channels<BITS, 3>(args, t, c, l, o, j_end); break;
+    case 2: channels<BITS, 2>(args, t, c, l, o, j_end); break;
+    case 1: channels<BITS, 1>(args, t, c, l, o, j_end); break;
     default: break;
   }
 }
