@@ -71,8 +71,20 @@ inline int64_t avx2_linear_scratch_floats(int64_t m, int64_t k) {
   const int64_t fused = m <= kFusedMaxRows ? m * k : 0;
   return (gemm > fused ? gemm : fused) + 64;
 }
-inline int64_t avx512_linear_scratch_floats(int64_t /*m*/, int64_t /*k*/) {
-  return (kAvx512F32Kc + 2 * kAvx512Groups) * kAvx512Nr + 64;
+/// The AVX-512 GEMV's float path for m <= kDigitMaxRows rows of x and weight groups of at most
+/// kDigitMaxGroup codes writes each x row as four int8 digits (x86/linear_avx512_gemv.cpp):
+/// per row 4 planes of k bytes (rounded up to 64), 4 int32 digit sums per weight group (at most
+/// k / 8 groups) and a scale.
+constexpr int64_t kDigitMaxRows = 3;
+constexpr int64_t kDigitMaxGroup = 32768;
+inline int64_t avx512_digit_scratch_bytes(int64_t m, int64_t k) {
+  const int64_t planes = 4 * ((k + 63) / 64 * 64), sums = 16 * (k / 8 + 1);
+  return m * (planes + sums + 4) + 3 * 64;
+}
+inline int64_t avx512_linear_scratch_floats(int64_t m, int64_t k) {
+  const int64_t gemm = (kAvx512F32Kc + 2 * kAvx512Groups) * kAvx512Nr + 64;
+  const int64_t digits = m <= kDigitMaxRows ? (avx512_digit_scratch_bytes(m, k) + 3) / 4 : 0;
+  return gemm > digits ? gemm : digits;
 }
 /// Enough scratch for any of them (for callers that run a kernel directly, e.g. the tests).
 inline int64_t simd_linear_scratch_floats(int64_t m, int64_t k) {

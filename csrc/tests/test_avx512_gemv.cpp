@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "dispatch.h"
@@ -64,9 +65,21 @@ struct Shape {
 
 d::LinearI8Args i8_args(const Shape& s, const int8_t* q, const Act& act, const uint8_t* packed,
                         const Packed& p, const float* bias, int64_t nb, int64_t ne, float* y) {
-  return d::LinearI8Args{q,       act.scale.data(), act.gsum.data(), s.m,    s.k,
-                         packed,  p.scales.data(),  p.zeros.data(),  bias,   s.n,
-                         s.gs,    s.bits,           nb,              ne,     y};
+  return d::LinearI8Args{q,
+                         act.scale.data(),
+                         act.gsum.data(),
+                         s.m,
+                         s.k,
+                         packed,
+                         p.scales.data(),
+                         p.zeros.data(),
+                         bias,
+                         s.n,
+                         s.gs,
+                         s.bits,
+                         nb,
+                         ne,
+                         y};
 }
 
 /// Runs the AVX-512 float kernel on columns [nb, ne) with caller-owned xsum / scratch.
@@ -75,8 +88,8 @@ void f32_gemv(const Shape& s, const float* x, const uint8_t* packed, const Packe
 #if defined(__x86_64__)
   std::vector<float> xsum(static_cast<size_t>(s.m * (s.k / s.gs)), 0.0f);
   std::vector<float> scratch(static_cast<size_t>(d::simd_linear_scratch_floats(s.m, s.k)), 0.0f);
-  const d::LinearArgs a{x,      s.m,  s.k, packed, p.scales.data(), p.zeros.data(), bias,
-                        s.n,    s.gs, s.bits, nb, ne,  y, xsum.data(), scratch.data()};
+  const d::LinearArgs a{x,      s.m, s.k, packed, p.scales.data(), p.zeros.data(), bias, s.n, s.gs,
+                        s.bits, nb,  ne,  y,      xsum.data(),     scratch.data()};
   d::linear_f32_avx512_gemv(a);
 #else
   (void)s, (void)x, (void)packed, (void)p, (void)bias, (void)nb, (void)ne, (void)y;
@@ -110,8 +123,8 @@ void expect_same_bits(const std::vector<float>& got, const std::vector<float>& w
 
 /// Both kernels on one shape against the scalar kernels, over several column ranges.
 void check_case(const Shape& s, bool with_bias, uint32_t seed) {
-  SCOPED_TRACE(testing::Message() << "m=" << s.m << " k=" << s.k << " n=" << s.n
-                                  << " gs=" << s.gs << " bits=" << s.bits << " bias=" << with_bias);
+  SCOPED_TRACE(testing::Message() << "m=" << s.m << " k=" << s.k << " n=" << s.n << " gs=" << s.gs
+                                  << " bits=" << s.bits << " bias=" << with_bias);
   const auto wf = qpart_test::random_normal(static_cast<size_t>(s.n * s.k), seed, 0.5f);
   const auto x = qpart_test::random_uniform(static_cast<size_t>(s.m * s.k), seed + 1, -2.f, 3.f);
   const auto bias_v = qpart_test::random_normal(static_cast<size_t>(s.n), seed + 2);
@@ -128,14 +141,14 @@ void check_case(const Shape& s, bool with_bias, uint32_t seed) {
     const std::vector<float> init(static_cast<size_t>(s.m * s.n), kSentinel);
     // Integer: bit-exact with the scalar kernel.
     std::vector<float> want = init, got = init;
-    d::linear_i8_scalar(i8_args(s, act.q.data(), act, p.packed.data(), p, bias, nb, ne,
-                                want.data()));
+    d::linear_i8_scalar(
+        i8_args(s, act.q.data(), act, p.packed.data(), p, bias, nb, ne, want.data()));
     i8_gemv(i8_args(s, act.q.data(), act, p.packed.data(), p, bias, nb, ne, got.data()));
     expect_same_bits(got, want, "int8");
     // Float: scalar to reassociation tolerance; untouched columns keep the sentinel.
     std::vector<float> fwant = init, fgot = init;
-    d::linear_f32_scalar(x.data(), s.m, s.k, p.packed.data(), p.scales.data(), p.zeros.data(),
-                         bias, s.n, s.gs, s.bits, nb, ne, fwant.data());
+    d::linear_f32_scalar(x.data(), s.m, s.k, p.packed.data(), p.scales.data(), p.zeros.data(), bias,
+                         s.n, s.gs, s.bits, nb, ne, fwant.data());
     f32_gemv(s, x.data(), p.packed.data(), p, bias, nb, ne, fgot.data());
     float ymax = 0.0f;
     for (float v : fwant) ymax = std::max(ymax, std::fabs(v));
@@ -213,8 +226,8 @@ TEST(Avx512Gemv, ExtremeCodesDoNotSaturate) {
       for (int64_t j = 0; j < s.k; ++j) x[static_cast<size_t>(s.k + j)] = -1.0f;  // row 1: -127
       const Act act = quantize_act(x.data(), s.m, s.k, gs, bits);
       std::vector<float> want(static_cast<size_t>(s.m * s.n)), got = want;
-      d::linear_i8_scalar(i8_args(s, act.q.data(), act, p.packed.data(), p, nullptr, 0, s.n,
-                                  want.data()));
+      d::linear_i8_scalar(
+          i8_args(s, act.q.data(), act, p.packed.data(), p, nullptr, 0, s.n, want.data()));
       i8_gemv(i8_args(s, act.q.data(), act, p.packed.data(), p, nullptr, 0, s.n, got.data()));
       expect_same_bits(got, want, "int8");
       // y = 0.5 * max_code * 127 * k * (1/127) per row, +-.
@@ -268,10 +281,10 @@ TEST(Avx512Gemv, NoReadPastBuffers) {
         std::memcpy(gq.data(), act.q.data(), act.q.size());
         std::memcpy(gx.data(), x.data(), x.size() * sizeof(float));
         std::vector<float> want(static_cast<size_t>(m * s.n)), got = want;
-        d::linear_i8_scalar(i8_args(s, act.q.data(), act, p.packed.data(), p, nullptr, 0, s.n,
-                                    want.data()));
-        i8_gemv(i8_args(s, reinterpret_cast<const int8_t*>(gq.data()), act, gw.data(), p,
-                        nullptr, 0, s.n, got.data()));
+        d::linear_i8_scalar(
+            i8_args(s, act.q.data(), act, p.packed.data(), p, nullptr, 0, s.n, want.data()));
+        i8_gemv(i8_args(s, reinterpret_cast<const int8_t*>(gq.data()), act, gw.data(), p, nullptr,
+                        0, s.n, got.data()));
         expect_same_bits(got, want, "int8");
         std::vector<float> fgot(want.size());
         f32_gemv(s, reinterpret_cast<const float*>(gx.data()), gw.data(), p, nullptr, 0, s.n,
@@ -283,6 +296,58 @@ TEST(Avx512Gemv, NoReadPastBuffers) {
         for (float v : fwant) ymax = std::max(ymax, std::fabs(v));
         for (size_t t = 0; t < fwant.size(); ++t)
           ASSERT_NEAR(fgot[t], fwant[t], 2e-4f * (1.0f + ymax)) << "float at " << t;
+      }
+}
+
+// The float kernel for m <= kDigitMaxRows writes x as four int8 digits of a power-of-two scale
+// S (|x - digits| <= S * 2^-22 <= max|x| * 2^-27): its error against the exact result must stay
+// within that representation error plus float rounding of the group values and their sum,
+//   |y - exact| <= 2^-26 max|x| sum|w| + (groups + 3) 2^-23 sum|x w|,
+// on activations spanning 2^-40 .. 2^20 (random signs, exact zeros, one row all zero), where a
+// fixed-point representation of x would lose the small ones. Every width, per channel and
+// groups of 128.
+TEST(Avx512Gemv, FloatDigitsStayWithinTheirErrorBound) {
+  SKIP_WITHOUT_AVX512();
+  std::mt19937 rng(4242);
+  std::uniform_real_distribution<float> expo(-40.0f, 20.0f), unit(0.5f, 1.0f);
+  for (int bits = 1; bits <= 8; ++bits)
+    for (int64_t gs : {int64_t{0}, int64_t{128}})
+      for (int64_t m = 1; m <= d::kDigitMaxRows; ++m) {
+        const int64_t kdim = 1000 + 24 * bits, n = 9, group = gs == 0 ? kdim : gs;
+        if (kdim % group != 0) continue;
+        SCOPED_TRACE(testing::Message() << "bits=" << bits << " gs=" << group << " m=" << m);
+        const auto wf = qpart_test::random_normal(static_cast<size_t>(n * kdim), 77 + bits);
+        std::vector<float> x(static_cast<size_t>(m * kdim));
+        for (size_t t = 0; t < x.size(); ++t) {
+          const float mag = std::ldexp(unit(rng), static_cast<int>(expo(rng)));
+          x[t] = (t % 7 == 3) ? 0.0f : ((rng() & 1) ? mag : -mag);
+        }
+        if (m == 3) std::fill(x.begin() + 2 * kdim, x.end(), 0.0f);
+        k::Status st;
+        const Packed p = qpart_test::quantize(wf, n, kdim, group, bits, &st);
+        ASSERT_EQ(st, k::Status::kOk);
+        const std::vector<float> w = qpart_test::dequantize(p);  // s * (q - z): exact in float
+        std::vector<float> got(static_cast<size_t>(m * n));
+        f32_gemv(Shape{m, kdim, n, group, bits}, x.data(), p.packed.data(), p, nullptr, 0, n,
+                 got.data());
+        for (int64_t i = 0; i < m; ++i) {
+          double amax = 0.0;
+          for (int64_t j = 0; j < kdim; ++j)
+            amax = std::max(amax, std::fabs(double(x[i * kdim + j])));
+          for (int64_t c = 0; c < n; ++c) {
+            double exact = 0.0, sum_w = 0.0, sum_xw = 0.0;
+            for (int64_t j = 0; j < kdim; ++j) {
+              const double xv = x[i * kdim + j], wv = w[c * kdim + j];
+              exact += xv * wv;
+              sum_w += std::fabs(wv);
+              sum_xw += std::fabs(xv * wv);
+            }
+            const double bound =
+                std::ldexp(amax * sum_w, -26) + std::ldexp(double(kdim / group + 3) * sum_xw, -23);
+            ASSERT_LE(std::fabs(got[i * n + c] - exact), bound)
+                << "row " << i << " col " << c << ": " << got[i * n + c] << " vs " << exact;
+          }
+        }
       }
 }
 

@@ -28,7 +28,9 @@
 // tiling, so results do not depend on the thread split.
 #if defined(__x86_64__)
 
+#include <cmath>
 #include <cstdint>
+#include <utility>
 
 #include "../dispatch.h"
 
@@ -471,6 +473,254 @@ void compute_xsum(const LinearArgs& a) {
   }
 }
 
+// ---- float activations as int8 digits (m <= kDigitMaxRows)
+// ---------------------------------------
+
+/// Digits per activation: x = S * (d0 + d1 / 128 + d2 / 128^2 + d3 / 128^3) + r, with S a power
+/// of two (max |x| / S in [63.5, 127]), |d0| <= 127, |d1..3| <= 64 and |r| <= S * 2^-22, i.e.
+/// at most 2^-28 of the row's max |x|: finer than fp32's own rounding of that element.
+constexpr int kDigits = 4;
+using kDigitSeq = std::make_integer_sequence<int, kDigits>;
+/// Largest group whose digit pairs (d0 * 128 + d1 and d2 * 128 + d3) times the codes sum
+/// within int32: gs * 255 * (127 * 128 + 64) < 2^31.
+constexpr int64_t kPairMaxGroup = 512;
+
+/// Where the digits of a call live in its scratch (64-byte aligned pieces).
+struct DigitScratch {
+  int64_t plane_bytes;  // k rounded up to 64
+  int8_t* planes;       // [row][digit][plane_bytes]
+  int32_t* sums;        // [row][group][digit]: the digits' sums over each weight group
+  float* scale;         // [row]: S
+  int8_t* plane(int64_t i, int d) const { return planes + (i * kDigits + d) * plane_bytes; }
+};
+
+inline uint8_t* align64(void* p) {
+  return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
+}
+
+DigitScratch digit_scratch(const LinearArgs& a) {
+  DigitScratch d;
+  const int64_t groups = a.k / a.group_size;
+  d.plane_bytes = (a.k + 63) / 64 * 64;
+  uint8_t* p = align64(a.scratch);
+  d.planes = reinterpret_cast<int8_t*>(p);
+  p = align64(p + a.m * kDigits * d.plane_bytes);
+  d.sums = reinterpret_cast<int32_t*>(p);
+  p = align64(p + a.m * groups * kDigits * 4);
+  d.scale = reinterpret_cast<float*>(p);
+  return d;
+}
+
+/// Writes the digits of x's rows (in Bcast64's permuted order within every full 64-code block
+/// of a group for widths 1, 2 and 4, natural order elsewhere), their group sums and scales.
+/// Every step is exact: scaling by a power of two, rounding to an integer, and the remainders'
+/// subtraction and scaling by 128.
+template <int BITS>
+void compute_digits(const LinearArgs& a, const DigitScratch& ds) {
+  const int64_t k = a.k, gs = a.group_size, groups = k / gs;
+  for (int64_t i = 0; i < a.m; ++i) {
+    const float* x = a.x + i * k;
+    __m512 mx = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 16 <= k; j += 16) mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(x + j)));
+    if (j < k)
+      mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(
+                                 static_cast<__mmask16>((1u << (k - j)) - 1), x + j)));
+    const float amax = _mm512_reduce_max_ps(mx);  // finite: fold_exact holds for x
+    int e = 0;
+    if (amax > 0.0f) {
+      int exp2 = 0;
+      std::frexp(amax, &exp2);  // amax in [2^(exp2-1), 2^exp2)
+      e = exp2 - 7;             // amax / 2^e in [64, 128)
+      if (std::ldexp(amax, -e) > 127.0f) ++e;
+      if (e < -126) e = -126;  // S stays normal (its inverse too)
+    }
+    ds.scale[i] = std::ldexp(1.0f, e);
+    const __m512 inv = _mm512_set1_ps(std::ldexp(1.0f, -e)), radix = _mm512_set1_ps(128.0f);
+    int8_t* planes[kDigits];
+    for (int d = 0; d < kDigits; ++d) planes[d] = ds.plane(i, d);
+    for (j = 0; j < k; j += 16) {
+      const __mmask16 m = k - j >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                      : static_cast<__mmask16>((1u << (k - j)) - 1);
+      __m512 t = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + j), inv);
+      for (int d = 0; d < kDigits; ++d) {
+        const __m512 r = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_mask_storeu_epi8(planes[d] + j, m, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(r)));
+        t = _mm512_mul_ps(_mm512_sub_ps(t, r), radix);
+      }
+    }
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t k0 = g * gs, k1 = k0 + gs;
+      for (int d = 0; d < kDigits; ++d) {
+        __m512i acc = _mm512_setzero_si512();
+        for (int64_t kc = k0; kc < k1; kc += 64)
+          acc = _mm512_dpbusd_epi32(
+              acc, _mm512_set1_epi8(1),
+              _mm512_maskz_loadu_epi8(avx512_byte_mask(k1 - kc), planes[d] + kc));
+        ds.sums[(i * groups + g) * kDigits + d] = _mm512_reduce_add_epi32(acc);
+      }
+    }
+    if constexpr (kBcast<BITS>) {  // full blocks in the order the broadcast unpack yields
+      const Bcast64<BITS> B;
+      for (int64_t g = 0; g < groups; ++g)
+        for (int64_t kc = g * gs; kc + 64 <= (g + 1) * gs; kc += 64)
+          for (int d = 0; d < kDigits; ++d)
+            _mm512_storeu_si512(planes[d] + kc, _mm512_permutexvar_epi8(
+                                                    B.xperm, _mm512_loadu_si512(planes[d] + kc)));
+    }
+  }
+}
+
+/// acc[j] += codes[j] (u8) x digits dv (s8) for the 4 weight rows of a tile, as one asm
+/// statement with the accumulators as register operands: from the intrinsics GCC moved the 16
+/// accumulators to other registers every step and spilled one.
+inline __attribute__((always_inline)) void digit_dots4(__m512i dv, const __m512i (&c)[4],
+                                                       __m512i (&acc)[4]) {
+  __asm__(
+      "vpdpbusd %[dv], %[c0], %[a0]\n\t"
+      "vpdpbusd %[dv], %[c1], %[a1]\n\t"
+      "vpdpbusd %[dv], %[c2], %[a2]\n\t"
+      "vpdpbusd %[dv], %[c3], %[a3]\n\t"
+      : [a0] "+v"(acc[0]), [a1] "+v"(acc[1]), [a2] "+v"(acc[2]), [a3] "+v"(acc[3])
+      : [dv] "v"(dv), [c0] "v"(c[0]), [c1] "v"(c[1]), [c2] "v"(c[2]), [c3] "v"(c[3]));
+}
+
+/// acc[d][j] += codes[j] (u8) x digit d of x (s8) over one 64-code step; digits past `lanes`
+/// are not read. The digits unrolled by a fold over constant indices (keeps acc in registers).
+template <int NR, int... D>
+inline __attribute__((always_inline)) void digit_step(const int8_t* const (&dig)[kDigits],
+                                                      int64_t kc, __mmask64 lanes,
+                                                      const __m512i (&c)[NR],
+                                                      __m512i (&acc)[kDigits][NR],
+                                                      std::integer_sequence<int, D...>) {
+  if constexpr (NR == 4) {
+    (digit_dots4(_mm512_maskz_loadu_epi8(lanes, dig[D] + kc), c, acc[D]), ...);
+  } else {
+    ((acc[D][0] =
+          _mm512_dpbusd_epi32(acc[D][0], c[0], _mm512_maskz_loadu_epi8(lanes, dig[D] + kc))),
+     ...);
+  }
+}
+
+/// y[i] x [n0 .. n0 + NR) of the float kernel on x's digits: per group the exact int32 dots of
+/// the codes with each digit, the zero point folded in integers (dot - zero * digit sum), the
+/// four combined exactly in double and scaled by S, one rounding to float, then the float
+/// kernel's epilogue (out += s * value).
+template <int BITS, int NR>
+void digit_tile(const LinearArgs& a, const DigitScratch& ds, const Unpack64<BITS>& U,
+                const Bcast64<kBcast<BITS> ? BITS : 1>& B, int64_t i, int64_t n0) {
+  static_assert(NR == 4 || NR == 1, "4-row tiles and single-row tails");
+  const Tile<BITS, 1, NR, float> t(a.packed, a.x, a.k, a.group_size, i, n0);
+  const int64_t gs = t.gs, groups = t.groups;
+  const int8_t* const dig[kDigits] = {ds.plane(i, 0), ds.plane(i, 1), ds.plane(i, 2),
+                                      ds.plane(i, 3)};
+  const double sx = ds.scale[i];
+  GroupParams4 params;
+  __m128 out4 = _mm_setzero_ps();
+  const __mmask64 all = ~static_cast<__mmask64>(0);
+  for (int64_t g = 0; g < groups; ++g) {
+    __m512i acc[kDigits][NR];
+#pragma GCC unroll 4
+    for (int d = 0; d < kDigits; ++d)
+#pragma GCC unroll 4
+      for (int j = 0; j < NR; ++j) acc[d][j] = _mm512_setzero_si512();
+    int64_t kc = g * gs;
+    const int64_t end = kc + gs;
+    __m512i c[NR];
+    if constexpr (kBcast<BITS>) {
+      for (; kc + 64 <= end; kc += 64) {
+        t.codes_full(B, kc, c);
+        digit_step(dig, kc, all, c, acc, kDigitSeq{});
+      }
+    } else {
+      for (; kc + 64 <= end; kc += 64) {
+        t.codes_full(U, kc, c);
+        digit_step(dig, kc, all, c, acc, kDigitSeq{});
+      }
+    }
+    if (kc < end) {  // natural order for the tail (so are its digits)
+      t.codes_partial(U, kc, end - kc, c);
+      digit_step(dig, kc, avx512_byte_mask(end - kc), c, acc, kDigitSeq{});
+    }
+    const int32_t* dsum = ds.sums + (i * groups + g) * kDigits;
+    // Groups of at most kPairMaxGroup codes: digits paired in int32 lanes first (d0 * 128 + d1,
+    // d2 * 128 + d3: exact there and in their reduced sums), so two horizontal reductions and
+    // one double step instead of four; the value is the same exact number either way.
+    const bool pairs = gs <= kPairMaxGroup;
+    if constexpr (NR == 4) {
+      if (g % GroupParams4::kBlock == 0) params.load(a.scale_bits, a.zeros, n0, groups, g);
+      const int64_t off = GroupParams4::offset(g);
+      const __m128 s4 = _mm_load_ps(params.s + off);
+      const __m128i z4 = _mm_load_si128(reinterpret_cast<const __m128i*>(params.z + off));
+      auto folded = [&](__m128i dot, int32_t sum) {  // dot - zero * digit sum (exact)
+        return _mm256_cvtepi32_pd(_mm_sub_epi32(dot, _mm_mullo_epi32(z4, _mm_set1_epi32(sum))));
+      };
+      __m256d v;
+      if (pairs) {
+        __m512i p01[4], p23[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) {
+          p01[j] = _mm512_add_epi32(_mm512_slli_epi32(acc[0][j], 7), acc[1][j]);
+          p23[j] = _mm512_add_epi32(_mm512_slli_epi32(acc[2][j], 7), acc[3][j]);
+        }
+        const __m256d e01 =
+            folded(reduce4(p01[0], p01[1], p01[2], p01[3]), dsum[0] * 128 + dsum[1]);
+        const __m256d e23 =
+            folded(reduce4(p23[0], p23[1], p23[2], p23[3]), dsum[2] * 128 + dsum[3]);
+        v = _mm256_mul_pd(_mm256_fmadd_pd(e23, _mm256_set1_pd(1.0 / 16384.0), e01),
+                          _mm256_set1_pd(1.0 / 128.0));
+      } else {
+        v = _mm256_setzero_pd();
+        for (int d = kDigits - 1; d >= 0; --d)  // exact: 31-bit integers 7 bits apart
+          v = _mm256_fmadd_pd(v, _mm256_set1_pd(1.0 / 128.0),
+                              folded(reduce4(acc[d][0], acc[d][1], acc[d][2], acc[d][3]), dsum[d]));
+      }
+      out4 = _mm_fmadd_ps(s4, _mm256_cvtpd_ps(_mm256_mul_pd(v, _mm256_set1_pd(sx))), out4);
+    } else {
+      const int64_t wg = n0 * groups + g;
+      const int32_t z = a.zeros[wg];
+      double v = 0.0;
+      if (pairs) {
+        const __m512i p01 = _mm512_add_epi32(_mm512_slli_epi32(acc[0][0], 7), acc[1][0]);
+        const __m512i p23 = _mm512_add_epi32(_mm512_slli_epi32(acc[2][0], 7), acc[3][0]);
+        const double e01 = reduce1(p01) - z * (dsum[0] * 128 + dsum[1]);
+        const double e23 = reduce1(p23) - z * (dsum[2] * 128 + dsum[3]);
+        v = (e01 + e23 / 16384.0) / 128.0;
+      } else {
+        for (int d = kDigits - 1; d >= 0; --d) v = v / 128.0 + (reduce1(acc[d][0]) - z * dsum[d]);
+      }
+      const float s = half_to_float(a.scale_bits[wg]);
+      out4 = _mm_fmadd_ss(_mm_set_ss(s), _mm_set_ss(static_cast<float>(v * sx)), out4);
+    }
+  }
+  float* y = a.y + i * a.n_total + n0;
+  if constexpr (NR == 4) {
+    const __m128 b = a.bias ? _mm_loadu_ps(a.bias + n0) : _mm_setzero_ps();
+    _mm_storeu_ps(y, _mm_add_ps(out4, b));
+  } else {
+    y[0] = _mm_cvtss_f32(out4) + (a.bias ? a.bias[n0] : 0.0f);
+  }
+}
+
+/// Whether the float kernel runs on x's digits: few rows of x (each row re-reads the weight
+/// tile from L1 and unpacks it again) and int32-safe groups.
+inline bool use_digits(const LinearArgs& a) {
+  return a.m <= kDigitMaxRows && a.group_size <= kDigitMaxGroup;
+}
+
+template <int BITS>
+void digit_run(const LinearArgs& a) {
+  const DigitScratch ds = digit_scratch(a);
+  if (!a.prepared) compute_digits<BITS>(a, ds);  // later chunks: already in the scratch
+  const Unpack64<BITS> U;
+  const Bcast64<kBcast<BITS> ? BITS : 1> B;
+  int64_t n = a.n_begin;
+  for (; n + 4 <= a.n_end; n += 4)
+    for (int64_t i = 0; i < a.m; ++i) digit_tile<BITS, 4>(a, ds, U, B, i, n);
+  for (; n < a.n_end; ++n)
+    for (int64_t i = 0; i < a.m; ++i) digit_tile<BITS, 1>(a, ds, U, B, i, n);
+}
+
 // ---- tiling over rows of x and weight rows ----------------------------------------------------
 
 /// Weight rows per tile: independent row streams and accumulator chains enough to hide the
@@ -530,6 +780,7 @@ void i8_run(const LinearI8Args& a) {
 
 template <int BITS>
 void f32_run(const LinearArgs& a) {
+  if (use_digits(a)) return digit_run<BITS>(a);
   const Unpack64<BITS> U;
   __m512i widen[4];
   widen_indices(widen);
