@@ -110,14 +110,25 @@ void conv2d_i8_pack_input_avx2(const float* x, const Conv2dShape& s, const float
   const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
   const __m256i lane_ids = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   if (l.wp > kMaxRowPixels) return conv2d_i8_pack_input_portable(x, s, scale, u_begin, u_end, out);
-  alignas(32) int8_t row[kMaxRowPixels * 4 + 32];
-  std::memset(row, 0, static_cast<size_t>(l.wp * 4));  // the padding columns stay 0
+  // The padding columns stay 0; 64 more zero bytes let the stride-2 gather below read whole
+  // vectors past the last column it keeps.
+  alignas(32) int8_t row[kMaxRowPixels * 4 + 96];
+  std::memset(row, 0, static_cast<size_t>(l.wp * 4 + 64));
   for (int64_t u = u_begin; u < u_end; ++u) {
     const int64_t n = u / (s.groups * l.c4), g = (u / l.c4) % s.groups, b = u % l.c4;
     int8_t* dst = out + u * l.unit;
-    std::memset(dst, 0, static_cast<size_t>(l.unit));
     const float sx = scale[n];
-    if (!(sx > 0.0f)) continue;
+    if (!(sx > 0.0f)) {
+      std::memset(dst, 0, static_cast<size_t>(l.unit));
+      continue;
+    }
+    // Only the padding rows (and the rows a row phase holds past the padded image) need
+    // zeros: every input row is written below, each with its zero padding columns.
+    for (int64_t q = 0; q < l.copies; ++q)
+      for (int64_t y = 0; y < s.stride_h * l.hq; ++y)
+        if (y < s.pad_h || y >= s.pad_h + s.h_in)
+          std::memset(dst + conv_i8_row_offset(s, l, q, y - s.pad_h), 0,
+                      static_cast<size_t>(l.w * 4));
     const __m256 vs = _mm256_set1_ps(sx);
     const int64_t nc = cg - b * 4 < 4 ? cg - b * 4 : 4;
     const float* src[4];
@@ -166,8 +177,18 @@ void conv2d_i8_pack_input_avx2(const float* x, const Conv2dShape& s, const float
         if (l.one_copy) {
           std::memcpy(d, row, static_cast<size_t>(l.wp * 4));
         } else {
-          for (int64_t ox = 0; ox < l.wo; ++ox)
-            std::memcpy(d + ox * 4, from + ox * s.stride_w * 4, 4);
+          int64_t ox = 0;
+          if (s.stride_w == 2) {  // every other pixel: 8 per step from 16
+            for (; ox + 8 <= l.wo; ox += 8) {
+              const __m256 a = _mm256_loadu_ps(reinterpret_cast<const float*>(from + ox * 8));
+              const __m256 c = _mm256_loadu_ps(reinterpret_cast<const float*>(from + ox * 8 + 32));
+              const __m256 even = _mm256_shuffle_ps(a, c, 0x88);  // a0 a2 c0 c2 | a4 a6 c4 c6
+              _mm256_storeu_ps(
+                  reinterpret_cast<float*>(d + ox * 4),
+                  _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), 0xD8)));
+            }
+          }
+          for (; ox < l.wo; ++ox) std::memcpy(d + ox * 4, from + ox * s.stride_w * 4, 4);
         }
       }
     }
