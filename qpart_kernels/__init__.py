@@ -2,7 +2,7 @@
 drop-in modules :class:`QPartLinear` / :class:`QPartConv2d` built on them."""
 
 from . import ops
-from ._extension import extension_loaded, output_pool_free_bytes
+from ._extension import extension_loaded, output_pool_cap_bytes, output_pool_free_bytes
 from .nn import QPartConv2d, QPartLinear, fuse_epilogues, quantize_model
 from .ops import (
     QuantizedTensor,
@@ -26,6 +26,7 @@ __all__ = [
     "extension_loaded",
     "fuse_epilogues",
     "linear",
+    "output_pool_cap_bytes",
     "output_pool_free_bytes",
     "ops",
     "quantize_activation",

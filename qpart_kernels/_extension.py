@@ -51,3 +51,11 @@ def output_pool_free_bytes() -> int:
     if not load_extension():
         return 0
     return int(importlib.import_module("qpart_kernels._C")._output_pool_free_bytes())
+
+
+def output_pool_cap_bytes() -> int:
+    """The most freed bytes the output pool keeps: ``QPART_OUTPUT_POOL_MB`` MiB, by default a
+    sixteenth of the machine's memory within 256 MiB .. 1 GiB; 0 without the extension."""
+    if not load_extension():
+        return 0
+    return int(importlib.import_module("qpart_kernels._C")._output_pool_cap_bytes())

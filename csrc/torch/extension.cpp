@@ -3,7 +3,7 @@
 // controls of the kernel core (used by qpart_kernels.cpu_isa, tests and benchmarks):
 //   _cpu_isa() -> str, _set_cpu_isa(str) -> str (the previous ISA; raises ValueError for an
 //   unknown or unsupported name), _cpu_isas() -> tuple[str, ...] (supported, best first);
-// and, for tests, _output_pool_free_bytes() -> int (output_pool.h).
+// and _output_pool_free_bytes() / _output_pool_cap_bytes() -> int (output_pool.h).
 // The ISAs are the rows of the kernel core's ISA table (csrc/kernels/isa_table.h), iterated
 // here: nothing in this file names one.
 // pybind11 is deliberately avoided so the extension builds under the Python limited API.
@@ -70,6 +70,10 @@ PyObject* py_output_pool_free_bytes(PyObject*, PyObject*) {
   return PyLong_FromSize_t(::qpart::glue::output_pool_free_bytes());
 }
 
+PyObject* py_output_pool_cap_bytes(PyObject*, PyObject*) {
+  return PyLong_FromSize_t(::qpart::glue::output_pool_cap_bytes());
+}
+
 PyMethodDef kMethods[] = {
     {"_cpu_isa", py_cpu_isa, METH_NOARGS, "Name of the CPU ISA the kernels use now."},
     {"_set_cpu_isa", py_set_cpu_isa, METH_VARARGS,
@@ -77,6 +81,8 @@ PyMethodDef kMethods[] = {
     {"_cpu_isas", py_cpu_isas, METH_NOARGS, "Supported CPU ISAs, best first."},
     {"_output_pool_free_bytes", py_output_pool_free_bytes, METH_NOARGS,
      "Free bytes the CPU ops' output pool holds."},
+    {"_output_pool_cap_bytes", py_output_pool_cap_bytes, METH_NOARGS,
+     "The most free bytes the CPU ops' output pool keeps."},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace

@@ -6,7 +6,8 @@
 // every page (measured: a quarter of a ResNet-18 forward at batch 32 on two cores). This
 // allocator keeps the blocks of such tensors when they are freed and hands them out again for
 // the next tensor of a size within 1/8 above, up to QPART_OUTPUT_POOL_MB free bytes in all
-// (default 256; 0: off, plain at::empty). Only tensors of at least kPooledMinBytes use it.
+// (default: a sixteenth of the machine's memory within [256, 1024]; 0: off, plain at::empty). Only
+// tensors of at least kPooledMinBytes use it.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -26,6 +27,8 @@ at::Tensor pooled_empty(at::IntArrayRef sizes, const at::TensorOptions& options)
 
 /// Free bytes the pool holds now (for tests).
 size_t output_pool_free_bytes();
+/// The most free bytes the pool keeps (QPART_OUTPUT_POOL_MB or its default).
+size_t output_pool_cap_bytes();
 
 }  // namespace glue
 }  // namespace qpart

@@ -74,3 +74,32 @@ def test_pool_cap_from_the_environment(cap_mb, kept):
     assert out.returncode == 0, out.stderr
     free = int(out.stdout.strip().splitlines()[-1])
     assert (free >= 32 * 48 * 48 * 4 * 4) == kept, free
+
+
+@pytest.mark.parametrize("cap_mb", [None, "0", "300"])
+def test_pool_cap_default_follows_the_machine_memory(cap_mb):
+    """Without QPART_OUTPUT_POOL_MB the cap is a sixteenth of physical memory within
+    256 MiB .. 1 GiB; the variable overrides it."""
+    env = {k: v for k, v in os.environ.items() if k != "QPART_OUTPUT_POOL_MB"}
+    if cap_mb is not None:
+        env["QPART_OUTPUT_POOL_MB"] = cap_mb
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-P",
+            "-c",
+            "import qpart_kernels as qk; print(qk.output_pool_cap_bytes())",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    cap = int(out.stdout.strip().splitlines()[-1])
+    if cap_mb is not None:
+        assert cap == int(cap_mb) << 20
+        return
+    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    want_mb = min(max(int(ram / 16 / 2**20), 256), 1024)
+    assert cap == want_mb << 20
