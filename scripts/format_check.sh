@@ -43,7 +43,7 @@ FILES=(
   csrc/kernels/x86/conv2d_i8_avx2.cpp
   csrc/kernels/x86/conv2d_i8_avx512.cpp
   csrc/kernels/x86/conv2d_i8_depthwise_avx2.cpp
-  csrc/kernels/x86/conv2d_i8_store512.h
+  csrc/kernels/x86/conv2d_i8_zmm.h
   csrc/kernels/x86/conv2d_i8_x86_tile.h
   csrc/kernels/x86/linear_avx2.cpp
   csrc/kernels/x86/linear_avx512_gemm.cpp

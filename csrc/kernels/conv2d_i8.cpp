@@ -392,13 +392,13 @@ void conv2d_i8_items(const Conv2dI8Plan& plan, const Conv2dShape& s, const int8_
                                              ep);
   // The AVX-512 and AMX tiles apply the epilogue as they store; the others leave it to a pass
   // below.
-  const bool fused =
-      plan.direct && (plan.amx || detail::isa_kernels(plan.isa).conv_i8_tile_fuses_epilogue);
+  const detail::IsaKernels& row = detail::isa_kernels(plan.isa);
+  const bool fused = plan.direct && row.conv_i8_tile_fuses_epilogue;
   Conv2dI8Args args{&plan.tile_shape, input, panel, scale, packed, scale_bits, zeros, bias,
                     group_size,       bits,  y};
   args.ep = fused && ep.active() ? &ep : nullptr;
   args.zero_folded = conv2d_i8_zero_folded(plan, s, bits, zeros);
-  const detail::IsaEntryPoints& fn = detail::isa_kernels(plan.isa).fn;
+  const detail::IsaEntryPoints& fn = row.fn;
   const auto direct = plan.amx ? fn.conv2d_i8_amx_tile : fn.conv2d_i8_tile;
   const int64_t per_group = s.c_out / s.groups, ho = s.h_out();
   for (int64_t item = item_begin; item < item_end; ++item) {

@@ -24,8 +24,8 @@
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8")
 #include <immintrin.h>
 
-#include "conv2d_i8_store512.h"
 #include "conv2d_i8_x86_tile.h"
+#include "conv2d_i8_zmm.h"
 // GCC 12's _mm512_cvtepi32_ps starts from _mm512_undefined_ps(), which -Wmaybe-uninitialized
 // reports once inlined (a false positive: every lane is written).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -56,7 +56,7 @@ TileConfig tile_config(int64_t kr) {
 
 // The scalar kernel's epilogue for one channel o and 16 pixels: d = dot - zero * sum (the
 // zero-folded products as they are), a = 0 + float(d) * scale_w (the product rounded on its
-// own), then store16 (conv2d_i8_store512.h).
+// own), then store16 (conv2d_i8_zmm.h).
 void finish(const Conv2dI8Args& args, const Conv2dI8Tile& t, int64_t plane_floats, int64_t o,
             const int32_t* dot, __m512i act_sums, const Segments& sg) {
   // Zero-folded: the products already are sum x (code - zero), exactly dot - zero * sum.
@@ -195,14 +195,12 @@ void conv2d_i8_tile_amx(const Conv2dI8Args& args, const Conv2dI8Tile& t, void* s
   const ConvI8Layout l = conv_i8_layout(s);
   const ConvAmxGeometry g = conv_i8_amx_geometry(s);
   // Scratch: block offsets (activation sums), activation sums, B offsets, int32 products.
-  int64_t* off = static_cast<int64_t*>(scratch);
-  for (int64_t kb = 0; kb < l.kb; ++kb) off[kb] = conv_i8_block_offset(s, l, kb);
-  const int64_t j0 = t.oy0 * l.w, j_end = (t.oy1 - 1) * l.w + l.wo, jb0 = j0 * 4;
-  const int64_t nv = (j_end - j0 + kPx - 1) / kPx * kPx;
-  int32_t* act_sums = reinterpret_cast<int32_t*>(off + l.kb);
-  const uint8_t* act =
-      reinterpret_cast<const uint8_t*>(args.input) + (t.image * s.groups + t.group) * l.c4 * l.unit;
-  if (!args.zero_folded) activation_sums(act, off, l.kb, 1, jb0, nv, act_sums);
+  const TileCtx c = tile_ctx(args, t, l, scratch);  // one weight group (conv_i8_amx_applies)
+  const int64_t* off = c.off;
+  const int64_t j_end = c.j_end, jb0 = c.jb0, nv = c.nv;
+  int32_t* act_sums = c.sums;
+  const uint8_t* act = c.act;
+  if (!args.zero_folded) activation_sums512(act, off, l.kb, 1, jb0, nv, act_sums);
   int64_t* boff = reinterpret_cast<int64_t*>(act_sums + nv);
   for (int64_t tap = 0; tap < g.taps; ++tap)
     for (int64_t ch = 0; ch < g.chunks; ++ch)

@@ -12,13 +12,12 @@
 // The int32 group sums are exact, the zero-point correction (activation sums) and float
 // epilogue are the scalar kernel's operation for operation (products kept apart from FMA
 // contraction), so the output is bit-identical to it. The residual add and ReLU are applied
-// as the tile stores (conv2d_i8_store512.h), so conv2d_i8_items runs no pass after it.
+// as the tile stores (conv2d_i8_zmm.h), so conv2d_i8_items runs no pass after it.
 #if defined(__x86_64__)
 
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
-#include <utility>
 
 #include "../conv2d_i8_impl.h"
 
@@ -26,8 +25,8 @@
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
 #include <immintrin.h>
 
-#include "conv2d_i8_store512.h"
 #include "conv2d_i8_x86_tile.h"
+#include "conv2d_i8_zmm.h"
 // GCC 12's _mm512_cvtepi32_ps starts from _mm512_undefined_ps(), which -Wmaybe-uninitialized
 // reports once inlined (a false positive: every lane is written).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -164,73 +163,6 @@ inline __attribute__((always_inline)) void step4(const uint8_t* x, const uint8_t
   }
 }
 
-// One channel of a tile narrower than 4 x 4 (channel or pixel tails): acc[v] += dpbusd(the
-// channel's 4 codes at w + wo, x[v]), as one asm statement per channel: with the intrinsics GCC
-// moved these tiles' accumulators to other registers every block.
-template <int NB>
-inline __attribute__((always_inline)) void channel_step(const uint8_t* w, int64_t wo,
-                                                        const __m512i (&x)[NB],
-                                                        __m512i (&acc)[NB]) {
-  __m512i wv;
-  if constexpr (NB == 4) {
-    __asm__(
-        "vpbroadcastd (%[w],%[wo]), %[wv]\n\t"
-        "vpdpbusd %[x0], %[wv], %[a0]\n\t"
-        "vpdpbusd %[x1], %[wv], %[a1]\n\t"
-        "vpdpbusd %[x2], %[wv], %[a2]\n\t"
-        "vpdpbusd %[x3], %[wv], %[a3]\n\t"
-        : [a0] "+v"(acc[0]), [a1] "+v"(acc[1]), [a2] "+v"(acc[2]), [a3] "+v"(acc[3]), [wv] "=&v"(wv)
-        : [x0] "v"(x[0]), [x1] "v"(x[1]), [x2] "v"(x[2]), [x3] "v"(x[3]), [w] "r"(w), [wo] "r"(wo));
-  } else if constexpr (NB == 3) {
-    __asm__(
-        "vpbroadcastd (%[w],%[wo]), %[wv]\n\t"
-        "vpdpbusd %[x0], %[wv], %[a0]\n\t"
-        "vpdpbusd %[x1], %[wv], %[a1]\n\t"
-        "vpdpbusd %[x2], %[wv], %[a2]\n\t"
-        : [a0] "+v"(acc[0]), [a1] "+v"(acc[1]), [a2] "+v"(acc[2]), [wv] "=&v"(wv)
-        : [x0] "v"(x[0]), [x1] "v"(x[1]), [x2] "v"(x[2]), [w] "r"(w), [wo] "r"(wo));
-  } else if constexpr (NB == 2) {
-    __asm__(
-        "vpbroadcastd (%[w],%[wo]), %[wv]\n\t"
-        "vpdpbusd %[x0], %[wv], %[a0]\n\t"
-        "vpdpbusd %[x1], %[wv], %[a1]\n\t"
-        : [a0] "+v"(acc[0]), [a1] "+v"(acc[1]), [wv] "=&v"(wv)
-        : [x0] "v"(x[0]), [x1] "v"(x[1]), [w] "r"(w), [wo] "r"(wo));
-  } else {
-    static_assert(NB == 1, "1..4 vectors");
-    __asm__(
-        "vpbroadcastd (%[w],%[wo]), %[wv]\n\t"
-        "vpdpbusd %[x0], %[wv], %[a0]\n\t"
-        : [a0] "+v"(acc[0]), [wv] "=&v"(wv)
-        : [x0] "v"(x[0]), [w] "r"(w), [wo] "r"(wo));
-  }
-}
-
-// channel_step for channels 0..MR-1, and the stores of the accumulators: folds over constant
-// indices, so that every accumulator stays a register (with loops over i and v GCC kept them
-// in memory, storing all of them after every block).
-template <int MR, int NB, int... I>
-inline __attribute__((always_inline)) void channel_steps(const uint8_t* const* w, int64_t wo,
-                                                         const __m512i (&x)[NB],
-                                                         __m512i (&acc)[MR][NB],
-                                                         std::integer_sequence<int, I...>) {
-  (channel_step<NB>(w[I], wo, x, acc[I]), ...);
-}
-
-template <int NB, int... V>
-inline __attribute__((always_inline)) void store_row(const __m512i (&acc)[NB],
-                                                     int32_t (&dots)[NB][16],
-                                                     std::integer_sequence<int, V...>) {
-  (_mm512_store_si512(dots[V], acc[V]), ...);
-}
-
-template <int MR, int NB, int... I>
-inline __attribute__((always_inline)) void store_dots(const __m512i (&acc)[MR][NB],
-                                                      int32_t (&dots)[MR][NB][16],
-                                                      std::integer_sequence<int, I...>) {
-  (store_row<NB>(acc[I], dots[I], std::make_integer_sequence<int, NB>{}), ...);
-}
-
 // The exact int32 dots of weight blocks [kb0, kend) (one weight group) for MR channels x NB
 // pixel vectors, stored to `dots`.
 template <int MR, int NB>
@@ -242,46 +174,19 @@ inline __attribute__((always_inline)) void group_dots(const uint8_t* x_base, con
     for (int v = 0; v < NB; ++v) acc[i][v] = _mm512_setzero_si512();
   if constexpr (MR == 4) {
     for (int64_t kb = kb0; kb < kend; ++kb) step4<NB>(x_base + off[kb], w, kb * 4, acc);
-  } else {
+  } else {  // channel tails (fewer than 4 channels left in a tile): rare, plain intrinsics
     for (int64_t kb = kb0; kb < kend; ++kb) {
       const uint8_t* x = x_base + off[kb];
       __m512i xv[NB];
-#pragma GCC unroll 4
       for (int v = 0; v < NB; ++v) xv[v] = _mm512_loadu_si512(x + 64 * v);
-      channel_steps(w, kb * 4, xv, acc, std::make_integer_sequence<int, MR>{});
-    }
-  }
-  store_dots(acc, dots, std::make_integer_sequence<int, MR>{});
-}
-
-// The activation sums of every weight group over the tile's pixels, sums[g * nv + p]: one
-// vpdpbusd with a vector of ones per 16 pixels and block (the AVX2 version needs four
-// instructions for it), four pixel vectors at a time for independent accumulator chains.
-void activation_sums512(const uint8_t* act, const int64_t* off, int64_t kb_per_g, int64_t groups,
-                        int64_t jb0, int64_t nv, int32_t* sums) {
-  const __m512i ones = _mm512_set1_epi8(1);
-  for (int64_t g = 0; g < groups; ++g) {
-    const int64_t kb0 = g * kb_per_g, kend = kb0 + kb_per_g;
-    for (int64_t p = 0; p < nv; p += 16 * kVecs) {
-      const int nb = static_cast<int>(std::min<int64_t>(kVecs, (nv - p) / 16));
-      __m512i acc[kVecs] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
-                            _mm512_setzero_si512()};
-      const uint8_t* base = act + jb0 + p * 4;
-      if (nb == kVecs) {
-        for (int64_t kb = kb0; kb < kend; ++kb) {
-          const uint8_t* x = base + off[kb];
-#pragma GCC unroll 4
-          for (int v = 0; v < kVecs; ++v)
-            acc[v] = _mm512_dpbusd_epi32(acc[v], ones, _mm512_loadu_si512(x + 64 * v));
-        }
-      } else {
-        for (int64_t kb = kb0; kb < kend; ++kb)
-          for (int v = 0; v < nb; ++v)
-            acc[v] = _mm512_dpbusd_epi32(acc[v], ones, _mm512_loadu_si512(base + off[kb] + 64 * v));
+      for (int i = 0; i < MR; ++i) {
+        const __m512i wv = _mm512_set1_epi32(load_u32(w[i] + kb * 4));
+        for (int v = 0; v < NB; ++v) acc[i][v] = _mm512_dpbusd_epi32(acc[i][v], wv, xv[v]);
       }
-      for (int v = 0; v < nb; ++v) _mm512_storeu_si512(sums + g * nv + p + 16 * v, acc[v]);
     }
   }
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < NB; ++v) _mm512_store_si512(dots[i][v], acc[i][v]);
 }
 
 // MR output channels x NB * 16 pixels [p, p + 16 NB) of the tile: the float accumulators `out`
@@ -350,22 +255,10 @@ void channels(const Conv2dI8Args& args, const Conv2dI8Tile& t, const TileCtx& c,
 }  // namespace
 
 void conv2d_i8_tile_avx512(const Conv2dI8Args& args, const Conv2dI8Tile& t, void* scratch) {
-  const Conv2dShape& s = *args.s;
-  const ConvI8Layout l = conv_i8_layout(s);
-  TileCtx c;
-  c.act =
-      reinterpret_cast<const uint8_t*>(args.input) + (t.image * s.groups + t.group) * l.c4 * l.unit;
-  int64_t* off = static_cast<int64_t*>(scratch);
-  for (int64_t kb = 0; kb < l.kb; ++kb) off[kb] = conv_i8_block_offset(s, l, kb);
-  c.off = off;
-  c.groups = s.k() / args.group_size;
-  c.kb_per_g = c.groups == 1 ? l.kb : args.group_size / 4;
-  const int64_t j0 = t.oy0 * l.w, j_end = (t.oy1 - 1) * l.w + l.wo;
-  c.jb0 = j0 * 4;
-  c.nv = (j_end - j0 + kPx - 1) / kPx * kPx;
-  int32_t* sums = reinterpret_cast<int32_t*>(off + l.kb);
-  activation_sums512(c.act, off, c.kb_per_g, c.groups, c.jb0, c.nv, sums);
-  c.sums = sums;
+  const ConvI8Layout l = conv_i8_layout(*args.s);
+  const TileCtx c = tile_ctx(args, t, l, scratch);
+  const int64_t j_end = c.j_end;
+  activation_sums512(c.act, c.off, c.kb_per_g, c.groups, c.jb0, c.nv, c.sums);
   int64_t o = t.co0;
   const int64_t o_end = t.co0 + t.co_n;
   for (; o + 4 <= o_end; o += 4) channels<4>(args, t, c, l, o, j_end);

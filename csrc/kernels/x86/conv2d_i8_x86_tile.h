@@ -1,5 +1,5 @@
 // Internal: the AVX2 direct integer conv2d tile (conv2d_i8_impl.h; x86/conv2d_i8_avx2.cpp) and
-// the pieces the AVX-512 and AMX tiles share with it (kPx, load_u32, activation_sums, TileCtx).
+// the pieces the AVX-512 and AMX tiles share with it (kPx, load_u32, TileCtx, tile_ctx).
 // Include after the file's `#pragma GCC target(...)` and <immintrin.h>; internal linkage, so
 // each ISA file gets its own copy.
 //
@@ -104,11 +104,33 @@ void activation_sums(const uint8_t* act, const int64_t* off, int64_t kb_per_g, i
 }
 
 struct TileCtx {
-  const uint8_t* act;   // this (image, group)'s units
-  const int64_t* off;   // byte offset of each 4-code block
-  const int32_t* sums;  // activation sums [group][nv]
+  const uint8_t* act;  // this (image, group)'s units
+  const int64_t* off;  // byte offset of each 4-code block
+  int32_t* sums;       // activation sums [group][nv] (scratch after `off`; the tile fills it)
   int64_t kb_per_g, groups, nv, jb0;
+  int64_t j_end;  // pixel index past the tile's last output pixel
 };
+
+// A direct tile's context: its image-group's units, the block offsets (written to `scratch`),
+// its pixel range rounded up to whole 16-pixel vectors, and where its activation sums go.
+inline TileCtx tile_ctx(const Conv2dI8Args& args, const Conv2dI8Tile& t, const ConvI8Layout& l,
+                        void* scratch) {
+  const Conv2dShape& s = *args.s;
+  TileCtx c;
+  c.act =
+      reinterpret_cast<const uint8_t*>(args.input) + (t.image * s.groups + t.group) * l.c4 * l.unit;
+  int64_t* off = static_cast<int64_t*>(scratch);
+  for (int64_t kb = 0; kb < l.kb; ++kb) off[kb] = conv_i8_block_offset(s, l, kb);
+  c.off = off;
+  c.groups = s.k() / args.group_size;
+  c.kb_per_g = c.groups == 1 ? l.kb : args.group_size / 4;
+  const int64_t j0 = t.oy0 * l.w;
+  c.j_end = (t.oy1 - 1) * l.w + l.wo;
+  c.jb0 = j0 * 4;
+  c.nv = (c.j_end - j0 + kPx - 1) / kPx * kPx;
+  c.sums = reinterpret_cast<int32_t*>(off + l.kb);
+  return c;
+}
 
 // MR output channels x 16 pixels [p, p + 16) of the tile: the float accumulators `a`
 // (before the image scale) of the scalar kernel's epilogue.
@@ -243,23 +265,10 @@ void channels(const Conv2dI8Args& args, const Conv2dI8Tile& t, const TileCtx& c,
 
 template <int BITS>
 void tile(const Conv2dI8Args& args, const Conv2dI8Tile& t, void* scratch) {
-  const Conv2dShape& s = *args.s;
-  const ConvI8Layout l = conv_i8_layout(s);
-  const int64_t groups = s.k() / args.group_size;
-  TileCtx c;
-  c.act =
-      reinterpret_cast<const uint8_t*>(args.input) + (t.image * s.groups + t.group) * l.c4 * l.unit;
-  int64_t* off = static_cast<int64_t*>(scratch);
-  for (int64_t kb = 0; kb < l.kb; ++kb) off[kb] = conv_i8_block_offset(s, l, kb);
-  c.off = off;
-  c.groups = groups;
-  c.kb_per_g = groups == 1 ? l.kb : args.group_size / 4;
-  const int64_t j0 = t.oy0 * l.w, j_end = (t.oy1 - 1) * l.w + l.wo;
-  c.jb0 = j0 * 4;
-  c.nv = (j_end - j0 + kPx - 1) / kPx * kPx;
-  int32_t* sums = reinterpret_cast<int32_t*>(off + l.kb);
-  activation_sums(c.act, off, c.kb_per_g, groups, c.jb0, c.nv, sums);
-  c.sums = sums;
+  const ConvI8Layout l = conv_i8_layout(*args.s);
+  const TileCtx c = tile_ctx(args, t, l, scratch);
+  const int64_t j_end = c.j_end;
+  activation_sums(c.act, c.off, c.kb_per_g, c.groups, c.jb0, c.nv, c.sums);
   int64_t o = t.co0;
   const int64_t o_end = t.co0 + t.co_n;
   for (; o + kMr <= o_end; o += kMr) channels<BITS, kMr>(args, t, c, l, o, j_end);

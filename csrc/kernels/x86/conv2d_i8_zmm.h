@@ -1,8 +1,10 @@
-// Internal: how the AVX-512 integer conv tiles (x86/conv2d_i8_avx512.cpp, x86/conv2d_i8_amx.cpp)
-// store 16 output pixels of one channel: the scalar kernel's last steps (y = a * scale_x + bias,
-// the product rounded on its own), conv2d_epilogue's residual add and ReLU, and one masked store
-// per output row the pixels touch. Include after the file's `#pragma GCC target(...)` (AVX-512
-// F) and <immintrin.h>; internal linkage, so each ISA file gets its own copy.
+// Internal: pieces the AVX-512 integer conv tiles (x86/conv2d_i8_avx512.cpp,
+// x86/conv2d_i8_amx.cpp) share. How they store 16 output pixels of one channel: the scalar
+// kernel's last steps (y = a * scale_x + bias, the product rounded on its own),
+// conv2d_epilogue's residual add and ReLU, and one masked store per output row the pixels
+// touch; and the activation sums of the zero-point correction. Include after the file's
+// `#pragma GCC target(...)` (AVX-512 F/BW/VNNI) and <immintrin.h>; internal linkage, so each
+// ISA file gets its own copy.
 #pragma once
 
 #include <algorithm>
@@ -70,6 +72,39 @@ inline void store16(const Conv2dI8Args& args, const Conv2dI8Tile& t, int64_t pla
       v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(sg.mask[i], ep->residual + base + sg.off[i]));
     if (ep->relu) v = _mm512_max_ps(_mm512_setzero_ps(), v);
     _mm512_mask_storeu_ps(plane + sg.off[i], sg.mask[i], v);
+  }
+}
+
+/// Pixel vectors summed at once by activation_sums512.
+constexpr int kSumVecs = 4;
+
+// The activation sums of every weight group over the tile's pixels, sums[g * nv + p]: one
+// vpdpbusd with a vector of ones per 16 pixels and block (the AVX2 version needs four
+// instructions for it), four pixel vectors at a time for independent accumulator chains.
+inline void activation_sums512(const uint8_t* act, const int64_t* off, int64_t kb_per_g,
+                               int64_t groups, int64_t jb0, int64_t nv, int32_t* sums) {
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t kb0 = g * kb_per_g, kend = kb0 + kb_per_g;
+    for (int64_t p = 0; p < nv; p += 16 * kSumVecs) {
+      const int nb = static_cast<int>(std::min<int64_t>(kSumVecs, (nv - p) / 16));
+      __m512i acc[kSumVecs] = {_mm512_setzero_si512(), _mm512_setzero_si512(),
+                               _mm512_setzero_si512(), _mm512_setzero_si512()};
+      const uint8_t* base = act + jb0 + p * 4;
+      if (nb == kSumVecs) {
+        for (int64_t kb = kb0; kb < kend; ++kb) {
+          const uint8_t* x = base + off[kb];
+#pragma GCC unroll 4
+          for (int v = 0; v < kSumVecs; ++v)
+            acc[v] = _mm512_dpbusd_epi32(acc[v], ones, _mm512_loadu_si512(x + 64 * v));
+        }
+      } else {
+        for (int64_t kb = kb0; kb < kend; ++kb)
+          for (int v = 0; v < nb; ++v)
+            acc[v] = _mm512_dpbusd_epi32(acc[v], ones, _mm512_loadu_si512(base + off[kb] + 64 * v));
+      }
+      for (int v = 0; v < nb; ++v) _mm512_storeu_si512(sums + g * nv + p + 16 * v, acc[v]);
+    }
   }
 }
 
