@@ -17,7 +17,10 @@ blocks with BatchNorm, trained on the digits, from the QPART cache) and an
 
 Both QPART variants run the graph the device runtime runs: ``qpart_kernels.fuse_epilogues``
 (ReLU and residual add fused into the convolutions, max pool on strided slices); with
-``--unfused`` the integer path is also timed without it (``qpart-i8-unfused``).
+``--unfused`` the integer path is also timed without it (``qpart-i8-unfused``). ``--switch
+NAME`` (repeatable) also times the integer path with the kernel switch ``NAME=0`` set during
+its forwards (``qpart-i8 NAME=0``, e.g. ``QPART_CONV_I8_LANES``: the pixel tile instead of
+the lanes tile), in the same interleaved rounds.
 
 Timing: interleaved rounds (every variant once per round, in turn), wall clock, ``--threads``
 torch threads; each figure is the min and median over rounds, and the ratios are paired per
@@ -37,6 +40,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import sys
 import time
@@ -115,6 +119,25 @@ def qpart_model(
         act_int8=act_int8,
     ).eval()
     return qpart_kernels.fuse_epilogues(quantized) if fuse else quantized
+
+
+class WithSwitchOff(nn.Module):
+    """``model`` run with the environment variable ``name`` set to 0 during each forward."""
+
+    def __init__(self, model: nn.Module, name: str) -> None:
+        super().__init__()
+        self.model, self.name = model, name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        before = os.environ.get(self.name)
+        os.environ[self.name] = "0"
+        try:
+            return self.model(x)
+        finally:
+            if before is None:
+                del os.environ[self.name]
+            else:
+                os.environ[self.name] = before
 
 
 def agreement(model: nn.Module, ref: torch.Tensor, x: torch.Tensor) -> float:
@@ -199,6 +222,12 @@ def main() -> None:
         "--unfused", action="store_true", help="also time the integer path without the rewrite"
     )
     ap.add_argument(
+        "--switch",
+        action="append",
+        default=[],
+        help="also time the integer path with this kernel switch set to 0 (repeatable)",
+    )
+    ap.add_argument(
         "--per-layer", action="store_true", help="also time every module inside the networks"
     )
     args = ap.parse_args()
@@ -225,6 +254,8 @@ def main() -> None:
             variants["qpart-i8-unfused"] = qpart_model(
                 model, calib[:2], args.bits, True, args.group_size, fuse=False
             )
+        for switch in args.switch:
+            variants[f"qpart-i8 {switch}=0"] = WithSwitchOff(variants["qpart-i8"], switch)
         agree = {k: agreement(m, ref, held) for k, m in variants.items()}
         for batch in (int(b) for b in args.batches.split(",")):
             x = held[:batch] if held.shape[0] >= batch else held.repeat(batch, 1, 1, 1)[:batch]

@@ -8,6 +8,8 @@ ResNet-18's 3x3 convolutions at batch 1 (224x224 input), wall-clock time with tw
   quantized engine (FBGEMM kernels; ``fbgemm`` where ``x86`` is missing), per-channel qint8
   weights, calibrated scales, *including* ``quantize_per_tensor`` of the float input and
   ``dequantize`` of the output (what a float model pays around one such layer);
+* ``int8 core``: the same conv alone on a quantized input, int8 in and int8 out (what each
+  conv of a PyTorch FX int8 network costs; QPART's layers still take and give floats);
 * ``qpart i8``: ``qpart_kernels.conv2d(..., int8_activations=True)`` at each width
   (per-channel packed weights; float in, float out, the image quantized inside);
 * ``qpart f32``: the float-activation packed conv at the same width, for reference.
@@ -26,7 +28,9 @@ which other jobs on a shared machine disturb much less than wall-clock time.
 from __future__ import annotations
 
 import argparse
+import pathlib
 import statistics
+import sys
 import time
 import warnings
 
@@ -35,6 +39,9 @@ import torch.nn.functional as F
 
 import qpart_kernels as qk
 from qpart_kernels import cpu_isa
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import vnni_peak  # noqa: E402
 
 # (name, c_in, c_out, stride, input H=W): every 3x3 conv shape of ResNet-18 on 224x224
 LAYERS = [
@@ -55,8 +62,9 @@ def quantized_engine() -> str:
 
 
 def pytorch_int8(w: torch.Tensor, x: torch.Tensor, stride: int, groups: int = 1):
-    """A calibrated static int8 conv (3x3, padding 1, ``groups``) with its input quantize
-    and output dequantize."""
+    """A calibrated static int8 conv (3x3, padding 1, ``groups``): with its input quantize
+    and output dequantize, and alone on a quantized input (int8 in, int8 out: what one conv
+    of a PyTorch FX int8 network costs)."""
     import torch.ao.nn.quantized as nnq
 
     cout, cin = w.shape[0], w.shape[1] * groups
@@ -72,7 +80,12 @@ def pytorch_int8(w: torch.Tensor, x: torch.Tensor, stride: int, groups: int = 1)
     def run() -> torch.Tensor:
         return conv(torch.quantize_per_tensor(x, x_scale, 128, torch.quint8)).dequantize()
 
-    return run
+    xq = torch.quantize_per_tensor(x, x_scale, 128, torch.quint8)
+
+    def run_core() -> torch.Tensor:
+        return conv(xq)
+
+    return run, run_core
 
 
 def layer_cases(layer, bits_list, group_size=None):
@@ -82,7 +95,8 @@ def layer_cases(layer, bits_list, group_size=None):
     torch.manual_seed(0)
     w = torch.randn(cout, cin, 3, 3) / (cin * 9) ** 0.5
     x = torch.randn(1, cin, hw, hw)
-    cases = {"fp32": lambda: F.conv2d(x, w, None, stride, 1), "int8 pt": pytorch_int8(w, x, stride)}
+    pt, pt_core = pytorch_int8(w, x, stride)
+    cases = {"fp32": lambda: F.conv2d(x, w, None, stride, 1), "int8 pt": pt, "int8 core": pt_core}
     for bits in bits_list:
         q = qk.quantize_weight(w.reshape(cout, -1), bits, None)
         cases[f"qpart i8 {bits}b"] = lambda q=q, bits=bits: qk.conv2d(
@@ -97,6 +111,11 @@ def layer_cases(layer, bits_list, group_size=None):
                 x, *q, bits, w.shape, None, stride, 1, int8_activations=True
             )
     return cases
+
+
+def rate_cell(rate: float, peak: float | None) -> str:
+    """G products per second, with its share of the vpdpbusd peak where that was measured."""
+    return f"{rate / 1e9:.0f}" + (f" ({100 * rate / peak:.0f} %)" if peak else "")
 
 
 def time_rounds(cases: dict, rounds: int, clock=time.perf_counter) -> dict[str, list[float]]:
@@ -139,6 +158,12 @@ def main() -> None:
         f"CPU ISA {cpu_isa.get_cpu_isa()}, PyTorch {torch.__version__} quantized engine "
         f"{torch.backends.quantized.engine}\n"
     )
+    peak = vnni_peak.products_per_second() if args.clock == "wall" else None
+    if peak is not None:
+        print(
+            f"vpdpbusd peak (vnni_peak.c, one thread): {peak / 1e9:.0f} G products/s; "
+            "rates below are products per second per thread and their % of it\n"
+        )
     # A discarded pass over every layer first: on an AMX Xeon VM the first layer timed in a
     # process ran PyTorch's fp32 and int8 convs ~2x slower for all its rounds (0.56 against
     # 0.26 ms for int8, the same layer timed again later), which inflated its ratio.
@@ -147,9 +172,10 @@ def main() -> None:
     for bits in args.bits:
         print(
             f"| layer | fp32 ms | int8 pt ms | qpart i8 {bits}b ms | qpart f32 {bits}b ms | "
-            "int8 pt / qpart i8 (min, median of paired rounds) |"
+            "int8 pt / qpart i8 (min, median of paired rounds) | int8 core ms | "
+            "int8 core / qpart i8 (median) | GMAC/s per thread: int8 core, qpart i8 |"
         )
-        print("|---|---:|---:|---:|---:|---:|")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         grouped_rows = []
         for layer in LAYERS:
             cases = layer_cases(layer, [bits], args.group_size)
@@ -167,8 +193,15 @@ def main() -> None:
                 f"{min(t[n]) * 1e3:.3f}"
                 for n in ("fp32", "int8 pt", f"qpart i8 {bits}b", f"qpart f32 {bits}b")
             )
+            core = [a / b for a, b in zip(t["int8 core"], mine)]
+            macs = layer[2] * layer[1] * 9 * (layer[4] // layer[3]) ** 2
+            rates = ", ".join(
+                rate_cell(macs / min(t[n]) / args.threads, peak)
+                for n in ("int8 core", f"qpart i8 {bits}b")
+            )
             print(
-                f"| {layer[0]} | {cells} | {min(ratios):.2f}, {statistics.median(ratios):.2f} |",
+                f"| {layer[0]} | {cells} | {min(ratios):.2f}, {statistics.median(ratios):.2f} | "
+                f"{min(t['int8 core']) * 1e3:.3f} | {statistics.median(core):.2f} | {rates} |",
                 flush=True,
             )
         if grouped_rows:

@@ -42,6 +42,7 @@ FILES=(
   csrc/kernels/x86/conv2d_i8_amx.cpp
   csrc/kernels/x86/conv2d_i8_avx2.cpp
   csrc/kernels/x86/conv2d_i8_avx512.cpp
+  csrc/kernels/x86/conv2d_i8_lanes_avx512.cpp
   csrc/kernels/x86/conv2d_i8_depthwise_avx2.cpp
   csrc/kernels/x86/conv2d_i8_zmm.h
   csrc/kernels/x86/conv2d_i8_x86_tile.h

@@ -7,6 +7,7 @@
 // Direct kernels read the direct layout and the unpacked weight panel of conv2d_i8_impl.h.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -31,6 +32,18 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 constexpr int64_t kActBudget = 384 * 1024;
 // Output channels per tile at most.
 constexpr int64_t kCoBlock = 128;
+// Where the lanes tile runs (measured on Zen 4, docs/OPS.md): output planes up to 32 x 32
+// (at 56 x 56 the pixel tile's vectors are full and it was 3 % faster) and at least 128 codes
+// per output (it stores 16 outputs with one scatter: at 64 codes, a 1x1 conv over 64
+// channels, it was 20 % slower).
+constexpr int64_t kLanesMaxPlane = 32 * 32;
+constexpr int64_t kLanesMinCodes = 128;
+
+// QPART_CONV_I8_LANES=0 (read at every plan) sends the lanes tile's convs to the pixel tile.
+bool lanes_enabled() {
+  const char* env = std::getenv("QPART_CONV_I8_LANES");
+  return env == nullptr || std::strcmp(env, "0") != 0;
+}
 
 // The linear_i8 element quantizer: |x / s| <= 127.00001, so the magic-number rounding is exact
 // round-half-to-even of the true quotient (as _mm256_round_ps of _mm256_div_ps).
@@ -139,6 +152,15 @@ Conv2dShape patch_matrix_shape(const Conv2dShape& s) {
 
 }  // namespace
 
+namespace detail {
+
+bool conv_i8_lanes_applies(const Conv2dShape& s, int64_t group_size) {
+  return s.groups == 1 && s.c_out % 16 == 0 && direct_layout_fits(s, group_size) &&
+         s.h_out() * s.w_out() <= kLanesMaxPlane && s.k() >= kLanesMinCodes;
+}
+
+}  // namespace detail
+
 Status int8_scale(CpuIsa isa, const float* x, int64_t n, float* scale) {
   const auto absmax = detail::isa_kernels(isa).fn.absmax_f32;
   float amax = 0.0f;
@@ -176,6 +198,8 @@ Conv2dI8Plan conv2d_i8_plan(const Conv2dShape& s, int64_t group_size, CpuIsa isa
   p.im2col = p.direct && (!fits || amx_patches);
   p.tile_shape = p.im2col ? patch_matrix_shape(s) : s;
   p.amx = p.direct && amx_row && detail::conv_i8_amx_applies(p.tile_shape, group_size);
+  p.lanes = p.direct && !p.im2col && !p.amx && row.fn.conv2d_i8_lanes_tile != nullptr &&
+            detail::conv_i8_lanes_applies(s, group_size) && lanes_enabled();
   p.input_units = s.batch * s.groups * c4;
   threads = std::max(threads, 1);
   if (p.im2col) {  // split the rows too, so that a batch-1 stem (one unit) packs on all threads
@@ -196,7 +220,9 @@ Conv2dI8Plan conv2d_i8_plan(const Conv2dShape& s, int64_t group_size, CpuIsa isa
     // Enough items for the threads: halve the channel blocks, then the row blocks. Channel
     // blocks stay multiples of the register tile's channels: 4, or 32 (two tiles of 16, the
     // unit of its weight panel) for AMX.
-    const int64_t step = p.amx ? 32 : detail::kConvI8Mr, smallest = p.amx ? 32 : 2 * step;
+    // 16 (one vector of channels) for the lanes tile.
+    const int64_t step = p.amx ? 32 : (p.lanes ? 16 : detail::kConvI8Mr);
+    const int64_t smallest = p.amx ? 32 : (p.lanes ? 16 : 2 * step);
     while (items(co_block, rows) < 2 * threads && co_block >= 2 * smallest)
       co_block = ceil_div(ceil_div(co_block, 2), step) * step;
     while (items(co_block, rows) < 2 * threads && rows > 1) rows = ceil_div(rows, 2);
@@ -254,6 +280,9 @@ void conv2d_i8_pack_weights(const Conv2dI8Plan& plan, const Conv2dShape& s, cons
   if (plan.depthwise) return;  // no panel: the depthwise tiles read the packed codes
   if (!plan.direct) return;
   const Conv2dShape& ts = plan.tile_shape;  // the panel follows the tiles' shape (patch matrix)
+  if (plan.lanes)
+    return detail::isa_kernels(plan.isa).fn.conv2d_i8_lanes_pack_weights(ts, packed, bits, co_begin,
+                                                                         co_end, panel);
   if (plan.amx) {
     const uint8_t* fold = conv2d_i8_zero_folded(plan, s, bits, zeros) ? zeros : nullptr;
     return detail::isa_kernels(plan.isa).fn.conv2d_i8_amx_pack_weights(ts, packed, bits, fold,
@@ -399,7 +428,8 @@ void conv2d_i8_items(const Conv2dI8Plan& plan, const Conv2dShape& s, const int8_
   args.ep = fused && ep.active() ? &ep : nullptr;
   args.zero_folded = conv2d_i8_zero_folded(plan, s, bits, zeros);
   const detail::IsaEntryPoints& fn = row.fn;
-  const auto direct = plan.amx ? fn.conv2d_i8_amx_tile : fn.conv2d_i8_tile;
+  const auto direct =
+      plan.amx ? fn.conv2d_i8_amx_tile : (plan.lanes ? fn.conv2d_i8_lanes_tile : fn.conv2d_i8_tile);
   const int64_t per_group = s.c_out / s.groups, ho = s.h_out();
   for (int64_t item = item_begin; item < item_end; ++item) {
     const int64_t pt = item % plan.px_blocks;

@@ -169,6 +169,18 @@ inline int64_t conv_i8_amx_extra_scratch_bytes(const Conv2dShape& s) {
   return conv_i8_amx_geometry(s).steps * 8 + 8 * 1024 + 64;
 }
 
+/// Whether the lanes tile (output channels in the vector lanes, x86/conv2d_i8_lanes_avx512.cpp)
+/// runs a direct conv: one group of whole 16-channel vectors, an output plane of at most 1024
+/// pixels (where the pixel tile's 16-pixel vectors fill worst) and at least 128 codes per
+/// output (the lanes tile stores each 16 outputs with one scatter).
+bool conv_i8_lanes_applies(const Conv2dShape& s, int64_t group_size);
+
+/// Byte offset of output channel o's codes at block 0 in the lanes tile's weight panel:
+/// per 16 output channels, kb blocks of 16 channels x 4 codes (64 bytes, one vector load).
+inline int64_t conv_i8_lanes_panel_offset(const ConvI8Layout& l, int64_t o) {
+  return (o / 16) * l.kb * 64 + (o % 16) * 4;
+}
+
 /// The portable direct-layout input packer (conv2d_i8.cpp).
 void conv2d_i8_pack_input_portable(const float* x, const Conv2dShape& s, const float* scale,
                                    int64_t u_begin, int64_t u_end, int8_t* out);
@@ -195,6 +207,11 @@ void conv2d_i8_pack_weights_portable(const Conv2dShape& s, const uint8_t* packed
 void conv2d_i8_tile_avx2(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch);
 /// The same tile with 256-bit vpdpbusd (AVX512-VNNI/VL), for the avx512 row.
 void conv2d_i8_tile_avx512(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch);
+/// The lanes tile (conv_i8_lanes_applies) and its weight panel of output channels
+/// [co_begin, co_end) (conv_i8_lanes_panel_offset; c_out * kb * 4 bytes in all).
+void conv2d_i8_lanes_tile_avx512(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch);
+void conv2d_i8_lanes_pack_weights_avx512(const Conv2dShape& s, const uint8_t* packed, int bits,
+                                         int64_t co_begin, int64_t co_end, uint8_t* panel);
 /// Quantizes units [u_begin, u_end) into the direct layout (bit-exact with the portable one,
 /// conv2d_i8_pack_input_portable, which it falls back to for very wide rows).
 void conv2d_i8_pack_input_avx2(const float* x, const Conv2dShape& s, const float* scale,

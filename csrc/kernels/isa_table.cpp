@@ -148,6 +148,8 @@ constexpr IsaEntryPoints avx512_entries(
           conv2d_i8_quantize_row_avx2,
           conv2d_i8_patch_row_avx2,
           max_pool2d_planes_avx2,
+          conv2d_i8_lanes_tile_avx512,
+          conv2d_i8_lanes_pack_weights_avx512,
           amx_tile,
           amx_pack_weights};
 }
@@ -192,7 +194,8 @@ const IsaKernels kIsaTable[] = {
                         absmax_avx2, conv2d_i8_tile_avx2, conv2d_i8_pack_input_avx2,
                         conv2d_i8_pack_weights_avx2, conv2d_i8_dw_tile_avx2,
                         conv2d_i8_quantize_row_avx2,
-                        conv2d_i8_patch_row_avx2, max_pool2d_planes_avx2, nullptr, nullptr})},
+                        conv2d_i8_patch_row_avx2, max_pool2d_planes_avx2, nullptr, nullptr,
+                        nullptr, nullptr})},
     // NEON (baseline on aarch64); conv2d runs im2col + the NEON matmul; the depthwise integer
     // conv runs the portable depthwise tile (compiled for the baseline, NEON included).
     {CpuIsa::kNeon, "neon", /*i8_plane_layout=*/true, /*conv_i8_tile_fuses_epilogue=*/false,
@@ -200,12 +203,12 @@ const IsaKernels kIsaTable[] = {
      QPART_AARCH64_ONLY({always, linear_f32_neon, linear_i8_neon_any, nullptr, nullptr,
                          nullptr, nullptr, conv2d_i8_tile_neon_any, nullptr, nullptr,
                          conv2d_i8_dw_tile_portable, nullptr, nullptr,
-                         max_pool2d_planes_neon, nullptr, nullptr})},
+                         max_pool2d_planes_neon, nullptr, nullptr, nullptr, nullptr})},
     // The portable reference, always last (depthwise convs run the reference kernel too).
     {CpuIsa::kScalar, "scalar", /*i8_plane_layout=*/false, /*conv_i8_tile_fuses_epilogue=*/false,
      no_scratch, kNoConvTile,
      {always, nullptr, linear_i8_scalar, quantize_row_i8_scalar, nullptr, nullptr, nullptr, nullptr,
-      nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr}},
+      nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr}},
 };
 // clang-format on
 

@@ -66,6 +66,12 @@ struct IsaEntryPoints {
   /// Float max pool of whole NCHW planes (max_pool2d_impl.h). Null: the portable rows.
   void (*max_pool2d_planes)(const MaxPool2dShape& s, const float* x, int64_t planes, float* scratch,
                             float* y);
+  /// Integer conv2d tile with the output channels in the lanes, for the convs where
+  /// conv_i8_lanes_applies (it reads its own weight panel, built by the entry below). Null: the
+  /// direct tile above runs them.
+  void (*conv2d_i8_lanes_tile)(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch);
+  void (*conv2d_i8_lanes_pack_weights)(const Conv2dShape& s, const uint8_t* packed, int bits,
+                                       int64_t co_begin, int64_t co_end, uint8_t* panel);
   /// Matrix-unit integer conv2d tile for the convs where conv_i8_amx_applies (it reads its own
   /// weight panel, built by the entry below). Null: the direct tile above runs them.
   void (*conv2d_i8_amx_tile)(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scratch);

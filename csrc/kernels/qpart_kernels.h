@@ -311,6 +311,7 @@ struct Conv2dI8Plan {
   bool depthwise;                       // the depthwise path (conv2d_i8_depthwise.h)
   bool im2col;                          // direct kernel on the patch matrix (see tile_shape)
   bool amx;                             // the row's matrix-unit tile and its own weight panel
+  bool lanes;                           // the row's channels-in-lanes tile and its own panel
   Conv2dShape tile_shape;               // the shape the tiles and the panel see: the call's,
                                         // or with im2col the 1x1 conv over the patch matrix
   int64_t im2col_rows;                  // im2col: output rows per input unit

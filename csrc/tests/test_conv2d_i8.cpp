@@ -218,6 +218,13 @@ std::vector<Case> cases(int bits) {
       {shape(1, 100, 7, 9, 33, 3, 3, 1, 1, 1, 1, 1, 1, 1), 0, bits},  // 25 blocks: tail
       {shape(1, 70, 11, 5, 17, 1, 1, 1, 1, 0, 0, 1, 1, 1), 0, bits},  // 1x1, 18 blocks
       {shape(1, 48, 8, 12, 70, 3, 2, 1, 2, 2, 0, 2, 1, 1), 0, bits},  // dil, asym, 70 out
+      // multiples of 16 output channels on small planes: the lanes tile where the CPU has one
+      {shape(1, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1), 0, bits},    // 49 px: 8 x 6 + 1
+      {shape(2, 32, 14, 13, 48, 3, 3, 2, 2, 1, 1, 1, 1, 1), 0, bits},  // /2, 3 vectors
+      {shape(1, 18, 5, 6, 80, 3, 3, 1, 1, 1, 1, 1, 1, 1), 0, bits},    // channel tail, 4 + 1
+      {shape(1, 32, 6, 6, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1), 144, bits},  // 2 weight groups
+      {shape(1, 24, 9, 9, 32, 3, 3, 1, 1, 2, 2, 2, 2, 1), 0, bits},    // dilation 2
+      {shape(1, 160, 3, 4, 32, 1, 1, 1, 1, 0, 0, 1, 1, 1), 0, bits},   // 1x1, 12 px
   };
 }
 
@@ -277,6 +284,59 @@ TEST(Conv2dI8, DirectPlansWhereExpected) {
     EXPECT_FALSE(k::conv2d_i8_plan(pointwise, pointwise.k(), kd.isa).im2col) << kd.name;
   }
   EXPECT_FALSE(k::conv2d_i8_plan(s, s.k(), k::CpuIsa::kScalar).direct);
+}
+
+TEST(Conv2dI8, LanesPlansWhereExpected) {
+  // The lanes tile takes one-group convs of whole 16-channel vectors with small planes and
+  // >= 128 codes per output: ResNet-18's 28 x 28, 14 x 14 and 7 x 7 stages, not its 56 x 56
+  // one or a 1x1 shortcut over 64 channels.
+  const k::Conv2dShape l4 = shape(1, 512, 7, 7, 512, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+  const k::Conv2dShape l4s2 = shape(1, 256, 14, 14, 512, 3, 3, 2, 2, 1, 1, 1, 1, 1);
+  const k::Conv2dShape l3 = shape(1, 256, 14, 14, 256, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+  const k::Conv2dShape l1 = shape(1, 64, 56, 56, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+  const k::Conv2dShape odd = shape(1, 64, 7, 7, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+  const k::Conv2dShape grouped = shape(1, 64, 7, 7, 64, 3, 3, 1, 1, 1, 1, 1, 1, 2);
+  const k::Conv2dShape short64 = shape(1, 64, 56, 56, 128, 1, 1, 2, 2, 0, 0, 1, 1, 1);
+  const k::Conv2dShape short128 = shape(1, 128, 28, 28, 256, 1, 1, 2, 2, 0, 0, 1, 1, 1);
+  EXPECT_TRUE(d::conv_i8_lanes_applies(short128, short128.k()));
+  for (const k::Conv2dShape& s : {l4, l4s2, l3}) EXPECT_TRUE(d::conv_i8_lanes_applies(s, s.k()));
+  EXPECT_TRUE(d::conv_i8_lanes_applies(l4, 512 * 9 / 2));  // weight groups of whole blocks
+  EXPECT_FALSE(d::conv_i8_lanes_applies(l4, 64));          // the patch matrix's groups
+  for (const k::Conv2dShape& s : {l1, odd, grouped, short64})
+    EXPECT_FALSE(d::conv_i8_lanes_applies(s, s.k()));
+  for (const Direct& kd : directs()) {
+    const bool has = d::isa_kernels(kd.isa).fn.conv2d_i8_lanes_tile != nullptr;
+    const k::Conv2dI8Plan p = k::conv2d_i8_plan(l4, l4.k(), kd.isa, 2);
+    EXPECT_EQ(p.lanes, has && !p.amx) << kd.name;
+    EXPECT_FALSE(k::conv2d_i8_plan(l1, l1.k(), kd.isa, 2).lanes) << kd.name;
+    if (p.lanes) {
+      EXPECT_EQ(p.co_block % 16, 0);
+      EXPECT_EQ(p.panel_bytes, l4.c_out * l4.k());
+    }
+  }
+  EXPECT_FALSE(k::conv2d_i8_plan(l4, l4.k(), k::CpuIsa::kScalar).lanes);
+  ::setenv("QPART_CONV_I8_LANES", "0", 1);  // the switch back to the pixel tile
+  for (const Direct& kd : directs()) EXPECT_FALSE(k::conv2d_i8_plan(l4, l4.k(), kd.isa).lanes);
+  ::unsetenv("QPART_CONV_I8_LANES");
+}
+
+TEST(Conv2dI8, LanesAndPixelTilesAgree) {
+  // Every width on a lanes shape: the lanes tile, then the pixel tile it replaces (the switch).
+  const k::Conv2dShape s = shape(2, 40, 9, 7, 96, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+  for (const Direct& kd : directs()) {
+    if (!k::conv2d_i8_plan(s, s.k(), kd.isa).lanes) continue;
+    for (int bits = 1; bits <= 8; ++bits) {
+      const Case c{s, bits % 2 ? 0 : 180, bits};  // per channel, and 2 weight groups
+      const Data dt = make(c, 900 + static_cast<uint32_t>(bits));
+      EXPECT_TRUE(k::conv2d_i8_plan(s, dt.w.group_size, kd.isa).lanes);
+      const auto lanes = run(c, dt, kd.isa, nullptr, true, 2, 2);
+      ::setenv("QPART_CONV_I8_LANES", "0", 1);
+      const auto pixels = run(c, dt, kd.isa, nullptr, true, 2, 2);
+      ::unsetenv("QPART_CONV_I8_LANES");
+      expect_bitwise(lanes, pixels, kd.name + " bits " + std::to_string(bits));
+      expect_bitwise(lanes, model(c, dt, true), kd.name + " model bits " + std::to_string(bits));
+    }
+  }
 }
 
 TEST(Conv2dI8, AmxPlansWhereExpected) {

@@ -24,7 +24,7 @@ namespace glue {
 class ConvI8PanelCache {
  public:
   /// (c_out, c_in / groups, kh, kw, bits, layout - 0 direct, 1 AMX, 2 AMX with the zero
-  /// points folded in): what a panel depends on besides its identity bytes.
+  /// points folded in, 3 lanes): what a panel depends on besides its identity bytes.
   using Key = std::array<int64_t, 6>;
 
   struct Entry {

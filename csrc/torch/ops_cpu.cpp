@@ -259,7 +259,9 @@ void conv2d_i8_cpu(const Tensor& input, const k::Conv2dShape& shape, const Tenso
     // A zero-folded AMX panel depends on the zero points too: they join its identity bytes.
     const bool folded = k::conv2d_i8_zero_folded(plan, shape, nb, z_ptr);
     const glue::ConvI8PanelCache::Key key{
-        ts.c_out, ts.c_in / ts.groups, ts.kh, ts.kw, bits, plan.amx ? (folded ? 2 : 1) : 0};
+        ts.c_out, ts.c_in / ts.groups,
+        ts.kh,    ts.kw,
+        bits,     plan.amx ? (folded ? 2 : 1) : (plan.lanes ? 3 : 0)};
     cached = glue::ConvI8PanelCache::instance().get(
         key, p.const_data_ptr<uint8_t>(), static_cast<size_t>(p.numel()), folded ? z_ptr : nullptr,
         folded ? static_cast<size_t>(z.numel()) : 0, static_cast<size_t>(plan.panel_bytes),
