@@ -222,8 +222,7 @@ void conv2d_i8_cpu(const Tensor& input, const k::Conv2dShape& shape, const Tenso
   // them ran its tiles 10-15 % faster than the other.)
   const int64_t image = shape.c_in * shape.h_in * shape.w_in;
   const int64_t threads = at::get_num_threads();
-  const int64_t chunks =
-      shape.batch >= threads ? 1 : std::clamp<int64_t>(image / 4096, 1, threads);
+  const int64_t chunks = shape.batch >= threads ? 1 : std::clamp<int64_t>(image / 4096, 1, threads);
   const int64_t chunk = (image + chunks - 1) / chunks;
   const k::Conv2dI8Plan plan = k::conv2d_i8_plan(shape, gs, isa, at::get_num_threads());
   Tensor qin = glue::pooled_empty({plan.input_bytes}, x.options().dtype(at::kChar));
