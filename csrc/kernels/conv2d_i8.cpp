@@ -226,6 +226,13 @@ Conv2dI8Plan conv2d_i8_plan(const Conv2dShape& s, int64_t group_size, CpuIsa isa
     while (items(co_block, rows) < 2 * threads && co_block >= 2 * smallest)
       co_block = ceil_div(ceil_div(co_block, 2), step) * step;
     while (items(co_block, rows) < 2 * threads && rows > 1) rows = ceil_div(rows, 2);
+    // A few items per thread split unevenly (ResNet's stem at batch 1: 7 items, 4 against 3
+    // on two threads): shorter row blocks, up to twice as many, for a multiple of the threads.
+    const int64_t blocks = ceil_div(ho, rows);
+    for (int64_t b = blocks; items(co_block, rows) % threads != 0 && b < 2 * blocks; ++b) {
+      const int64_t r = ceil_div(ho, b);
+      if (items(co_block, r) % threads == 0) rows = r;
+    }
     p.co_block = co_block;
     p.px_block = rows;
     p.input_bytes = ts.batch * ts.groups * l.c4 * l.unit + l.slack;

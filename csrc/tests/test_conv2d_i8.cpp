@@ -279,6 +279,9 @@ TEST(Conv2dI8, DirectPlansWhereExpected) {
     EXPECT_EQ(k::conv2d_i8_plan(stem, stem.k(), kd.isa, 2).im2col, kd.isa == k::CpuIsa::kAmx)
         << kd.name;
     EXPECT_FALSE(k::conv2d_i8_plan(stem, 49, kd.isa).direct) << kd.name;  // 49 % 4 != 0
+    for (int threads : {2, 3})  // row blocks cut so that every thread gets as many items
+      EXPECT_EQ(k::conv2d_i8_plan(stem, stem.k(), kd.isa, threads).items % threads, 0)
+          << kd.name << " " << threads;
     const k::Conv2dI8Plan two = k::conv2d_i8_plan(s, 24, kd.isa, 2);
     EXPECT_GE(two.input_units, 4) << kd.name;  // one image's rows packed by both threads
     EXPECT_FALSE(k::conv2d_i8_plan(pointwise, pointwise.k(), kd.isa).im2col) << kd.name;
