@@ -1,8 +1,8 @@
 """The measured DRAM read roof of the CPU benchmarks: `threads` threads read one buffer of
 >= 256 MiB once per call (read_roof.c, compiled on first use with the system C compiler into
-a temporary folder and loaded with ctypes). Without a C compiler it falls back to torch's
-vectorized sum over the same buffer (which reads more slowly than the loop; the fallback is
-named in the benchmark's output).
+a temporary folder and loaded with ctypes: c_library.py). Without a C compiler it falls back
+to torch's vectorized sum over the same buffer (which reads more slowly than the loop; the
+fallback is named in the benchmark's output).
 """
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ from __future__ import annotations
 import ctypes
 import pathlib
 import platform
-import shutil
-import subprocess
-import tempfile
 
+import c_library
 import torch
 
 _SRC = pathlib.Path(__file__).resolve().parent / "read_roof.c"
@@ -39,17 +37,9 @@ def cold_bytes() -> int:
 
 
 def _build():
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        return None
-    out = pathlib.Path(tempfile.mkdtemp(prefix="qpart-roof-")) / "libread_roof.so"
-    flags = ["-O2", "-shared", "-fPIC", "-pthread"]
-    if platform.machine() in ("x86_64", "AMD64"):
-        flags.append("-mavx2")
-    try:
-        subprocess.run([cc, *flags, str(_SRC), "-o", str(out)], check=True, capture_output=True)
-        lib = ctypes.CDLL(str(out))
-    except (subprocess.CalledProcessError, OSError):
+    flags = ["-pthread"] + (["-mavx2"] if platform.machine() in ("x86_64", "AMD64") else [])
+    lib = c_library.build(_SRC, flags)
+    if lib is None:
         return None
     fn = lib.qpart_read_roof
     fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]

@@ -9,10 +9,9 @@ from __future__ import annotations
 import ctypes
 import pathlib
 import platform
-import shutil
-import subprocess
-import tempfile
 import time
+
+import c_library
 
 _SRC = pathlib.Path(__file__).resolve().parent / "vnni_peak.c"
 
@@ -26,15 +25,10 @@ def _has_vnni() -> bool:
 
 
 def _build():
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None or platform.machine() not in ("x86_64", "AMD64") or not _has_vnni():
+    if platform.machine() not in ("x86_64", "AMD64") or not _has_vnni():
         return None
-    out = pathlib.Path(tempfile.mkdtemp(prefix="qpart-vnni-")) / "libvnni_peak.so"
-    flags = ["-O2", "-shared", "-fPIC", "-mavx512f", "-mavx512vnni"]
-    try:
-        subprocess.run([cc, *flags, str(_SRC), "-o", str(out)], check=True, capture_output=True)
-        lib = ctypes.CDLL(str(out))
-    except (subprocess.CalledProcessError, OSError):
+    lib = c_library.build(_SRC, ["-mavx512f", "-mavx512vnni"])
+    if lib is None:
         return None
     fn = lib.qpart_vnni_peak
     fn.argtypes = [ctypes.c_uint64]

@@ -30,6 +30,18 @@ def test_read_roof_reads_the_buffer(nbytes, threads):
     assert roof.nbytes % 128 == 0 and roof.nbytes >= nbytes - 192
 
 
+def test_vnni_peak_counts_its_products():
+    import vnni_peak
+
+    fn = vnni_peak._build()
+    rate = vnni_peak.products_per_second(seconds=0.01, repeats=1)
+    if fn is None:  # no C compiler, not x86-64 or no AVX512-VNNI: no roof, and it says so
+        assert rate is None
+        return
+    assert fn(5) == 5 * 12 * 64  # 12 vpdpbusd of 64 products per round
+    assert 1e9 < rate < 1e13  # products per second of one thread: plausible for any CPU
+
+
 def test_ggml_peer_loads_or_says_why():
     import ggml_peer
 
