@@ -1,31 +1,27 @@
 """The measured compute roof of the integer conv benchmarks on x86: products per second of one
 thread running independent zmm ``vpdpbusd`` back to back (vnni_peak.c, compiled on first use
 with the system C compiler into a temporary folder and loaded with ctypes). ``None`` where
-there is no C compiler, no x86-64 or no AVX512-VNNI (the benchmark then omits the column).
+there is no C compiler or no AVX512-VNNI (the benchmark then omits the column).
 """
 
 from __future__ import annotations
 
 import ctypes
 import pathlib
-import platform
 import time
 
 import c_library
 
+from qpart_kernels import cpu_isa
+
 _SRC = pathlib.Path(__file__).resolve().parent / "vnni_peak.c"
 
 
-def _has_vnni() -> bool:
-    try:
-        flags = pathlib.Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_vnni" in flags and " avx512f" in flags
-
-
-def _build():
-    if platform.machine() not in ("x86_64", "AMD64") or not _has_vnni():
+def kernel():
+    """The C loop ``f(rounds) -> products`` (12 zmm ``vpdpbusd`` per round), or None where
+    it cannot be built or run: no C compiler, or a CPU without QPART's ``avx512`` row (which
+    needs AVX512-VNNI; the ``amx`` row includes it)."""
+    if "avx512" not in cpu_isa.available_cpu_isas():
         return None
     lib = c_library.build(_SRC, ["-mavx512f", "-mavx512vnni"])
     if lib is None:
@@ -39,7 +35,7 @@ def _build():
 def products_per_second(seconds: float = 0.2, repeats: int = 5) -> float | None:
     """The best of `repeats` timings of about `seconds` each: u8 x s8 products per second of
     one thread at the vpdpbusd rate (None where it cannot be measured)."""
-    fn = _build()
+    fn = kernel()
     if fn is None:
         return None
     iters = 1 << 16

@@ -7,7 +7,6 @@
 // Direct kernels read the direct layout and the unpacked weight panel of conv2d_i8_impl.h.
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -38,12 +37,6 @@ constexpr int64_t kCoBlock = 128;
 // channels, it was 20 % slower).
 constexpr int64_t kLanesMaxPlane = 32 * 32;
 constexpr int64_t kLanesMinCodes = 128;
-
-// QPART_CONV_I8_LANES=0 (read at every plan) sends the lanes tile's convs to the pixel tile.
-bool lanes_enabled() {
-  const char* env = std::getenv("QPART_CONV_I8_LANES");
-  return env == nullptr || std::strcmp(env, "0") != 0;
-}
 
 // The linear_i8 element quantizer: |x / s| <= 127.00001, so the magic-number rounding is exact
 // round-half-to-even of the true quotient (as _mm256_round_ps of _mm256_div_ps).
@@ -199,7 +192,8 @@ Conv2dI8Plan conv2d_i8_plan(const Conv2dShape& s, int64_t group_size, CpuIsa isa
   p.tile_shape = p.im2col ? patch_matrix_shape(s) : s;
   p.amx = p.direct && amx_row && detail::conv_i8_amx_applies(p.tile_shape, group_size);
   p.lanes = p.direct && !p.im2col && !p.amx && row.fn.conv2d_i8_lanes_tile != nullptr &&
-            detail::conv_i8_lanes_applies(s, group_size) && lanes_enabled();
+            detail::conv_i8_lanes_applies(s, group_size) &&
+            detail::conv_i8_switch_on("QPART_CONV_I8_LANES");  // 0: the pixel tile
   p.input_units = s.batch * s.groups * c4;
   threads = std::max(threads, 1);
   if (p.im2col) {  // split the rows too, so that a batch-1 stem (one unit) packs on all threads

@@ -5,7 +5,6 @@
 #include "conv2d_i8_depthwise.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 
 #include "conv2d_i8_impl.h"
@@ -28,8 +27,7 @@ constexpr int64_t kRowBudget = 96 * 1024;
 
 bool conv2d_i8_depthwise_applies(const Conv2dShape& s, CpuIsa isa) {
   if (s.c_in != s.groups || isa_kernels(isa).fn.conv2d_i8_dw_tile == nullptr) return false;
-  const char* env = std::getenv("QPART_CONV_I8_DEPTHWISE");
-  return env == nullptr || std::strcmp(env, "0") != 0;
+  return conv_i8_switch_on("QPART_CONV_I8_DEPTHWISE");
 }
 
 Conv2dI8Plan conv2d_i8_depthwise_plan(const Conv2dShape& s, int64_t /*group_size*/, CpuIsa isa,

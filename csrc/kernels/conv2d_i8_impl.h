@@ -20,12 +20,21 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "qpart_kernels.h"
 
 namespace qpart {
 namespace kernels {
 namespace detail {
+
+/// Whether the kernel switch `name` (an environment variable, read at every plan) leaves its
+/// kernel on: unset or anything but "0" (QPART_CONV_I8_DEPTHWISE, QPART_CONV_I8_LANES).
+inline bool conv_i8_switch_on(const char* name) {
+  const char* env = std::getenv(name);
+  return env == nullptr || std::strcmp(env, "0") != 0;
+}
 
 /// Geometry of the direct layout (see above).
 struct ConvI8Layout {
@@ -227,8 +236,6 @@ void conv2d_i8_tile_amx(const Conv2dI8Args& a, const Conv2dI8Tile& t, void* scra
 void conv2d_i8_pack_weights_amx(const Conv2dShape& s, const uint8_t* packed, int bits,
                                 const uint8_t* zeros, int64_t co_begin, int64_t co_end,
                                 uint8_t* panel);
-/// Per-image max |x| (false if a NaN or Inf was seen).
-bool absmax_avx2(const float* x, int64_t n, float* amax);
 /// conv2d_i8_quantize_row_portable, bit-exact.
 void conv2d_i8_quantize_row_avx2(const float* x, int64_t n, float scale, int8_t* out);
 /// conv2d_i8_patch_row_portable (16 pixels per step for strides 1 and 2), same bytes.

@@ -134,6 +134,9 @@ void linear_i8_neon_dot(const LinearI8Args& a);
 
 #if defined(__x86_64__)
 void linear_f32_avx2(const LinearArgs& a);
+/// max |x| of n floats (false if a NaN or Inf was seen; x86/conv2d_i8_avx2.cpp): the integer
+/// conv's image scales and the digits of the AVX-512 float GEMV.
+bool absmax_avx2(const float* x, int64_t n, float* amax);
 /// AVX-512 (F/BW/VL/VNNI/VBMI) kernels, x86/linear_avx512_gemv.cpp for m <= kFusedMaxRows and
 /// x86/linear_avx512_gemm.cpp for larger m. The integer ones read q in x's order.
 void linear_f32_avx512_gemv(const LinearArgs& a);

@@ -33,7 +33,7 @@ def test_read_roof_reads_the_buffer(nbytes, threads):
 def test_vnni_peak_counts_its_products():
     import vnni_peak
 
-    fn = vnni_peak._build()
+    fn = vnni_peak.kernel()
     rate = vnni_peak.products_per_second(seconds=0.01, repeats=1)
     if fn is None:  # no C compiler, not x86-64 or no AVX512-VNNI: no roof, and it says so
         assert rate is None

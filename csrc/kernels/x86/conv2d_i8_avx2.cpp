@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "../conv2d_i8_impl.h"
+#include "../dispatch.h"
 #include "../packed_code.h"
 #include "../with_bits.h"
 

@@ -520,13 +520,8 @@ void compute_digits(const LinearArgs& a, const DigitScratch& ds) {
   const int64_t k = a.k, gs = a.group_size, groups = k / gs;
   for (int64_t i = 0; i < a.m; ++i) {
     const float* x = a.x + i * k;
-    __m512 mx = _mm512_setzero_ps();
-    int64_t j = 0;
-    for (; j + 16 <= k; j += 16) mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(x + j)));
-    if (j < k)
-      mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_maskz_loadu_ps(
-                                 static_cast<__mmask16>((1u << (k - j)) - 1), x + j)));
-    const float amax = _mm512_reduce_max_ps(mx);  // finite: fold_exact holds for x
+    float amax = 0.0f;
+    absmax_avx2(x, k, &amax);  // finite: fold_exact holds for x
     int e = 0;
     if (amax > 0.0f) {
       int exp2 = 0;
@@ -539,7 +534,7 @@ void compute_digits(const LinearArgs& a, const DigitScratch& ds) {
     const __m512 inv = _mm512_set1_ps(std::ldexp(1.0f, -e)), radix = _mm512_set1_ps(128.0f);
     int8_t* planes[kDigits];
     for (int d = 0; d < kDigits; ++d) planes[d] = ds.plane(i, d);
-    for (j = 0; j < k; j += 16) {
+    for (int64_t j = 0; j < k; j += 16) {
       const __mmask16 m = k - j >= 16 ? static_cast<__mmask16>(0xFFFF)
                                       : static_cast<__mmask16>((1u << (k - j)) - 1);
       __m512 t = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + j), inv);
